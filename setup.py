@@ -1,0 +1,33 @@
+"""audience-relay: distribute audience segments from a data lake to ad platforms, SFTP and S3."""
+from setuptools import find_packages, setup
+
+# Pinned to the AWS Glue 5.1 runtime (Spark 3.5.6, Python 3.11) so local runs match production.
+# Spark 3.5's Arrow/pandas paths predate pandas 3 and numpy 2, hence the caps.
+RUNTIME = [
+    "pyspark==3.5.6",
+    "pyarrow>=15,<18",
+    "pandas>=2.0,<2.3",
+    "numpy>=1.24,<2",
+    "pyyaml>=6",
+    "pydantic>=2.6,<3",
+    "boto3>=1.34",
+    "great-expectations==1.24.1",
+]
+TEST = [
+    "pytest>=8",
+    "chispa>=0.10",
+    "moto[server]==5.2.5",
+]
+DEV = TEST + ["paramiko>=3.4", "cfn-lint>=1.0"]
+
+setup(
+    name="audience-relay",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
+    package_data={"jobs": ["defaults/*.yaml"]},
+    install_requires=RUNTIME,
+    extras_require={"test": TEST, "dev": DEV},
+    entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
+)
