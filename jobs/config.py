@@ -1,0 +1,281 @@
+"""The destinations YAML: loaded once at the edge, validated, and turned into typed objects.
+
+Unknown keys and bad values fail with a `ConfigError` that names the file and the key path
+(`destinations[1] (google_dm).max_batch_size: ...`). Credentials are references only.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from connectors.profiles import PROFILES, IdentifierRule, Profile
+from transforms.schemas import ID_TYPES
+
+SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+SAFE_AUDIENCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
+SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+
+
+class ConfigError(ValueError):
+    """The destinations config is unreadable or invalid; the message names the file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Credentials(_Strict):
+    """Where a secret lives: an environment variable or a Secrets Manager ARN, never inline."""
+
+    env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
+    secret_arn: Annotated[str, Field(pattern=SECRET_ARN)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Credentials:
+        if (self.env is None) == (self.secret_arn is None):
+            raise ValueError("give exactly one of `env` or `secret_arn`")
+        return self
+
+
+class RateLimit(_Strict):
+    requests_per_minute: Annotated[int, Field(gt=0)]
+
+
+class DailyQuota(_Strict):
+    requests: Annotated[int, Field(gt=0)]
+    key: Annotated[str, Field(pattern=SAFE_ID)] | None = None
+
+
+class Guards(_Strict):
+    min_audience_size: Annotated[int, Field(ge=0)] = 0
+
+
+class HttpConnection(_Strict):
+    base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    account_id: str | None = None
+
+
+class SftpConnection(_Strict):
+    host: str
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    username: str
+    remote_dir: str
+    known_hosts: str
+
+
+class S3Connection(_Strict):
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: str = ""
+    kms_key_id: str | None = None
+
+
+class _DestinationBase(_Strict):
+    id: Annotated[str, Field(pattern=SAFE_ID)]
+    profile: str
+    id_types: list[Literal["email", "phone", "maid", "external_id"]] | None = None
+    hashing: dict[Literal["email", "phone", "maid", "external_id"], Literal["sha256", "none"]] = {}
+    max_batch_size: Annotated[int, Field(gt=0)] | None = None
+    rate_limit: RateLimit | None = None
+    daily_quota: DailyQuota | None = None
+    credentials: Credentials | None = None
+    sync_mode: Literal["mirror", "upsert"] = "mirror"
+    guards: Guards = Guards()
+    active: bool = True
+    audiences: dict[Annotated[str, Field(pattern=SAFE_AUDIENCE_ID)], list[str]]
+
+    @field_validator("audiences")
+    @classmethod
+    def _one_audience_per_segment(cls, audiences: dict[str, list[str]]) -> dict[str, list[str]]:
+        if not audiences:
+            raise ValueError("map at least one audience to its segments")
+        owner: dict[str, str] = {}
+        for audience, segments in audiences.items():
+            if not segments:
+                raise ValueError(f"audience {audience!r} lists no segments")
+            for segment in segments:
+                if segment in owner:
+                    raise ValueError(
+                        f"segment {segment!r} feeds both {owner[segment]!r} and {audience!r}; "
+                        "a segment may feed one audience per destination"
+                    )
+                owner[segment] = audience
+        return audiences
+
+    @model_validator(mode="after")
+    def _within_profile(self) -> _DestinationBase:
+        profile = PROFILES.get(self.profile)
+        if profile is None:
+            raise ValueError(f"profile: unknown profile {self.profile!r}; known: {sorted(PROFILES)}")
+        if profile.kind != self.kind:
+            raise ValueError(f"profile: {self.profile!r} is a {profile.kind} profile, not {self.kind}")
+        if self.max_batch_size is not None and self.max_batch_size > profile.max_batch_size:
+            raise ValueError(
+                f"max_batch_size: {self.max_batch_size} is above the {self.profile} maximum of {profile.max_batch_size}"
+            )
+        for id_type in self.id_types or []:
+            if id_type not in profile.identifiers:
+                raise ValueError(f"id_types: {self.profile} does not accept {id_type!r}")
+        for id_type, rule in self.hashing.items():
+            if rule == "none" and profile.identifiers.get(id_type, IdentifierRule(True)).hash_sha256:
+                raise ValueError(f"hashing.{id_type}: {self.profile} takes {id_type} hashed; it cannot be sent in clear")
+        if self.rate_limit and profile.requests_per_minute and self.rate_limit.requests_per_minute > profile.requests_per_minute:
+            raise ValueError(
+                f"rate_limit.requests_per_minute: {self.rate_limit.requests_per_minute} is above the "
+                f"{self.profile} limit of {profile.requests_per_minute}"
+            )
+        if self.daily_quota and profile.requests_per_day and self.daily_quota.requests > profile.requests_per_day:
+            raise ValueError(
+                f"daily_quota.requests: {self.daily_quota.requests} is above the {self.profile} limit of {profile.requests_per_day}"
+            )
+        return self
+
+    # Derived, typed views the jobs use.
+    @property
+    def profile_spec(self) -> Profile:
+        return PROFILES[self.profile]
+
+    @property
+    def batch_size(self) -> int:
+        return self.max_batch_size or self.profile_spec.max_batch_size
+
+    @property
+    def accepted_id_types(self) -> tuple[str, ...]:
+        return tuple(self.id_types or [t for t in ID_TYPES if t in self.profile_spec.identifiers])
+
+    @property
+    def quota_key(self) -> str:
+        return (self.daily_quota and self.daily_quota.key) or self.id
+
+    def identifier_rule(self, id_type: str) -> IdentifierRule:
+        rule = self.profile_spec.identifiers[id_type]
+        if self.hashing.get(id_type) == "sha256" and not rule.hash_sha256:
+            return IdentifierRule(True, rule.phone_with_plus, rule.gmail_canonical)
+        return rule
+
+
+class HttpDestination(_DestinationBase):
+    kind: Literal["http_api"]
+    connection: HttpConnection | None = None
+
+
+class SftpDestination(_DestinationBase):
+    kind: Literal["sftp"]
+    connection: SftpConnection | None = None
+
+
+class S3Destination(_DestinationBase):
+    kind: Literal["s3"]
+    connection: S3Connection | None = None
+
+
+Destination = Annotated[Union[HttpDestination, SftpDestination, S3Destination], Field(discriminator="kind")]
+
+
+class RowCountBand(_Strict):
+    """Today's input row count must lie within [min_ratio, max_ratio] x the previous run's."""
+
+    min_ratio: Annotated[float, Field(ge=0)] = 0.5
+    max_ratio: Annotated[float, Field(gt=0)] = 2.0
+
+
+class Quality(_Strict):
+    max_null_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_unknown_id_type_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_rejected_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
+    row_count_band: RowCountBand = RowCountBand()
+
+
+class Defaults(_Strict):
+    default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
+
+
+class Config(_Strict):
+    version: Literal[1]
+    defaults: Defaults = Defaults()
+    quality: Quality = Quality()
+    destinations: list[Destination]
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_ids(cls, destinations: list) -> list:
+        if not destinations:
+            raise ValueError("configure at least one destination")
+        seen: set[str] = set()
+        for destination in destinations:
+            if destination.id in seen:
+                raise ValueError(f"destination id {destination.id!r} appears twice")
+            seen.add(destination.id)
+        return destinations
+
+    @property
+    def active_destinations(self) -> list[HttpDestination | SftpDestination | S3Destination]:
+        return [d for d in self.destinations if d.active]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a config must not."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _key_path(raw: dict, loc: tuple) -> str:
+    """Render pydantic's error location as a key path, naming destinations by their id."""
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("id") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
+            parts[-1] += f"[{item}]" + (f" ({name})" if name else "")
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        elif item in ("http_api", "sftp", "s3") and parts and parts[-1].startswith("destinations["):
+            continue  # the discriminator tag pydantic inserts is noise to a reader
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts)
+
+
+def parse_config(raw: object, source: str) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        lines = []
+        for detail in error.errors():
+            message = detail["msg"].removeprefix("Value error, ")
+            where = _key_path(raw, detail["loc"]) or "(top level)"
+            if detail["type"] == "extra_forbidden":
+                message = "unknown key"
+            lines.append(f"{source}: {where}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config: {error}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(raw, str(path))
+
+
+DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "destinations.yaml"

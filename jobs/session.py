@@ -1,0 +1,42 @@
+"""One place that builds the SparkSession, so local runs, tests, EMR and Glue share settings."""
+import os
+
+from pyspark.sql import SparkSession
+
+# Settings chosen on purpose rather than left to defaults: AQE coalesces the many small shuffle
+# partitions of small audiences; the broadcast threshold covers mapping, consent and bucket
+# offset tables (tens of MB at most) but never a membership table.
+TUNED_CONF = {
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.autoBroadcastJoinThreshold": str(64 * 1024 * 1024),
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.compression.codec": "snappy",
+    "spark.sql.sources.partitionOverwriteMode": "static",
+}
+LOCAL_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": os.environ.get("AUDIENCE_RELAY_DRIVER_MEMORY", "4g"),
+}
+
+
+def build_session(app_name: str, master: str | None = None, shuffle_partitions: int | None = None) -> SparkSession:
+    """Return the active session (Glue, EMR, spark-submit) or a local one when none is running.
+
+    spark-submit, EMR steps and Glue start the JVM first and hand Python its gateway
+    (`PYSPARK_GATEWAY_PORT`); their master and resources are theirs to set, so local settings
+    apply only when Python starts Spark itself.
+    """
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in TUNED_CONF.items():
+        builder = builder.config(key, value)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = builder.master(master or "local[*]")
+        for key, value in LOCAL_CONF.items():
+            builder = builder.config(key, value)
+    if shuffle_partitions:
+        builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

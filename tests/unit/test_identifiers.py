@@ -1,0 +1,161 @@
+"""Normalization and match keys, checked against vectors computed with hashlib."""
+import hashlib
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+
+from transforms.identifiers import normalize_identifiers, with_match_key
+from transforms.schemas import MEMBERSHIP
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def raw_rows(spark, rows):
+    """Build reader output: membership columns plus source_file and read_error."""
+    frame = spark.createDataFrame([(u, t, v, s, None) for u, t, v, s in rows], MEMBERSHIP)
+    return frame.withColumn("source_file", F.lit("day1.csv")).withColumn("read_error", F.lit(None).cast("string"))
+
+
+def normalized(spark, id_type, value, country="1"):
+    row = raw_rows(spark, [("u1", id_type, value, "seg_1")]).transform(normalize_identifiers, country).first()
+    return row["id_normalized"], row["reject_reason"]
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("  John.Smith@Example.COM ", "john.smith@example.com"),
+        ("jane\u00a0doe@example.org", "janedoe@example.org"),  # no-break space inside
+        ("user.name+NYC@Example.com", "user.name+nyc@example.com"),
+        ("\tUPPER@SUB.EXAMPLE.CO.UK\n", "upper@sub.example.co.uk"),
+    ],
+)
+def test_email_is_trimmed_lowercased_and_whitespace_free(spark, raw, expected):
+    assert normalized(spark, "email", raw) == (expected, None)
+
+
+@pytest.mark.parametrize("raw", ["not-an-email", "a@b", "a@@b.com", "@example.com", "a..b@example.com", "n/a", "a@exa_mple.com"])
+def test_invalid_email_is_rejected_with_reason(spark, raw):
+    assert normalized(spark, "email", raw) == (None, "invalid_email")
+
+
+def test_overlong_email_is_rejected(spark):
+    assert normalized(spark, "email", "a" * 250 + "@example.com") == (None, "invalid_email")
+
+
+@pytest.mark.parametrize(
+    "raw, country, expected",
+    [
+        ("(415) 555-0123", "1", "+14155550123"),
+        ("1-415-555-0123", "1", "+14155550123"),
+        ("+1 415.555.0123", "1", "+14155550123"),
+        ("+44 20 7946 0958", "1", "+442079460958"),
+        ("0044 20 7946 0958", "1", "+442079460958"),
+        ("020 7946 0958", "44", "+442079460958"),  # national number, trunk zero dropped
+        ("0151 234 5678", "49", "+491512345678"),
+    ],
+)
+def test_phone_becomes_e164_with_default_country(spark, raw, country, expected):
+    assert normalized(spark, "phone", raw, country) == (expected, None)
+
+
+@pytest.mark.parametrize("raw", ["555-0123", "+1 015 555 0123", "415-555-CALL", "+12", "++44 20 7946 0958", "1234567890123456"])
+def test_invalid_phone_is_rejected(spark, raw):
+    assert normalized(spark, "phone", raw) == (None, "invalid_phone")
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("AECE52E7-03EE-455A-B3C4-E57283966239", "aece52e7-03ee-455a-b3c4-e57283966239"),
+        (" aece52e703ee455ab3c4e57283966239 ", "aece52e7-03ee-455a-b3c4-e57283966239"),
+    ],
+)
+def test_maid_is_lowercase_uuid_with_dashes(spark, raw, expected):
+    assert normalized(spark, "maid", raw) == (expected, None)
+
+
+def test_zero_maid_identifies_nobody(spark):
+    assert normalized(spark, "maid", "00000000-0000-0000-0000-000000000000") == (None, "zero_maid")
+
+
+def test_malformed_maid_is_rejected(spark):
+    assert normalized(spark, "maid", "not-a-uuid") == (None, "invalid_maid")
+
+
+def test_rows_missing_fields_get_the_first_failing_reason(spark):
+    rows = [
+        (None, "email", "a@example.com", "seg_1"),
+        ("u1", "email", "a@example.com", " "),
+        ("u1", None, "a@example.com", "seg_1"),
+        ("u1", "fax", "123", "seg_1"),
+        ("u1", " EMAIL ", None, "seg_1"),
+        ("u1", "external_id", "x" * 300, "seg_1"),
+    ]
+    reasons = [r["reject_reason"] for r in raw_rows(spark, rows).transform(normalize_identifiers, "1").collect()]
+    assert reasons == [
+        "missing_user_id",
+        "missing_segment_id",
+        "missing_id_type",
+        "unknown_id_type",
+        "missing_id_value",
+        "invalid_external_id",
+    ]
+
+
+def test_unparseable_record_is_rejected_as_malformed(spark):
+    frame = raw_rows(spark, [("u1", "email", "a@example.com", "seg_1")]).withColumn("read_error", F.lit("bad,row"))
+    assert frame.transform(normalize_identifiers, "1").first()["reject_reason"] == "malformed_record"
+
+
+def test_bad_default_country_code_is_refused(spark):
+    with pytest.raises(ValueError, match="default_country_code"):
+        raw_rows(spark, []).transform(normalize_identifiers, "+1")
+
+
+RULES = StructType(
+    [
+        StructField("id_type", StringType()),
+        StructField("id_normalized", StringType()),
+        StructField("hash_sha256", BooleanType()),
+        StructField("phone_with_plus", BooleanType()),
+        StructField("gmail_canonical", BooleanType()),
+    ]
+)
+
+
+def test_match_key_follows_each_destination_rule(spark):
+    rows = [
+        ("email", "john.smith@example.com", True, True, False),
+        ("email", "cloudy.san.francisco+shopping@gmail.com", True, True, True),
+        ("email", "cloudy.san.francisco+shopping@gmail.com", True, True, False),
+        ("email", "user.name+nyc@example.com", True, True, True),  # only gmail is canonicalized
+        ("phone", "+14155550123", True, False, False),  # Meta: digits, no plus
+        ("phone", "+14155550123", True, True, False),  # Google: E.164 with plus
+        ("maid", "aece52e7-03ee-455a-b3c4-e57283966239", False, True, False),
+    ]
+    expected = [
+        sha256("john.smith@example.com"),
+        sha256("cloudysanfrancisco@gmail.com"),
+        sha256("cloudy.san.francisco+shopping@gmail.com"),
+        sha256("user.name+nyc@example.com"),
+        sha256("14155550123"),
+        sha256("+14155550123"),
+        "aece52e7-03ee-455a-b3c4-e57283966239",
+    ]
+    keys = [r["match_key"] for r in spark.createDataFrame(rows, RULES).transform(with_match_key).collect()]
+    assert keys == expected
+
+
+def test_normalize_keeps_raw_value_and_states_its_schema(spark):
+    frame = raw_rows(spark, [("u1 ", "Email", " A@Example.com", " seg_1 ")]).transform(normalize_identifiers, "1")
+    expected = spark.createDataFrame(
+        [("u1", "email", " A@Example.com", "seg_1", None, "day1.csv", "a@example.com", None)],
+        "user_id string, id_type string, id_value string, segment_id string, updated_at timestamp, "
+        "source_file string, id_normalized string, reject_reason string",
+    )
+    assert_df_equality(frame, expected, ignore_nullable=True)

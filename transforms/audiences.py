@@ -1,0 +1,51 @@
+"""From normalized membership rows to the distinct members of each destination's audiences."""
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from transforms.identifiers import with_match_key
+
+ALL_DESTINATIONS = "*"
+
+
+def consent_opt_outs(consent: DataFrame, destination_ids: list[str]) -> DataFrame:
+    """Expand consent rows to one (user_id, destination_id) pair per destination they block.
+
+    A `*` scope blocks every destination; any other scope names one destination.
+    """
+    spark = consent.sparkSession
+    destinations = spark.createDataFrame([(d,) for d in destination_ids], "destination_id string")
+    blocks_destination = (F.trim("scope") == ALL_DESTINATIONS) | (F.trim("scope") == F.col("destination_id"))
+    return (
+        consent.filter(F.col("user_id").isNotNull())
+        .join(F.broadcast(destinations), on=blocks_destination, how="inner")
+        .select(F.trim("user_id").alias("user_id"), "destination_id")
+        .dropDuplicates()  # a user may opt out both globally and per destination
+    )
+
+
+def map_to_audiences(valid: DataFrame, mapping: DataFrame) -> DataFrame:
+    """Fan each usable row out to the audiences its segment feeds, one row per destination.
+
+    The mapping only holds id types a destination accepts, so the inner join also drops rows
+    of unaccepted types; both are counted by the job from the per-segment statistics.
+    """
+    return valid.join(F.broadcast(mapping), on=["segment_id", "id_type"], how="inner")
+
+
+def drop_opted_out(mapped: DataFrame, opt_outs: DataFrame, broadcast: bool = True) -> DataFrame:
+    """Remove rows of users who withdrew consent for the row's destination.
+
+    Opt-out lists are usually small enough to broadcast; the job passes `broadcast=False`
+    for lists too large for executor memory, where a shuffled anti-join is the safe plan.
+    """
+    blocked = F.broadcast(opt_outs) if broadcast else opt_outs
+    return mapped.join(blocked, on=["user_id", "destination_id"], how="left_anti")
+
+
+def to_members(mapped: DataFrame) -> DataFrame:
+    """Collapse rows into distinct audience members, keeping how many input rows each stands for."""
+    return (
+        mapped.transform(with_match_key)
+        .groupBy("destination_id", "audience_id", "id_type", "match_key")
+        .agg(F.count(F.lit(1)).alias("source_rows"))
+    )

@@ -1,0 +1,110 @@
+"""Explicit schemas for every boundary of the prepare pipeline (DESIGN.md, data contract)."""
+from pyspark.sql.types import (
+    BooleanType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+ID_TYPES = ("email", "phone", "maid", "external_id")
+
+MEMBERSHIP = StructType(
+    [
+        StructField("user_id", StringType()),
+        StructField("id_type", StringType()),
+        StructField("id_value", StringType()),
+        StructField("segment_id", StringType()),
+        StructField("updated_at", TimestampType()),
+    ]
+)
+
+CONSENT = StructType(
+    [
+        StructField("user_id", StringType()),
+        StructField("scope", StringType()),
+    ]
+)
+
+# Membership after normalization: the raw row, where it came from, its canonical identifier
+# and, for unusable rows, why.
+NORMALIZED = StructType(
+    MEMBERSHIP.fields
+    + [
+        StructField("source_file", StringType()),
+        StructField("id_normalized", StringType()),
+        StructField("reject_reason", StringType()),
+    ]
+)
+
+REJECTED = StructType(
+    [
+        StructField("reject_reason", StringType()),
+        StructField("source_file", StringType()),
+        StructField("user_id", StringType()),
+        StructField("id_type", StringType()),
+        StructField("id_value", StringType()),
+        StructField("segment_id", StringType()),
+        StructField("updated_at", TimestampType()),
+    ]
+)
+
+# One row per (segment, accepted id type, destination): the destination's audience for that
+# segment plus the identifier rules the destination publishes for that id type.
+AUDIENCE_MAPPING = StructType(
+    [
+        StructField("segment_id", StringType(), False),
+        StructField("id_type", StringType(), False),
+        StructField("destination_id", StringType(), False),
+        StructField("audience_id", StringType(), False),
+        StructField("hash_sha256", BooleanType(), False),
+        StructField("phone_with_plus", BooleanType(), False),
+        StructField("gmail_canonical", BooleanType(), False),
+    ]
+)
+
+# Per-destination delivery rules that the delta and batching transforms need.
+DESTINATION_RULES = StructType(
+    [
+        StructField("destination_id", StringType(), False),
+        StructField("sync_mode", StringType(), False),
+        StructField("max_batch_size", IntegerType(), False),
+        StructField("min_audience_size", IntegerType(), False),
+    ]
+)
+
+CONSENT_OPT_OUT = StructType(
+    [
+        StructField("user_id", StringType(), False),
+        StructField("destination_id", StringType(), False),
+    ]
+)
+
+# What a destination holds: the unit of the snapshot, the delta and the batches.
+MEMBER_KEY = ("destination_id", "audience_id", "id_type", "match_key")
+
+SNAPSHOT = StructType(
+    [
+        StructField("destination_id", StringType(), False),
+        StructField("audience_id", StringType(), False),
+        StructField("id_type", StringType(), False),
+        StructField("match_key", StringType(), False),
+    ]
+)
+
+MEMBERS = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False)])
+
+CLASSIFIED = StructType(MEMBERS.fields + [StructField("status", StringType(), False)])
+
+BATCHED = StructType(
+    [
+        StructField("destination_id", StringType(), False),
+        StructField("audience_id", StringType(), False),
+        StructField("op", StringType(), False),
+        StructField("batch_number", IntegerType(), False),
+        StructField("id_type", StringType(), False),
+        StructField("match_key", StringType(), False),
+    ]
+)
