@@ -1,0 +1,59 @@
+from collections import Counter
+
+import pytest
+from pyspark.sql import functions as F
+
+from transforms.batching import assign_batches
+from transforms.schemas import CLASSIFIED, DESTINATION_RULES
+
+
+def classified(spark, n, audience="a", status="add", destination="d"):
+    return spark.range(n).select(
+        F.lit(destination).alias("destination_id"),
+        F.lit(audience).alias("audience_id"),
+        F.lit("email").alias("id_type"),
+        F.sha2(F.col("id").cast("string"), 256).alias("match_key"),
+        F.lit(1).cast("long").alias("source_rows"),
+        F.lit(status).alias("status"),
+    )
+
+
+def rules(spark, max_batch):
+    return spark.createDataFrame([("d", "mirror", max_batch, 0)], DESTINATION_RULES)
+
+
+def batch_sizes(batched):
+    return Counter((r.audience_id, r.op, r.batch_number) for r in batched.select("audience_id", "op", "batch_number").collect())
+
+
+def test_batches_are_full_except_the_last_and_never_above_max(spark):
+    sizes = batch_sizes(assign_batches(classified(spark, 2_345), rules(spark, 500), sub_buckets=7))
+    assert sorted(sizes.values(), reverse=True) == [500, 500, 500, 500, 345]
+    assert sorted(n for (_, _, n) in sizes) == [0, 1, 2, 3, 4]
+
+
+def test_only_adds_and_removes_are_batched_per_op(spark):
+    frame = classified(spark, 30, status="add").union(classified(spark, 20, status="remove")).union(
+        classified(spark, 50, status="unchanged")
+    ).union(classified(spark, 5, status="retained")).union(classified(spark, 5, status="held"))
+    sizes = batch_sizes(assign_batches(frame, rules(spark, 25), sub_buckets=3))
+    assert sizes == {("a", "add", 0): 25, ("a", "add", 1): 5, ("a", "remove", 0): 20}
+
+
+def test_batches_do_not_depend_on_partitioning(spark):
+    frame = classified(spark, 1_000)
+    first = assign_batches(frame.repartition(1), rules(spark, 64), sub_buckets=16)
+    second = assign_batches(frame.repartition(7), rules(spark, 64), sub_buckets=16)
+    assert sorted(first.collect()) == sorted(second.collect())
+
+
+def test_every_member_lands_in_exactly_one_batch(spark):
+    frame = classified(spark, 777).union(classified(spark, 10, audience="b"))
+    batched = assign_batches(frame, rules(spark, 100), sub_buckets=5)
+    assert batched.count() == 787
+    assert batched.select("audience_id", "match_key").distinct().count() == 787
+
+
+def test_sub_buckets_must_be_positive(spark):
+    with pytest.raises(ValueError, match="sub_buckets"):
+        assign_batches(classified(spark, 1), rules(spark, 10), sub_buckets=0)
