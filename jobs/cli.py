@@ -1,0 +1,108 @@
+"""The `audience-relay` command line. Exit codes: 0 ok, 2 bad input or config, 3 quota deferred, 1 other."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from jobs import generate as generator
+from jobs import prepare as prepare_job
+from jobs.config import ConfigError
+from jobs.inputs import InputError
+from jobs.quality import QualityError
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
+BAD_INPUT = (ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError)
+
+
+def run_guarded(work: Callable[[], int]) -> int:
+    """Run a command, mapping failures to the documented exit codes with a message on stderr."""
+    try:
+        return work()
+    except BAD_INPUT as error:
+        print(f"audience-relay: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception:  # noqa: BLE001 - the last line of defence prints the trace and fails
+        traceback.print_exc()
+        return EXIT_FAILURE
+
+
+def _records(text: str) -> int:
+    """Accept 10000, 10_000, 10k, 10M."""
+    multipliers = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+    text = text.strip().lower().replace("_", "")
+    try:
+        if text and text[-1] in multipliers:
+            return int(float(text[:-1]) * multipliers[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a record count: {text!r}") from None
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from jobs.session import build_session
+
+    overrides = {"records": args.records, "seed": args.seed, "day": args.day, "data_format": args.format, "compression": args.compression}
+    if args.previous:
+        spec = generator.spec_from_previous(args.previous, **overrides)
+    else:
+        if args.records is None:
+            raise generator.GeneratorError("--records is required unless --previous is given")
+        spec = generator.GeneratorSpec(**{k: v for k, v in overrides.items() if v is not None})
+    spark = build_session("audience-relay-generate", args.master)
+    print(json.dumps(generator.generate(spark, spec, args.out)))
+    return EXIT_OK
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from jobs.session import build_session
+
+    request = prepare_job.request_from_args(args)
+    spark = build_session("audience-relay-prepare", args.master)
+    print(json.dumps(prepare_job.run_prepare(spark, request)))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jobs.demo import run_demo
+
+    return run_demo(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="audience-relay-demo-")), args.records)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audience-relay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate two days of data and prepare both, all local")
+    demo.add_argument("--out", help="where to write (default: a new temporary directory)")
+    demo.add_argument("--records", type=_records, default=200_000, help="rows per day (default 200k)")
+    demo.set_defaults(handler=_demo)
+
+    gen = commands.add_parser("generate", help="write synthetic segment membership and consent files")
+    gen.add_argument("--records", type=_records, help="rows to generate (10000, 10k, 10M)")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--day", type=int, help="day number; day N differs from day N-1 by churn")
+    gen.add_argument("--previous", help="a directory written by generate: make its next day")
+    gen.add_argument("--format", choices=["parquet", "csv", "jsonl"])
+    gen.add_argument("--compression", choices=["gzip"])
+    gen.add_argument("--master", help="Spark master (default local[*])")
+    gen.set_defaults(handler=_generate)
+
+    prep = commands.add_parser("prepare", help="turn membership into per-destination delivery batches")
+    prepare_job.add_arguments(prep)
+    prep.set_defaults(handler=_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_guarded(lambda: args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

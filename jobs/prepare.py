@@ -1,0 +1,346 @@
+"""`prepare`: raw segment membership -> per-destination delivery batches, in one pass over the input.
+
+Runs unchanged under spark-submit, as a Glue job (`--NAME value` arguments) and from the CLI
+(`audience-relay prepare`). Writes the run layout of DESIGN.md under `<out>/runs/<run_id>/`:
+`rejected/`, `snapshot/` (the candidate), `batches/` and, last, `manifest.json`, so a run
+without a manifest is an incomplete run and may be prepared again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import snapshots, storage
+from jobs.accounting import MemberStat, SegmentStat, destination_accounting
+from jobs.args import parse_job_args
+from jobs.config import Config, load_config
+from jobs.inputs import read_consent, read_membership
+from jobs.logs import log_event
+from jobs.quality import raise_on_critical, validate_input
+from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
+from transforms.batching import DEFAULT_SUB_BUCKETS, assign_batches
+from transforms.delta import SNAPSHOT_STATUSES, classify_members
+from transforms.identifiers import normalize_identifiers
+from transforms.schemas import AUDIENCE_MAPPING, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+TARGET_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one task each
+BROADCAST_OPT_OUTS_MAX = 5_000_000
+CHECKSUM_RULE = "sha256 of the batch's `id_type:match_key` lines, sorted, joined with \\n"
+
+
+class PrepareError(ValueError):
+    """The request cannot be carried out as asked (bad run id, run already prepared)."""
+
+
+@dataclass(frozen=True)
+class PrepareRequest:
+    input: str
+    out: str
+    config: Config
+    config_source: str
+    run_id: str
+    consent: str | None = None
+    input_format: str | None = None
+    consent_format: str | None = None
+    sub_buckets: int = DEFAULT_SUB_BUCKETS
+
+
+def default_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def audience_mapping(spark: SparkSession, config: Config) -> DataFrame:
+    rows = []
+    for destination in config.active_destinations:
+        for audience_id, segments in destination.audiences.items():
+            for id_type in destination.accepted_id_types:
+                rule = destination.identifier_rule(id_type)
+                for segment in segments:
+                    rows.append(
+                        (segment, id_type, destination.id, audience_id, rule.hash_sha256, rule.phone_with_plus, rule.gmail_canonical)
+                    )
+    return spark.createDataFrame(rows, AUDIENCE_MAPPING)
+
+
+def destination_rules(spark: SparkSession, config: Config) -> DataFrame:
+    rows = [(d.id, d.sync_mode, d.batch_size, d.guards.min_audience_size) for d in config.active_destinations]
+    return spark.createDataFrame(rows, DESTINATION_RULES)
+
+
+def _last_prepared_rows(out: str) -> int | None:
+    text = storage.read_text(storage.join(out, "state", "last_prepared.json"))
+    return json.loads(text)["input_rows"] if text else None
+
+
+def _file_chunk(config: Config) -> F.Column:
+    """Which output file of its group a batch goes to: whole batches, about TARGET_FILE_ROWS per file."""
+    chunk = None
+    for destination in config.active_destinations:
+        per_file = max(1, TARGET_FILE_ROWS // destination.batch_size)
+        branch = F.floor(F.col("batch_number") / per_file)
+        is_it = F.col("destination_id") == destination.id
+        chunk = F.when(is_it, branch) if chunk is None else chunk.when(is_it, branch)
+    return chunk
+
+
+def _file_count(config: Config, member_stats: list[MemberStat]) -> int:
+    sizes = {d.id: d.batch_size for d in config.active_destinations}
+    files = 0
+    for stat in member_stats:
+        if stat.status in ("add", "remove") and stat.members:
+            batches = math.ceil(stat.members / sizes[stat.destination_id])
+            files += math.ceil(batches / max(1, TARGET_FILE_ROWS // sizes[stat.destination_id]))
+    return files
+
+
+def _batch_list(spark: SparkSession, batches_dir: str, run_dir: str, config: Config) -> list[dict]:
+    """Read the written batches back: per batch its size, file and content checksum."""
+    lines = F.array_sort(F.collect_list(F.concat_ws(":", "id_type", "match_key")))
+    stats = (
+        spark.read.option("basePath", batches_dir)
+        .parquet(batches_dir)
+        .withColumn("file", F.input_file_name())
+        .groupBy("destination_id", "audience_id", "op", "batch_number")
+        .agg(
+            F.count(F.lit(1)).alias("ids"),
+            F.countDistinct("file").alias("files"),
+            F.first("file").alias("file"),
+            F.sha2(F.concat_ws("\n", lines), 256).alias("checksum"),
+        )
+        .collect()
+    )
+    sizes = {d.id: d.batch_size for d in config.active_destinations}
+    marker = f"/runs/{run_dir.rstrip('/').split('/')[-1]}/"
+    batches = []
+    for row in sorted(stats, key=lambda r: (r.destination_id, r.audience_id, r.op, r.batch_number)):
+        if row.ids > sizes[row.destination_id] or row.files != 1:
+            raise RuntimeError(f"batch {row.destination_id}/{row.audience_id}/{row.op}/{row.batch_number} broke its invariant: {row}")
+        batches.append(
+            {
+                "destination_id": row.destination_id,
+                "audience_id": row.audience_id,
+                "op": row.op,
+                "batch_number": row.batch_number,
+                "ids": row.ids,
+                "checksum": row.checksum,
+                "file": row.file.split(marker, 1)[-1],
+            }
+        )
+    return batches
+
+
+def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
+    """Carry out one prepare run and return its summary (also written into the manifest)."""
+    started = time.monotonic()
+    if not RUN_ID.match(request.run_id):
+        raise PrepareError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
+    config, out = request.config, request.out
+    run_dir = storage.join(out, "runs", request.run_id)
+    manifest_uri = storage.join(run_dir, "manifest.json")
+    if storage.exists(manifest_uri):
+        raise PrepareError(f"run {request.run_id} is already prepared ({manifest_uri}); choose another --run-id")
+    destinations = config.active_destinations
+    if not destinations:
+        raise PrepareError(f"{request.config_source}: no active destination")
+    destination_ids = [d.id for d in destinations]
+    log_event("prepare.start", run_id=request.run_id, destinations=destination_ids)
+
+    normalized = (
+        read_membership(spark, request.input, request.input_format)
+        .transform(normalize_identifiers, config.defaults.default_country_code)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    quality = validate_input(normalized, config.quality, _last_prepared_rows(out))
+    raise_on_critical(quality, request.input)
+
+    segment_stats = [
+        SegmentStat(r.id_type, r.segment_id, r.reject_reason, r["count"])
+        for r in normalized.groupBy("id_type", "segment_id", "reject_reason").count().collect()
+    ]
+    input_rows = sum(s.rows for s in segment_stats)
+    rejected_rows = sum(s.rows for s in segment_stats if s.reject_reason)
+    normalized.filter(F.col("reject_reason").isNotNull()).select(REJECTED.fieldNames()).coalesce(
+        max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))
+    ).write.mode("overwrite").parquet(storage.join(run_dir, "rejected"))
+
+    consent = read_consent(spark, request.consent, request.consent_format) if request.consent else spark.createDataFrame([], CONSENT)
+    opt_outs = consent_opt_outs(consent, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
+    opt_out_count = opt_outs.count()
+    members = (
+        normalized.filter(F.col("reject_reason").isNull())
+        .select("user_id", "id_type", "segment_id", "id_normalized")
+        .transform(map_to_audiences, audience_mapping(spark, config))
+        .transform(drop_opted_out, opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX)
+        .transform(to_members)
+    )
+    previous, baselines = snapshots.read_previous(spark, out, destination_ids)
+    rules = destination_rules(spark, config)
+    classified = classify_members(members, previous, rules).persist(StorageLevel.MEMORY_AND_DISK)
+
+    member_stats = [
+        MemberStat(r.destination_id, r.audience_id, r.status, r.members, r.rows)
+        for r in classified.groupBy("destination_id", "audience_id", "status")
+        .agg(F.count(F.lit(1)).alias("members"), F.sum("source_rows").alias("rows"))
+        .collect()
+    ]
+    snapshot_members = sum(s.members for s in member_stats if s.status in SNAPSHOT_STATUSES)
+    classified.filter(F.col("status").isin(*SNAPSHOT_STATUSES)).select(SNAPSHOT.fieldNames()).repartition(
+        max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS)), "destination_id"
+    ).write.mode("overwrite").partitionBy("destination_id").parquet(snapshots.run_snapshot_path(out, request.run_id))
+
+    batches_dir = storage.join(run_dir, "batches")
+    file_count = _file_count(config, member_stats)
+    batches: list[dict] = []
+    if file_count:
+        group = ["destination_id", "audience_id", "op"]
+        (
+            assign_batches(classified, rules, request.sub_buckets)
+            .repartition(file_count, *group, _file_chunk(config))
+            .sortWithinPartitions(*group, "batch_number", "id_type", "match_key")
+            .write.mode("overwrite")
+            .partitionBy(*group)
+            .parquet(batches_dir)
+        )
+        batches = _batch_list(spark, batches_dir, run_dir, config)
+    normalized.unpersist()
+    classified.unpersist()
+    opt_outs.unpersist()
+
+    report = {}
+    for destination in destinations:
+        own = [s for s in member_stats if s.destination_id == destination.id]
+        accounting = destination_accounting(
+            destination.accepted_id_types,
+            {seg for segs in destination.audiences.values() for seg in segs},
+            segment_stats,
+            own,
+        )
+        own_batches = [b for b in batches if b["destination_id"] == destination.id]
+        audiences = {}
+        for audience_id in sorted({s.audience_id for s in own} | set(destination.audiences)):
+            counts = {s.status: s.members for s in own if s.audience_id == audience_id}
+            audiences[audience_id] = {
+                "members": counts,
+                "batches": {op: sum(1 for b in own_batches if b["audience_id"] == audience_id and b["op"] == op) for op in ("add", "remove")},
+            }
+        report[destination.id] = {
+            "kind": destination.kind,
+            "profile": destination.profile,
+            "sync_mode": destination.sync_mode,
+            "max_batch_size": destination.batch_size,
+            "baseline_run_id": baselines[destination.id],
+            "accounting": accounting,
+            "audiences": audiences,
+            "batches": len(own_batches),
+        }
+    unreconciled = [d for d, r in report.items() if not r["accounting"]["reconciles"]]
+    if unreconciled:
+        raise RuntimeError(f"accounting does not reconcile for {unreconciled}; see the counts above")
+
+    manifest = {
+        "run_id": request.run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source},
+        "input_rows": input_rows,
+        "rejected": {"rows": rejected_rows, "by_reason": dict(sorted(_reasons(segment_stats).items())), "path": "rejected/"},
+        "quality": {"success": quality.success, "expectations": quality.expectations},
+        "destinations": report,
+        "batch_checksum": CHECKSUM_RULE,
+        "batches": batches,
+        "snapshot": {"path": "snapshot/", "members": snapshot_members, "committed": False},
+    }
+    storage.write_text(manifest_uri, json.dumps(manifest, indent=2, default=str) + "\n")
+    storage.write_text(
+        storage.join(out, "state", "last_prepared.json"),
+        json.dumps({"run_id": request.run_id, "input_rows": input_rows}) + "\n",
+    )
+    summary = {
+        "status": "PREPARED",
+        "run_id": request.run_id,
+        "run_dir": run_dir,
+        "manifest": manifest_uri,
+        "input_rows": input_rows,
+        "rejected_rows": rejected_rows,
+        "batches": len(batches),
+        "destinations": {
+            d: {
+                "add": r["accounting"]["members"].get("add", 0),
+                "remove": r["accounting"]["members"].get("remove", 0),
+                "batches": r["batches"],
+            }
+            for d, r in report.items()
+        },
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    log_event("prepare.done", **{k: v for k, v in summary.items() if k != "destinations"})
+    return summary
+
+
+def _reasons(segment_stats: list[SegmentStat]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for stat in segment_stats:
+        if stat.reject_reason:
+            reasons[stat.reject_reason] = reasons.get(stat.reject_reason, 0) + stat.rows
+    return reasons
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="membership file or directory (local path or s3://)")
+    parser.add_argument("--out", required=True, help="output root; the run goes to <out>/runs/<run_id>/")
+    parser.add_argument("--config", help="destinations YAML (default: the embedded example config)")
+    parser.add_argument("--consent", help="consent file or directory")
+    parser.add_argument("--run-id", "--run_id", dest="run_id", help="run id (default: UTC timestamp)")
+    parser.add_argument("--format", "--input-format", dest="input_format", choices=["parquet", "csv", "jsonl"])
+    parser.add_argument("--consent-format", "--consent_format", dest="consent_format", choices=["parquet", "csv", "jsonl"])
+    parser.add_argument("--sub-buckets", "--sub_buckets", dest="sub_buckets", type=int, default=DEFAULT_SUB_BUCKETS)
+    parser.add_argument("--master", help="Spark master when starting Spark locally (default local[*])")
+
+
+def request_from_args(args: argparse.Namespace) -> PrepareRequest:
+    from jobs.config import DEFAULT_CONFIG
+
+    config_path = args.config or str(DEFAULT_CONFIG)
+    return PrepareRequest(
+        input=args.input,
+        out=args.out,
+        config=load_config(config_path),
+        config_source=config_path,
+        run_id=args.run_id or default_run_id(),
+        consent=args.consent,
+        input_format=args.input_format,
+        consent_format=args.consent_format,
+        sub_buckets=args.sub_buckets,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for spark-submit and Glue; the CLI calls the same functions."""
+    from jobs.cli import run_guarded
+    from jobs.session import build_session
+
+    parser = argparse.ArgumentParser(prog="prepare", description=__doc__)
+    add_arguments(parser)
+    args = parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+
+    def work() -> int:
+        request = request_from_args(args)
+        spark = build_session("audience-relay-prepare", args.master)
+        print(json.dumps(run_prepare(spark, request)))
+        return 0
+
+    return run_guarded(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

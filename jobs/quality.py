@@ -1,0 +1,106 @@
+"""Data-quality gate on the input, with great-expectations, before anything deliverable is written.
+
+The whole suite is validated in one call (each expectation costs Spark jobs). Critical
+expectations stop the run; warnings are recorded in the manifest only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+# GE's per-metric tqdm progress bars would flood job logs; tqdm reads this when first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pyspark.sql import DataFrame
+
+from jobs.config import Quality
+from transforms.schemas import ID_TYPES
+
+CRITICAL, WARNING = "critical", "warning"
+
+
+class QualityError(RuntimeError):
+    """A critical expectation failed; the message lists which and what was observed."""
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    success: bool
+    expectations: list[dict]
+
+    def failures(self, severity: str = CRITICAL) -> list[dict]:
+        return [e for e in self.expectations if not e["success"] and e["severity"] == severity]
+
+
+def _suite(quality: Quality, previous_rows: int | None) -> list:
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
+
+    critical, warning = FailureSeverity.CRITICAL, FailureSeverity.WARNING
+    required_share = 1.0 - quality.max_null_fraction
+    suite = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, severity=critical, description="input is not empty"),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id", mostly=required_share, severity=critical),
+        gxe.ExpectColumnValuesToNotBeNull(column="segment_id", mostly=required_share, severity=critical),
+        gxe.ExpectColumnValuesToNotBeNull(column="id_type", mostly=required_share, severity=critical),
+        gxe.ExpectColumnValuesToNotBeNull(column="id_value", mostly=required_share, severity=warning),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="id_type", value_set=list(ID_TYPES), mostly=1.0 - quality.max_unknown_id_type_fraction, severity=critical
+        ),
+        gxe.ExpectColumnValuesToBeNull(
+            column="reject_reason", mostly=1.0 - quality.max_rejected_fraction, severity=critical,
+            description="share of rejected rows within the configured limit",
+        ),
+    ]
+    if previous_rows:
+        band = quality.row_count_band
+        suite.append(
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=int(previous_rows * band.min_ratio), max_value=int(previous_rows * band.max_ratio),
+                severity=critical, description=f"row count within {band.min_ratio}-{band.max_ratio}x the previous run ({previous_rows})",
+            )
+        )
+    return suite
+
+
+def validate_input(normalized: DataFrame, quality: Quality, previous_rows: int | None) -> QualityResult:
+    """Validate the normalized membership frame (lower-cased id types, reject reasons)."""
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    batch = (
+        context.data_sources.add_spark(name="membership")
+        .add_dataframe_asset(name="input")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": normalized})
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name="membership_input", expectations=_suite(quality, previous_rows)))
+    outcome = batch.validate(suite, result_format="BASIC")
+    expectations = []
+    for result in outcome.results:
+        config = result.expectation_config
+        observed = result.result.get("observed_value", result.result.get("unexpected_percent"))
+        expectations.append(
+            {
+                "expectation": config.type,
+                "column": config.kwargs.get("column"),
+                "severity": config.severity.value,
+                "success": bool(result.success),
+                "observed": observed,
+                "unexpected_percent": result.result.get("unexpected_percent"),
+                "kwargs": {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column")},
+            }
+        )
+    return QualityResult(success=all(e["success"] for e in expectations if e["severity"] == CRITICAL), expectations=expectations)
+
+
+def raise_on_critical(result: QualityResult, source: str) -> None:
+    failures = result.failures(CRITICAL)
+    if failures:
+        lines = [
+            f"- {f['expectation']}" + (f" on {f['column']}" if f["column"] else "") + f": observed {f['observed']}, expected {f['kwargs']}"
+            for f in failures
+        ]
+        raise QualityError(f"{source}: input failed {len(failures)} critical data-quality check(s); nothing was written:\n" + "\n".join(lines))
