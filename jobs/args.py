@@ -23,6 +23,7 @@ def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
         known = {opt.lstrip("-") for action in parser._actions for opt in action.option_strings if opt.startswith("--")}
         present = [a.lstrip("-") for a in argv if a.startswith("--") and a.lstrip("-") in known]
         resolved = resolver(argv, present)
-        argv = [item for name in present for item in (f"--{name}", resolved[name])]
+        # getResolvedOptions returns `run-id` under the key `run_id`.
+        argv = [item for name in present for item in (f"--{name}", resolved[name.replace("-", "_")])]
     args, _glue_extras = parser.parse_known_args(argv)
     return args

@@ -1,0 +1,119 @@
+"""A plain-Python reference of the prepare semantics, written separately from the Spark code.
+
+Integration tests run `prepare` on generated data and compare its batches and accounting with
+what this module computes row by row with `re` and `hashlib`.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter, defaultdict
+
+WS = re.compile(r"[\s\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]+")
+EMAIL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+KNOWN = {"email", "phone", "maid", "external_id"}
+
+
+def blank(value) -> bool:
+    return value is None or WS.sub("", value) == ""
+
+
+def normalize(row: dict, country: str = "1") -> tuple[str | None, str | None, str | None]:
+    """(id_type, normalized value, reject reason) for one raw row."""
+    id_type = row["id_type"].strip().lower() if row["id_type"] is not None else None
+    value = row["id_value"]
+    if blank(row["user_id"]):
+        return id_type, None, "missing_user_id"
+    if blank(row["segment_id"]):
+        return id_type, None, "missing_segment_id"
+    if blank(row["id_type"]):
+        return id_type, None, "missing_id_type"
+    if id_type not in KNOWN:
+        return id_type, None, "unknown_id_type"
+    if blank(value):
+        return id_type, None, "missing_id_value"
+    if id_type == "email":
+        email = WS.sub("", value).lower()
+        ok = EMAIL.fullmatch(email) and len(email) <= 254
+        return (id_type, email, None) if ok else (id_type, None, "invalid_email")
+    if id_type == "phone":
+        compact = WS.sub("", value)
+        digits = re.sub(r"\D", "", compact)
+        if compact.startswith("+"):
+            e164 = digits
+        elif digits.startswith("00"):
+            e164 = digits[2:]
+        else:
+            national = digits.lstrip("0")
+            e164 = national if country == "1" and len(national) == 11 and national.startswith("1") else country + national
+        ok = (
+            re.fullmatch(r"\+?[0-9()\-./ ]+", compact)
+            and re.fullmatch(r"[1-9][0-9]{7,14}", e164)
+            and (not e164.startswith("1") or re.fullmatch(r"1[2-9][0-9]{9}", e164))
+        )
+        return (id_type, "+" + e164, None) if ok else (id_type, None, "invalid_phone")
+    if id_type == "maid":
+        maid = WS.sub("", value).lower()
+        if re.fullmatch(r"[0-9a-f]{32}", maid):
+            maid = "-".join([maid[:8], maid[8:12], maid[12:16], maid[16:20], maid[20:]])
+        if not UUID.fullmatch(maid):
+            return id_type, None, "invalid_maid"
+        if maid == "00000000-0000-0000-0000-000000000000":
+            return id_type, None, "zero_maid"
+        return id_type, maid, None
+    external = value.strip()
+    return (id_type, external, None) if len(external) <= 256 else (id_type, None, "invalid_external_id")
+
+
+def match_key(id_type: str, value: str, rule) -> str:
+    if id_type == "phone" and not rule.phone_with_plus:
+        value = value[1:]
+    if id_type == "email" and rule.gmail_canonical:
+        local, domain = value.rsplit("@", 1)
+        if domain in ("gmail.com", "googlemail.com"):
+            value = local.split("+", 1)[0].replace(".", "") + "@" + domain
+    return hashlib.sha256(value.encode()).hexdigest() if rule.hash_sha256 else value
+
+
+def members(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict]:
+    """Per destination: {(audience, id_type, key): rows} and the row accounting."""
+    blocked = defaultdict(set)
+    ids = [d.id for d in config.active_destinations]
+    for c in consent:
+        scope = c["scope"].strip()
+        for d in ids:
+            if scope in ("*", d):
+                blocked[d].add(c["user_id"].strip())
+    normalized = [(row, *normalize(row, config.defaults.default_country_code)) for row in rows]
+    result, accounting = {}, {}
+    for destination in config.active_destinations:
+        audience_of = {s: a for a, segs in destination.audiences.items() for s in segs}
+        held = Counter()
+        counts = Counter()
+        for row, id_type, value, reason in normalized:
+            if reason:
+                counts[f"rejected:{reason}"] += 1
+            elif id_type not in destination.accepted_id_types:
+                counts["rejected:id_type_not_accepted"] += 1
+            elif row["segment_id"].strip() not in audience_of:
+                counts["unmapped"] += 1
+            elif row["user_id"].strip() in blocked[destination.id]:
+                counts["consent_filtered"] += 1
+            else:
+                key = (audience_of[row["segment_id"].strip()], id_type, match_key(id_type, value, destination.identifier_rule(id_type)))
+                held[key] += 1
+        result[destination.id] = held
+        accounting[destination.id] = counts
+    return result, accounting
+
+
+def delta(current: dict, previous: set, sync_mode: str, min_size: int) -> dict[str, set]:
+    """Expected adds and removes of one destination, given the committed snapshot keys."""
+    sizes = Counter(audience for audience, _, _ in current)
+    guarded = {a for a in sizes if sizes[a] < min_size} | {a for a, _, _ in previous if sizes[a] < min_size}
+    adds = {k for k in current if k not in previous and k[0] not in guarded}
+    removes = set()
+    if sync_mode == "mirror":
+        removes = {k for k in previous if k not in current and k[0] not in guarded}
+    return {"add": adds, "remove": removes}
