@@ -7,6 +7,7 @@ match the data contract fails the run with an error naming the file and the colu
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 from pyspark.errors import AnalysisException
@@ -14,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from jobs import storage
 from transforms.schemas import CONSENT, MEMBERSHIP
 
 CORRUPT = "_corrupt_record"
@@ -79,8 +81,19 @@ def _read_text_format(spark: SparkSession, path: str, data_format: str, contract
     )
 
 
+def localize(spark: SparkSession, path: str) -> str:
+    """A path this Spark can read: `s3://` inputs are staged locally when Spark has no S3 filesystem."""
+    if not storage.is_s3(path) or storage.spark_reads_s3(spark):
+        return path
+    try:
+        return storage.download_prefix(path, tempfile.mkdtemp(prefix="audience-relay-input-"))
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from None
+
+
 def read_membership(spark: SparkSession, path: str, data_format: str | None = None) -> DataFrame:
     """Membership rows with `source_file` and `read_error` (null when the record parsed)."""
+    path = localize(spark, path)
     data_format = data_format or detect_format(path)
     try:
         if data_format == "parquet":
@@ -120,6 +133,7 @@ def read_consent(spark: SparkSession, path: str, data_format: str | None = None)
     A consent row that cannot be read might be an opt-out: delivering that user anyway would
     break a promise, so unlike membership rows these are not skipped.
     """
+    path = localize(spark, path)
     data_format = data_format or detect_format(path)
     try:
         if data_format == "parquet":

@@ -146,6 +146,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     if not RUN_ID.match(request.run_id):
         raise PrepareError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
     config, out = request.config, request.out
+    if storage.is_s3(out) and not storage.spark_reads_s3(spark):
+        raise PrepareError(f"--out {out}: this Spark has no S3 filesystem (Glue and EMR do); write to a local path")
     run_dir = storage.join(out, "runs", request.run_id)
     manifest_uri = storage.join(run_dir, "manifest.json")
     if storage.exists(manifest_uri):

@@ -62,3 +62,42 @@ def exists(uri: str) -> bool:
         listing = _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
         return listing.get("KeyCount", 0) > 0
     return Path(uri).exists()
+
+
+def spark_reads_s3(spark) -> bool:
+    """Whether this Spark has a filesystem for `s3://` (Glue and EMR do; pip's pyspark does not)."""
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass("s3", spark.sparkContext._jsc.hadoopConfiguration())
+        return True
+    except Exception:  # noqa: BLE001 - py4j raises UnsupportedFileSystemException as Py4JJavaError
+        return False
+
+
+def download_prefix(uri: str, target: str | Path) -> str:
+    """Copy every object under an `s3://` prefix to a local directory, keeping relative paths.
+
+    For local Spark without an S3 filesystem: the job then reads the local copy.
+    """
+    bucket, key = _bucket_key(uri)
+    folder = key.rstrip("/") + "/"
+    target = Path(target)
+    client = _s3()
+    copied = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+        for item in page.get("Contents", []):
+            if item["Key"] == key:  # the URI names one object
+                relative = Path(key).name
+            elif item["Key"].startswith(folder):  # an object inside the URI's "folder", not a sibling prefix
+                relative = item["Key"][len(folder):]
+            else:
+                continue
+            if not relative or ".." in Path(relative).parts:
+                raise ValueError(f"s3://{bucket}/{item['Key']}: object key escapes its prefix")
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, item["Key"], str(destination))
+            copied += 1
+    if not copied:
+        raise FileNotFoundError(f"{uri}: no objects under this prefix")
+    return str(target)

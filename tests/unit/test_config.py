@@ -1,0 +1,92 @@
+import copy
+
+import pytest
+import yaml
+
+from jobs.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+
+EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def broken(change):
+    raw = copy.deepcopy(EXAMPLE)
+    change(raw)
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw, "destinations.yaml")
+    return str(error.value)
+
+
+def test_example_config_has_the_three_modelled_destinations():
+    config = load_config(DEFAULT_CONFIG)
+    meta, google, sftp = config.destinations
+    assert (meta.profile, meta.batch_size, meta.identifier_rule("maid").hash_sha256) == ("meta_custom_audiences", 10_000, False)
+    assert meta.identifier_rule("phone").phone_with_plus is False
+    assert (google.batch_size, google.rate_limit.requests_per_minute, google.daily_quota.requests) == (10_000, 300, 100_000)
+    assert google.identifier_rule("phone").phone_with_plus and google.identifier_rule("email").gmail_canonical
+    assert (sftp.kind, sftp.sync_mode) == ("sftp", "upsert")
+
+
+def test_unknown_key_is_named_with_its_destination():
+    message = broken(lambda raw: raw["destinations"][1].update(colour="blue"))
+    assert "destinations.yaml: destinations[1] (google_dm).colour: unknown key" in message
+
+
+def test_batch_size_above_the_profile_maximum_is_refused():
+    message = broken(lambda raw: raw["destinations"][0].update(max_batch_size=20_000))
+    assert "destinations[0] (meta_ads)" in message and "max_batch_size: 20000 is above" in message
+
+
+def test_inline_secret_is_refused():
+    message = broken(lambda raw: raw["destinations"][0].update(credentials={"token": "EAAB..."}))
+    assert "credentials.token: unknown key" in message
+
+
+def test_credentials_need_exactly_one_reference():
+    message = broken(lambda raw: raw["destinations"][0].update(credentials={}))
+    assert "exactly one of `env` or `secret_arn`" in message
+
+
+def test_segment_feeding_two_audiences_is_refused():
+    def change(raw):
+        raw["destinations"][0]["audiences"]["meta_sports_fans"].append("seg_0001")
+
+    assert "segment 'seg_0001' feeds both" in broken(change)
+
+
+def test_sending_a_hashed_id_type_in_clear_is_refused():
+    message = broken(lambda raw: raw["destinations"][0].update(hashing={"email": "none"}))
+    assert "hashing.email" in message
+
+
+def test_rate_above_the_published_limit_is_refused():
+    message = broken(lambda raw: raw["destinations"][1].update(rate_limit={"requests_per_minute": 301}))
+    assert "rate_limit.requests_per_minute: 301" in message
+
+
+def test_bad_value_names_the_nested_key():
+    message = broken(lambda raw: raw["destinations"][2]["connection"].update(port="twenty-two"))
+    assert "destinations[2] (partner_sftp).connection.port" in message
+
+
+def test_audience_name_that_would_escape_a_path_is_refused():
+    message = broken(lambda raw: raw["destinations"][0]["audiences"].update({"../etc": ["seg_0099"]}))
+    assert "audiences" in message
+
+
+def test_duplicate_destination_ids_are_refused():
+    message = broken(lambda raw: raw["destinations"].append(copy.deepcopy(raw["destinations"][0])))
+    assert "'meta_ads' appears twice" in message
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("version: 1\nversion: 1\ndestinations: []\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml: duplicate key 'version' at line 2"):
+        load_config(path)
+
+
+def test_unreadable_yaml_names_the_file(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("destinations: [\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml: not valid YAML"):
+        load_config(path)
