@@ -35,6 +35,8 @@ def detect_format(path: str) -> str:
     """The format of a file, or of the data files inside a directory, from their extension."""
     candidates = [path]
     local = Path(path)
+    if not storage.is_s3(path) and not local.exists():
+        raise InputError(f"{path}: no such file or directory")
     if local.is_dir():
         candidates = sorted(str(p) for p in local.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
         if not candidates:
