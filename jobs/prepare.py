@@ -21,11 +21,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import snapshots, storage
-from jobs.accounting import MemberStat, SegmentStat, destination_accounting
+from jobs.accounting import MemberStat, SegmentStat
 from jobs.args import parse_job_args
 from jobs.config import Config, load_config
 from jobs.inputs import read_consent, read_membership
 from jobs.logs import log_event
+from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.quality import raise_on_critical, validate_input
 from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
 from transforms.batching import DEFAULT_SUB_BUCKETS, assign_batches
@@ -36,7 +37,6 @@ from transforms.schemas import AUDIENCE_MAPPING, CONSENT, DESTINATION_RULES, REJ
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TARGET_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one task each
 BROADCAST_OPT_OUTS_MAX = 5_000_000
-CHECKSUM_RULE = "sha256 of the batch's `id_type:match_key` lines, sorted, joined with \\n"
 
 
 class PrepareError(ValueError):
@@ -102,42 +102,6 @@ def _file_count(config: Config, member_stats: list[MemberStat]) -> int:
             batches = math.ceil(stat.members / sizes[stat.destination_id])
             files += math.ceil(batches / max(1, TARGET_FILE_ROWS // sizes[stat.destination_id]))
     return files
-
-
-def _batch_list(spark: SparkSession, batches_dir: str, run_dir: str, config: Config) -> list[dict]:
-    """Read the written batches back: per batch its size, file and content checksum."""
-    lines = F.array_sort(F.collect_list(F.concat_ws(":", "id_type", "match_key")))
-    stats = (
-        spark.read.option("basePath", batches_dir)
-        .parquet(batches_dir)
-        .withColumn("file", F.input_file_name())
-        .groupBy("destination_id", "audience_id", "op", "batch_number")
-        .agg(
-            F.count(F.lit(1)).alias("ids"),
-            F.countDistinct("file").alias("files"),
-            F.first("file").alias("file"),
-            F.sha2(F.concat_ws("\n", lines), 256).alias("checksum"),
-        )
-        .collect()
-    )
-    sizes = {d.id: d.batch_size for d in config.active_destinations}
-    marker = f"/runs/{run_dir.rstrip('/').split('/')[-1]}/"
-    batches = []
-    for row in sorted(stats, key=lambda r: (r.destination_id, r.audience_id, r.op, r.batch_number)):
-        if row.ids > sizes[row.destination_id] or row.files != 1:
-            raise RuntimeError(f"batch {row.destination_id}/{row.audience_id}/{row.op}/{row.batch_number} broke its invariant: {row}")
-        batches.append(
-            {
-                "destination_id": row.destination_id,
-                "audience_id": row.audience_id,
-                "op": row.op,
-                "batch_number": row.batch_number,
-                "ids": row.ids,
-                "checksum": row.checksum,
-                "file": row.file.split(marker, 1)[-1],
-            }
-        )
-    return batches
 
 
 def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
@@ -214,48 +178,25 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             .partitionBy(*group)
             .parquet(batches_dir)
         )
-        batches = _batch_list(spark, batches_dir, run_dir, config)
+        batches = batch_list(spark, batches_dir, request.run_id, {d.id: d.batch_size for d in destinations})
     normalized.unpersist()
     classified.unpersist()
     opt_outs.unpersist()
 
-    report = {}
-    for destination in destinations:
-        own = [s for s in member_stats if s.destination_id == destination.id]
-        accounting = destination_accounting(
-            destination.accepted_id_types,
-            {seg for segs in destination.audiences.values() for seg in segs},
-            segment_stats,
-            own,
-        )
-        own_batches = [b for b in batches if b["destination_id"] == destination.id]
-        audiences = {}
-        for audience_id in sorted({s.audience_id for s in own} | set(destination.audiences)):
-            counts = {s.status: s.members for s in own if s.audience_id == audience_id}
-            audiences[audience_id] = {
-                "members": counts,
-                "batches": {op: sum(1 for b in own_batches if b["audience_id"] == audience_id and b["op"] == op) for op in ("add", "remove")},
-            }
-        report[destination.id] = {
-            "kind": destination.kind,
-            "profile": destination.profile,
-            "sync_mode": destination.sync_mode,
-            "max_batch_size": destination.batch_size,
-            "baseline_run_id": baselines[destination.id],
-            "accounting": accounting,
-            "audiences": audiences,
-            "batches": len(own_batches),
-        }
-    unreconciled = [d for d, r in report.items() if not r["accounting"]["reconciles"]]
-    if unreconciled:
-        raise RuntimeError(f"accounting does not reconcile for {unreconciled}; see the counts above")
+    report = {
+        d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], batches, baselines[d.id])
+        for d in destinations
+    }
+    for destination_id, section in report.items():
+        if not section["accounting"]["reconciles"]:
+            raise RuntimeError(f"accounting of {destination_id} does not reconcile: {section['accounting']}")
 
     manifest = {
         "run_id": request.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source},
         "input_rows": input_rows,
-        "rejected": {"rows": rejected_rows, "by_reason": dict(sorted(_reasons(segment_stats).items())), "path": "rejected/"},
+        "rejected": {"rows": rejected_rows, "by_reason": rejected_by_reason(segment_stats), "path": "rejected/"},
         "quality": {"success": quality.success, "expectations": quality.expectations},
         "destinations": report,
         "batch_checksum": CHECKSUM_RULE,
@@ -287,14 +228,6 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     }
     log_event("prepare.done", **{k: v for k, v in summary.items() if k != "destinations"})
     return summary
-
-
-def _reasons(segment_stats: list[SegmentStat]) -> dict[str, int]:
-    reasons: dict[str, int] = {}
-    for stat in segment_stats:
-        if stat.reject_reason:
-            reasons[stat.reject_reason] = reasons.get(stat.reject_reason, 0) + stat.rows
-    return reasons
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,11 +6,7 @@ expectations stop the run; warnings are recorded in the manifest only.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-
-# GE's per-metric tqdm progress bars would flood job logs; tqdm reads this when first imported.
-os.environ.setdefault("TQDM_DISABLE", "1")
 
 from pyspark.sql import DataFrame
 
@@ -69,7 +65,10 @@ def validate_input(normalized: DataFrame, quality: Quality, previous_rows: int |
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # tqdm bars would flood job logs
     batch = (
         context.data_sources.add_spark(name="membership")
         .add_dataframe_asset(name="input")

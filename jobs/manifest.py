@@ -1,0 +1,85 @@
+"""The parts of `manifest.json` that describe what a prepare run produced."""
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.accounting import MemberStat, SegmentStat, destination_accounting
+
+CHECKSUM_RULE = "sha256 of the batch's `id_type:match_key` lines, sorted, joined with \\n"
+OPS = ("add", "remove")
+
+
+def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: dict[str, int]) -> list[dict]:
+    """Read the written batches back: per batch its size, file and content checksum.
+
+    Reading back rather than trusting the plan also proves the invariants delivery relies on:
+    no batch above its destination's maximum, every batch within one file.
+    """
+    lines = F.array_sort(F.collect_list(F.concat_ws(":", "id_type", "match_key")))
+    stats = (
+        spark.read.option("basePath", batches_dir)
+        .parquet(batches_dir)
+        .withColumn("file", F.input_file_name())
+        .groupBy("destination_id", "audience_id", "op", "batch_number")
+        .agg(
+            F.count(F.lit(1)).alias("ids"),
+            F.countDistinct("file").alias("files"),
+            F.first("file").alias("file"),
+            F.sha2(F.concat_ws("\n", lines), 256).alias("checksum"),
+        )
+        .collect()
+    )
+    marker = f"/runs/{run_id}/"
+    batches = []
+    for row in sorted(stats, key=lambda r: (r.destination_id, r.audience_id, r.op, r.batch_number)):
+        name = f"{row.destination_id}/{row.audience_id}/{row.op}/{row.batch_number}"
+        if row.ids > max_sizes[row.destination_id] or row.files != 1:
+            raise RuntimeError(f"batch {name} has {row.ids} ids in {row.files} files; expected at most {max_sizes[row.destination_id]} in one")
+        batches.append(
+            {
+                "destination_id": row.destination_id,
+                "audience_id": row.audience_id,
+                "op": row.op,
+                "batch_number": row.batch_number,
+                "ids": row.ids,
+                "checksum": row.checksum,
+                "file": row.file.split(marker, 1)[-1],
+            }
+        )
+    return batches
+
+
+def rejected_by_reason(segment_stats: list[SegmentStat]) -> dict[str, int]:
+    reasons: dict[str, int] = {}
+    for stat in segment_stats:
+        if stat.reject_reason:
+            reasons[stat.reject_reason] = reasons.get(stat.reject_reason, 0) + stat.rows
+    return dict(sorted(reasons.items()))
+
+
+def destination_report(destination, segment_stats: list[SegmentStat], member_stats: list[MemberStat], batches: list[dict], baseline_run_id: str | None) -> dict:
+    """One destination's section: accounting, per-audience member and batch counts."""
+    accounting = destination_accounting(
+        destination.accepted_id_types,
+        {segment for segments in destination.audiences.values() for segment in segments},
+        segment_stats,
+        member_stats,
+    )
+    own_batches = [b for b in batches if b["destination_id"] == destination.id]
+    audiences = {}
+    for audience_id in sorted({s.audience_id for s in member_stats} | set(destination.audiences)):
+        audiences[audience_id] = {
+            "members": {s.status: s.members for s in member_stats if s.audience_id == audience_id},
+            "batches": {op: sum(1 for b in own_batches if b["audience_id"] == audience_id and b["op"] == op) for op in OPS},
+        }
+    return {
+        "kind": destination.kind,
+        "profile": destination.profile,
+        "sync_mode": destination.sync_mode,
+        "max_batch_size": destination.batch_size,
+        "baseline_run_id": baseline_run_id,
+        "accounting": accounting,
+        "audiences": audiences,
+        "batches": len(own_batches),
+    }
