@@ -25,7 +25,7 @@ from jobs.accounting import MemberStat, SegmentStat
 from jobs.args import parse_job_args
 from jobs.config import Config, load_config
 from jobs.inputs import read_consent, read_membership
-from jobs.logs import log_event
+from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.quality import raise_on_critical, validate_input
 from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
@@ -104,84 +104,108 @@ def _file_count(config: Config, member_stats: list[MemberStat]) -> int:
     return files
 
 
-def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
-    """Carry out one prepare run and return its summary (also written into the manifest)."""
-    started = time.monotonic()
+def _check_request(spark: SparkSession, request: PrepareRequest) -> str:
+    """Refuse requests that would write outside the run folder or over a finished run."""
     if not RUN_ID.match(request.run_id):
         raise PrepareError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
-    config, out = request.config, request.out
-    if storage.is_s3(out) and not storage.spark_reads_s3(spark):
-        raise PrepareError(f"--out {out}: this Spark has no S3 filesystem (Glue and EMR do); write to a local path")
-    run_dir = storage.join(out, "runs", request.run_id)
-    manifest_uri = storage.join(run_dir, "manifest.json")
-    if storage.exists(manifest_uri):
-        raise PrepareError(f"run {request.run_id} is already prepared ({manifest_uri}); choose another --run-id")
-    destinations = config.active_destinations
-    if not destinations:
+    if storage.is_s3(request.out) and not storage.spark_reads_s3(spark):
+        raise PrepareError(f"--out {request.out}: this Spark has no S3 filesystem (Glue and EMR do); write to a local path")
+    if not request.config.active_destinations:
         raise PrepareError(f"{request.config_source}: no active destination")
+    run_dir = storage.join(request.out, "runs", request.run_id)
+    if storage.exists(storage.join(run_dir, "manifest.json")):
+        raise PrepareError(f"run {request.run_id} is already prepared ({run_dir}/manifest.json); choose another --run-id")
+    return run_dir
+
+
+def _members(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadcast_opt_outs: bool, config: Config) -> DataFrame:
+    return (
+        valid.select("user_id", "id_type", "segment_id", "id_normalized")
+        .transform(map_to_audiences, audience_mapping(spark, config))
+        .transform(drop_opted_out, opt_outs, broadcast_opt_outs)
+        .transform(to_members)
+    )
+
+
+def _write_batches(classified: DataFrame, rules: DataFrame, config: Config, file_count: int, sub_buckets: int, path: str) -> None:
+    """Whole batches per file, files grouped by destination, audience and op, sorted by batch."""
+    group = ["destination_id", "audience_id", "op"]
+    (
+        assign_batches(classified, rules, sub_buckets)
+        .repartition(file_count, *group, _file_chunk(config))
+        .sortWithinPartitions(*group, "batch_number", "id_type", "match_key")
+        .write.mode("overwrite")
+        .partitionBy(*group)
+        .parquet(path)
+    )
+
+
+def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
+    """Carry out one prepare run and return its summary (the manifest holds the detail)."""
+    started = time.monotonic()
+    run_dir = _check_request(spark, request)
+    config, out = request.config, request.out
+    destinations = config.active_destinations
     destination_ids = [d.id for d in destinations]
+    timer = PhaseTimer("prepare", run_id=request.run_id)
     log_event("prepare.start", run_id=request.run_id, destinations=destination_ids)
 
+    # The normalized input feeds the quality gate, the statistics, the rejected rows and the
+    # members: kept once rather than read and normalized four times.
     normalized = (
         read_membership(spark, request.input, request.input_format)
         .transform(normalize_identifiers, config.defaults.default_country_code)
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
-    quality = validate_input(normalized, config.quality, _last_prepared_rows(out))
+    with timer.phase("read_normalize_quality"):
+        quality = validate_input(normalized, config.quality, _last_prepared_rows(out))
     raise_on_critical(quality, request.input)
 
-    segment_stats = [
-        SegmentStat(r.id_type, r.segment_id, r.reject_reason, r["count"])
-        for r in normalized.groupBy("id_type", "segment_id", "reject_reason").count().collect()
-    ]
+    with timer.phase("input_statistics"):
+        segment_stats = [
+            SegmentStat(r.id_type, r.segment_id, r.reject_reason, r["count"])
+            for r in normalized.groupBy("id_type", "segment_id", "reject_reason").count().collect()
+        ]
     input_rows = sum(s.rows for s in segment_stats)
     rejected_rows = sum(s.rows for s in segment_stats if s.reject_reason)
-    normalized.filter(F.col("reject_reason").isNotNull()).select(REJECTED.fieldNames()).coalesce(
-        max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))
-    ).write.mode("overwrite").parquet(storage.join(run_dir, "rejected"))
+    with timer.phase("write_rejected"):
+        normalized.filter(F.col("reject_reason").isNotNull()).select(REJECTED.fieldNames()).coalesce(
+            max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))
+        ).write.mode("overwrite").parquet(storage.join(run_dir, "rejected"))
 
-    consent = read_consent(spark, request.consent, request.consent_format) if request.consent else spark.createDataFrame([], CONSENT)
-    opt_outs = consent_opt_outs(consent, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
-    opt_out_count = opt_outs.count()
-    members = (
-        normalized.filter(F.col("reject_reason").isNull())
-        .select("user_id", "id_type", "segment_id", "id_normalized")
-        .transform(map_to_audiences, audience_mapping(spark, config))
-        .transform(drop_opted_out, opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX)
-        .transform(to_members)
-    )
+    with timer.phase("read_consent"):
+        consent = read_consent(spark, request.consent, request.consent_format) if request.consent else spark.createDataFrame([], CONSENT)
+        opt_outs = consent_opt_outs(consent, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
+        opt_out_count = opt_outs.count()
+    members = _members(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
     previous, baselines = snapshots.read_previous(spark, out, destination_ids)
     rules = destination_rules(spark, config)
     classified = classify_members(members, previous, rules).persist(StorageLevel.MEMORY_AND_DISK)
+    with timer.phase("members_and_delta"):
+        member_stats = [
+            MemberStat(r.destination_id, r.audience_id, r.status, r.members, r.rows)
+            for r in classified.groupBy("destination_id", "audience_id", "status")
+            .agg(F.count(F.lit(1)).alias("members"), F.sum("source_rows").alias("rows"))
+            .collect()
+        ]
+    normalized.unpersist()
+    opt_outs.unpersist()
 
-    member_stats = [
-        MemberStat(r.destination_id, r.audience_id, r.status, r.members, r.rows)
-        for r in classified.groupBy("destination_id", "audience_id", "status")
-        .agg(F.count(F.lit(1)).alias("members"), F.sum("source_rows").alias("rows"))
-        .collect()
-    ]
     snapshot_members = sum(s.members for s in member_stats if s.status in SNAPSHOT_STATUSES)
-    classified.filter(F.col("status").isin(*SNAPSHOT_STATUSES)).select(SNAPSHOT.fieldNames()).repartition(
-        max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS)), "destination_id"
-    ).write.mode("overwrite").partitionBy("destination_id").parquet(snapshots.run_snapshot_path(out, request.run_id))
+    with timer.phase("write_snapshot"):
+        classified.filter(F.col("status").isin(*SNAPSHOT_STATUSES)).select(SNAPSHOT.fieldNames()).repartition(
+            max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS)), "destination_id"
+        ).write.mode("overwrite").partitionBy("destination_id").parquet(snapshots.run_snapshot_path(out, request.run_id))
 
     batches_dir = storage.join(run_dir, "batches")
     file_count = _file_count(config, member_stats)
     batches: list[dict] = []
     if file_count:
-        group = ["destination_id", "audience_id", "op"]
-        (
-            assign_batches(classified, rules, request.sub_buckets)
-            .repartition(file_count, *group, _file_chunk(config))
-            .sortWithinPartitions(*group, "batch_number", "id_type", "match_key")
-            .write.mode("overwrite")
-            .partitionBy(*group)
-            .parquet(batches_dir)
-        )
-        batches = batch_list(spark, batches_dir, request.run_id, {d.id: d.batch_size for d in destinations})
-    normalized.unpersist()
+        with timer.phase("batch_and_write"):
+            _write_batches(classified, rules, config, file_count, request.sub_buckets, batches_dir)
+        with timer.phase("batch_checksums"):
+            batches = batch_list(spark, batches_dir, request.run_id, {d.id: d.batch_size for d in destinations})
     classified.unpersist()
-    opt_outs.unpersist()
 
     report = {
         d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], batches, baselines[d.id])
@@ -190,7 +214,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     for destination_id, section in report.items():
         if not section["accounting"]["reconciles"]:
             raise RuntimeError(f"accounting of {destination_id} does not reconcile: {section['accounting']}")
-
+    seconds = round(time.monotonic() - started, 1)
     manifest = {
         "run_id": request.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -202,7 +226,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         "batch_checksum": CHECKSUM_RULE,
         "batches": batches,
         "snapshot": {"path": "snapshot/", "members": snapshot_members, "committed": False},
+        "timing": {"seconds": seconds, "phases": timer.seconds},
     }
+    manifest_uri = storage.join(run_dir, "manifest.json")
     storage.write_text(manifest_uri, json.dumps(manifest, indent=2, default=str) + "\n")
     storage.write_text(
         storage.join(out, "state", "last_prepared.json"),
@@ -224,7 +250,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             }
             for d, r in report.items()
         },
-        "seconds": round(time.monotonic() - started, 1),
+        "seconds": seconds,
     }
     log_event("prepare.done", **{k: v for k, v in summary.items() if k != "destinations"})
     return summary

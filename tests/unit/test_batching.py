@@ -57,3 +57,21 @@ def test_every_member_lands_in_exactly_one_batch(spark):
 def test_sub_buckets_must_be_positive(spark):
     with pytest.raises(ValueError, match="sub_buckets"):
         assign_batches(classified(spark, 1), rules(spark, 10), sub_buckets=0)
+
+
+def test_small_groups_get_exact_batches_ranked_by_key(spark):
+    from chispa import assert_df_equality
+
+    from transforms.schemas import BATCHED
+
+    frame = spark.createDataFrame(
+        [("d", "a", "email", k, 1, "add") for k in ("k3", "k1", "k2")] + [("d", "a", "email", "k9", 0, "remove")],
+        CLASSIFIED,
+    )
+    expected = spark.createDataFrame(
+        [("d", "a", "add", 0, "email", "k1"), ("d", "a", "add", 0, "email", "k2"), ("d", "a", "add", 1, "email", "k3"),
+         ("d", "a", "remove", 0, "email", "k9")],
+        BATCHED,
+    )
+    got = assign_batches(frame, rules(spark, 2), sub_buckets=1)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
