@@ -166,6 +166,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             SegmentStat(r.id_type, r.segment_id, r.reject_reason, r["count"])
             for r in normalized.groupBy("id_type", "segment_id", "reject_reason").count().collect()
         ]
+        input_files = {
+            r.source_file: r["count"] for r in normalized.groupBy("source_file").count().orderBy("source_file").collect()
+        }
     input_rows = sum(s.rows for s in segment_stats)
     rejected_rows = sum(s.rows for s in segment_stats if s.reject_reason)
     with timer.phase("write_rejected"):
@@ -218,7 +221,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     manifest = {
         "run_id": request.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source},
+        "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source, "files": input_files},
         "input_rows": input_rows,
         "rejected": {"rows": rejected_rows, "by_reason": rejected_by_reason(segment_stats), "path": "rejected/"},
         "quality": {"success": quality.success, "expectations": quality.expectations},

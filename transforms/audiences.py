@@ -2,7 +2,7 @@
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from transforms.identifiers import with_match_key
+from transforms.identifiers import strip_whitespace, with_match_key
 
 ALL_DESTINATIONS = "*"
 
@@ -14,11 +14,12 @@ def consent_opt_outs(consent: DataFrame, destination_ids: list[str]) -> DataFram
     """
     spark = consent.sparkSession
     destinations = spark.createDataFrame([(d,) for d in destination_ids], "destination_id string")
-    blocks_destination = (F.trim("scope") == ALL_DESTINATIONS) | (F.trim("scope") == F.col("destination_id"))
+    scope = strip_whitespace("scope")
+    blocks_destination = (scope == ALL_DESTINATIONS) | (scope == F.col("destination_id"))
     return (
         consent.filter(F.col("user_id").isNotNull())
         .join(F.broadcast(destinations), on=blocks_destination, how="inner")
-        .select(F.trim("user_id").alias("user_id"), "destination_id")
+        .select(strip_whitespace("user_id").alias("user_id"), "destination_id")
         .dropDuplicates()  # a user may opt out both globally and per destination
     )
 

@@ -102,6 +102,7 @@ def test_accounting_reconciles_and_matches_the_reference(two_days):
         assert rows["unmapped"] == expected[destination.id]["unmapped"]
         rejected = {k.split(":", 1)[1]: v for k, v in expected[destination.id].items() if k.startswith("rejected:")}
         assert accounting["rejected_by_reason"] == rejected
+    assert sum(runs["day2"]["inputs"]["files"].values()) == runs["day2"]["input_rows"]
 
 
 def test_rejected_rows_are_kept_with_their_reason(two_days):
