@@ -12,11 +12,12 @@ from typing import Callable
 from jobs import generate as generator
 from jobs import prepare as prepare_job
 from jobs.config import ConfigError
+from jobs.demo import DemoError, run_demo
 from jobs.inputs import InputError
 from jobs.quality import QualityError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
-BAD_INPUT = (ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError)
+BAD_INPUT = (ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError)
 
 
 def run_guarded(work: Callable[[], int]) -> int:
@@ -68,8 +69,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from jobs.demo import run_demo
-
     return run_demo(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="audience-relay-demo-")), args.records)
 
 

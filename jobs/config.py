@@ -187,7 +187,7 @@ class Quality(_Strict):
     max_null_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_unknown_id_type_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_rejected_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
-    row_count_band: RowCountBand = RowCountBand()
+    row_count_band: RowCountBand | None = RowCountBand()  # null turns the check off
 
 
 class Defaults(_Strict):

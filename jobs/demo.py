@@ -15,6 +15,10 @@ from jobs.prepare import PrepareRequest, run_prepare
 from jobs.session import build_session
 
 
+class DemoError(ValueError):
+    """The demo was pointed at a directory it would mix its runs into."""
+
+
 def _table(summary: dict, manifest: dict) -> str:
     lines = [f"  {'destination':<14}{'add':>9}{'remove':>9}{'unchanged':>11}{'batches':>9}  rows: deliver/unchanged/consent/unmapped/rejected = input"]
     for destination_id, report in manifest["destinations"].items():
@@ -29,6 +33,8 @@ def _table(summary: dict, manifest: dict) -> str:
 
 
 def run_demo(out: Path, records: int) -> int:
+    if out.exists() and any(out.iterdir()):
+        raise DemoError(f"--out {out} is not empty; the demo writes a fresh run layout, give it an empty directory")
     spark = build_session("audience-relay-demo")
     config = load_config(DEFAULT_CONFIG)
     data = out / "data"

@@ -49,8 +49,8 @@ def _suite(quality: Quality, previous_rows: int | None) -> list:
             description="share of rejected rows within the configured limit",
         ),
     ]
-    if previous_rows:
-        band = quality.row_count_band
+    band = quality.row_count_band
+    if previous_rows and band:
         suite.append(
             gxe.ExpectTableRowCountToBeBetween(
                 min_value=int(previous_rows * band.min_ratio), max_value=int(previous_rows * band.max_ratio),

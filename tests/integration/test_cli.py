@@ -55,3 +55,20 @@ def test_missing_input_exits_2_naming_the_path(tmp_path, capsys):
 def test_run_id_that_would_escape_the_run_folder_is_refused(day1, tmp_path, capsys):
     code = main(["prepare", "--input", str(day1 / "day1" / "membership"), "--out", str(tmp_path), "--run-id", "../x"])
     assert code == 2 and "run id '../x'" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_directory_with_earlier_runs(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+
+
+def test_row_count_far_below_the_previous_run_stops_the_run(day1, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prepare", "--input", str(day1 / "day1" / "membership"), "--out", str(out), "--run-id", "full"]) == 0
+    small = tmp_path / "small.csv"
+    small.write_text("user_id,id_type,id_value,segment_id\n" + "".join(f"u{i},email,u{i}@example.com,seg_0001\n" for i in range(50)))
+    capsys.readouterr()
+    assert main(["prepare", "--input", str(small), "--out", str(out), "--run-id", "small"]) == 2
+    err = capsys.readouterr().err
+    assert "expect_table_row_count_to_be_between" in err and "observed 50" in err

@@ -90,3 +90,9 @@ def test_unreadable_yaml_names_the_file(tmp_path):
     path.write_text("destinations: [\n")
     with pytest.raises(ConfigError, match=r"d\.yaml: not valid YAML"):
         load_config(path)
+
+
+def test_row_count_band_can_be_turned_off():
+    raw = copy.deepcopy(EXAMPLE)
+    raw["quality"]["row_count_band"] = None
+    assert parse_config(raw, "x").quality.row_count_band is None
