@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.profiles import PROFILES, IdentifierRule, Profile
+from jobs import storage
 from transforms.schemas import ID_TYPES
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -264,11 +266,14 @@ def parse_config(raw: object, source: str) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    path = Path(path)
+    """Load a config from a local path or an `s3://` URI (Glue and EMR jobs keep it in S3)."""
+    path = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        text = storage.read_text(path)
+    except (OSError, UnicodeDecodeError, BotoCoreError, ClientError) as error:
         raise ConfigError(f"{path}: cannot read config: {error}") from None
+    if text is None:
+        raise ConfigError(f"{path}: no such config file")
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as error:

@@ -96,3 +96,16 @@ def test_row_count_band_can_be_turned_off():
     raw = copy.deepcopy(EXAMPLE)
     raw["quality"]["row_count_band"] = None
     assert parse_config(raw, "x").quality.row_count_band is None
+
+
+def test_config_is_read_from_s3(moto_server):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="artifacts")
+    boto3.client("s3").put_object(Bucket="artifacts", Key="config/destinations.yaml", Body=DEFAULT_CONFIG.read_bytes())
+    assert [d.id for d in load_config("s3://artifacts/config/destinations.yaml").destinations] == ["meta_ads", "google_dm", "partner_sftp"]
+
+
+def test_missing_config_names_the_path(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: no such config file"):
+        load_config(tmp_path / "nope.yaml")
