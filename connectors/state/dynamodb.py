@@ -1,0 +1,142 @@
+"""The AWS state store: one DynamoDB table, conditional writes for every invariant.
+
+Item layout (partition key `pk`, sort key `sk`):
+- ledger:       pk `RUN#<run_id>`          sk `BATCH#<batch_key>`
+- quota:        pk `QUOTA#<quota_key>`     sk `WINDOW#<window>`   attribute `used`
+- dead letters: pk `DLQ#<run_id>`          sk `BATCH#<batch_key>`
+A run's batches are one query; a quota window is one conditional `ADD`; a delivered batch is
+protected by a condition on its state.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import boto3
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+
+from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter
+
+RECORD_FIELDS = ("run_id", "destination_id", "audience_id", "op", "batch_number", "checksum", "ids", "state", "attempts", "error", "updated_at")
+
+
+def create_table(name: str, client=None) -> None:
+    """Create the table (on-demand billing) for local runs and tests; infra/ owns it in AWS."""
+    client = client or boto3.client("dynamodb")
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.get_waiter("table_exists").wait(TableName=name)
+
+
+def _conditional_failure(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+class DynamoStateStore:
+    def __init__(self, table_name: str, resource=None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+
+    @staticmethod
+    def _ledger_key(key: str) -> dict:
+        return {"pk": f"RUN#{key.split('/', 1)[0]}", "sk": f"BATCH#{key}"}
+
+    def _item(self, record: BatchRecord) -> dict:
+        item = {**self._ledger_key(record.batch_key), **{f: getattr(record, f) for f in RECORD_FIELDS}}
+        item["state"] = record.state.value
+        return {k: v for k, v in item.items() if v is not None}
+
+    @staticmethod
+    def _record(item: dict) -> BatchRecord:
+        values = {f: item.get(f) for f in RECORD_FIELDS}
+        for number in ("batch_number", "ids", "attempts"):
+            values[number] = int(values[number])
+        values["state"] = BatchState(values["state"])
+        return BatchRecord(**values)
+
+    def register(self, records: list[BatchRecord]) -> int:
+        added = 0
+        for record in records:
+            try:
+                self._table.put_item(Item=self._item(record), ConditionExpression="attribute_not_exists(pk)")
+                added += 1
+            except ClientError as error:
+                if not _conditional_failure(error):
+                    raise
+        return added
+
+    def get(self, key: str) -> BatchRecord | None:
+        item = self._table.get_item(Key=self._ledger_key(key), ConsistentRead=True).get("Item")
+        return self._record(item) if item else None
+
+    def batches(self, run_id: str, destination_id: str | None = None) -> list[BatchRecord]:
+        prefix = f"BATCH#{run_id}/" + (f"{destination_id}/" if destination_id else "")
+        condition = Key("pk").eq(f"RUN#{run_id}") & Key("sk").begins_with(prefix)
+        records, start = [], None
+        while True:
+            page = self._table.query(KeyConditionExpression=condition, ConsistentRead=True, **({"ExclusiveStartKey": start} if start else {}))
+            records.extend(self._record(item) for item in page["Items"])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return records
+
+    def save(self, record: BatchRecord) -> None:
+        try:
+            self._table.put_item(
+                Item=self._item(record),
+                ConditionExpression="attribute_not_exists(pk) OR #state <> :delivered",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":delivered": BatchState.DELIVERED.value},
+            )
+        except ClientError as error:
+            if _conditional_failure(error):
+                raise AlreadyDelivered(record.batch_key) from None
+            raise
+
+    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int) -> bool:
+        ceiling = limit - amount
+        if ceiling < 0:
+            return False
+        try:
+            self._table.update_item(
+                Key={"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"},
+                UpdateExpression="ADD used :amount",
+                ConditionExpression="attribute_not_exists(used) OR used <= :ceiling",
+                ExpressionAttributeValues={":amount": amount, ":ceiling": ceiling},
+            )
+            return True
+        except ClientError as error:
+            if _conditional_failure(error):
+                return False
+            raise
+
+    def quota_used(self, quota_key: str, window: str) -> int:
+        item = self._table.get_item(Key={"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"}, ConsistentRead=True).get("Item")
+        return int(item["used"]) if item else 0
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        self._table.put_item(Item={"pk": f"DLQ#{letter.run_id}", "sk": f"BATCH#{letter.batch_key}", **asdict(letter)})
+
+    def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
+        fields = DeadLetter.__dataclass_fields__
+        if run_id:
+            items = self._table.query(KeyConditionExpression=Key("pk").eq(f"DLQ#{run_id}"), ConsistentRead=True)["Items"]
+        else:
+            items, start = [], None
+            while True:  # dead letters are few: a filtered scan is fine
+                page = self._table.scan(
+                    FilterExpression="begins_with(pk, :dlq)", ExpressionAttributeValues={":dlq": "DLQ#"},
+                    **({"ExclusiveStartKey": start} if start else {}),
+                )
+                items.extend(page["Items"])
+                start = page.get("LastEvaluatedKey")
+                if not start:
+                    break
+        letters = [DeadLetter(**{k: (int(v) if k == "attempts" else v) for k, v in item.items() if k in fields}) for item in items]
+        return sorted(letters, key=lambda letter: letter.batch_key)
+
+    def remove_dead_letter(self, key: str) -> None:
+        self._table.delete_item(Key={"pk": f"DLQ#{key.split('/', 1)[0]}", "sk": f"BATCH#{key}"})
