@@ -1,0 +1,106 @@
+"""The delivery engine against a scripted destination, a SQLite ledger and a fake clock."""
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from connectors.delivery import deliver_batches
+from connectors.destination import Batch, Destination, Receipt
+from connectors.quota import DailyQuota
+from connectors.rate_limit import TokenBucket
+from connectors.retry import Failure, FailureKind, RetryPolicy
+from connectors.state.sqlite import SqliteStateStore
+from connectors.state.store import BatchRecord, BatchState
+
+
+class Scripted(Destination):
+    """Fails batches as scripted ({batch_number: [kinds...]}) and records what arrived."""
+
+    def __init__(self, script=None):
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.received, self.opened, self.closed = [], 0, 0
+
+    def open(self):
+        self.opened += 1
+
+    def close(self):
+        self.closed += 1
+
+    def send(self, batch):
+        failures = self.script.get(batch.record.batch_number)
+        if failures:
+            raise RuntimeError(failures.pop(0))
+        self.received.append(batch.record.batch_key)
+        return Receipt(len(batch.members))
+
+    def classify(self, error):
+        return Failure(error.args[0], f"scripted {error.args[0].value}")
+
+
+def batches(n, run="r1"):
+    return [Batch(BatchRecord(run, "google_dm", "aud", "add", i, f"{i:064x}", 2), [("email", "k1"), ("email", "k2")]) for i in range(n)]
+
+
+class Clock:
+    def __init__(self):
+        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SqliteStateStore(tmp_path / "state.db")
+
+
+def run(destination, work, store, quota=None):
+    bucket = TokenBucket(1000, sleep=lambda s: None)
+    return deliver_batches(destination, work, store, bucket, quota, RetryPolicy(max_attempts=4), random.Random(0), sleep=lambda s: None)
+
+
+def test_every_batch_is_delivered_once_and_a_rerun_skips_them(store):
+    destination = Scripted()
+    work = batches(5)
+    store.register([b.record for b in work])
+    assert [o.state for o in run(destination, work, store)] == ["delivered"] * 5
+    assert [o.state for o in run(destination, work, store)] == ["skipped"] * 5
+    assert len(destination.received) == 5 and destination.opened == destination.closed == 2
+    assert {b.state for b in store.batches("r1")} == {BatchState.DELIVERED}
+
+
+def test_transient_failures_are_retried_and_counted(store):
+    destination = Scripted({1: [FailureKind.RETRYABLE, FailureKind.RATE_LIMITED]})
+    outcomes = run(destination, batches(3), store)
+    assert [o.state for o in outcomes] == ["delivered"] * 3
+    assert outcomes[1].attempts == 3 and outcomes[1].retries == 2
+    assert store.get(batches(3)[1].record.batch_key).attempts == 3
+
+
+def test_permanent_failure_goes_to_the_dead_letter_store_and_others_proceed(store):
+    destination = Scripted({0: [FailureKind.PERMANENT]})
+    outcomes = run(destination, batches(2), store)
+    assert [o.state for o in outcomes] == ["failed", "delivered"]
+    [letter] = store.dead_letters("r1")
+    assert letter.batch_key == batches(2)[0].record.batch_key and "permanent" in letter.error
+
+
+def test_quota_exhaustion_defers_the_rest_and_resume_after_reset_completes(store):
+    clock = Clock()
+    quota = DailyQuota(store, "google_ads_project", 3, clock=clock)
+    destination = Scripted({1: [FailureKind.RETRYABLE]})  # the retry also spends a request
+    work = batches(5)
+    first = run(destination, work, store, quota)
+    assert [o.state for o in first] == ["delivered", "delivered", "deferred", "deferred", "deferred"]
+    assert first[2].resume_at == "2026-11-24T00:00:00+00:00"
+    assert [b.state for b in store.batches("r1")][2:] == [BatchState.DEFERRED] * 3
+    clock.now = datetime(2026, 11, 24, 0, 0, 1, tzinfo=timezone.utc)
+    second = run(destination, work, store, quota)
+    assert [o.state for o in second] == ["skipped", "skipped", "delivered", "delivered", "delivered"]
+    assert sorted(destination.received) == sorted(b.record.batch_key for b in work)
+
+
+def test_destination_reported_quota_exhaustion_defers(store):
+    destination = Scripted({0: [FailureKind.QUOTA_EXHAUSTED]})
+    outcomes = run(destination, batches(2), store)
+    assert [o.state for o in outcomes] == ["deferred", "deferred"] and destination.received == []
