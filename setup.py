@@ -12,6 +12,7 @@ RUNTIME = [
     "pydantic>=2.6,<3",
     "boto3>=1.34",
     "great-expectations==1.24.1",
+    "requests>=2.31",
 ]
 TEST = [
     "pytest>=8",

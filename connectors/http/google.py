@@ -1,0 +1,65 @@
+"""Google Data Manager API, audience members (`audienceMembers:ingest` / `:remove`).
+
+Up to 10,000 members per request, SHA-256 hex identifiers (`encoding: HEX`). Over a quota the
+API answers 429 `RESOURCE_EXHAUSTED` with the quota's name in the `ErrorInfo` metadata: a
+per-minute limit is waited out, a per-day limit defers the rest of the run to the reset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors.destination import Batch, Receipt
+from connectors.http.client import HttpError, HttpRequest, retry_after_seconds
+from connectors.retry import Failure, FailureKind
+
+IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
+
+
+def _member(id_type: str, key: str) -> dict:
+    if id_type == "maid":
+        return {"mobileData": {"mobileIds": [key]}}
+    return {"userData": {"userIdentifiers": [{IDENTIFIER_FIELDS[id_type]: key}]}}
+
+
+def _quota_limit(body: dict) -> str:
+    for detail in body.get("error", {}).get("details", []) if isinstance(body, dict) else []:
+        limit = detail.get("metadata", {}).get("quota_limit")
+        if limit:
+            return limit
+    return ""
+
+
+@dataclass(frozen=True)
+class GoogleDataManager:
+    name: str = "google_data_manager"
+    operating_account_id: str = ""
+    operating_account_type: str = "GOOGLE_ADS"
+
+    def build(self, batch: Batch) -> HttpRequest:
+        destination = {
+            "operatingAccount": {"accountType": self.operating_account_type, "accountId": self.operating_account_id},
+            "productDestinationId": batch.record.audience_id,
+        }
+        body = {
+            "destinations": [destination],
+            "audienceMembers": [_member(id_type, key) for id_type, key in batch.members],
+            "encoding": "HEX",
+        }
+        if batch.record.op == "add":
+            body["termsOfService"] = {"customerMatchTermsOfServiceStatus": "ACCEPTED"}
+            return HttpRequest("POST", "/v1/audienceMembers:ingest", body, {})
+        return HttpRequest("POST", "/v1/audienceMembers:remove", body, {})
+
+    def classify(self, error: HttpError) -> Failure:
+        status = error.body.get("error", {}).get("status", "") if isinstance(error.body, dict) else ""
+        message = f"HTTP {error.status} {status}: {error.body.get('error', {}).get('message', '') if isinstance(error.body, dict) else ''}"[:500]
+        if error.status == 429 or status == "RESOURCE_EXHAUSTED":
+            if "PerDay" in _quota_limit(error.body):
+                return Failure(FailureKind.QUOTA_EXHAUSTED, message)
+            return Failure(FailureKind.RATE_LIMITED, message, retry_after_seconds(error.headers))
+        if error.status >= 500 or status in ("UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED"):
+            return Failure(FailureKind.RETRYABLE, message)
+        return Failure(FailureKind.PERMANENT, message)
+
+    def receipt(self, body: dict, batch: Batch) -> Receipt:
+        return Receipt(len(batch.members), f"requestId={body.get('requestId', '')}")

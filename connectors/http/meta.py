@@ -1,0 +1,69 @@
+"""Meta Marketing API, Customer File Custom Audiences (`/{audience_id}/users`).
+
+Adds are `POST`, removes `DELETE`, both with a multi-key `payload` (`schema` + `data` rows in
+schema order, blanks for keys a row lacks). Every batch is its own upload session whose id
+is derived from the batch key, so a resent batch carries the same session id. Throttling is an
+error code (4, 17, 613, 80003, 80004) with the time to regain access in the
+`X-Business-Use-Case-Usage` header, in minutes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from connectors.destination import Batch, Receipt
+from connectors.http.client import HttpError, HttpRequest, retry_after_seconds
+from connectors.retry import Failure, FailureKind
+
+SCHEMA_KEYS = {"email": "EMAIL", "phone": "PHONE", "maid": "MADID", "external_id": "EXTERN_ID"}
+THROTTLING_CODES = {4, 17, 613, 80003, 80004}
+TRANSIENT_CODES = {1, 2}
+
+
+def session_id(batch: Batch) -> int:
+    """A positive 63-bit id, the same for every send of the same batch."""
+    return int(batch.record.idempotency_key[:15], 16) + 1
+
+
+def _regain_access_seconds(headers: dict[str, str]) -> float | None:
+    raw = headers.get("X-Business-Use-Case-Usage") or headers.get("x-business-use-case-usage")
+    if not raw:
+        return None
+    try:
+        usage = json.loads(raw)
+        minutes = max(entry.get("estimated_time_to_regain_access", 0) for entries in usage.values() for entry in entries)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return float(minutes) * 60 if minutes else None
+
+
+@dataclass(frozen=True)
+class MetaCustomAudiences:
+    name: str = "meta_custom_audiences"
+    api_version: str = "v21.0"
+
+    def build(self, batch: Batch) -> HttpRequest:
+        types = sorted({id_type for id_type, _ in batch.members}, key=list(SCHEMA_KEYS).index)
+        schema = [SCHEMA_KEYS[t] for t in types]
+        data = [[key if id_type == t else "" for t in types] for id_type, key in batch.members]
+        body = {
+            "payload": {"schema": schema, "data": data},
+            "session": {"session_id": session_id(batch), "batch_seq": 1, "last_batch_flag": True,
+                        "estimated_num_total": len(batch.members)},
+        }
+        method = "POST" if batch.record.op == "add" else "DELETE"
+        return HttpRequest(method, f"/{self.api_version}/{batch.record.audience_id}/users", body, {})
+
+    def classify(self, error: HttpError) -> Failure:
+        details = error.body.get("error", {}) if isinstance(error.body, dict) else {}
+        code = details.get("code")
+        message = f"HTTP {error.status} code {code}: {details.get('message', '')}"[:500]
+        if code in THROTTLING_CODES or error.status == 429:
+            wait = _regain_access_seconds(error.headers) or retry_after_seconds(error.headers)
+            return Failure(FailureKind.RATE_LIMITED, message, wait)
+        if error.status >= 500 or code in TRANSIENT_CODES or details.get("is_transient"):
+            return Failure(FailureKind.RETRYABLE, message)
+        return Failure(FailureKind.PERMANENT, message)
+
+    def receipt(self, body: dict, batch: Batch) -> Receipt:
+        return Receipt(int(body.get("num_received", len(batch.members))), f"invalid={body.get('num_invalid_entries', 0)}")

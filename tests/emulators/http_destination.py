@@ -1,0 +1,213 @@
+"""A destination emulator: a real HTTP server on loopback speaking the Meta and Google profiles.
+
+It enforces what the real APIs enforce (members per request, requests per minute, requests
+per day) with their error shapes, injects faults at configured rates (5xx, 429 bursts,
+stalls past the client's timeout, dropped connections) and keeps score: every request's
+time, the batches accepted per content digest (so a batch accepted twice shows up as a
+duplicate), and the members each audience holds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class EmulatorConfig:
+    max_batch: int = 10_000
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
+    fault_rates: dict[str, float] = field(default_factory=dict)  # "5xx", "429", "stall", "drop"
+    stall_seconds: float = 3.0
+    seed: int = 0
+
+
+@dataclass
+class Scoreboard:
+    request_times: list[float] = field(default_factory=list)
+    accepted: Counter = field(default_factory=Counter)  # content digest -> times accepted
+    members: dict[tuple[str, str], set] = field(default_factory=lambda: defaultdict(set))  # (audience, op) -> keys
+    refused: Counter = field(default_factory=Counter)  # reason -> count
+
+    @property
+    def duplicates(self) -> int:
+        return sum(n - 1 for n in self.accepted.values() if n > 1)
+
+    def max_requests_in(self, window_seconds: float) -> int:
+        times = sorted(self.request_times)
+        best, start = 0, 0
+        for end, moment in enumerate(times):
+            while moment - times[start] >= window_seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+
+def _meta_members(body: dict) -> list[tuple[str, str]]:
+    payload = body["payload"]
+    types = {"EMAIL": "email", "PHONE": "phone", "MADID": "maid", "EXTERN_ID": "external_id"}
+    return [(types[payload["schema"][i]], value) for row in payload["data"] for i, value in enumerate(row) if value]
+
+
+def _google_members(body: dict) -> list[tuple[str, str]]:
+    members = []
+    for member in body["audienceMembers"]:
+        if "mobileData" in member:
+            members.extend(("maid", m) for m in member["mobileData"]["mobileIds"])
+        for identifier in member.get("userData", {}).get("userIdentifiers", []):
+            for field_name, id_type in (("emailAddress", "email"), ("phoneNumber", "phone")):
+                if field_name in identifier:
+                    members.append((id_type, identifier[field_name]))
+    return members
+
+
+class HttpDestinationEmulator:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.score = Scoreboard()
+        self.day = 0  # tests move the emulator's day forward to reset the daily quota
+        self._per_day: Counter = Counter()
+        self._recent: list[float] = []
+        self._rng = random.Random(self.config.seed)
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> HttpDestinationEmulator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def next_day(self) -> None:
+        with self._lock:
+            self.day += 1
+
+    def _admit(self) -> tuple[str | None, float]:
+        """Record the request; say which limit or fault it hits, if any, and a Retry-After."""
+        with self._lock:
+            now = time.monotonic()
+            self.score.request_times.append(now)
+            fault = None
+            roll = self._rng.random()
+            for name, rate in sorted(self.config.fault_rates.items()):
+                if roll < rate:
+                    fault = name
+                    break
+                roll -= rate
+            if fault:
+                self.score.refused[fault] += 1
+                return fault, 1.0
+            if self.config.requests_per_minute:
+                self._recent = [t for t in self._recent if now - t < 60]
+                if len(self._recent) >= self.config.requests_per_minute:
+                    self.score.refused["rate_limit"] += 1
+                    return "rate_limit", max(0.0, 60 - (now - self._recent[0]))
+                self._recent.append(now)
+            if self.config.requests_per_day:
+                if self._per_day[self.day] >= self.config.requests_per_day:
+                    self.score.refused["daily_quota"] += 1
+                    return "daily_quota", 0.0
+                self._per_day[self.day] += 1
+            return None, 0.0
+
+    def _accept(self, audience: str, op: str, members: list[tuple[str, str]]) -> None:
+        digest = hashlib.sha256(json.dumps([audience, op, sorted(members)]).encode()).hexdigest()
+        with self._lock:
+            self.score.accepted[digest] += 1
+            target = self.score.members[(audience, op)]
+            target.update(members)
+
+    def _handler(self):
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def _reply(self, status: int, body: dict, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> dict:
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
+            def _handle(self, method: str) -> None:
+                body = self._body()
+                google = self.path.startswith("/v1/audienceMembers:")
+                if google:
+                    members = _google_members(body)
+                    audience = body["destinations"][0]["productDestinationId"]
+                    op = "add" if self.path.endswith(":ingest") else "remove"
+                else:
+                    members = _meta_members(body)
+                    audience = self.path.strip("/").split("/")[1]
+                    op = "add" if method == "POST" else "remove"
+                problem, retry_after = emulator._admit()
+                if problem == "drop":
+                    self.connection.shutdown(2)  # the client sees the connection die mid-request
+                    self.close_connection = True
+                    return
+                if problem == "stall":
+                    emulator._accept(audience, op, members)  # processed, but the answer is too late
+                    time.sleep(emulator.config.stall_seconds)
+                    self.close_connection = True
+                    return
+                if problem == "5xx":
+                    error = {"code": 503, "status": "UNAVAILABLE", "message": "backend unavailable"} if google else {
+                        "code": 2, "is_transient": True, "message": "Service temporarily unavailable"}
+                    return self._reply(503 if google else 500, {"error": error})
+                if problem in ("429", "rate_limit", "daily_quota"):
+                    return self._throttle(google, problem, retry_after)
+                if len(members) > emulator.config.max_batch:
+                    emulator.score.refused["oversize"] += 1
+                    reason = {"code": 400, "status": "INVALID_ARGUMENT", "message": "TOO_MANY_AUDIENCE_MEMBERS"} if google else {
+                        "code": 100, "message": "Too many records in payload"}
+                    return self._reply(400, {"error": reason})
+                emulator._accept(audience, op, members)
+                if google:
+                    return self._reply(200, {"requestId": hashlib.md5(json.dumps(body).encode()).hexdigest()})
+                return self._reply(200, {"audience_id": audience, "session_id": body.get("session", {}).get("session_id"),
+                                         "num_received": len(members), "num_invalid_entries": 0, "invalid_entry_samples": {}})
+
+            def _throttle(self, google: bool, problem: str, retry_after: float) -> None:
+                if google:
+                    limit = "IngestionMutateRequestsPerDayPerProject" if problem == "daily_quota" else "IngestionMutateRequestsPerMinutePerProject"
+                    error = {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded",
+                             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED",
+                                          "metadata": {"quota_limit": limit}}]}
+                    headers = {"Retry-After": f"{retry_after:.2f}"} if problem != "daily_quota" else {}
+                    return self._reply(429, {"error": error}, headers)
+                usage = {"act_1": [{"type": "custom_audience", "call_count": 100, "total_cputime": 10, "total_time": 10,
+                                    "estimated_time_to_regain_access": 0}]}
+                error = {"code": 17, "error_subcode": 2446079, "message": "User request limit reached", "type": "OAuthException"}
+                return self._reply(400, {"error": error}, {"X-Business-Use-Case-Usage": json.dumps(usage), "Retry-After": f"{retry_after:.2f}"})
+
+        return Handler
