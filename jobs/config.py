@@ -79,7 +79,7 @@ class S3Connection(_Strict):
 class _DestinationBase(_Strict):
     id: Annotated[str, Field(pattern=SAFE_ID)]
     profile: str
-    id_types: list[Literal["email", "phone", "maid", "external_id"]] | None = None
+    id_types: Annotated[list[Literal["email", "phone", "maid", "external_id"]], Field(min_length=1)] | None = None
     hashing: dict[Literal["email", "phone", "maid", "external_id"], Literal["sha256", "none"]] = {}
     max_batch_size: Annotated[int, Field(gt=0)] | None = None
     rate_limit: RateLimit | None = None

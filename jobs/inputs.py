@@ -6,8 +6,11 @@ match the data contract fails the run with an error naming the file and the colu
 """
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.errors import AnalysisException
@@ -16,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from jobs import storage
+from transforms.identifiers import strip_whitespace
 from transforms.schemas import CONSENT, MEMBERSHIP
 
 CORRUPT = "_corrupt_record"
@@ -59,11 +63,12 @@ def _require_columns(path: str, found: list[str], contract: StructType, optional
         raise InputError(f"{path}: missing required column(s) {missing}; found {found}")
 
 
-def _read_text_format(spark: SparkSession, path: str, data_format: str, contract: StructType, optional: set[str]) -> DataFrame:
+def _read_text_format(spark: SparkSession, located: Located, data_format: str, contract: StructType, optional: set[str]) -> DataFrame:
     """CSV and JSON Lines: every column read as a string, casts and checks done by us."""
+    path = located.path
     if data_format == "csv":
         header = spark.read.option("header", True).csv(path).columns
-        _require_columns(path, header, contract, optional)
+        _require_columns(located.source, header, contract, optional)
         # enforceSchema=false makes Spark check every file's header against the first one,
         # naming the file whose header differs.
         return (
@@ -83,35 +88,71 @@ def _read_text_format(spark: SparkSession, path: str, data_format: str, contract
     )
 
 
-def localize(spark: SparkSession, path: str) -> str:
+@dataclass(frozen=True)
+class Located:
+    """An input as Spark reads it (`path`) and as the user named it (`source`)."""
+
+    path: str
+    source: str
+
+    def source_file(self) -> F.Column:
+        """`input_file_name()`, with a local staging folder mapped back to the user's URI."""
+        if self.path == self.source:
+            return F.input_file_name()
+        staged = "file://" + str(Path(self.path).resolve())
+        return F.regexp_replace(F.input_file_name(), "^\\Q" + staged + "\\E", self.source.rstrip("/"))
+
+
+def localize(spark: SparkSession, path: str) -> Located:
     """A path this Spark can read: `s3://` inputs are staged locally when Spark has no S3 filesystem."""
     if not storage.is_s3(path) or storage.spark_reads_s3(spark):
-        return path
+        return Located(path, path)
     try:
-        return storage.download_prefix(path, tempfile.mkdtemp(prefix="audience-relay-input-"))
-    except FileNotFoundError as error:
+        return Located(storage.download_prefix(path, tempfile.mkdtemp(prefix="audience-relay-input-")), path)
+    except (FileNotFoundError, ValueError) as error:
         raise InputError(str(error)) from None
+
+
+def _check_json_lines_keys(located: Located, contract: StructType, optional: set[str]) -> None:
+    """Spark infers one schema for all JSON files; check each file's first record ourselves,
+    so one file with a renamed key is named instead of turning into rejected rows."""
+    root = Path(located.path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
+    for file in files:
+        opener = gzip.open if file.suffix == ".gz" else open
+        with opener(file, "rt", encoding="utf-8", errors="replace") as handle:
+            first = next((line for line in handle if line.strip()), None)
+        if first is None:
+            continue
+        try:
+            keys = list(json.loads(first))
+        except (ValueError, TypeError):
+            continue  # the record itself is kept as malformed
+        name = located.source if root.is_file() else f"{located.source.rstrip('/')}/{file.relative_to(root)}"
+        _require_columns(name, keys, contract, optional)
 
 
 def read_membership(spark: SparkSession, path: str, data_format: str | None = None) -> DataFrame:
     """Membership rows with `source_file` and `read_error` (null when the record parsed)."""
-    path = localize(spark, path)
-    data_format = data_format or detect_format(path)
+    located = localize(spark, path)
+    data_format = data_format or detect_format(located.path)
     try:
         if data_format == "parquet":
-            raw = spark.read.parquet(path)
-            _require_columns(path, raw.columns, MEMBERSHIP, {"updated_at"})
+            raw = spark.read.parquet(located.path)
+            _require_columns(located.source, raw.columns, MEMBERSHIP, {"updated_at"})
             read_error = F.lit(None).cast("string")
         else:
-            raw = _read_text_format(spark, path, data_format, MEMBERSHIP, {"updated_at"})
+            if data_format == "jsonl" and not storage.is_s3(located.path):
+                _check_json_lines_keys(located, MEMBERSHIP, {"updated_at"})
+            raw = _read_text_format(spark, located, data_format, MEMBERSHIP, {"updated_at"})
             read_error = F.col(CORRUPT)
     except AnalysisException as error:
-        raise InputError(f"{path}: cannot read as {data_format}: {error.getMessage() if hasattr(error, 'getMessage') else error}") from None
+        raise InputError(f"{located.source}: cannot read as {data_format}: {error}") from None
     if "updated_at" not in raw.columns:
         raw = raw.withColumn("updated_at", F.lit(None).cast("timestamp"))
     for field in MEMBERSHIP.fields:
-        if field.name in raw.columns and raw.schema[field.name].dataType.typeName() in ("struct", "array", "map"):
-            raise InputError(f"{path}: column {field.name!r} is {raw.schema[field.name].dataType.simpleString()}, expected a scalar")
+        if raw.schema[field.name].dataType.typeName() in ("struct", "array", "map"):
+            raise InputError(f"{located.source}: column {field.name!r} is {raw.schema[field.name].dataType.simpleString()}, expected a scalar")
     updated_at = (
         F.col("updated_at").cast("timestamp")
         if data_format == "parquet"
@@ -124,28 +165,48 @@ def read_membership(spark: SparkSession, path: str, data_format: str | None = No
         F.col("id_value").cast("string").alias("id_value"),
         F.col("segment_id").cast("string").alias("segment_id"),
         updated_at.alias("updated_at"),
-        F.input_file_name().alias("source_file"),
+        located.source_file().alias("source_file"),
         F.coalesce(read_error, F.when(bad_timestamp, F.lit("unparseable updated_at"))).alias("read_error"),
     )
 
 
-def read_consent(spark: SparkSession, path: str, data_format: str | None = None) -> DataFrame:
-    """Consent rows (`user_id`, `scope`); unparseable consent records stop the run.
+def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_format: str | None = None) -> DataFrame:
+    """Consent rows (`user_id`, `scope`), stripped and with lower-case scopes.
 
-    A consent row that cannot be read might be an opt-out: delivering that user anyway would
-    break a promise, so unlike membership rows these are not skipped.
+    Unlike membership rows, a consent row is never skipped: one that cannot be parsed, has no
+    user, or names a scope that is neither `*` nor a configured destination might be an
+    opt-out, and delivering that user anyway would break a promise. Any such row stops the
+    run, naming the file.
     """
-    path = localize(spark, path)
-    data_format = data_format or detect_format(path)
+    located = localize(spark, path)
+    data_format = data_format or detect_format(located.path)
     try:
         if data_format == "parquet":
-            raw = spark.read.parquet(path)
-            _require_columns(path, raw.columns, CONSENT, set())
-            return raw.select([F.col(f.name).cast("string") for f in CONSENT.fields])
-        raw = _read_text_format(spark, path, data_format, CONSENT, set())
+            raw = spark.read.parquet(located.path)
+            _require_columns(located.source, raw.columns, CONSENT, set())
+            raw = raw.select([F.col(f.name).cast("string") for f in CONSENT.fields]).withColumn(CORRUPT, F.lit(None).cast("string"))
+        else:
+            if data_format == "jsonl" and not storage.is_s3(located.path):
+                _check_json_lines_keys(located, CONSENT, set())
+            raw = _read_text_format(spark, located, data_format, CONSENT, set())
     except AnalysisException as error:
-        raise InputError(f"{path}: cannot read consent as {data_format}: {error}") from None
-    broken = raw.filter(F.col(CORRUPT).isNotNull() | F.col("user_id").isNull()).select(F.input_file_name().alias("file")).limit(1).collect()
+        raise InputError(f"{located.source}: cannot read consent as {data_format}: {error}") from None
+    consent = raw.select(
+        strip_whitespace("user_id").alias("user_id"),
+        F.lower(strip_whitespace("scope")).alias("scope"),
+        F.col(CORRUPT),
+        located.source_file().alias("file"),
+    ).cache()
+    is_broken = (
+        F.col(CORRUPT).isNotNull()
+        | (F.coalesce(F.col("user_id"), F.lit("")) == "")
+        | ~F.coalesce(F.col("scope"), F.lit("")).isin("*", *sorted(known_scopes))
+    )
+    broken = consent.filter(is_broken).select("file", "scope").limit(5).collect()
     if broken:
-        raise InputError(f"{broken[0]['file']}: a consent record cannot be parsed or has no user_id; fix it before delivering")
-    return raw.select([F.col(f.name) for f in CONSENT.fields])
+        examples = ", ".join(f"{row.file} (scope {row.scope!r})" for row in broken)
+        raise InputError(
+            f"consent rows that are unreadable, have no user_id, or name a scope other than '*' or a configured "
+            f"destination {sorted(known_scopes)}: {examples}; fix them before delivering"
+        )
+    return consent.select("user_id", "scope")

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.accounting import MemberStat, SegmentStat, destination_accounting
+from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, destination_accounting
+from transforms.schemas import BATCHED
 
 CHECKSUM_RULE = "sha256 of the batch's `id_type:match_key` lines, sorted, joined with \\n"
 OPS = ("add", "remove")
@@ -18,7 +19,8 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
     """
     lines = F.array_sort(F.collect_list(F.concat_ws(":", "id_type", "match_key")))
     stats = (
-        spark.read.option("basePath", batches_dir)
+        spark.read.schema(BATCHED)
+        .option("basePath", batches_dir)
         .parquet(batches_dir)
         .withColumn("file", F.input_file_name())
         .groupBy("destination_id", "audience_id", "op", "batch_number")
@@ -50,11 +52,13 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
     return batches
 
 
-def rejected_by_reason(segment_stats: list[SegmentStat]) -> dict[str, int]:
+def rejected_by_reason(segment_stats: list[SegmentStat], accepted_anywhere: list[str]) -> dict[str, int]:
+    """Rows unusable for every destination, by reason (an unaccepted id type is one)."""
     reasons: dict[str, int] = {}
     for stat in segment_stats:
-        if stat.reject_reason:
-            reasons[stat.reject_reason] = reasons.get(stat.reject_reason, 0) + stat.rows
+        reason = stat.reject_reason or (ID_TYPE_NOT_ACCEPTED if stat.id_type not in accepted_anywhere else None)
+        if reason:
+            reasons[reason] = reasons.get(reason, 0) + stat.rows
     return dict(sorted(reasons.items()))
 
 

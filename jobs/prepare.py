@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import snapshots, storage
-from jobs.accounting import MemberStat, SegmentStat
+from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
 from jobs.args import parse_job_args
 from jobs.config import Config, load_config
 from jobs.inputs import read_consent, read_membership
@@ -32,7 +32,7 @@ from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audien
 from transforms.batching import DEFAULT_SUB_BUCKETS, assign_batches
 from transforms.delta import SNAPSHOT_STATUSES, classify_members
 from transforms.identifiers import normalize_identifiers
-from transforms.schemas import AUDIENCE_MAPPING, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
+from transforms.schemas import AUDIENCE_MAPPING, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 TARGET_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one task each
@@ -110,6 +110,8 @@ def _check_request(spark: SparkSession, request: PrepareRequest) -> str:
         raise PrepareError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
     if storage.is_s3(request.out) and not storage.spark_reads_s3(spark):
         raise PrepareError(f"--out {request.out}: this Spark has no S3 filesystem (Glue and EMR do); write to a local path")
+    if request.sub_buckets < 1:
+        raise PrepareError(f"--sub-buckets must be at least 1, got {request.sub_buckets}")
     if not request.config.active_destinations:
         raise PrepareError(f"{request.config_source}: no active destination")
     run_dir = storage.join(request.out, "runs", request.run_id)
@@ -170,14 +172,20 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             r.source_file: r["count"] for r in normalized.groupBy("source_file").count().orderBy("source_file").collect()
         }
     input_rows = sum(s.rows for s in segment_stats)
-    rejected_rows = sum(s.rows for s in segment_stats if s.reject_reason)
+    # Rows of an id type that no destination takes are unusable everywhere: rejected too.
+    accepted_anywhere = sorted({t for d in destinations for t in d.accepted_id_types})
+    rejected_reasons = rejected_by_reason(segment_stats, accepted_anywhere)
+    rejected_rows = sum(rejected_reasons.values())
     with timer.phase("write_rejected"):
-        normalized.filter(F.col("reject_reason").isNotNull()).select(REJECTED.fieldNames()).coalesce(
-            max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))
-        ).write.mode("overwrite").parquet(storage.join(run_dir, "rejected"))
+        is_unusable = F.col("reject_reason").isNotNull() | ~F.col("id_type").isin(*accepted_anywhere)
+        normalized.filter(is_unusable).withColumn(
+            "reject_reason", F.coalesce("reject_reason", F.lit(ID_TYPE_NOT_ACCEPTED))
+        ).select(REJECTED.fieldNames()).coalesce(max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))).write.mode(
+            "overwrite"
+        ).parquet(storage.join(run_dir, "rejected"))
 
     with timer.phase("read_consent"):
-        consent = read_consent(spark, request.consent, request.consent_format) if request.consent else spark.createDataFrame([], CONSENT)
+        consent = read_consent(spark, request.consent, {d.id for d in config.destinations}, request.consent_format) if request.consent else spark.createDataFrame([], CONSENT)
         opt_outs = consent_opt_outs(consent, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
         opt_out_count = opt_outs.count()
     members = _members(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
@@ -196,8 +204,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
 
     snapshot_members = sum(s.members for s in member_stats if s.status in SNAPSHOT_STATUSES)
     with timer.phase("write_snapshot"):
+        # Hashing on the key as well spreads a large destination over many tasks and files.
         classified.filter(F.col("status").isin(*SNAPSHOT_STATUSES)).select(SNAPSHOT.fieldNames()).repartition(
-            max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS)), "destination_id"
+            max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS)), "destination_id", "match_key"
         ).write.mode("overwrite").partitionBy("destination_id").parquet(snapshots.run_snapshot_path(out, request.run_id))
 
     batches_dir = storage.join(run_dir, "batches")
@@ -208,6 +217,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             _write_batches(classified, rules, config, file_count, request.sub_buckets, batches_dir)
         with timer.phase("batch_checksums"):
             batches = batch_list(spark, batches_dir, request.run_id, {d.id: d.batch_size for d in destinations})
+    else:  # nothing changed: still leave the run layout's batches/ folder, empty
+        spark.createDataFrame([], BATCHED).write.mode("overwrite").parquet(batches_dir)
     classified.unpersist()
 
     report = {
@@ -223,7 +234,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source, "files": input_files},
         "input_rows": input_rows,
-        "rejected": {"rows": rejected_rows, "by_reason": rejected_by_reason(segment_stats), "path": "rejected/"},
+        "rejected": {"rows": rejected_rows, "by_reason": rejected_reasons, "path": "rejected/"},
         "quality": {"success": quality.success, "expectations": quality.expectations},
         "destinations": report,
         "batch_checksum": CHECKSUM_RULE,

@@ -13,6 +13,8 @@ TUNED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.compression.codec": "snappy",
     "spark.sql.sources.partitionOverwriteMode": "static",
+    # Partition folder names are ids (`audience_id=00042`): never let Spark turn them into numbers.
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
 }
 LOCAL_CONF = {
     "spark.ui.enabled": "false",

@@ -56,13 +56,17 @@ def read_previous(spark: SparkSession, out: str, destination_ids: list[str]) -> 
     for destination_id in destination_ids:
         pointer = current_pointer(out, destination_id)
         baselines[destination_id] = pointer["run_id"] if pointer else None
-        if pointer and storage.exists(pointer["path"]):
+        if pointer and not storage.exists(pointer["path"]):
+            # Spark writes no folder for a destination without members: an empty snapshot,
+            # provided the run's snapshot was written completely.
+            if storage.exists(storage.join(run_snapshot_path(out, pointer["run_id"]), "_SUCCESS")):
+                continue
+            raise FileNotFoundError(f"snapshot of {destination_id} points at {pointer['path']}, which does not exist")
+        if pointer:
             frames.append(
                 spark.read.schema(STORED_SNAPSHOT).parquet(pointer["path"])
                 .select(F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key")
             )
-        elif pointer:
-            raise FileNotFoundError(f"snapshot of {destination_id} points at {pointer['path']}, which does not exist")
     previous = spark.createDataFrame([], SNAPSHOT)
     for frame in frames:
         previous = previous.unionByName(frame)

@@ -57,10 +57,16 @@ def write_text(uri: str, text: str) -> None:
 
 
 def exists(uri: str) -> bool:
+    """An object at exactly this key, or a "folder" with objects under `key/`."""
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
-        listing = _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-        return listing.get("KeyCount", 0) > 0
+        client = _s3()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except client.exceptions.ClientError:
+            listing = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1)
+            return listing.get("KeyCount", 0) > 0
     return Path(uri).exists()
 
 
@@ -80,19 +86,21 @@ def download_prefix(uri: str, target: str | Path) -> str:
     For local Spark without an S3 filesystem: the job then reads the local copy.
     """
     bucket, key = _bucket_key(uri)
-    folder = key.rstrip("/") + "/"
+    folder = key.rstrip("/") + "/" if key.strip("/") else ""
     target = Path(target)
     client = _s3()
     copied = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/")):
         for item in page.get("Contents", []):
+            if item["Key"].endswith("/"):
+                continue  # a console "folder" marker, not data
             if item["Key"] == key:  # the URI names one object
                 relative = Path(key).name
             elif item["Key"].startswith(folder):  # an object inside the URI's "folder", not a sibling prefix
                 relative = item["Key"][len(folder):]
             else:
                 continue
-            if not relative or ".." in Path(relative).parts:
+            if ".." in Path(relative).parts:
                 raise ValueError(f"s3://{bucket}/{item['Key']}: object key escapes its prefix")
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)

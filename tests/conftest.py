@@ -13,15 +13,18 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 def spark():
     from pyspark.sql import SparkSession
 
+    from jobs.session import TUNED_CONF
+
+    builder = SparkSession.builder
+    for key, value in TUNED_CONF.items():  # the settings the jobs run with
+        builder = builder.config(key, value)
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("audience-relay-tests")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "4")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.adaptive.enabled", "true")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

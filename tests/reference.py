@@ -39,7 +39,7 @@ def normalize(row: dict, country: str = "1") -> tuple[str | None, str | None, st
         return (id_type, email, None) if ok else (id_type, None, "invalid_email")
     if id_type == "phone":
         compact = WS.sub("", value)
-        digits = re.sub(r"\D", "", compact)
+        digits = re.sub(r"\D", "", compact.replace("(0)", ""))
         if compact.startswith("+"):
             e164 = digits
         elif digits.startswith("00"):

@@ -86,7 +86,8 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     typed = cleaned.select(
         *raw, "user_id", "segment_id", "clean_id_type", "compact",
         _per_type("email", lowered).alias("email"),
-        _per_type("phone", F.regexp_replace("compact", "[^0-9]", "")).alias("phone_digits"),
+        # "+44 (0)20 ..." writes the trunk zero that international dialling drops.
+        _per_type("phone", F.regexp_replace(F.regexp_replace("compact", r"\(0\)", ""), "[^0-9]", "")).alias("phone_digits"),
         _per_type("maid", F.when(lowered.rlike("^[0-9a-f]{32}$"), _dashed_uuid(lowered)).otherwise(lowered)).alias("maid"),
         _per_type("external_id", strip_whitespace("id_value")).alias("external_id"),
     )

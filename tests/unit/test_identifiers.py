@@ -57,6 +57,7 @@ def test_overlong_email_is_rejected(spark):
         ("0044 20 7946 0958", "1", "+442079460958"),
         ("020 7946 0958", "44", "+442079460958"),  # national number, trunk zero dropped
         ("0151 234 5678", "49", "+491512345678"),
+        ("+44 (0)20 7946 0958", "1", "+442079460958"),  # written trunk zero
     ],
 )
 def test_phone_becomes_e164_with_default_country(spark, raw, country, expected):

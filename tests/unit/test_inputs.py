@@ -73,7 +73,31 @@ def test_unknown_extension_asks_for_format(tmp_path):
 def test_consent_record_without_user_stops_the_run(spark, tmp_path):
     path = write(tmp_path / "consent.csv", "user_id,scope\nu1,*\n,meta\n")
     with pytest.raises(InputError, match="consent.csv"):
-        read_consent(spark, str(path))
+        read_consent(spark, str(path), {"meta"})
+
+
+@pytest.mark.parametrize("scope", ["", "meta_adz"])
+def test_consent_scope_that_names_no_destination_stops_the_run(spark, tmp_path, scope):
+    path = write(tmp_path / "consent.csv", f"user_id,scope\nu1,*\nu2,{scope}\n")
+    with pytest.raises(InputError, match=r"consent\.csv \(scope (None|'meta_adz')\)"):
+        read_consent(spark, str(path), {"meta_ads"})
+
+
+def test_consent_scopes_are_case_folded_and_parquet_is_checked_too(spark, tmp_path):
+    spark.createDataFrame([(" u1 ", "META_ADS"), ("u2", "*")], "user_id string, scope string").write.parquet(str(tmp_path / "c"))
+    assert sorted(read_consent(spark, str(tmp_path / "c"), {"meta_ads"}).collect()) == [("u1", "meta_ads"), ("u2", "*")]
+    spark.createDataFrame([(None, "*")], "user_id string, scope string").write.parquet(str(tmp_path / "bad"))
+    with pytest.raises(InputError, match="no user_id"):
+        read_consent(spark, str(tmp_path / "bad"), {"meta_ads"})
+
+
+def test_json_lines_file_with_a_renamed_key_is_named(spark, tmp_path):
+    good = json.dumps({"user_id": "u1", "id_type": "email", "id_value": "a@x.com", "segment_id": "s"})
+    bad = json.dumps({"user_id": "u2", "id_type": "email", "id_value": "b@x.com", "segment": "s"})
+    write(tmp_path / "in" / "a.jsonl", good + "\n")
+    write(tmp_path / "in" / "b.jsonl.gz", bad + "\n", compress=True)
+    with pytest.raises(InputError, match=r"in/b\.jsonl\.gz: missing required column.*segment_id"):
+        read_membership(spark, str(tmp_path / "in"))
 
 
 def test_s3_input_is_staged_for_local_spark(spark, moto_server):
@@ -83,8 +107,19 @@ def test_s3_input_is_staged_for_local_spark(spark, moto_server):
     s3.create_bucket(Bucket="lake")
     s3.put_object(Bucket="lake", Key="in/day1/part-1.csv", Body=(HEADER + "u1,email,a@x.com,seg_1,\n").encode())
     s3.put_object(Bucket="lake", Key="in/day1-old/part-1.csv", Body=(HEADER + "u9,email,z@x.com,seg_1,\n").encode())
+    s3.put_object(Bucket="lake", Key="in/day1/", Body=b"")  # a console "folder" marker
     rows = read_membership(spark, "s3://lake/in/day1").collect()
     assert [r.user_id for r in rows] == ["u1"]  # the sibling prefix day1-old is not part of day1
+    assert rows[0].source_file == "s3://lake/in/day1/part-1.csv"  # named as the user knows it
+
+
+def test_s3_input_missing_a_column_names_the_s3_uri(spark, moto_server):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="lake2")
+    boto3.client("s3").put_object(Bucket="lake2", Key="in/x.csv", Body=b"user_id,id_type,id_value\nu1,email,a@x.com\n")
+    with pytest.raises(InputError, match=r"s3://lake2/in/: missing required column.*segment_id"):
+        read_membership(spark, "s3://lake2/in/")
 
 
 def test_missing_s3_prefix_is_an_input_error(spark, moto_server):
@@ -93,3 +128,19 @@ def test_missing_s3_prefix_is_an_input_error(spark, moto_server):
     boto3.client("s3").create_bucket(Bucket="empty-lake")
     with pytest.raises(InputError, match="no objects"):
         read_membership(spark, "s3://empty-lake/nothing/")
+
+
+def test_s3_bucket_root_and_exact_exists(spark, moto_server):
+    import boto3
+
+    from jobs import storage
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="rootbkt")
+    s3.put_object(Bucket="rootbkt", Key="part-1.csv", Body=(HEADER + "u1,email,a@x.com,seg_1,\n").encode())
+    assert [r.user_id for r in read_membership(spark, "s3://rootbkt").collect()] == ["u1"]
+    s3.create_bucket(Bucket="work")
+    s3.put_object(Bucket="work", Key="snap/destination_id=meta_ads_eu/x.parquet", Body=b"x")
+    assert not storage.exists("s3://work/snap/destination_id=meta_ads")
+    assert storage.exists("s3://work/snap/destination_id=meta_ads_eu")
+    assert storage.exists("s3://work/snap/destination_id=meta_ads_eu/x.parquet")

@@ -1,0 +1,66 @@
+"""prepare on small hand-written inputs: numeric audience ids, empty destinations, no changes."""
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import snapshots
+from jobs.config import parse_config
+from jobs.prepare import PrepareError, PrepareRequest, run_prepare
+
+pytestmark = pytest.mark.integration
+
+CONFIG = {
+    "version": 1,
+    "quality": {"row_count_band": None, "max_rejected_fraction": 0.9},
+    "destinations": [
+        {"id": "meta_ads", "kind": "http_api", "profile": "meta_custom_audiences", "id_types": ["email"],
+         "audiences": {"00042": ["seg_a"], "23851234567890123": ["seg_b"]}},
+        {"id": "quiet", "kind": "http_api", "profile": "google_data_manager", "id_types": ["email"],
+         "audiences": {"nobody": ["seg_none"]}},
+    ],
+}
+
+
+def write_input(path: Path, rows: list[tuple]) -> str:
+    path.write_text("user_id,id_type,id_value,segment_id\n" + "".join(",".join(r) + "\n" for r in rows))
+    return str(path)
+
+
+def prepare(spark, tmp_path, run_id, rows):
+    request = PrepareRequest(
+        input=write_input(tmp_path / f"{run_id}.csv", rows), out=str(tmp_path / "out"),
+        config=parse_config(CONFIG, "test.yaml"), config_source="test.yaml", run_id=run_id,
+    )
+    summary = run_prepare(spark, request)
+    return json.loads(Path(summary["manifest"]).read_text())
+
+
+ROWS = [("u1", "email", "a@x.com", "seg_a"), ("u2", "email", "b@x.com", "seg_b"), ("u3", "maid", "AECE52E7-03EE-455A-B3C4-E57283966239", "seg_a")]
+
+
+def test_numeric_audience_ids_stay_strings_and_empty_destinations_survive_the_next_run(spark, tmp_path):
+    first = prepare(spark, tmp_path, "r1", ROWS)
+    assert {b["audience_id"] for b in first["batches"]} == {"00042", "23851234567890123"}
+    assert first["destinations"]["meta_ads"]["audiences"]["00042"]["batches"] == {"add": 1, "remove": 0}
+    assert first["destinations"]["quiet"]["batches"] == 0
+    for destination in ("meta_ads", "quiet"):
+        snapshots.commit(str(tmp_path / "out"), "r1", destination)
+    second = prepare(spark, tmp_path, "r2", ROWS)  # same input: nothing to send
+    assert second["batches"] == [] and (tmp_path / "out" / "runs" / "r2" / "batches").is_dir()
+    assert second["destinations"]["meta_ads"]["accounting"]["members"] == {"unchanged": 2}
+
+
+def test_rows_of_an_id_type_no_destination_takes_are_rejected_with_their_reason(spark, tmp_path):
+    manifest = prepare(spark, tmp_path, "r1", ROWS)
+    assert manifest["rejected"]["by_reason"] == {"id_type_not_accepted": 1}
+    rejected = pq.read_table(tmp_path / "out" / "runs" / "r1" / "rejected").to_pylist()
+    assert [(r["user_id"], r["reject_reason"]) for r in rejected] == [("u3", "id_type_not_accepted")]
+
+
+def test_sub_buckets_below_one_are_refused_before_reading(spark, tmp_path):
+    request = PrepareRequest(input="/nonexistent", out=str(tmp_path), config=parse_config(CONFIG, "t"), config_source="t",
+                             run_id="r1", sub_buckets=0)
+    with pytest.raises(PrepareError, match="--sub-buckets"):
+        run_prepare(spark, request)
