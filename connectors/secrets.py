@@ -1,0 +1,29 @@
+"""Secrets by reference: an environment variable or a Secrets Manager ARN, resolved at open time.
+
+The value is returned to the connector that needs it and never logged or stored.
+"""
+from __future__ import annotations
+
+import os
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+class SecretUnavailable(RuntimeError):
+    """The referenced secret does not exist or cannot be read; the message names the reference."""
+
+
+def resolve_secret(env: str | None = None, secret_arn: str | None = None) -> str:
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise SecretUnavailable(f"environment variable {env} is not set")
+        return value
+    if secret_arn:
+        try:
+            response = boto3.client("secretsmanager", region_name=secret_arn.split(":")[3]).get_secret_value(SecretId=secret_arn)
+        except (BotoCoreError, ClientError) as error:
+            raise SecretUnavailable(f"{secret_arn}: {type(error).__name__}") from None
+        return response.get("SecretString") or response["SecretBinary"].decode()
+    raise SecretUnavailable("no credentials reference configured")
