@@ -9,15 +9,21 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from connectors.secrets import SecretUnavailable
+from jobs import deliver as deliver_job
 from jobs import generate as generator
 from jobs import prepare as prepare_job
 from jobs.config import ConfigError
 from jobs.demo import DemoError, run_demo
+from jobs.destinations import UnsupportedDestination
 from jobs.inputs import InputError
 from jobs.quality import QualityError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
-BAD_INPUT = (ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError)
+BAD_INPUT = (
+    ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
+    deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable,
+)
 
 
 def run_guarded(work: Callable[[], int]) -> int:
@@ -68,6 +74,15 @@ def _prepare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _deliver(args: argparse.Namespace) -> int:
+    from jobs.session import build_session
+
+    request = deliver_job.request_from_args(args)
+    summary = deliver_job.run_deliver(build_session("audience-relay-deliver", args.master), request)
+    print(json.dumps(summary))
+    return deliver_job.EXIT_CODES[summary["status"]]
+
+
 def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="audience-relay-demo-")), args.records)
 
@@ -95,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep = commands.add_parser("prepare", help="turn membership into per-destination delivery batches")
     prepare_job.add_arguments(prep)
     prep.set_defaults(handler=_prepare)
+
+    deliver = commands.add_parser("deliver", help="send a prepared run's batches; resumable, idempotent")
+    deliver_job.add_arguments(deliver)
+    deliver.set_defaults(handler=_deliver)
     return parser
 
 

@@ -7,10 +7,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# Spark's Python workers inherit the environment the JVM started with: credentials that
+# delivery tests resolve inside workers must be set before the session exists.
+os.environ.setdefault("META_ACCESS_TOKEN", "test-meta-token")
 
 
 @pytest.fixture(scope="session")
-def spark():
+def spark(moto_server):
+    """Started after the moto server, so Spark's Python workers see its endpoint too."""
     from pyspark.sql import SparkSession
 
     from jobs.session import TUNED_CONF

@@ -39,8 +39,9 @@ def _regain_access_seconds(headers: dict[str, str]) -> float | None:
 
 @dataclass(frozen=True)
 class MetaCustomAudiences:
+    """Requests are relative to the versioned Graph API root (`https://graph.facebook.com/v21.0`)."""
+
     name: str = "meta_custom_audiences"
-    api_version: str = "v21.0"
 
     def build(self, batch: Batch) -> HttpRequest:
         types = sorted({id_type for id_type, _ in batch.members}, key=list(SCHEMA_KEYS).index)
@@ -52,7 +53,7 @@ class MetaCustomAudiences:
                         "estimated_num_total": len(batch.members)},
         }
         method = "POST" if batch.record.op == "add" else "DELETE"
-        return HttpRequest(method, f"/{self.api_version}/{batch.record.audience_id}/users", body, {})
+        return HttpRequest(method, f"/{batch.record.audience_id}/users", body, {})
 
     def classify(self, error: HttpError) -> Failure:
         details = error.body.get("error", {}) if isinstance(error.body, dict) else {}

@@ -168,7 +168,7 @@ class HttpDestinationEmulator:
                     op = "add" if self.path.endswith(":ingest") else "remove"
                 else:
                     members = _meta_members(body)
-                    audience = self.path.strip("/").split("/")[1]
+                    audience = self.path.strip("/").split("/")[-2]  # [/version]/{audience}/users
                     op = "add" if method == "POST" else "remove"
                 problem, retry_after = emulator._admit()
                 if problem == "drop":

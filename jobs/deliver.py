@@ -1,0 +1,251 @@
+"""`deliver`: send a prepared run's batches to their destinations, resumable and idempotent.
+
+The manifest's batches are registered in the ledger; those not yet delivered become a small
+DataFrame (one row per batch) spread over `workers` Spark partitions per destination, each
+with its share of the destination's rate. Every partition opens one connector and runs the
+delivery engine; the outcomes come back as a DataFrame, are written beside the run and
+summarised. A destination whose batches are all delivered gets the run's snapshot committed.
+
+Runs under spark-submit, Glue and `audience-relay deliver`. Exit codes: 0 SUCCEEDED,
+3 QUOTA_DEFERRED (with `resume_at`), 1 FAILED (failed batches are in the dead-letter store).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from pyspark.sql import SparkSession
+from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType
+
+from connectors.delivery import BatchOutcome, deliver_batches
+from connectors.destination import Batch
+from connectors.quota import DailyQuota
+from connectors.rate_limit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.state.store import BatchRecord, BatchState, StateStore
+from jobs import snapshots, storage
+from jobs.args import parse_job_args
+from jobs.config import Config, load_config
+from jobs.destinations import SUPPORTED_KINDS, UnsupportedDestination, build_destination
+from jobs.logs import PhaseTimer, log_event
+
+OUTCOME = StructType(
+    [
+        StructField("batch_key", StringType()),
+        StructField("destination_id", StringType()),
+        StructField("audience_id", StringType()),
+        StructField("op", StringType()),
+        StructField("ids", LongType()),
+        StructField("state", StringType()),
+        StructField("attempts", IntegerType()),
+        StructField("retries", IntegerType()),
+        StructField("waited_seconds", DoubleType()),
+        StructField("error", StringType()),
+        StructField("resume_at", StringType()),
+    ]
+)
+DEFAULT_REQUESTS_PER_MINUTE = 600  # for destinations whose profile and config state no rate
+
+
+class DeliverError(ValueError):
+    """The run cannot be delivered as asked (no manifest, unsupported destination)."""
+
+
+@dataclass(frozen=True)
+class DeliverRequest:
+    out: str
+    run_id: str
+    config: Config
+    state: str  # a SQLite path or dynamodb://TABLE
+    workers: int = 2
+    endpoints: dict[str, str] = field(default_factory=dict)  # destination id -> URL override
+    destinations: tuple[str, ...] = ()  # empty: all active destinations of the manifest
+
+
+def open_store(state: str) -> StateStore:
+    if state.startswith("dynamodb://"):
+        from connectors.state.dynamodb import DynamoStateStore
+
+        return DynamoStateStore(state.removeprefix("dynamodb://"))
+    from connectors.state.sqlite import SqliteStateStore
+
+    return SqliteStateStore(state)
+
+
+def _record(run_id: str, batch: dict) -> BatchRecord:
+    return BatchRecord(run_id, batch["destination_id"], batch["audience_id"], batch["op"], batch["batch_number"], batch["checksum"], batch["ids"])
+
+
+def _read_members(path: str, batch_number: int) -> list[tuple[str, str]]:
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["id_type", "match_key"], filters=ds.field("batch_number") == batch_number)
+    return sorted(zip(table.column("id_type").to_pylist(), table.column("match_key").to_pylist()))
+
+
+def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, workers: dict[str, int], endpoints: dict[str, str]):
+    """The function each Spark partition runs: one connector per destination it holds."""
+
+    def run(rows):
+        by_destination: dict[str, list] = {}
+        for row in rows:
+            by_destination.setdefault(row.destination_id, []).append(row)
+        store = open_store(state)
+        for destination_id, batch_rows in by_destination.items():
+            destination = next(d for d in config.destinations if d.id == destination_id)
+            rpm = (destination.rate_limit and destination.rate_limit.requests_per_minute) or destination.profile_spec.requests_per_minute or DEFAULT_REQUESTS_PER_MINUTE
+            bucket = TokenBucket.partition_share(rpm, workers[destination_id])
+            quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests) if destination.daily_quota else None
+            batches = (
+                Batch(_record(run_id, row.asDict()), _read_members(storage.join(run_dir, row.file), row.batch_number))
+                for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number))
+            )
+            connector = build_destination(destination, endpoints.get(destination_id))
+            for outcome in deliver_batches(connector, batches, store, bucket, quota, RetryPolicy(), random.Random()):
+                yield tuple(asdict(outcome).values())
+
+    return run
+
+
+def _status(outcomes: list[BatchOutcome], pending: int) -> tuple[str, str | None]:
+    if any(o.state == "failed" for o in outcomes):
+        return "FAILED", None
+    deferred = [o.resume_at for o in outcomes if o.state == "deferred" and o.resume_at]
+    if deferred or pending:
+        return "QUOTA_DEFERRED", max(deferred) if deferred else None
+    return "SUCCEEDED", None
+
+
+def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
+    started = time.monotonic()
+    run_dir = storage.join(request.out, "runs", request.run_id)
+    text = storage.read_text(storage.join(run_dir, "manifest.json"))
+    if text is None:
+        raise DeliverError(f"run {request.run_id}: no manifest under {run_dir}; prepare the run first")
+    manifest = json.loads(text)
+    config = request.config
+    chosen = [d for d in config.active_destinations if d.id in manifest["destinations"] and (not request.destinations or d.id in request.destinations)]
+    unsupported = [d.id for d in chosen if d.kind not in SUPPORTED_KINDS]
+    if unsupported:
+        raise DeliverError(f"destinations {unsupported}: delivery supports kinds {list(SUPPORTED_KINDS)}; pass --destination to choose others")
+    for destination in chosen:  # fail here, naming the destination, not later inside an executor
+        build_destination(destination, request.endpoints.get(destination.id))
+    chosen_ids = {d.id for d in chosen}
+    timer = PhaseTimer("deliver", run_id=request.run_id)
+    log_event("deliver.start", run_id=request.run_id, destinations=sorted(chosen_ids))
+
+    store = open_store(request.state)
+    batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids]
+    store.register([_record(request.run_id, b) for b in batches])
+    delivered = {r.batch_key for r in store.batches(request.run_id) if r.state is BatchState.DELIVERED}
+    todo = [b for b in batches if _record(request.run_id, b).batch_key not in delivered]
+    workers = {d: max(1, min(request.workers, sum(1 for b in todo if b["destination_id"] == d))) for d in chosen_ids}
+
+    outcomes: list[BatchOutcome] = []
+    if todo:
+        slots = {(d, w): i for i, (d, w) in enumerate((d, w) for d in sorted(workers) for w in range(workers[d]))}
+        rows = [
+            (b["destination_id"], b["audience_id"], b["op"], b["batch_number"], b["checksum"], b["ids"], b["file"])
+            for b in todo
+        ]
+        frame = spark.createDataFrame(rows, "destination_id string, audience_id string, op string, batch_number int, checksum string, ids long, file string")
+        keyed = frame.rdd.map(lambda r: ((r.destination_id, r.batch_number % workers[r.destination_id]), r))
+        spread = keyed.partitionBy(len(slots), lambda key: slots[key]).values()
+        work = _deliver_partition(config, request.run_id, run_dir, request.state, workers, request.endpoints)
+        with timer.phase("send"):
+            # Collected once (one small row per batch): a second action would send again.
+            rows = spread.mapPartitions(work).collect()
+        outcomes = [BatchOutcome(*row) for row in rows]
+        spark.createDataFrame(rows, OUTCOME).coalesce(1).write.mode("overwrite").parquet(
+            storage.join(run_dir, "delivery", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+        )
+
+    ledger = store.batches(request.run_id)
+    report, committed = {}, []
+    for destination_id in sorted(chosen_ids):
+        own = [r for r in ledger if r.destination_id == destination_id]
+        states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
+        ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
+        mine = [o for o in outcomes if o.destination_id == destination_id]
+        if states["delivered"] == len(own):
+            snapshots.commit(request.out, request.run_id, destination_id)
+            committed.append(destination_id)
+        report[destination_id] = {
+            "batches": states,
+            "ids": ids,
+            "sent_now": sum(1 for o in mine if o.state == "delivered"),
+            "retries": sum(o.retries for o in mine),
+            "snapshot_committed": destination_id in committed,
+            "accounting": manifest["destinations"][destination_id]["accounting"]["rows"],
+        }
+    pending = sum(1 for r in ledger if r.destination_id in chosen_ids and r.state is not BatchState.DELIVERED and r.state is not BatchState.FAILED)
+    status, resume_at = _status(outcomes, pending)
+    summary = {
+        "status": status,
+        "run_id": request.run_id,
+        "resume_at": resume_at,
+        "destinations": report,
+        "dead_letters": len(store.dead_letters(request.run_id)),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    log_event("deliver.done", status=status, run_id=request.run_id, resume_at=resume_at, seconds=summary["seconds"])
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="the output root given to prepare")
+    parser.add_argument("--run-id", "--run_id", dest="run_id", required=True)
+    parser.add_argument("--config", help="destinations YAML (default: the embedded example config)")
+    parser.add_argument("--state", help="state store: a SQLite file (default <out>/state/delivery.db) or dynamodb://TABLE")
+    parser.add_argument("--workers", type=int, default=2, help="parallel workers per destination (default 2)")
+    parser.add_argument("--endpoint", action="append", default=[], metavar="DESTINATION=URL", help="send a destination to another URL (an emulator)")
+    parser.add_argument("--destination", action="append", default=[], help="deliver only these destinations")
+    parser.add_argument("--master", help="Spark master when starting Spark locally (default local[*])")
+
+
+def request_from_args(args: argparse.Namespace) -> DeliverRequest:
+    from jobs.config import DEFAULT_CONFIG
+
+    endpoints = {}
+    for item in args.endpoint:
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise DeliverError(f"--endpoint {item!r}: expected DESTINATION=URL")
+        endpoints[name] = url
+    if args.workers < 1:
+        raise DeliverError(f"--workers must be at least 1, got {args.workers}")
+    return DeliverRequest(
+        out=args.out, run_id=args.run_id, config=load_config(args.config or DEFAULT_CONFIG),
+        state=args.state or storage.join(args.out, "state", "delivery.db"), workers=args.workers,
+        endpoints=endpoints, destinations=tuple(args.destination),
+    )
+
+
+EXIT_CODES = {"SUCCEEDED": 0, "QUOTA_DEFERRED": 3, "FAILED": 1}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jobs.cli import run_guarded
+    from jobs.session import build_session
+
+    parser = argparse.ArgumentParser(prog="deliver", description=__doc__)
+    add_arguments(parser)
+    args = parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+
+    def work() -> int:
+        request = request_from_args(args)
+        summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
+        print(json.dumps(summary))
+        return EXIT_CODES[summary["status"]]
+
+    return run_guarded(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

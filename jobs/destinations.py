@@ -1,0 +1,47 @@
+"""From a destination's config to a connector, inside whichever process delivers.
+
+The config objects are picklable, so Spark ships them to executors and each worker builds
+its own connector there; secrets are resolved at that moment and never travel in the plan.
+"""
+from __future__ import annotations
+
+from connectors.destination import Destination
+from connectors.http.client import HttpApiDestination
+from connectors.http.google import GoogleDataManager
+from connectors.http.meta import MetaCustomAudiences
+from connectors.s3 import S3Destination
+from connectors.secrets import resolve_secret
+from jobs.config import HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
+
+SUPPORTED_KINDS = ("http_api", "s3")
+
+
+class UnsupportedDestination(ValueError):
+    """The destination's kind or profile has no connector in this build."""
+
+
+def _secret(destination) -> str:
+    if destination.credentials is None:
+        raise UnsupportedDestination(f"destination {destination.id}: `credentials` are required for {destination.kind}")
+    return resolve_secret(destination.credentials.env, destination.credentials.secret_arn)
+
+
+def build_destination(destination, endpoint: str | None = None) -> Destination:
+    """The connector for one configured destination; `endpoint` overrides its URL (emulators)."""
+    if isinstance(destination, HttpDestination):
+        base_url = endpoint or (destination.connection and destination.connection.base_url)
+        if not base_url:
+            raise UnsupportedDestination(f"destination {destination.id}: connection.base_url is required")
+        account = destination.connection.account_id if destination.connection else None
+        profiles = {
+            "meta_custom_audiences": lambda: MetaCustomAudiences(),
+            "google_data_manager": lambda: GoogleDataManager(operating_account_id=account or ""),
+        }
+        return HttpApiDestination(base_url, profiles[destination.profile](), token=_secret(destination))
+    if isinstance(destination, S3DestinationConfig):
+        if destination.connection is None:
+            raise UnsupportedDestination(f"destination {destination.id}: connection.bucket is required")
+        return S3Destination(destination.connection.bucket, destination.connection.prefix, destination.connection.kms_key_id)
+    if isinstance(destination, SftpDestination):
+        raise UnsupportedDestination(f"destination {destination.id}: sftp delivery is not available in this build")
+    raise UnsupportedDestination(f"destination {destination.id}: no connector for kind {destination.kind!r}")

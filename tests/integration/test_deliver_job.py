@@ -1,0 +1,75 @@
+"""prepare -> deliver on generated data: HTTP emulators and S3 on moto, quota deferral and resume."""
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from jobs.cli import main
+from jobs.config import DEFAULT_CONFIG
+from jobs.generate import GeneratorSpec, generate
+from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def prepared(spark, moto_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("deliver")
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    meta, google, _ = raw["destinations"]
+    secret = boto3.client("secretsmanager").create_secret(Name="audience-relay/google-dm", SecretString="google-token")
+    google["credentials"] = {"secret_arn": secret["ARN"]}
+    meta.update(max_batch_size=300)
+    google.update(max_batch_size=300)
+    files = {"id": "partner_s3", "kind": "s3", "profile": "s3_objects", "id_types": ["email"], "max_batch_size": 2000,
+             "sync_mode": "upsert", "connection": {"bucket": "partner-drop", "prefix": "incoming"},
+             "audiences": {"partner_all": ["seg_0001", "seg_0003"]}}
+    raw["destinations"] = [meta, google, files]
+    config = root / "destinations.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    day = generate(spark, GeneratorSpec(records=6_000, seed=21), root / "day1")
+    assert main(["prepare", "--input", day["membership"], "--consent", day["consent"], "--out", str(root / "out"),
+                 "--config", str(config), "--run-id", "d1"]) == 0
+    return root, config, json.loads((root / "out" / "runs" / "d1" / "manifest.json").read_text())
+
+
+def deliver(root, config, meta_url, google_url, capsys):
+    capsys.readouterr()
+    code = main(["deliver", "--out", str(root / "out"), "--run-id", "d1", "--config", str(config),
+                 "--endpoint", f"meta_ads={meta_url}", "--endpoint", f"google_dm={google_url}", "--workers", "2"])
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_quota_deferral_then_resume_delivers_everything_once(prepared, capsys):
+    root, config, manifest = prepared
+    boto3.client("s3").create_bucket(Bucket="partner-drop")
+    expected = {d: sum(1 for b in manifest["batches"] if b["destination_id"] == d) for d in ("meta_ads", "google_dm", "partner_s3")}
+    assert expected["google_dm"] > 4
+    with HttpDestinationEmulator() as meta, HttpDestinationEmulator(EmulatorConfig(requests_per_minute=300, requests_per_day=3)) as google:
+        code, first = deliver(root, config, meta.url, google.url, capsys)
+        assert code == 3 and first["status"] == "QUOTA_DEFERRED" and first["resume_at"]
+        assert first["destinations"]["meta_ads"]["snapshot_committed"] and first["destinations"]["partner_s3"]["snapshot_committed"]
+        assert not first["destinations"]["google_dm"]["snapshot_committed"]
+        assert first["destinations"]["google_dm"]["batches"]["delivered"] == 3
+        assert not (root / "out" / "snapshots" / "google_dm.json").exists()  # a partial run is no baseline
+        google.next_day()
+        google.config.requests_per_day = 1000
+        code, second = deliver(root, config, meta.url, google.url, capsys)
+    assert code == 0 and second["status"] == "SUCCEEDED"
+    assert second["destinations"]["meta_ads"]["sent_now"] == 0  # nothing is sent twice
+    for name, emulator in (("meta_ads", meta), ("google_dm", google)):
+        assert len(emulator.score.accepted) == expected[name] and emulator.score.duplicates == 0
+        assert emulator.score.refused["oversize"] == 0
+    assert google.score.max_requests_in(60.0) <= 300
+    objects = boto3.client("s3").list_objects_v2(Bucket="partner-drop", Prefix="incoming/")["KeyCount"]
+    assert objects == expected["partner_s3"]
+    pointer = json.loads((root / "out" / "snapshots" / "google_dm.json").read_text())
+    assert pointer["run_id"] == "d1"
+
+
+def test_unknown_run_exits_2(prepared, capsys):
+    root, config, _ = prepared
+    assert main(["deliver", "--out", str(root / "out"), "--run-id", "nope", "--config", str(config)]) == 2
+    assert "no manifest" in capsys.readouterr().err
