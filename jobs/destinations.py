@@ -5,15 +5,18 @@ its own connector there; secrets are resolved at that moment and never travel in
 """
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from connectors.destination import Destination
 from connectors.http.client import HttpApiDestination
 from connectors.http.google import GoogleDataManager
 from connectors.http.meta import MetaCustomAudiences
 from connectors.s3 import S3Destination
 from connectors.secrets import resolve_secret
+from connectors.sftp import SftpDestination as SftpConnector
 from jobs.config import HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
 
-SUPPORTED_KINDS = ("http_api", "s3")
+SUPPORTED_KINDS = ("http_api", "s3", "sftp")
 
 
 class UnsupportedDestination(ValueError):
@@ -43,5 +46,12 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
             raise UnsupportedDestination(f"destination {destination.id}: connection.bucket is required")
         return S3Destination(destination.connection.bucket, destination.connection.prefix, destination.connection.kms_key_id)
     if isinstance(destination, SftpDestination):
-        raise UnsupportedDestination(f"destination {destination.id}: sftp delivery is not available in this build")
+        if destination.connection is None:
+            raise UnsupportedDestination(f"destination {destination.id}: connection (host, username, remote_dir, known_hosts) is required")
+        connection = destination.connection
+        host, port = connection.host, connection.port
+        if endpoint:  # sftp://host:port of a local server
+            parsed = urlparse(endpoint)
+            host, port = parsed.hostname or host, parsed.port or port
+        return SftpConnector(host, connection.username, connection.remote_dir, connection.known_hosts, _secret(destination), port=port)
     raise UnsupportedDestination(f"destination {destination.id}: no connector for kind {destination.kind!r}")

@@ -1,0 +1,113 @@
+"""SFTP file destination (paramiko): one gzip CSV per batch, never a partial file in sight.
+
+Each batch is written to a dot-prefixed `.partial` name and renamed when complete, so the
+partner's poller only ever sees whole files. After a dropped connection the next attempt
+reconnects and continues the partial file from where it stopped: the bytes of a batch are
+deterministic, so the rest is the same rest. Host keys must be in the configured
+known_hosts file; an unknown or changed key is refused, never accepted.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+import socket
+
+import paramiko
+
+from connectors.destination import Batch, Destination, Receipt
+from connectors.files import batch_file_bytes, batch_file_name
+from connectors.retry import Failure, FailureKind
+
+CHUNK = 256 * 1024
+
+
+def _load_key(text: str) -> paramiko.PKey:
+    """A private key of any type paramiko knows, from its text (as stored in a secret)."""
+    for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return key_class.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise ValueError("the SFTP private key is not an Ed25519, ECDSA or RSA key")
+
+
+class SftpDestination(Destination):
+    def __init__(
+        self, host: str, username: str, remote_dir: str, known_hosts: str, private_key: str,
+        port: int = 22, timeout_seconds: float = 30.0,
+    ) -> None:
+        self.host, self.port, self.username, self.remote_dir = host, port, username, remote_dir.rstrip("/")
+        self.known_hosts, self.timeout = known_hosts, timeout_seconds
+        self._key = _load_key(private_key)
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def open(self) -> None:
+        """Connections are made by the first send, so connect failures are classified and retried."""
+
+    def _connect(self) -> None:
+        client = paramiko.SSHClient()
+        client.load_host_keys(self.known_hosts)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            self.host, port=self.port, username=self.username, pkey=self._key, timeout=self.timeout,
+            allow_agent=False, look_for_keys=False,
+        )
+        self._client, self._sftp = client, client.open_sftp()
+
+    def close(self) -> None:
+        if self._client:
+            self._client.close()
+        self._client = self._sftp = None
+
+    def _connected(self) -> paramiko.SFTPClient:
+        transport = self._client.get_transport() if self._client else None
+        if transport is None or not transport.is_active():
+            self.close()
+            self._connect()
+        return self._sftp
+
+    def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            folder = "/" + "/".join(parts[:depth])
+            try:
+                sftp.stat(folder)
+            except FileNotFoundError:
+                sftp.mkdir(folder)
+
+    def remote_path(self, batch: Batch) -> str:
+        return posixpath.join(self.remote_dir, batch_file_name(batch))
+
+    def send(self, batch: Batch) -> Receipt:
+        sftp = self._connected()
+        data = batch_file_bytes(batch)
+        final = self.remote_path(batch)
+        folder, name = posixpath.split(final)
+        partial = posixpath.join(folder, f".{name}.partial")
+        self._makedirs(sftp, folder)
+        try:
+            offset = sftp.stat(partial).st_size
+        except FileNotFoundError:
+            offset = 0
+        if offset > len(data):
+            offset = 0  # not ours to continue: start over
+        with sftp.open(partial, "r+" if offset else "w") as handle:
+            handle.seek(offset)
+            for start in range(offset, len(data), CHUNK):
+                handle.write(data[start:start + CHUNK])
+        if sftp.stat(partial).st_size != len(data):
+            raise IOError(f"{partial}: size after upload differs from the batch file")
+        sftp.posix_rename(partial, final)
+        return Receipt(len(batch.members), f"sftp://{self.host}{final}")
+
+    def classify(self, error: Exception) -> Failure:
+        if isinstance(error, paramiko.BadHostKeyException) or isinstance(error, paramiko.SSHException) and "not found in known_hosts" in str(error):
+            return Failure(FailureKind.PERMANENT, f"SFTP host key of {self.host} refused: {type(error).__name__}")
+        if isinstance(error, paramiko.AuthenticationException):
+            return Failure(FailureKind.PERMANENT, f"SFTP authentication as {self.username} failed")
+        if isinstance(error, PermissionError):
+            return Failure(FailureKind.PERMANENT, f"SFTP permission denied under {self.remote_dir}")
+        if isinstance(error, (paramiko.SSHException, socket.error, EOFError, IOError)):
+            return Failure(FailureKind.RETRYABLE, f"SFTP {type(error).__name__}: connection dropped or write failed")
+        return Failure(FailureKind.PERMANENT, f"{type(error).__name__}: {error}"[:500])

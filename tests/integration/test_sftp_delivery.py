@@ -1,0 +1,73 @@
+"""SFTP delivery to a real OpenSSH server on loopback."""
+import gzip
+import random
+
+import paramiko
+import pytest
+
+from connectors.delivery import deliver_batches
+from connectors.rate_limit import TokenBucket
+from connectors.retry import RetryPolicy
+from connectors.sftp import SftpDestination
+from connectors.state.sqlite import SqliteStateStore
+from tests.emulators.sftp_server import start_sftp_server
+from tests.integration.test_http_delivery import make_batches
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    running = start_sftp_server(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()
+
+
+def destination(server, known_hosts=None):
+    return SftpDestination("127.0.0.1", server.username, str(server.root / "incoming"), str(known_hosts or server.known_hosts),
+                           server.private_key, port=server.port, timeout_seconds=5)
+
+
+def run(target, work, store):
+    return deliver_batches(target, work, store, TokenBucket(100), None, RetryPolicy(base_seconds=0.01, cap_seconds=0.05), random.Random(0))
+
+
+def test_batches_arrive_as_whole_gzip_csv_files(server, tmp_path):
+    work = make_batches(3, size=40)
+    outcomes = run(destination(server), work, SqliteStateStore(tmp_path / "s.db"))
+    assert [o.state for o in outcomes] == ["delivered"] * 3
+    files = sorted((server.root / "incoming").rglob("*.csv.gz"))
+    assert len(files) == 3 and not list((server.root / "incoming").rglob(".*partial"))
+    lines = gzip.decompress(files[0].read_bytes()).decode().splitlines()
+    assert lines[0] == "id_type,id" and len(lines) == 41
+
+
+def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(server, tmp_path, monkeypatch):
+    target = destination(server)
+    [batch] = make_batches(1, size=60_000, run="big")  # ~2 MB of gzip: several chunks
+    final = server.root / "incoming" / "big" / "aud_1" / "remove"
+    original_write = paramiko.SFTPFile.write
+    state = {"chunks": 0, "seen_partial_only": None}
+
+    def write_then_drop(handle, data):
+        state["chunks"] += 1
+        if state["chunks"] == 3:  # the third chunk: the connection dies mid-file
+            visible = sorted(p.name for p in final.iterdir())
+            state["seen_partial_only"] = all(name.startswith(".") and name.endswith(".partial") for name in visible)
+            target._client.get_transport().close()
+        return original_write(handle, data)
+
+    monkeypatch.setattr(paramiko.SFTPFile, "write", write_then_drop)
+    [outcome] = run(target, [batch], SqliteStateStore(tmp_path / "s.db"))
+    assert outcome.state == "delivered" and outcome.retries == 1
+    assert state["seen_partial_only"] is True
+    [delivered] = final.glob("*.csv.gz")
+    lines = gzip.decompress(delivered.read_bytes()).decode().splitlines()
+    assert len(lines) == 60_001 and not list(final.glob(".*"))
+
+
+def test_unknown_host_key_is_refused_not_accepted(server, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    [outcome] = run(destination(server, empty), make_batches(1), SqliteStateStore(tmp_path / "s.db"))
+    assert outcome.state == "failed" and "host key" in outcome.error
