@@ -10,15 +10,29 @@ from jobs.cli import main
 from jobs.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from tests.emulators.sftp_server import start_sftp_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def prepared(spark, moto_server, tmp_path_factory):
+def sftp(tmp_path_factory):
+    server = start_sftp_server(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def prepared(spark, moto_server, sftp, tmp_path_factory):
     root = tmp_path_factory.mktemp("deliver")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    meta, google, _ = raw["destinations"]
+    meta, google, partner_sftp = raw["destinations"]
+    key = boto3.client("secretsmanager").create_secret(Name="audience-relay/partner-sftp-key", SecretString=sftp.private_key)
+    partner_sftp.update(
+        credentials={"secret_arn": key["ARN"]}, max_batch_size=1500,
+        connection={"host": "127.0.0.1", "port": sftp.port, "username": sftp.username,
+                    "remote_dir": str(sftp.root / "incoming"), "known_hosts": str(sftp.known_hosts)},
+    )
     secret = boto3.client("secretsmanager").create_secret(Name="audience-relay/google-dm", SecretString="google-token")
     google["credentials"] = {"secret_arn": secret["ARN"]}
     meta.update(max_batch_size=300)
@@ -26,7 +40,7 @@ def prepared(spark, moto_server, tmp_path_factory):
     files = {"id": "partner_s3", "kind": "s3", "profile": "s3_objects", "id_types": ["email"], "max_batch_size": 2000,
              "sync_mode": "upsert", "connection": {"bucket": "partner-drop", "prefix": "incoming"},
              "audiences": {"partner_all": ["seg_0001", "seg_0003"]}}
-    raw["destinations"] = [meta, google, files]
+    raw["destinations"] = [meta, google, partner_sftp, files]
     config = root / "destinations.yaml"
     config.write_text(yaml.safe_dump(raw))
     day = generate(spark, GeneratorSpec(records=6_000, seed=21), root / "day1")
@@ -42,10 +56,10 @@ def deliver(root, config, meta_url, google_url, capsys):
     return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_quota_deferral_then_resume_delivers_everything_once(prepared, capsys):
+def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp, capsys):
     root, config, manifest = prepared
     boto3.client("s3").create_bucket(Bucket="partner-drop")
-    expected = {d: sum(1 for b in manifest["batches"] if b["destination_id"] == d) for d in ("meta_ads", "google_dm", "partner_s3")}
+    expected = {d: sum(1 for b in manifest["batches"] if b["destination_id"] == d) for d in ("meta_ads", "google_dm", "partner_sftp", "partner_s3")}
     assert expected["google_dm"] > 4
     with HttpDestinationEmulator() as meta, HttpDestinationEmulator(EmulatorConfig(requests_per_minute=300, requests_per_day=3)) as google:
         code, first = deliver(root, config, meta.url, google.url, capsys)
@@ -63,6 +77,8 @@ def test_quota_deferral_then_resume_delivers_everything_once(prepared, capsys):
         assert len(emulator.score.accepted) == expected[name] and emulator.score.duplicates == 0
         assert emulator.score.refused["oversize"] == 0
     assert google.score.max_requests_in(60.0) <= 300
+    assert len(list((sftp.root / "incoming").rglob("*.csv.gz"))) == expected["partner_sftp"] > 0
+    assert not list((sftp.root / "incoming").rglob(".*.partial"))
     objects = boto3.client("s3").list_objects_v2(Bucket="partner-drop", Prefix="incoming/")["KeyCount"]
     assert objects == expected["partner_s3"]
     pointer = json.loads((root / "out" / "snapshots" / "google_dm.json").read_text())
