@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from connectors.secrets import SecretUnavailable
+from jobs import dead_letters
 from jobs import deliver as deliver_job
 from jobs import generate as generator
 from jobs import prepare as prepare_job
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = commands.add_parser("deliver", help="send a prepared run's batches; resumable, idempotent")
     deliver_job.add_arguments(deliver)
     deliver.set_defaults(handler=_deliver)
+
+    letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
+    dead_letters.add_arguments(letters)
+    letters.set_defaults(handler=dead_letters.run_dead_letters)
     return parser
 
 

@@ -89,3 +89,29 @@ def test_unknown_run_exits_2(prepared, capsys):
     root, config, _ = prepared
     assert main(["deliver", "--out", str(root / "out"), "--run-id", "nope", "--config", str(config)]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def test_permanently_refused_batches_are_dead_lettered_and_can_be_replayed(prepared, capsys):
+    root, config, manifest = prepared
+    out = root / "replay-out"
+    import shutil
+
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    with HttpDestinationEmulator(EmulatorConfig(max_batch=10)) as refusing:  # every batch is "too large"
+        code, summary = _deliver_only(out, config, "google_dm", refusing.url, capsys)
+    assert code == 1 and summary["status"] == "FAILED" and summary["dead_letters"] > 0
+    capsys.readouterr()
+    assert main(["dead-letters", "--out", str(out), "--run-id", "d1"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(listed) == summary["dead_letters"] and all("TOO_MANY_AUDIENCE_MEMBERS" in letter["error"] for letter in listed)
+    assert main(["dead-letters", "--out", str(out), "--run-id", "d1", "--replay"]) == 0
+    with HttpDestinationEmulator() as accepting:
+        code, summary = _deliver_only(out, config, "google_dm", accepting.url, capsys)
+    assert code == 0 and summary["dead_letters"] == 0 and summary["destinations"]["google_dm"]["snapshot_committed"]
+
+
+def _deliver_only(out, config, destination, url, capsys):
+    capsys.readouterr()
+    code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", destination,
+                 "--endpoint", f"{destination}={url}"])
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
