@@ -13,13 +13,14 @@ RUNTIME = [
     "boto3>=1.34",
     "great-expectations==1.24.1",
     "requests>=2.31",
+    "paramiko>=3.4",
 ]
 TEST = [
     "pytest>=8",
     "chispa>=0.10",
     "moto[server]==5.2.5",
 ]
-DEV = TEST + ["paramiko>=3.4", "cfn-lint>=1.0"]
+DEV = TEST + ["cfn-lint>=1.0"]
 
 setup(
     name="audience-relay",
