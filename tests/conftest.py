@@ -80,3 +80,13 @@ def moto_server():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 with generated host and client keys."""
+    from tests.emulators.sftp_server import start_sftp_server
+
+    server = start_sftp_server(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

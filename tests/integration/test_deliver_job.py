@@ -10,20 +10,13 @@ from jobs.cli import main
 from jobs.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
-from tests.emulators.sftp_server import start_sftp_server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def sftp(tmp_path_factory):
-    server = start_sftp_server(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def prepared(spark, moto_server, sftp, tmp_path_factory):
+def prepared(spark, moto_server, sftp_server, tmp_path_factory):
+    sftp = sftp_server
     root = tmp_path_factory.mktemp("deliver")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     meta, google, partner_sftp = raw["destinations"]
@@ -31,7 +24,7 @@ def prepared(spark, moto_server, sftp, tmp_path_factory):
     partner_sftp.update(
         credentials={"secret_arn": key["ARN"]}, max_batch_size=1500,
         connection={"host": "127.0.0.1", "port": sftp.port, "username": sftp.username,
-                    "remote_dir": str(sftp.root / "incoming"), "known_hosts": str(sftp.known_hosts)},
+                    "remote_dir": str(sftp.root / "deliver-job"), "known_hosts": str(sftp.known_hosts)},
     )
     secret = boto3.client("secretsmanager").create_secret(Name="audience-relay/google-dm", SecretString="google-token")
     google["credentials"] = {"secret_arn": secret["ARN"]}
@@ -56,7 +49,8 @@ def deliver(root, config, meta_url, google_url, capsys):
     return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp, capsys):
+def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp_server, capsys):
+    sftp = sftp_server
     root, config, manifest = prepared
     boto3.client("s3").create_bucket(Bucket="partner-drop")
     expected = {d: sum(1 for b in manifest["batches"] if b["destination_id"] == d) for d in ("meta_ads", "google_dm", "partner_sftp", "partner_s3")}
@@ -77,8 +71,8 @@ def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp, cap
         assert len(emulator.score.accepted) == expected[name] and emulator.score.duplicates == 0
         assert emulator.score.refused["oversize"] == 0
     assert google.score.max_requests_in(60.0) <= 300
-    assert len(list((sftp.root / "incoming").rglob("*.csv.gz"))) == expected["partner_sftp"] > 0
-    assert not list((sftp.root / "incoming").rglob(".*.partial"))
+    assert len(list((sftp.root / "deliver-job").rglob("*.csv.gz"))) == expected["partner_sftp"] > 0
+    assert not list((sftp.root / "deliver-job").rglob(".*.partial"))
     objects = boto3.client("s3").list_objects_v2(Bucket="partner-drop", Prefix="incoming/")["KeyCount"]
     assert objects == expected["partner_s3"]
     pointer = json.loads((root / "out" / "snapshots" / "google_dm.json").read_text())

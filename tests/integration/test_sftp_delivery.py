@@ -10,17 +10,9 @@ from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.sftp import SftpDestination
 from connectors.state.sqlite import SqliteStateStore
-from tests.emulators.sftp_server import start_sftp_server
 from tests.integration.test_http_delivery import make_batches
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    running = start_sftp_server(tmp_path_factory.mktemp("sshd"))
-    yield running
-    running.stop()
 
 
 def destination(server, known_hosts=None):
@@ -32,7 +24,8 @@ def run(target, work, store):
     return deliver_batches(target, work, store, TokenBucket(100), None, RetryPolicy(base_seconds=0.01, cap_seconds=0.05), random.Random(0))
 
 
-def test_batches_arrive_as_whole_gzip_csv_files(server, tmp_path):
+def test_batches_arrive_as_whole_gzip_csv_files(sftp_server, tmp_path):
+    server = sftp_server
     work = make_batches(3, size=40)
     outcomes = run(destination(server), work, SqliteStateStore(tmp_path / "s.db"))
     assert [o.state for o in outcomes] == ["delivered"] * 3
@@ -42,7 +35,8 @@ def test_batches_arrive_as_whole_gzip_csv_files(server, tmp_path):
     assert lines[0] == "id_type,id" and len(lines) == 41
 
 
-def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(server, tmp_path, monkeypatch):
+def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(sftp_server, tmp_path, monkeypatch):
+    server = sftp_server
     target = destination(server)
     [batch] = make_batches(1, size=60_000, run="big")  # ~2 MB of gzip: several chunks
     final = server.root / "incoming" / "big" / "aud_1" / "remove"
@@ -66,7 +60,8 @@ def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(serv
     assert len(lines) == 60_001 and not list(final.glob(".*"))
 
 
-def test_unknown_host_key_is_refused_not_accepted(server, tmp_path):
+def test_unknown_host_key_is_refused_not_accepted(sftp_server, tmp_path):
+    server = sftp_server
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     [outcome] = run(destination(server, empty), make_batches(1), SqliteStateStore(tmp_path / "s.db"))
