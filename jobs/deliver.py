@@ -113,6 +113,21 @@ def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, wo
     return run
 
 
+def _row_accounting(manifest: dict, destination_id: str, delivered_keys: set[str], run_id: str) -> dict:
+    """DESIGN.md accounting after delivery: every input row once, delivered or still pending."""
+    prepared = manifest["destinations"][destination_id]["accounting"]
+    delivered = sum(
+        b["rows"] for b in manifest["batches"]
+        if b["destination_id"] == destination_id and _record(run_id, b).batch_key in delivered_keys
+    )
+    rows = {
+        "delivered": delivered,
+        "pending": prepared["rows"]["to_deliver"] - delivered + prepared["rows"]["pending"],
+        **{k: prepared["rows"][k] for k in ("unchanged", "consent_filtered", "unmapped", "rejected")},
+    }
+    return {"input_rows": prepared["input_rows"], "rows": rows, "reconciles": sum(rows.values()) == prepared["input_rows"]}
+
+
 def _status(outcomes: list[BatchOutcome], pending: int) -> tuple[str, str | None]:
     if any(o.state == "failed" for o in outcomes):
         return "FAILED", None
@@ -182,7 +197,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
             "sent_now": sum(1 for o in mine if o.state == "delivered"),
             "retries": sum(o.retries for o in mine),
             "snapshot_committed": destination_id in committed,
-            "accounting": manifest["destinations"][destination_id]["accounting"]["rows"],
+            "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
         }
     pending = sum(1 for r in ledger if r.destination_id in chosen_ids and r.state is not BatchState.DELIVERED and r.state is not BatchState.FAILED)
     status, resume_at = _status(outcomes, pending)

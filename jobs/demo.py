@@ -75,12 +75,15 @@ def _prepared_table(manifest: dict) -> str:
 
 
 def _delivered_table(summary: dict) -> str:
-    lines = [f"  {'destination':<14}{'delivered':>10}{'ids':>10}{'deferred':>9}{'failed':>7}{'retries':>8}  snapshot"]
+    lines = [f"  {'destination':<14}{'delivered':>10}{'ids':>10}{'deferred':>9}{'failed':>7}{'retries':>8}  snapshot       "
+             "rows: delivered/pending/unchanged/consent/unmapped/rejected = input"]
     for destination_id, report in summary["destinations"].items():
-        batches, ids = report["batches"], report["ids"]
+        batches, ids, accounting = report["batches"], report["ids"], report["accounting"]
+        rows = "/".join(str(accounting["rows"][k]) for k in ("delivered", "pending", "unchanged", "consent_filtered", "unmapped", "rejected"))
         lines.append(
             f"  {destination_id:<14}{batches['delivered']:>10}{ids['delivered']:>10}{batches['deferred']:>9}{batches['failed']:>7}"
-            f"{report['retries']:>8}  {'committed' if report['snapshot_committed'] else 'not committed'}"
+            f"{report['retries']:>8}  {'committed' if report['snapshot_committed'] else 'not committed':<15}{rows} = {accounting['input_rows']}"
+            + ("" if accounting["reconciles"] else "  DOES NOT RECONCILE")
         )
     return "\n".join(lines)
 

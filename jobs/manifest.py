@@ -26,6 +26,7 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
         .groupBy("destination_id", "audience_id", "op", "batch_number")
         .agg(
             F.count(F.lit(1)).alias("ids"),
+            F.sum("source_rows").alias("rows"),
             F.countDistinct("file").alias("files"),
             F.first("file").alias("file"),
             F.sha2(F.concat_ws("\n", lines), 256).alias("checksum"),
@@ -45,6 +46,7 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
                 "op": row.op,
                 "batch_number": row.batch_number,
                 "ids": row.ids,
+                "rows": row.rows,
                 "checksum": row.checksum,
                 "file": row.file.split(marker, 1)[-1],
             }

@@ -27,6 +27,7 @@ def assign_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int = D
         F.col("status").alias("op"),
         "id_type",
         "match_key",
+        "source_rows",
         F.pmod(F.xxhash64("id_type", "match_key"), F.lit(sub_buckets)).alias("sub_bucket"),
     )
     ranked = changes.withColumn(
@@ -53,5 +54,6 @@ def assign_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int = D
             F.floor(group_rank / F.col("max_batch_size")).cast("int").alias("batch_number"),
             "id_type",
             "match_key",
+            "source_rows",
         )
     )

@@ -106,5 +106,6 @@ BATCHED = StructType(
         StructField("batch_number", IntegerType(), False),
         StructField("id_type", StringType(), False),
         StructField("match_key", StringType(), False),
+        StructField("source_rows", LongType(), False),  # input rows behind the member (0 for removes)
     ]
 )

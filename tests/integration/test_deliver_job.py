@@ -61,12 +61,17 @@ def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp_serv
         assert first["destinations"]["meta_ads"]["snapshot_committed"] and first["destinations"]["partner_s3"]["snapshot_committed"]
         assert not first["destinations"]["google_dm"]["snapshot_committed"]
         assert first["destinations"]["google_dm"]["batches"]["delivered"] == 3
+        partial = first["destinations"]["google_dm"]["accounting"]
+        assert partial["reconciles"] and 0 < partial["rows"]["delivered"] and partial["rows"]["pending"] > 0
         assert not (root / "out" / "snapshots" / "google_dm.json").exists()  # a partial run is no baseline
         google.next_day()
         google.config.requests_per_day = 1000
         code, second = deliver(root, config, meta.url, google.url, capsys)
     assert code == 0 and second["status"] == "SUCCEEDED"
     assert second["destinations"]["meta_ads"]["sent_now"] == 0  # nothing is sent twice
+    for name, report in second["destinations"].items():
+        prepared_rows = manifest["destinations"][name]["accounting"]["rows"]
+        assert report["accounting"]["reconciles"] and report["accounting"]["rows"]["delivered"] == prepared_rows["to_deliver"]
     for name, emulator in (("meta_ads", meta), ("google_dm", google)):
         assert len(emulator.score.accepted) == expected[name] and emulator.score.duplicates == 0
         assert emulator.score.refused["oversize"] == 0

@@ -69,8 +69,8 @@ def test_small_groups_get_exact_batches_ranked_by_key(spark):
         CLASSIFIED,
     )
     expected = spark.createDataFrame(
-        [("d", "a", "add", 0, "email", "k1"), ("d", "a", "add", 0, "email", "k2"), ("d", "a", "add", 1, "email", "k3"),
-         ("d", "a", "remove", 0, "email", "k9")],
+        [("d", "a", "add", 0, "email", "k1", 1), ("d", "a", "add", 0, "email", "k2", 1), ("d", "a", "add", 1, "email", "k3", 1),
+         ("d", "a", "remove", 0, "email", "k9", 0)],
         BATCHED,
     )
     got = assign_batches(frame, rules(spark, 2), sub_buckets=1)
