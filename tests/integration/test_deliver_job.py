@@ -114,3 +114,22 @@ def _deliver_only(out, config, destination, url, capsys):
     code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", destination,
                  "--endpoint", f"{destination}={url}"])
     return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_deliver_keeps_its_ledger_in_dynamodb(prepared, capsys):
+    import shutil
+
+    from connectors.state.dynamodb import DynamoStateStore, create_table
+
+    root, config, manifest = prepared
+    out = root / "dynamo-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    create_table("audience-relay-delivery")
+    with HttpDestinationEmulator() as emulator:
+        capsys.readouterr()
+        code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
+                     "--endpoint", f"meta_ads={emulator.url}", "--state", "dynamodb://audience-relay-delivery"])
+    assert code == 0
+    ledger = DynamoStateStore("audience-relay-delivery").batches("d1", "meta_ads")
+    assert len(ledger) == sum(1 for b in manifest["batches"] if b["destination_id"] == "meta_ads")
+    assert {r.state.value for r in ledger} == {"delivered"} and len(emulator.score.accepted) == len(ledger)
