@@ -144,6 +144,8 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     if text is None:
         raise DeliverError(f"run {request.run_id}: no manifest under {run_dir}; prepare the run first")
     manifest = json.loads(text)
+    if not request.state.startswith("dynamodb://") and not spark.sparkContext.master.startswith("local"):
+        raise DeliverError(f"--state {request.state}: a SQLite ledger only works on one machine; on a cluster use dynamodb://TABLE")
     config = request.config
     chosen = [d for d in config.active_destinations if d.id in manifest["destinations"] and (not request.destinations or d.id in request.destinations)]
     unsupported = [d.id for d in chosen if d.kind not in SUPPORTED_KINDS]
