@@ -6,8 +6,10 @@ destination's rate. For each batch, in order:
 2. every attempt first takes a token (rate) and one request from the shared daily quota;
 3. the batch is sent with retries; the outcome is saved in the ledger: `delivered`, `failed`
    (with a dead letter carrying the destination's error) or `deferred`;
-4. once the quota is exhausted no further batch is attempted: the rest become `deferred`, to
-   be resumed when the window resets.
+4. once the quota is exhausted (or the destination keeps throttling past the retry budget) no
+   further batch is attempted: the rest become `deferred`, to be resumed at `resume_at`.
+No exception leaves the engine: a batch that cannot be read, classified or recorded still
+gets an outcome, so one bad batch never loses the outcomes of a whole Spark partition.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from connectors.destination import Batch, Destination
-from connectors.quota import DailyQuota, QuotaExhausted
+from connectors.quota import DailyQuota, QuotaExhausted, quota_window
 from connectors.rate_limit import TokenBucket
 from connectors.retry import AttemptLog, Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
 from connectors.state.store import AlreadyDelivered, BatchState, DeadLetter, StateStore, now_iso
@@ -33,7 +35,7 @@ class BatchOutcome:
     audience_id: str
     op: str
     ids: int
-    state: str  # delivered | skipped (already delivered) | deferred | failed
+    state: str  # delivered | skipped (already delivered) | deferred | failed | unrecorded (ledger write failed)
     attempts: int
     retries: int
     waited_seconds: float
@@ -50,6 +52,42 @@ def _outcome(batch: Batch, state: str, log: AttemptLog | None = None, error: str
     )
 
 
+class StoreUnavailable(Exception):
+    """The state store failed (locked file, throttled table): worth retrying, not the batch's fault."""
+
+
+LEDGER_WRITE_ATTEMPTS = 5
+MAX_DEFERRAL = timedelta(days=7)
+THROTTLE_DEFERRAL = timedelta(minutes=1)
+
+
+def _save(store: StateStore, record, sleep: Callable[[float], None]) -> bool:
+    """Write the ledger with a few retries; False when the store stays unavailable."""
+    for attempt in range(LEDGER_WRITE_ATTEMPTS):
+        try:
+            store.save(record)
+            return True
+        except AlreadyDelivered:
+            return True  # another worker recorded it first; nothing to add
+        except Exception:  # noqa: BLE001 - any store failure is retried, then reported
+            sleep(min(5.0, 0.2 * 2**attempt))
+    return False
+
+
+def _next_reset(reset_timezone: str) -> str:
+    return quota_window(datetime.now(timezone.utc), reset_timezone).resume_at.isoformat()
+
+
+def _resume_at(failure: Failure, quota: DailyQuota | None, reset_timezone: str) -> str:
+    if failure.kind is FailureKind.QUOTA_EXHAUSTED:
+        if quota:
+            return quota.current().resume_at.isoformat()
+        if failure.retry_after is None:
+            return _next_reset(reset_timezone)
+    wait = timedelta(seconds=failure.retry_after) if failure.retry_after is not None else THROTTLE_DEFERRAL
+    return (datetime.now(timezone.utc) + min(wait, MAX_DEFERRAL)).isoformat(timespec="seconds")
+
+
 def deliver_batches(
     destination: Destination,
     batches: Iterable[Batch],
@@ -59,32 +97,64 @@ def deliver_batches(
     policy: RetryPolicy,
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    reset_timezone: str = "UTC",
 ) -> list[BatchOutcome]:
+    """Deliver `batches` in order; every batch ends with an outcome, none raises out of here.
+
+    A batch whose send succeeded but whose ledger write kept failing is reported
+    `unrecorded`: the next run sends it again and the destination de-duplicates it.
+    """
     outcomes: list[BatchOutcome] = []
     deferred_until: str | None = None
 
     def classify(error: Exception) -> Failure:
         if isinstance(error, QuotaExhausted):
             return Failure(FailureKind.QUOTA_EXHAUSTED, str(error))
-        return destination.classify(error)
+        if isinstance(error, StoreUnavailable):
+            return Failure(FailureKind.RETRYABLE, f"state store unavailable: {type(error.__cause__).__name__}")
+        try:
+            return destination.classify(error)
+        except Exception:  # noqa: BLE001 - a classifier bug must not lose the batch
+            return Failure(FailureKind.PERMANENT, f"unclassified {type(error).__name__}")
+
+    def fail(batch: Batch, attempts: int, error: str, log: AttemptLog | None = None) -> None:
+        record = batch.record
+        recorded = _save(store, record.moved_to(BatchState.FAILED, attempts, error), sleep)
+        try:
+            store.add_dead_letter(DeadLetter(record.batch_key, record.run_id, record.destination_id, error, attempts, now_iso()))
+        except Exception:  # noqa: BLE001 - the outcome below still carries the error
+            recorded = False
+        outcomes.append(_outcome(batch, "failed" if recorded else "unrecorded", log, error))
 
     with destination:
         for batch in batches:
             record = batch.record
-            known = store.get(record.batch_key)
+            try:
+                known = store.get(record.batch_key)
+            except Exception as error:  # noqa: BLE001
+                outcomes.append(_outcome(batch, "unrecorded", error=f"ledger read failed: {type(error).__name__}"))
+                continue
             if known and known.state is BatchState.DELIVERED:
                 outcomes.append(_outcome(batch, "skipped"))
                 continue
+            attempts_before = known.attempts if known else 0
             if deferred_until:
-                store.save(record.moved_to(BatchState.DEFERRED, known.attempts if known else 0, "quota exhausted"))
+                _save(store, record.moved_to(BatchState.DEFERRED, attempts_before, "deferred behind an exhausted quota or throttling"), sleep)
                 outcomes.append(_outcome(batch, "deferred", resume_at=deferred_until))
                 continue
-            attempts_before = known.attempts if known else 0
+            if batch.load_error:
+                fail(batch, attempts_before, batch.load_error)
+                continue
 
             def attempt() -> object:
                 bucket.acquire()
                 if quota:
-                    quota.take()
+                    try:
+                        quota.take()
+                    except QuotaExhausted:
+                        raise
+                    except Exception as error:
+                        raise StoreUnavailable() from error
                 return destination.send(batch)
 
             try:
@@ -92,24 +162,16 @@ def deliver_batches(
             except GaveUp as gave_up:
                 log, failure = gave_up.log, gave_up.failure
                 error = failure.message[:MAX_ERROR_LENGTH]
-                if failure.kind is FailureKind.QUOTA_EXHAUSTED:
-                    deferred_until = quota.current().resume_at.isoformat() if quota else _resume_after(failure)
-                    store.save(record.moved_to(BatchState.DEFERRED, attempts_before + log.attempts, error))
+                attempts = attempts_before + log.attempts
+                if failure.kind in (FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED):
+                    # Out of quota, or throttled past the retry budget: pressing on would only
+                    # spend requests; this batch and the rest wait for `resume_at`.
+                    deferred_until = _resume_at(failure, quota, reset_timezone)
+                    _save(store, record.moved_to(BatchState.DEFERRED, attempts, error), sleep)
                     outcomes.append(_outcome(batch, "deferred", log, error, deferred_until))
                     continue
-                store.save(record.moved_to(BatchState.FAILED, attempts_before + log.attempts, error))
-                store.add_dead_letter(
-                    DeadLetter(record.batch_key, record.run_id, record.destination_id, error, attempts_before + log.attempts, now_iso())
-                )
-                outcomes.append(_outcome(batch, "failed", log, error))
+                fail(batch, attempts, error, log)
                 continue
-            try:
-                store.save(record.moved_to(BatchState.DELIVERED, attempts_before + log.attempts))
-            except AlreadyDelivered:
-                pass  # another worker finished the same batch first; the destination dedupes by key
-            outcomes.append(_outcome(batch, "delivered", log))
+            recorded = _save(store, record.moved_to(BatchState.DELIVERED, attempts_before + log.attempts), sleep)
+            outcomes.append(_outcome(batch, "delivered" if recorded else "unrecorded", log))
     return outcomes
-
-
-def _resume_after(failure: Failure) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=failure.retry_after or 0)).isoformat(timespec="seconds")

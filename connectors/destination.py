@@ -18,6 +18,7 @@ class Batch:
 
     record: BatchRecord
     members: list[tuple[str, str]]  # (id_type, match_key), sorted
+    load_error: str | None = None  # the batch file could not be read: the batch fails, nothing is sent
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from connectors.destination import Batch
 
 def batch_file_name(batch: Batch) -> str:
     record = batch.record
-    return f"{record.run_id}/{record.audience_id}/{record.op}/batch-{record.batch_number:06d}-{record.checksum[:16]}.csv.gz"
+    return f"{record.run_id}/{record.destination_id}/{record.audience_id}/{record.op}/batch-{record.batch_number:06d}-{record.checksum[:16]}.csv.gz"
 
 
 def batch_file_bytes(batch: Batch) -> bytes:

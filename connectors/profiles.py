@@ -23,6 +23,7 @@ class Profile:
     identifiers: dict[str, IdentifierRule]
     requests_per_minute: int | None = None
     requests_per_day: int | None = None
+    quota_reset_timezone: str = "UTC"  # where the destination's "day" starts
     notes: tuple[str, ...] = field(default=())
 
 
@@ -59,6 +60,7 @@ PROFILES: dict[str, Profile] = {
         },
         requests_per_minute=300,
         requests_per_day=100_000,
+        quota_reset_timezone="America/Los_Angeles",  # Google API quotas reset at midnight Pacific
     ),
     # A partner drop of gzip CSV files over SFTP: one file per batch, hashed ids only.
     "sftp_gzip_csv": Profile(

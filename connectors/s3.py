@@ -46,4 +46,4 @@ class S3Destination(Destination):
             return Failure(kind, f"S3 {code}")
         if isinstance(error, (BotoConnectionError, BotoCoreError)):
             return Failure(FailureKind.RETRYABLE, f"S3 {type(error).__name__}")
-        return Failure(FailureKind.PERMANENT, f"{type(error).__name__}: {error}"[:500])
+        return Failure(FailureKind.PERMANENT, f"unexpected {type(error).__name__}")

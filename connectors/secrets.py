@@ -15,6 +15,15 @@ class SecretUnavailable(RuntimeError):
 
 
 def resolve_secret(env: str | None = None, secret_arn: str | None = None) -> str:
+    """The secret's value, stripped; a value with control characters is refused (it would end
+    up in an exception message as part of a malformed header)."""
+    value = _lookup(env, secret_arn).strip()
+    if not value or any(ord(c) < 32 and c not in "\n\r" for c in value):
+        raise SecretUnavailable(f"{env or secret_arn}: empty or holds control characters")
+    return value
+
+
+def _lookup(env: str | None, secret_arn: str | None) -> str:
     if env:
         value = os.environ.get(env)
         if not value:

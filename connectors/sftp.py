@@ -80,6 +80,13 @@ class SftpDestination(Destination):
         return posixpath.join(self.remote_dir, batch_file_name(batch))
 
     def send(self, batch: Batch) -> Receipt:
+        try:
+            return self._upload(batch)
+        except Exception:
+            self.close()  # the SFTP channel may be dead while SSH lives: reconnect next time
+            raise
+
+    def _upload(self, batch: Batch) -> Receipt:
         sftp = self._connected()
         data = batch_file_bytes(batch)
         final = self.remote_path(batch)
@@ -110,4 +117,4 @@ class SftpDestination(Destination):
             return Failure(FailureKind.PERMANENT, f"SFTP permission denied under {self.remote_dir}")
         if isinstance(error, (paramiko.SSHException, socket.error, EOFError, IOError)):
             return Failure(FailureKind.RETRYABLE, f"SFTP {type(error).__name__}: connection dropped or write failed")
-        return Failure(FailureKind.PERMANENT, f"{type(error).__name__}: {error}"[:500])
+        return Failure(FailureKind.PERMANENT, f"unexpected {type(error).__name__}")

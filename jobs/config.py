@@ -208,10 +208,18 @@ class Config(_Strict):
         if not destinations:
             raise ValueError("configure at least one destination")
         seen: set[str] = set()
+        quota_limits: dict[str, tuple[str, int]] = {}
         for destination in destinations:
             if destination.id in seen:
                 raise ValueError(f"destination id {destination.id!r} appears twice")
             seen.add(destination.id)
+            if destination.daily_quota:
+                first = quota_limits.setdefault(destination.quota_key, (destination.id, destination.daily_quota.requests))
+                if first[1] != destination.daily_quota.requests:
+                    raise ValueError(
+                        f"daily_quota key {destination.quota_key!r} is shared by {first[0]!r} ({first[1]} requests) and "
+                        f"{destination.id!r} ({destination.daily_quota.requests}); a shared quota has one limit"
+                    )
         return destinations
 
     @property

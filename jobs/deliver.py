@@ -81,6 +81,15 @@ def _record(run_id: str, batch: dict) -> BatchRecord:
     return BatchRecord(run_id, batch["destination_id"], batch["audience_id"], batch["op"], batch["batch_number"], batch["checksum"], batch["ids"])
 
 
+def _load(run_id: str, run_dir: str, row) -> Batch:
+    """The batch with its members; a file that cannot be read makes a batch that fails, not a crash."""
+    record = _record(run_id, row.asDict())
+    try:
+        return Batch(record, _read_members(storage.join(run_dir, row.file), row.batch_number))
+    except Exception as error:  # noqa: BLE001 - recorded as the batch's failure
+        return Batch(record, [], load_error=f"batch file {row.file} unreadable: {type(error).__name__}")
+
+
 def _read_members(path: str, batch_number: int) -> list[tuple[str, str]]:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
@@ -101,13 +110,11 @@ def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, wo
             destination = next(d for d in config.destinations if d.id == destination_id)
             rpm = (destination.rate_limit and destination.rate_limit.requests_per_minute) or destination.profile_spec.requests_per_minute or DEFAULT_REQUESTS_PER_MINUTE
             bucket = TokenBucket.partition_share(rpm, workers[destination_id])
-            quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests) if destination.daily_quota else None
-            batches = (
-                Batch(_record(run_id, row.asDict()), _read_members(storage.join(run_dir, row.file), row.batch_number))
-                for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number))
-            )
+            reset = destination.profile_spec.quota_reset_timezone
+            quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests, reset) if destination.daily_quota else None
+            batches = (_load(run_id, run_dir, row) for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number)))
             connector = build_destination(destination, endpoints.get(destination_id))
-            for outcome in deliver_batches(connector, batches, store, bucket, quota, RetryPolicy(), random.Random()):
+            for outcome in deliver_batches(connector, batches, store, bucket, quota, RetryPolicy(), random.Random(), reset_timezone=reset):
                 yield tuple(asdict(outcome).values())
 
     return run
@@ -128,11 +135,13 @@ def _row_accounting(manifest: dict, destination_id: str, delivered_keys: set[str
     return {"input_rows": prepared["input_rows"], "rows": rows, "reconciles": sum(rows.values()) == prepared["input_rows"]}
 
 
-def _status(outcomes: list[BatchOutcome], pending: int) -> tuple[str, str | None]:
-    if any(o.state == "failed" for o in outcomes):
+def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[str, str | None]:
+    """FAILED if any batch failed (now or earlier, still dead-lettered) or went unrecorded;
+    QUOTA_DEFERRED while batches wait; SUCCEEDED when every batch is delivered."""
+    if any(o.state == "unrecorded" for o in outcomes) or any(r.state is BatchState.FAILED for r in ledger):
         return "FAILED", None
     deferred = [o.resume_at for o in outcomes if o.state == "deferred" and o.resume_at]
-    if deferred or pending:
+    if deferred or any(r.state is not BatchState.DELIVERED for r in ledger):
         return "QUOTA_DEFERRED", max(deferred) if deferred else None
     return "SUCCEEDED", None
 
@@ -160,8 +169,9 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     store = open_store(request.state)
     batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids]
     store.register([_record(request.run_id, b) for b in batches])
-    delivered = {r.batch_key for r in store.batches(request.run_id) if r.state is BatchState.DELIVERED}
-    todo = [b for b in batches if _record(request.run_id, b).batch_key not in delivered]
+    # Delivered batches are done; failed ones wait in the dead-letter store for `--replay`.
+    settled = {r.batch_key for r in store.batches(request.run_id) if r.state in (BatchState.DELIVERED, BatchState.FAILED)}
+    todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled]
     workers = {d: max(1, min(request.workers, sum(1 for b in todo if b["destination_id"] == d))) for d in chosen_ids}
 
     outcomes: list[BatchOutcome] = []
@@ -190,7 +200,11 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
         ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
         mine = [o for o in outcomes if o.destination_id == destination_id]
-        if states["delivered"] == len(own):
+        baseline = manifest["destinations"][destination_id]["baseline_run_id"]
+        current = snapshots.current_pointer(request.out, destination_id)
+        current_run = current["run_id"] if current else None
+        superseded = current_run not in (baseline, request.run_id)
+        if states["delivered"] == len(own) and not superseded:
             snapshots.commit(request.out, request.run_id, destination_id)
             committed.append(destination_id)
         report[destination_id] = {
@@ -199,10 +213,12 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
             "sent_now": sum(1 for o in mine if o.state == "delivered"),
             "retries": sum(o.retries for o in mine),
             "snapshot_committed": destination_id in committed,
+            # A newer run was committed since this one was prepared: its delta is no longer
+            # against what the destination holds, so it must not become the baseline.
+            "superseded_by": current_run if superseded else None,
             "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
         }
-    pending = sum(1 for r in ledger if r.destination_id in chosen_ids and r.state is not BatchState.DELIVERED and r.state is not BatchState.FAILED)
-    status, resume_at = _status(outcomes, pending)
+    status, resume_at = _status(outcomes, [r for r in ledger if r.destination_id in chosen_ids])
     summary = {
         "status": status,
         "run_id": request.run_id,

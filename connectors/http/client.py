@@ -84,7 +84,8 @@ class HttpApiDestination(Destination):
     def send(self, batch: Batch) -> Receipt:
         request = self.profile.build(batch)
         response = self._session.request(
-            request.method, f"{self.base_url}{request.path}", json=request.json, headers=request.headers, timeout=self.timeout
+            request.method, f"{self.base_url}{request.path}", json=request.json, headers=request.headers, timeout=self.timeout,
+            allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
         )
         try:
             body = response.json() if response.content else {}
@@ -99,4 +100,5 @@ class HttpApiDestination(Destination):
             return self.profile.classify(error)
         if isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
             return Failure(FailureKind.RETRYABLE, f"{type(error).__name__}: connection failed or timed out")
-        return Failure(FailureKind.PERMANENT, f"{type(error).__name__}: {error}"[:500])
+        # Only the type: a message could quote a header, and headers carry the token.
+        return Failure(FailureKind.PERMANENT, f"unexpected {type(error).__name__}")

@@ -22,8 +22,9 @@ def _member(id_type: str, key: str) -> dict:
 
 
 def _quota_limit(body: dict) -> str:
-    for detail in body.get("error", {}).get("details", []) if isinstance(body, dict) else []:
-        limit = detail.get("metadata", {}).get("quota_limit")
+    error = body.get("error") if isinstance(body, dict) else None
+    for detail in error.get("details", []) if isinstance(error, dict) else []:
+        limit = detail.get("metadata", {}).get("quota_limit") if isinstance(detail, dict) else None
         if limit:
             return limit
     return ""
@@ -51,8 +52,10 @@ class GoogleDataManager:
         return HttpRequest("POST", "/v1/audienceMembers:remove", body, {})
 
     def classify(self, error: HttpError) -> Failure:
-        status = error.body.get("error", {}).get("status", "") if isinstance(error.body, dict) else ""
-        message = f"HTTP {error.status} {status}: {error.body.get('error', {}).get('message', '') if isinstance(error.body, dict) else ''}"[:500]
+        details = error.body.get("error") if isinstance(error.body, dict) else None
+        details = details if isinstance(details, dict) else {}
+        status = str(details.get("status", ""))
+        message = f"HTTP {error.status} {status}: {details.get('message', '')}"[:500]
         if error.status == 429 or status == "RESOURCE_EXHAUSTED":
             if "PerDay" in _quota_limit(error.body):
                 return Failure(FailureKind.QUOTA_EXHAUSTED, message)

@@ -56,7 +56,8 @@ class MetaCustomAudiences:
         return HttpRequest(method, f"/{batch.record.audience_id}/users", body, {})
 
     def classify(self, error: HttpError) -> Failure:
-        details = error.body.get("error", {}) if isinstance(error.body, dict) else {}
+        details = error.body.get("error") if isinstance(error.body, dict) else None
+        details = details if isinstance(details, dict) else {}
         code = details.get("code")
         message = f"HTTP {error.status} code {code}: {details.get('message', '')}"[:500]
         if code in THROTTLING_CODES or error.status == 429:

@@ -123,18 +123,16 @@ class DynamoStateStore:
     def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
         fields = DeadLetter.__dataclass_fields__
         if run_id:
-            items = self._table.query(KeyConditionExpression=Key("pk").eq(f"DLQ#{run_id}"), ConsistentRead=True)["Items"]
-        else:
-            items, start = [], None
-            while True:  # dead letters are few: a filtered scan is fine
-                page = self._table.scan(
-                    FilterExpression="begins_with(pk, :dlq)", ExpressionAttributeValues={":dlq": "DLQ#"},
-                    **({"ExclusiveStartKey": start} if start else {}),
-                )
-                items.extend(page["Items"])
-                start = page.get("LastEvaluatedKey")
-                if not start:
-                    break
+            read = lambda **page: self._table.query(KeyConditionExpression=Key("pk").eq(f"DLQ#{run_id}"), ConsistentRead=True, **page)  # noqa: E731
+        else:  # dead letters are few: a filtered scan is fine
+            read = lambda **page: self._table.scan(FilterExpression="begins_with(pk, :dlq)", ExpressionAttributeValues={":dlq": "DLQ#"}, **page)  # noqa: E731
+        items, start = [], None
+        while True:
+            page = read(**({"ExclusiveStartKey": start} if start else {}))
+            items.extend(page["Items"])
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
         letters = [DeadLetter(**{k: (int(v) if k == "attempts" else v) for k, v in item.items() if k in fields}) for item in items]
         return sorted(letters, key=lambda letter: letter.batch_key)
 

@@ -133,3 +133,19 @@ def test_deliver_keeps_its_ledger_in_dynamodb(prepared, capsys):
     ledger = DynamoStateStore("audience-relay-delivery").batches("d1", "meta_ads")
     assert len(ledger) == sum(1 for b in manifest["batches"] if b["destination_id"] == "meta_ads")
     assert {r.state.value for r in ledger} == {"delivered"} and len(emulator.score.accepted) == len(ledger)
+
+
+def test_a_run_overtaken_by_a_newer_committed_run_never_becomes_the_baseline(prepared, capsys):
+    import shutil
+
+    root, config, manifest = prepared
+    out = root / "superseded-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    (out / "snapshots").mkdir()
+    (out / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": "d2", "path": "x"}))
+    with HttpDestinationEmulator() as emulator:
+        code, summary = _deliver_only(out, config, "meta_ads", emulator.url, capsys)
+    report = summary["destinations"]["meta_ads"]
+    assert code == 0 and report["batches"]["delivered"] > 0
+    assert not report["snapshot_committed"] and report["superseded_by"] == "d2"
+    assert json.loads((out / "snapshots" / "meta_ads.json").read_text())["run_id"] == "d2"

@@ -39,7 +39,7 @@ def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(sftp
     server = sftp_server
     target = destination(server)
     [batch] = make_batches(1, size=60_000, run="big")  # ~2 MB of gzip: several chunks
-    final = server.root / "incoming" / "big" / "aud_1" / "remove"
+    final = server.root / "incoming" / "big" / "google_dm" / "aud_1" / "remove"
     original_write = paramiko.SFTPFile.write
     state = {"chunks": 0, "seen_partial_only": None}
 

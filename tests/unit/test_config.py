@@ -109,3 +109,10 @@ def test_config_is_read_from_s3(moto_server):
 def test_missing_config_names_the_path(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: no such config file"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_shared_quota_key_must_have_one_limit():
+    def change(raw):
+        raw["destinations"][0]["daily_quota"] = {"requests": 500, "key": "google_ads_project"}
+
+    assert "shared by 'meta_ads' (500 requests) and 'google_dm' (100000)" in broken(change)

@@ -104,3 +104,53 @@ def test_destination_reported_quota_exhaustion_defers(store):
     destination = Scripted({0: [FailureKind.QUOTA_EXHAUSTED]})
     outcomes = run(destination, batches(2), store)
     assert [o.state for o in outcomes] == ["deferred", "deferred"] and destination.received == []
+
+
+class FlakyStore(SqliteStateStore):
+    """Fails the first `failures` ledger writes."""
+
+    def __init__(self, path, failures):
+        super().__init__(path)
+        self.failures = failures
+
+    def save(self, record):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        super().save(record)
+
+
+def test_a_briefly_unavailable_ledger_is_retried_after_a_successful_send(tmp_path):
+    store = FlakyStore(tmp_path / "s.db", failures=2)
+    destination = Scripted()
+    [outcome] = run(destination, batches(1), store)
+    assert outcome.state == "delivered" and store.get(batches(1)[0].record.batch_key).state is BatchState.DELIVERED
+
+
+def test_a_ledger_that_stays_down_is_reported_not_raised(tmp_path):
+    store = FlakyStore(tmp_path / "s.db", failures=100)
+    [outcome] = run(Scripted(), batches(1), store)
+    assert outcome.state == "unrecorded"
+
+
+def test_an_unreadable_batch_fails_alone(store):
+    work = batches(2)
+    work[0] = Batch(work[0].record, [], load_error="batch file x unreadable: OSError")
+    outcomes = run(Scripted(), work, store)
+    assert [o.state for o in outcomes] == ["failed", "delivered"] and "unreadable" in store.dead_letters("r1")[0].error
+
+
+def test_a_classifier_bug_fails_the_batch_instead_of_the_task(store):
+    class Broken(Scripted):
+        def classify(self, error):
+            raise AttributeError("'str' object has no attribute 'get'")
+
+    outcomes = run(Broken({0: [FailureKind.RETRYABLE]}), batches(2), store)
+    assert [o.state for o in outcomes] == ["failed", "delivered"]
+
+
+def test_throttling_past_the_budget_defers_the_rest_instead_of_failing(store):
+    destination = Scripted({0: [FailureKind.RATE_LIMITED] * 10})
+    outcomes = run(destination, batches(3), store)
+    assert [o.state for o in outcomes] == ["deferred"] * 3 and all(o.resume_at for o in outcomes)
+    assert store.dead_letters("r1") == [] and len(destination.received) == 0

@@ -75,3 +75,13 @@ def test_the_retry_budget_is_bounded():
     with pytest.raises(GaveUp) as gave_up:
         run(send, RetryPolicy(max_attempts=4))
     assert send.calls == 4 and gave_up.value.log.retries == 3
+
+
+def test_secrets_are_stripped_and_control_characters_refused(monkeypatch):
+    from connectors.secrets import SecretUnavailable, resolve_secret
+
+    monkeypatch.setenv("TOKEN_WITH_NEWLINE", "abc123\n")
+    assert resolve_secret(env="TOKEN_WITH_NEWLINE") == "abc123"
+    monkeypatch.setenv("TOKEN_WITH_BELL", "abc\x07def")
+    with pytest.raises(SecretUnavailable, match="TOKEN_WITH_BELL: empty or holds control characters"):
+        resolve_secret(env="TOKEN_WITH_BELL")
