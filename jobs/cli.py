@@ -14,6 +14,7 @@ from jobs import dead_letters
 from jobs import deliver as deliver_job
 from jobs import generate as generator
 from jobs import prepare as prepare_job
+from jobs.args import parse_job_args
 from jobs.config import ConfigError
 from jobs.demo import DemoError, run_demo
 from jobs.destinations import UnsupportedDestination
@@ -37,6 +38,14 @@ def run_guarded(work: Callable[[], int]) -> int:
     except Exception:  # noqa: BLE001 - the last line of defence prints the trace and fails
         traceback.print_exc()
         return EXIT_FAILURE
+
+
+def run_job(prog: str, description: str, add_arguments: Callable, command: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """A job script's main: Glue-style or CLI-style arguments, then the same command the CLI runs."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+    return run_guarded(lambda: command(args))
 
 
 def _records(text: str) -> int:
@@ -66,24 +75,6 @@ def _generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from jobs.session import build_session
-
-    request = prepare_job.request_from_args(args)
-    spark = build_session("audience-relay-prepare", args.master)
-    print(json.dumps(prepare_job.run_prepare(spark, request)))
-    return EXIT_OK
-
-
-def _deliver(args: argparse.Namespace) -> int:
-    from jobs.session import build_session
-
-    request = deliver_job.request_from_args(args)
-    summary = deliver_job.run_deliver(build_session("audience-relay-deliver", args.master), request)
-    print(json.dumps(summary))
-    return deliver_job.EXIT_CODES[summary["status"]]
-
-
 def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="audience-relay-demo-")), args.records)
 
@@ -110,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     prep = commands.add_parser("prepare", help="turn membership into per-destination delivery batches")
     prepare_job.add_arguments(prep)
-    prep.set_defaults(handler=_prepare)
+    prep.set_defaults(handler=prepare_job.command)
 
     deliver = commands.add_parser("deliver", help="send a prepared run's batches; resumable, idempotent")
     deliver_job.add_arguments(deliver)
-    deliver.set_defaults(handler=_deliver)
+    deliver.set_defaults(handler=deliver_job.command)
 
     letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
     dead_letters.add_arguments(letters)

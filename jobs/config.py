@@ -5,7 +5,6 @@ Unknown keys and bad values fail with a `ConfigError` that names the file and th
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 

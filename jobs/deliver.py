@@ -29,9 +29,8 @@ from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.store import BatchRecord, BatchState, StateStore
 from jobs import snapshots, storage
-from jobs.args import parse_job_args
 from jobs.config import Config, load_config
-from jobs.destinations import SUPPORTED_KINDS, UnsupportedDestination, build_destination
+from jobs.destinations import SUPPORTED_KINDS, build_destination
 from jobs.logs import PhaseTimer, log_event
 
 OUTCOME = StructType(
@@ -263,21 +262,21 @@ def request_from_args(args: argparse.Namespace) -> DeliverRequest:
 EXIT_CODES = {"SUCCEEDED": 0, "QUOTA_DEFERRED": 3, "FAILED": 1}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jobs.cli import run_guarded
+def command(args: argparse.Namespace) -> int:
+    """Run deliver from parsed arguments, print the summary, exit by its status."""
     from jobs.session import build_session
 
-    parser = argparse.ArgumentParser(prog="deliver", description=__doc__)
-    add_arguments(parser)
-    args = parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+    request = request_from_args(args)
+    summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
+    print(json.dumps(summary))
+    return EXIT_CODES[summary["status"]]
 
-    def work() -> int:
-        request = request_from_args(args)
-        summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
-        print(json.dumps(summary))
-        return EXIT_CODES[summary["status"]]
 
-    return run_guarded(work)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for spark-submit and Glue."""
+    from jobs.cli import run_job
+
+    return run_job("deliver", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

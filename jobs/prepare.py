@@ -22,7 +22,6 @@ from pyspark.sql import functions as F
 
 from jobs import snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
-from jobs.args import parse_job_args
 from jobs.config import Config, load_config
 from jobs.inputs import read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
@@ -299,22 +298,20 @@ def request_from_args(args: argparse.Namespace) -> PrepareRequest:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for spark-submit and Glue; the CLI calls the same functions."""
-    from jobs.cli import run_guarded
+def command(args: argparse.Namespace) -> int:
+    """Run prepare from parsed arguments and print the summary line (CLI, spark-submit, Glue)."""
     from jobs.session import build_session
 
-    parser = argparse.ArgumentParser(prog="prepare", description=__doc__)
-    add_arguments(parser)
-    args = parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+    request = request_from_args(args)
+    print(json.dumps(run_prepare(build_session("audience-relay-prepare", args.master), request)))
+    return 0
 
-    def work() -> int:
-        request = request_from_args(args)
-        spark = build_session("audience-relay-prepare", args.master)
-        print(json.dumps(run_prepare(spark, request)))
-        return 0
 
-    return run_guarded(work)
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for spark-submit and Glue."""
+    from jobs.cli import run_job
+
+    return run_job("prepare", __doc__, add_arguments, command, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """prepare -> deliver on generated data: HTTP emulators and S3 on moto, quota deferral and resume."""
 import json
-from pathlib import Path
 
 import boto3
 import pytest

@@ -1,7 +1,6 @@
 import hashlib
 
 from chispa import assert_df_equality
-from pyspark.sql import functions as F
 
 from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
 from transforms.schemas import AUDIENCE_MAPPING, CONSENT, MEMBERS

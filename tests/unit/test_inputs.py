@@ -19,7 +19,7 @@ def write(path, text, compress=False):
 
 
 def test_gzip_csv_is_read_with_source_file_and_parsed_timestamps(spark, tmp_path):
-    path = write(tmp_path / "in" / "day1.csv.gz", HEADER + "u1,email,a@x.com,seg_1,2026-01-01T10:00:00Z\n", compress=True)
+    write(tmp_path / "in" / "day1.csv.gz", HEADER + "u1,email,a@x.com,seg_1,2026-01-01T10:00:00Z\n", compress=True)
     row = read_membership(spark, str(tmp_path / "in")).first()
     assert (row.user_id, row.id_value, row.read_error) == ("u1", "a@x.com", None)
     assert str(row.updated_at) == "2026-01-01 10:00:00"
