@@ -1,0 +1,153 @@
+"""A DynamoDB lease lock with heartbeats and fencing tokens, for jobs that share a quota.
+
+One item per lock (`pk = LEASE#<name>`) holds the owner, the lease's expiry and a fencing
+token. Acquiring is one conditional update that succeeds when the lock is free, expired or
+already ours, and increments the token; the item is never deleted, so tokens only grow. A
+holder keeps its lease alive with a heartbeat thread; renewals and releases are conditional
+on owner and token, so a paused former holder whose lease was taken over learns it lost the
+lock instead of extending someone else's. Writers that must not act after losing the lock
+pass their token to `check_fence` (or use it in a transaction's condition).
+
+Expiry uses the clients' clocks (DynamoDB has no server time in conditions): keep leases
+much longer than the worst clock skew; the fencing token is what keeps a late writer out.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import boto3
+from botocore.exceptions import ClientError
+
+
+class LeaseHeld(Exception):
+    """Someone else holds a live lease."""
+
+    def __init__(self, name: str, owner: str, expires_at: float) -> None:
+        super().__init__(f"lock {name!r} is held by {owner!r} until {expires_at:.0f} (epoch seconds)")
+        self.name, self.owner, self.expires_at = name, owner, expires_at
+
+
+class LeaseLost(Exception):
+    """Our lease expired and was taken over, or released: stop acting on the shared resource."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    owner: str
+    token: int
+    expires_at: float
+
+
+def _conditional_failure(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+class LeaseLock:
+    def __init__(self, table_name: str, clock: Callable[[], float] = time.time, resource=None) -> None:
+        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._clock = clock
+
+    @staticmethod
+    def _key(name: str) -> dict:
+        return {"pk": f"LEASE#{name}", "sk": "LEASE"}
+
+    def acquire(self, name: str, owner: str, lease_seconds: float) -> Lease:
+        now = self._clock()
+        try:
+            item = self._table.update_item(
+                Key=self._key(name),
+                UpdateExpression="SET #owner = :owner, expires_at = :expires ADD fencing_token :one",
+                ConditionExpression="attribute_not_exists(expires_at) OR expires_at < :now OR #owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": owner, ":expires": _decimal(now + lease_seconds), ":now": _decimal(now), ":one": 1},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as error:
+            if not _conditional_failure(error):
+                raise
+            current = self._table.get_item(Key=self._key(name), ConsistentRead=True).get("Item", {})
+            raise LeaseHeld(name, current.get("owner", "?"), float(current.get("expires_at", 0))) from None
+        return Lease(name, owner, int(item["fencing_token"]), float(item["expires_at"]))
+
+    def renew(self, lease: Lease, lease_seconds: float) -> Lease:
+        expires = self._clock() + lease_seconds
+        self._conditional(lease, "SET expires_at = :expires", {":expires": _decimal(expires)})
+        return Lease(lease.name, lease.owner, lease.token, expires)
+
+    def release(self, lease: Lease) -> None:
+        """Free the lock now; the fencing token stays, so the next holder's is higher."""
+        self._conditional(lease, "SET expires_at = :zero REMOVE #owner", {":zero": 0})
+
+    def check_fence(self, lease: Lease) -> None:
+        """Raise `LeaseLost` unless `lease` is still the current one (same owner and token, not expired)."""
+        item = self._table.get_item(Key=self._key(lease.name), ConsistentRead=True).get("Item", {})
+        if item.get("owner") != lease.owner or int(item.get("fencing_token", -1)) != lease.token or float(item.get("expires_at", 0)) < self._clock():
+            raise LeaseLost(f"lock {lease.name!r}: token {lease.token} of {lease.owner!r} is no longer current")
+
+    def _conditional(self, lease: Lease, update: str, values: dict) -> None:
+        try:
+            self._table.update_item(
+                Key=self._key(lease.name),
+                UpdateExpression=update,
+                ConditionExpression="#owner = :owner AND fencing_token = :token",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": lease.owner, ":token": lease.token, **values},
+            )
+        except ClientError as error:
+            if _conditional_failure(error):
+                raise LeaseLost(f"lock {lease.name!r}: token {lease.token} of {lease.owner!r} was taken over or released") from None
+            raise
+
+
+def _decimal(value: float):
+    from decimal import Decimal
+
+    return Decimal(str(round(value, 3)))
+
+
+class Heartbeat:
+    """Hold a lease for the duration of a `with` block, renewing it every `lease_seconds / 3`.
+
+    If a renewal finds the lease lost, `lost` is set and the work must stop: check it (or call
+    `ensure_held`) before each side effect on the shared resource.
+    """
+
+    def __init__(self, lock: LeaseLock, name: str, owner: str, lease_seconds: float) -> None:
+        self.lock, self.name, self.owner, self.lease_seconds = lock, name, owner, lease_seconds
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self.lease: Lease | None = None
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self.lease = self.lock.acquire(self.name, self.owner, self.lease_seconds)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                self.lease = self.lock.renew(self.lease, self.lease_seconds)
+            except LeaseLost:
+                self.lost.set()
+                return
+            except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
+                continue
+
+    def ensure_held(self) -> Lease:
+        if self.lost.is_set():
+            raise LeaseLost(f"lock {self.name!r}: lease of {self.owner!r} was lost")
+        return self.lease
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if not self.lost.is_set():
+            try:
+                self.lock.release(self.lease)
+            except LeaseLost:
+                pass  # taken over after expiry: nothing of ours to release

@@ -1,0 +1,85 @@
+"""The lease lock against DynamoDB on a moto server, with a controllable clock."""
+import time
+import uuid
+
+import pytest
+
+from connectors.state.dynamodb import create_table
+from orchestration.lock import Heartbeat, LeaseHeld, LeaseLock, LeaseLost
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def table(moto_server):
+    name = f"leases-{uuid.uuid4().hex[:8]}"
+    create_table(name)
+    return name
+
+
+def test_only_one_holder_at_a_time_and_release_frees_it(table):
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    first = lock.acquire("google_ads_project", "job-a", 60)
+    with pytest.raises(LeaseHeld, match="held by 'job-a'"):
+        lock.acquire("google_ads_project", "job-b", 60)
+    lock.release(first)
+    second = lock.acquire("google_ads_project", "job-b", 60)
+    assert second.token > first.token
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(table):
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    paused = lock.acquire("q", "job-a", 30)
+    clock.now += 31  # job-a paused past its lease (GC, network partition)
+    taker = lock.acquire("q", "job-b", 30)
+    assert taker.token == paused.token + 1
+    with pytest.raises(LeaseLost):
+        lock.renew(paused, 30)  # the former holder cannot extend the new holder's lease
+    with pytest.raises(LeaseLost):
+        lock.check_fence(paused)  # and its writes are refused by the token
+    lock.check_fence(taker)
+    with pytest.raises(LeaseLost):
+        lock.release(paused)  # nor release the lock it no longer holds
+    with pytest.raises(LeaseHeld):
+        lock.acquire("q", "job-c", 30)
+
+
+def test_tokens_keep_growing_across_releases(table):
+    lock = LeaseLock(table, Clock())
+    tokens = []
+    for owner in ("a", "b", "a", "c"):
+        lease = lock.acquire("q", owner, 10)
+        tokens.append(lease.token)
+        lock.release(lease)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+
+
+def test_heartbeat_keeps_the_lease_alive_past_its_duration(table):
+    lock = LeaseLock(table)
+    with Heartbeat(lock, "q", "job-a", lease_seconds=1.5) as held:
+        time.sleep(2.5)  # longer than one lease: only renewals keep it
+        held.ensure_held()
+        lock.check_fence(held.lease)
+        with pytest.raises(LeaseHeld):
+            lock.acquire("q", "job-b", 1.5)
+    assert lock.acquire("q", "job-b", 1.5).owner == "job-b"  # released on exit
+
+
+def test_heartbeat_reports_a_lost_lease(table):
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    beat = Heartbeat(lock, "q", "job-a", lease_seconds=0.3)
+    with beat:
+        clock.now += 10
+        lock.acquire("q", "job-b", 60)  # takes over the expired lease
+        assert beat.lost.wait(2)
+        with pytest.raises(LeaseLost):
+            beat.ensure_held()
