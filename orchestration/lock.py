@@ -21,6 +21,8 @@ from typing import Callable
 import boto3
 from botocore.exceptions import ClientError
 
+from connectors.state.store import Fence
+
 
 class LeaseHeld(Exception):
     """Someone else holds a live lease."""
@@ -40,6 +42,10 @@ class Lease:
     owner: str
     token: int
     expires_at: float
+
+    def fence(self, table: str) -> Fence:
+        """The condition a state-store write carries so it lands only while this lease is current."""
+        return Fence(table, f"LEASE#{self.name}", "LEASE", self.owner, self.token)
 
 
 def _conditional_failure(error: ClientError) -> bool:

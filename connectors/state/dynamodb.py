@@ -15,7 +15,7 @@ import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter
+from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence, FenceRejected
 
 RECORD_FIELDS = ("run_id", "destination_id", "audience_id", "op", "batch_number", "checksum", "ids", "state", "attempts", "error", "updated_at")
 
@@ -83,7 +83,9 @@ class DynamoStateStore:
             if not start:
                 return records
 
-    def save(self, record: BatchRecord) -> None:
+    def save(self, record: BatchRecord, fence: Fence | None = None) -> None:
+        if fence is not None:
+            return self._save_fenced(record, fence)
         try:
             self._table.put_item(
                 Item=self._item(record),
@@ -96,10 +98,12 @@ class DynamoStateStore:
                 raise AlreadyDelivered(record.batch_key) from None
             raise
 
-    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int) -> bool:
+    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int, fence: Fence | None = None) -> bool:
         ceiling = limit - amount
         if ceiling < 0:
             return False
+        if fence is not None:
+            return self._consume_fenced(quota_key, window, amount, ceiling, fence)
         try:
             self._table.update_item(
                 Key={"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"},
@@ -112,6 +116,51 @@ class DynamoStateStore:
             if _conditional_failure(error):
                 return False
             raise
+
+    def _fenced(self, fence: Fence, write: dict) -> list[str]:
+        """Run `write` in one transaction with the lease check; the cancellation codes, if any."""
+        try:
+            self._table.meta.client.transact_write_items(
+                TransactItems=[
+                    {"ConditionCheck": {
+                        "TableName": fence.table,
+                        "Key": {"pk": fence.pk, "sk": fence.sk},
+                        "ConditionExpression": "#owner = :owner AND fencing_token = :token",
+                        "ExpressionAttributeNames": {"#owner": "owner"},
+                        "ExpressionAttributeValues": {":owner": fence.owner, ":token": fence.token},
+                    }},
+                    write,
+                ]
+            )
+            return []
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} is no longer current") from None
+            return reasons
+
+    def _save_fenced(self, record: BatchRecord, fence: Fence) -> None:
+        put = {"Put": {
+            "TableName": self._table.name,
+            "Item": self._item(record),
+            "ConditionExpression": "attribute_not_exists(pk) OR #state <> :delivered",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {":delivered": BatchState.DELIVERED.value},
+        }}
+        if self._fenced(fence, put):
+            raise AlreadyDelivered(record.batch_key)
+
+    def _consume_fenced(self, quota_key: str, window: str, amount: int, ceiling: int, fence: Fence) -> bool:
+        update = {"Update": {
+            "TableName": self._table.name,
+            "Key": {"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"},
+            "UpdateExpression": "ADD used :amount",
+            "ConditionExpression": "attribute_not_exists(used) OR used <= :ceiling",
+            "ExpressionAttributeValues": {":amount": amount, ":ceiling": ceiling},
+        }}
+        return not self._fenced(fence, update)
 
     def quota_used(self, quota_key: str, window: str) -> int:
         item = self._table.get_item(Key={"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"}, ConsistentRead=True).get("Item")

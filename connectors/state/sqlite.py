@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter
+from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -71,7 +71,9 @@ class SqliteStateStore:
         params = (run_id, destination_id) if destination_id else (run_id,)
         return [self._record(r) for r in self._db.execute(query + " ORDER BY batch_key", params)]
 
-    def save(self, record: BatchRecord) -> None:
+    def save(self, record: BatchRecord, fence: Fence | None = None) -> None:
+        if fence is not None:
+            raise ValueError("fenced ledger writes need the DynamoDB state store, where the lease lives")
         with self._lock:
             cursor = self._db.execute(
                 f"INSERT INTO ledger (batch_key, {COLUMNS}) VALUES ({', '.join('?' * 12)}) "
@@ -82,7 +84,9 @@ class SqliteStateStore:
         if cursor.rowcount == 0:
             raise AlreadyDelivered(record.batch_key)
 
-    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int) -> bool:
+    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int, fence: Fence | None = None) -> bool:
+        if fence is not None:
+            raise ValueError("fenced quota writes need the DynamoDB state store, where the lease lives")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("INSERT OR IGNORE INTO quota VALUES (?, ?, 0)", (quota_key, window))

@@ -25,6 +25,25 @@ class AlreadyDelivered(Exception):
     """A delivered batch cannot change state: the ledger refused the write."""
 
 
+class FenceRejected(Exception):
+    """The writer's lease token is no longer current: a newer holder owns the shared quota."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A lease a write is conditioned on: the write happens only while `token` is current.
+
+    The lease item lives in `table` under key (`pk`, `sk`) with attributes `owner` and
+    `fencing_token` (see orchestration/lock.py).
+    """
+
+    table: str
+    pk: str
+    sk: str
+    owner: str
+    token: int
+
+
 @dataclass(frozen=True)
 class BatchRecord:
     run_id: str
@@ -79,11 +98,13 @@ class StateStore(Protocol):
 
     def batches(self, run_id: str, destination_id: str | None = None) -> list[BatchRecord]: ...
 
-    def save(self, record: BatchRecord) -> None:
-        """Store the record's new state; raises `AlreadyDelivered` for a delivered batch."""
+    def save(self, record: BatchRecord, fence: Fence | None = None) -> None:
+        """Store the record's new state; raises `AlreadyDelivered` for a delivered batch and,
+        with a fence, `FenceRejected` once the lease token is no longer current."""
 
-    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int) -> bool:
-        """Atomically add `amount` to the window's usage if it stays within `limit`."""
+    def consume_quota(self, quota_key: str, window: str, amount: int, limit: int, fence: Fence | None = None) -> bool:
+        """Atomically add `amount` to the window's usage if it stays within `limit` (and, with a
+        fence, only while the fence's lease token is current: `FenceRejected` otherwise)."""
 
     def quota_used(self, quota_key: str, window: str) -> int: ...
 

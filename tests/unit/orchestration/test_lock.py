@@ -83,3 +83,38 @@ def test_heartbeat_reports_a_lost_lease(table):
         assert beat.lost.wait(2)
         with pytest.raises(LeaseLost):
             beat.ensure_held()
+
+
+def test_a_stale_holder_cannot_spend_the_shared_quota(table):
+    from connectors.state.dynamodb import DynamoStateStore
+    from connectors.state.store import FenceRejected
+
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    store = DynamoStateStore(table)  # leases and quota counters in one table
+    stale = lock.acquire("google_ads_project", "job-a", 30)
+    assert store.consume_quota("google_ads_project", "2026-11-23", 1, 10, fence=stale.fence(table))
+    clock.now += 31
+    current = lock.acquire("google_ads_project", "job-b", 30)
+    with pytest.raises(FenceRejected, match="token 1 of 'job-a'"):
+        store.consume_quota("google_ads_project", "2026-11-23", 1, 10, fence=stale.fence(table))
+    assert store.consume_quota("google_ads_project", "2026-11-23", 1, 10, fence=current.fence(table))
+    assert store.quota_used("google_ads_project", "2026-11-23") == 2  # the stale write never landed
+    assert not store.consume_quota("google_ads_project", "2026-11-23", 9, 10, fence=current.fence(table))  # limit still holds
+
+
+def test_a_stale_holder_cannot_write_the_ledger(table):
+    from connectors.state.dynamodb import DynamoStateStore
+    from connectors.state.store import BatchRecord, BatchState, FenceRejected
+
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    store = DynamoStateStore(table)
+    record = BatchRecord("r1", "google_dm", "aud", "add", 0, "ab" * 32, 10)
+    stale = lock.acquire("google_ads_project", "job-a", 30)
+    store.save(record.moved_to(BatchState.DEFERRED, 1), fence=stale.fence(table))
+    clock.now += 31
+    lock.acquire("google_ads_project", "job-b", 30)
+    with pytest.raises(FenceRejected):
+        store.save(record.moved_to(BatchState.DELIVERED, 2), fence=stale.fence(table))
+    assert store.get(record.batch_key).state is BatchState.DEFERRED
