@@ -226,6 +226,8 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         "dead_letters": len(store.dead_letters(request.run_id)),
         "seconds": round(time.monotonic() - started, 1),
     }
+    # The state machine reads this object to decide: done, wait until `resume_at`, or fail.
+    storage.write_text(storage.join(run_dir, "delivery", "summary.json"), json.dumps(summary, indent=2) + "\n")
     log_event("deliver.done", status=status, run_id=request.run_id, resume_at=resume_at, seconds=summary["seconds"])
     return summary
 
@@ -239,6 +241,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", action="append", default=[], metavar="DESTINATION=URL", help="send a destination to another URL (an emulator)")
     parser.add_argument("--destination", action="append", default=[], help="deliver only these destinations")
     parser.add_argument("--master", help="Spark master when starting Spark locally (default local[*])")
+    parser.add_argument(
+        "--deferred-exit-code", "--deferred_exit_code", dest="deferred_exit_code", type=int, default=3,
+        help="exit code for QUOTA_DEFERRED (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> DeliverRequest:
@@ -269,6 +275,8 @@ def command(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
     print(json.dumps(summary))
+    if summary["status"] == "QUOTA_DEFERRED":
+        return args.deferred_exit_code
     return EXIT_CODES[summary["status"]]
 
 

@@ -63,6 +63,8 @@ def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp_serv
         partial = first["destinations"]["google_dm"]["accounting"]
         assert partial["reconciles"] and 0 < partial["rows"]["delivered"] and partial["rows"]["pending"] > 0
         assert not (root / "out" / "snapshots" / "google_dm.json").exists()  # a partial run is no baseline
+        written = json.loads((root / "out" / "runs" / "d1" / "delivery" / "summary.json").read_text())
+        assert written["status"] == "QUOTA_DEFERRED" and written["resume_at"] == first["resume_at"]
         google.next_day()
         google.config.requests_per_day = 1000
         code, second = deliver(root, config, meta.url, google.url, capsys)
