@@ -59,6 +59,9 @@ class Guards(_Strict):
 class HttpConnection(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
     account_id: str | None = None
+    # The API's own id of each audience (Meta custom audience id, Google user list id);
+    # audiences not listed are sent under their configured name.
+    audience_ids: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] = {}
 
 
 class SftpConnection(_Strict):
@@ -106,6 +109,14 @@ class _DestinationBase(_Strict):
                     )
                 owner[segment] = audience
         return audiences
+
+    @model_validator(mode="after")
+    def _known_audience_ids(self) -> _DestinationBase:
+        mapped = getattr(getattr(self, "connection", None), "audience_ids", {}) or {}
+        unknown = sorted(set(mapped) - set(self.audiences))
+        if unknown:
+            raise ValueError(f"connection.audience_ids: {unknown} are not audiences of this destination")
+        return self
 
     @model_validator(mode="after")
     def _within_profile(self) -> _DestinationBase:

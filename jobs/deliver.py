@@ -101,6 +101,7 @@ def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, wo
     """The function each Spark partition runs: one connector per destination it holds."""
 
     def run(rows):
+        quota_keys = {d.id: d.quota_key for d in config.destinations}
         by_destination: dict[str, list] = {}
         for row in rows:
             by_destination.setdefault(row.destination_id, []).append(row)
@@ -108,7 +109,9 @@ def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, wo
         for destination_id, batch_rows in by_destination.items():
             destination = next(d for d in config.destinations if d.id == destination_id)
             rpm = (destination.rate_limit and destination.rate_limit.requests_per_minute) or destination.profile_spec.requests_per_minute or DEFAULT_REQUESTS_PER_MINUTE
-            bucket = TokenBucket.partition_share(rpm, workers[destination_id])
+            # Destinations that share a quota key share the API project's per-minute rate too.
+            sharing = sum(1 for d in workers if quota_keys[d] == destination.quota_key)
+            bucket = TokenBucket.partition_share(rpm, workers[destination_id] * sharing)
             reset = destination.profile_spec.quota_reset_timezone
             quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests, reset) if destination.daily_quota else None
             batches = (_load(run_id, run_dir, row) for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number)))

@@ -40,7 +40,8 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
             "meta_custom_audiences": lambda: MetaCustomAudiences(),
             "google_data_manager": lambda: GoogleDataManager(operating_account_id=account or ""),
         }
-        return HttpApiDestination(base_url, profiles[destination.profile](), token=_secret(destination))
+        audience_ids = destination.connection.audience_ids if destination.connection else {}
+        return HttpApiDestination(base_url, profiles[destination.profile](), token=_secret(destination), audience_ids=audience_ids)
     if isinstance(destination, S3DestinationConfig):
         if destination.connection is None:
             raise UnsupportedDestination(f"destination {destination.id}: connection.bucket is required")

@@ -39,7 +39,8 @@ class HttpError(Exception):
 class HttpProfile(Protocol):
     name: str
 
-    def build(self, batch: Batch) -> HttpRequest: ...
+    def build(self, batch: Batch, audience: str) -> HttpRequest:
+        """The request for `batch`; `audience` is the destination's own id for its audience."""
 
     def classify(self, error: HttpError) -> Failure: ...
 
@@ -65,9 +66,12 @@ def retry_after_seconds(headers: dict[str, str]) -> float | None:
 
 
 class HttpApiDestination(Destination):
-    def __init__(self, base_url: str, profile: HttpProfile, token: str, timeout_seconds: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, profile: HttpProfile, token: str, timeout_seconds: float = 30.0, audience_ids: dict[str, str] | None = None,
+    ) -> None:
         require_secure(base_url)
         self.base_url, self.profile, self.timeout = base_url.rstrip("/"), profile, timeout_seconds
+        self.audience_ids = audience_ids or {}  # our audience name -> the API's audience id
         self._token = token
         self._session: requests.Session | None = None
 
@@ -82,7 +86,7 @@ class HttpApiDestination(Destination):
             self._session = None
 
     def send(self, batch: Batch) -> Receipt:
-        request = self.profile.build(batch)
+        request = self.profile.build(batch, self.audience_ids.get(batch.record.audience_id, batch.record.audience_id))
         response = self._session.request(
             request.method, f"{self.base_url}{request.path}", json=request.json, headers=request.headers, timeout=self.timeout,
             allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear

@@ -36,10 +36,10 @@ class GoogleDataManager:
     operating_account_id: str = ""
     operating_account_type: str = "GOOGLE_ADS"
 
-    def build(self, batch: Batch) -> HttpRequest:
+    def build(self, batch: Batch, audience: str) -> HttpRequest:
         destination = {
             "operatingAccount": {"accountType": self.operating_account_type, "accountId": self.operating_account_id},
-            "productDestinationId": batch.record.audience_id,
+            "productDestinationId": audience,
         }
         body = {
             "destinations": [destination],

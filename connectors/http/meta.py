@@ -43,7 +43,7 @@ class MetaCustomAudiences:
 
     name: str = "meta_custom_audiences"
 
-    def build(self, batch: Batch) -> HttpRequest:
+    def build(self, batch: Batch, audience: str) -> HttpRequest:
         types = sorted({id_type for id_type, _ in batch.members}, key=list(SCHEMA_KEYS).index)
         schema = [SCHEMA_KEYS[t] for t in types]
         data = [[key if id_type == t else "" for t in types] for id_type, key in batch.members]
@@ -53,7 +53,7 @@ class MetaCustomAudiences:
                         "estimated_num_total": len(batch.members)},
         }
         method = "POST" if batch.record.op == "add" else "DELETE"
-        return HttpRequest(method, f"/{batch.record.audience_id}/users", body, {})
+        return HttpRequest(method, f"/{audience}/users", body, {})
 
     def classify(self, error: HttpError) -> Failure:
         details = error.body.get("error") if isinstance(error.body, dict) else None

@@ -77,6 +77,8 @@ def test_quota_deferral_then_resume_delivers_everything_once(prepared, sftp_serv
         assert len(emulator.score.accepted) == expected[name] and emulator.score.duplicates == 0
         assert emulator.score.refused["oversize"] == 0
     assert google.score.max_requests_in(60.0) <= 300
+    assert ("23851234567890123", "add") in meta.score.members  # sent under Meta's own audience id
+    assert ("meta_sports_fans", "add") in meta.score.members  # unmapped audiences go by name
     assert len(list((sftp.root / "deliver-job").rglob("*.csv.gz"))) == expected["partner_sftp"] > 0
     assert not list((sftp.root / "deliver-job").rglob(".*.partial"))
     objects = boto3.client("s3").list_objects_v2(Bucket="partner-drop", Prefix="incoming/")["KeyCount"]

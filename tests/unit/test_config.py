@@ -116,3 +116,8 @@ def test_a_shared_quota_key_must_have_one_limit():
         raw["destinations"][0]["daily_quota"] = {"requests": 500, "key": "google_ads_project"}
 
     assert "shared by 'meta_ads' (500 requests) and 'google_dm' (100000)" in broken(change)
+
+
+def test_audience_ids_must_name_configured_audiences():
+    message = broken(lambda raw: raw["destinations"][0]["connection"]["audience_ids"].update(nope="123"))
+    assert "connection.audience_ids: ['nope'] are not audiences" in message
