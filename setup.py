@@ -19,8 +19,9 @@ TEST = [
     "pytest>=8",
     "chispa>=0.10",
     "moto[server]==5.2.5",
+    "cfn-lint>=1.0",
 ]
-DEV = TEST + ["cfn-lint>=1.0"]
+DEV = TEST
 
 setup(
     name="audience-relay",

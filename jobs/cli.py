@@ -75,6 +75,17 @@ def _generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _definitions(args: argparse.Namespace) -> int:
+    from jobs.config import DEFAULT_CONFIG, load_config
+    from orchestration.definitions import MachineSpec, Resources, render
+
+    config = load_config(args.config or DEFAULT_CONFIG)
+    specs = [MachineSpec(d.id, d.kind, d.profile, d.quota_key) for d in config.active_destinations]
+    for path in render(specs, Resources(), args.out):
+        print(path)
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="audience-relay-demo-")), args.records)
 
@@ -106,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = commands.add_parser("deliver", help="send a prepared run's batches; resumable, idempotent")
     deliver_job.add_arguments(deliver)
     deliver.set_defaults(handler=deliver_job.command)
+
+    definitions = commands.add_parser("definitions", help="render the Step Functions definitions (ASL JSON) from the config")
+    definitions.add_argument("--out", required=True, help="directory for the .asl.json files")
+    definitions.add_argument("--config", help="destinations YAML (default: the embedded example config)")
+    definitions.set_defaults(handler=_definitions)
 
     letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
     dead_letters.add_arguments(letters)

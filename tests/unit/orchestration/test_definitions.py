@@ -1,0 +1,77 @@
+"""The rendered definitions: well-formed ASL, typed Catch per phase, and cfn-lint clean."""
+import json
+
+import pytest
+from cfnlint.api import ManualArgs, lint
+
+from jobs.cli import main
+from orchestration.definitions import MachineSpec, Resources, destination_machine, scheduler_machine
+
+GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
+
+
+def targets(state: dict) -> list[str]:
+    found = [state.get("Next"), state.get("Default")]
+    found += [c["Next"] for c in state.get("Choices", [])] + [c["Next"] for c in state.get("Catch", [])]
+    return [t for t in found if t]
+
+
+def test_every_transition_lands_on_a_state_and_every_state_is_reachable():
+    machine = destination_machine(GOOGLE, Resources())
+    states = machine["States"]
+    seen, todo = set(), [machine["StartAt"]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        assert name in states, f"transition to missing state {name}"
+        seen.add(name)
+        todo.extend(targets(states[name]))
+    assert seen == set(states)
+
+
+def test_each_phase_is_retried_with_jitter_and_caught_by_name():
+    states = destination_machine(GOOGLE, Resources())["States"]
+    for phase in ("Prepare", "Deliver", "ReadSummary"):
+        assert states[phase]["Retry"][0]["JitterStrategy"] == "FULL" and states[phase]["Retry"][0]["MaxDelaySeconds"]
+        assert states[phase]["Catch"][0]["Assign"]["failed_phase"] == phase
+    assert states["Prepare"]["Resource"] == states["Deliver"]["Resource"] == "arn:aws:states:::glue:startJobRun.sync"
+    assert states["Failed"]["Error"] == "{% $failed_phase & 'Failed' %}"
+    lease = states["AcquireLease"]["Arguments"]
+    assert lease["Key"]["pk"]["S"] == "LEASE#google_ads_project"  # the lease is the shared quota's, not the destination's
+
+
+def test_deferral_loop_is_bounded_and_continues_as_a_new_execution():
+    resources = Resources(max_deferrals=5, continue_every=2)
+    states = destination_machine(GOOGLE, resources)["States"]
+    limit = states["Outcome"]["Choices"][1]
+    assert "$deferrals >= 5" in limit["Condition"] and limit["Next"] == "DeferralLimitReached"
+    assert "$deferrals % 2 = 0" in states["ContinueAsNew?"]["Choices"][0]["Condition"]
+    assert states["WaitForQuota"]["Timestamp"] == "{% $summary.resume_at %}"
+
+
+def test_scheduler_fans_out_with_bounded_concurrency_and_isolates_failures():
+    machine = scheduler_machine(["meta_ads", "google_dm"], Resources(), max_concurrency=3)
+    fan_out = machine["States"]["Destinations"]
+    assert fan_out["MaxConcurrency"] == 3 and fan_out["Items"] == ["meta_ads", "google_dm"]
+    task = fan_out["ItemProcessor"]["States"]["RunDestination"]
+    assert task["Resource"] == "arn:aws:states:::states:startExecution.sync:2"
+    assert task["Catch"][0]["Next"] == "DestinationFailed"
+
+
+@pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), scheduler_machine(["google_dm"], Resources())])
+def test_definitions_pass_cfn_lint(machine):
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {"Machine": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
+            "Definition": machine, "RoleArn": "arn:aws:iam::123456789012:role/audience-relay-states"}}},
+    }
+    problems = [m for m in lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"])) if m.rule.id.startswith("E")]
+    assert problems == [], [str(p) for p in problems]
+
+
+def test_definitions_command_renders_one_machine_per_active_destination(tmp_path, capsys):
+    assert main(["definitions", "--out", str(tmp_path)]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["destination-google_dm.asl.json", "destination-meta_ads.asl.json", "destination-partner_sftp.asl.json", "scheduler.asl.json"]
+    assert json.loads((tmp_path / "scheduler.asl.json").read_text())["QueryLanguage"] == "JSONata"
