@@ -23,7 +23,7 @@ from connectors.destination import Batch, Destination
 from connectors.quota import DailyQuota, QuotaExhausted, quota_window
 from connectors.rate_limit import TokenBucket
 from connectors.retry import AttemptLog, Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
-from connectors.state.store import AlreadyDelivered, BatchState, DeadLetter, StateStore, now_iso
+from connectors.state.store import AlreadyDelivered, BatchState, DeadLetter, Fence, FenceRejected, StateStore, now_iso
 
 MAX_ERROR_LENGTH = 2000
 
@@ -61,14 +61,19 @@ MAX_DEFERRAL = timedelta(days=7)
 THROTTLE_DEFERRAL = timedelta(minutes=1)
 
 
-def _save(store: StateStore, record, sleep: Callable[[float], None]) -> bool:
-    """Write the ledger with a few retries; False when the store stays unavailable."""
+def _save(store: StateStore, record, sleep: Callable[[float], None], fence: Fence | None = None) -> bool:
+    """Write the ledger with a few retries; False when the store stays unavailable.
+
+    `FenceRejected` is not retried: the lease is gone and the caller must stop.
+    """
     for attempt in range(LEDGER_WRITE_ATTEMPTS):
         try:
-            store.save(record)
+            store.save(record, fence=fence) if fence else store.save(record)
             return True
         except AlreadyDelivered:
             return True  # another worker recorded it first; nothing to add
+        except FenceRejected:
+            raise
         except Exception:  # noqa: BLE001 - any store failure is retried, then reported
             sleep(min(5.0, 0.2 * 2**attempt))
     return False
@@ -98,16 +103,22 @@ def deliver_batches(
     rng: random.Random | None = None,
     sleep: Callable[[float], None] = time.sleep,
     reset_timezone: str = "UTC",
+    fence: Fence | None = None,
 ) -> list[BatchOutcome]:
     """Deliver `batches` in order; every batch ends with an outcome, none raises out of here.
 
     A batch whose send succeeded but whose ledger write kept failing is reported
-    `unrecorded`: the next run sends it again and the destination de-duplicates it.
+    `unrecorded`: the next run sends it again and the destination de-duplicates it. With a
+    `fence` (the lease token of the job sharing the quota), ledger writes are conditioned on
+    it; once it is rejected the engine stops at once: the remaining batches are `fenced`,
+    untouched, for the lease's new holder.
     """
     outcomes: list[BatchOutcome] = []
     deferred_until: str | None = None
 
     def classify(error: Exception) -> Failure:
+        if isinstance(error, FenceRejected):
+            raise error  # not a failure of the batch: the lease is gone, stop everything
         if isinstance(error, QuotaExhausted):
             return Failure(FailureKind.QUOTA_EXHAUSTED, str(error))
         if isinstance(error, StoreUnavailable):
@@ -117,61 +128,78 @@ def deliver_batches(
         except Exception:  # noqa: BLE001 - a classifier bug must not lose the batch
             return Failure(FailureKind.PERMANENT, f"unclassified {type(error).__name__}")
 
+    def save(record) -> bool:
+        return _save(store, record, sleep, fence)
+
     def fail(batch: Batch, attempts: int, error: str, log: AttemptLog | None = None) -> None:
         record = batch.record
-        recorded = _save(store, record.moved_to(BatchState.FAILED, attempts, error), sleep)
+        recorded = save(record.moved_to(BatchState.FAILED, attempts, error))
         try:
             store.add_dead_letter(DeadLetter(record.batch_key, record.run_id, record.destination_id, error, attempts, now_iso()))
         except Exception:  # noqa: BLE001 - the outcome below still carries the error
             recorded = False
         outcomes.append(_outcome(batch, "failed" if recorded else "unrecorded", log, error))
 
+    def attempt_for(batch: Batch) -> Callable[[], object]:
+        def attempt() -> object:
+            bucket.acquire()
+            if quota:
+                try:
+                    quota.take()
+                except (QuotaExhausted, FenceRejected):
+                    raise
+                except Exception as error:
+                    raise StoreUnavailable() from error
+            return destination.send(batch)
+
+        return attempt
+
+    def handle(batch: Batch) -> None:
+        nonlocal deferred_until
+        record = batch.record
+        try:
+            known = store.get(record.batch_key)
+        except Exception as error:  # noqa: BLE001
+            outcomes.append(_outcome(batch, "unrecorded", error=f"ledger read failed: {type(error).__name__}"))
+            return
+        if known and known.state is BatchState.DELIVERED:
+            outcomes.append(_outcome(batch, "skipped"))
+            return
+        attempts_before = known.attempts if known else 0
+        if deferred_until:
+            save(record.moved_to(BatchState.DEFERRED, attempts_before, "deferred behind an exhausted quota or throttling"))
+            outcomes.append(_outcome(batch, "deferred", resume_at=deferred_until))
+            return
+        if batch.load_error:
+            fail(batch, attempts_before, batch.load_error)
+            return
+        try:
+            _, log = call_with_retries(attempt_for(batch), classify, policy, rng, sleep)
+        except GaveUp as gave_up:
+            log, failure = gave_up.log, gave_up.failure
+            error = failure.message[:MAX_ERROR_LENGTH]
+            attempts = attempts_before + log.attempts
+            if failure.kind in (FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED):
+                # Out of quota, or throttled past the retry budget: pressing on would only
+                # spend requests; this batch and the rest wait for `resume_at`.
+                deferred_until = _resume_at(failure, quota, reset_timezone)
+                save(record.moved_to(BatchState.DEFERRED, attempts, error))
+                outcomes.append(_outcome(batch, "deferred", log, error, deferred_until))
+                return
+            fail(batch, attempts, error, log)
+            return
+        recorded = save(record.moved_to(BatchState.DELIVERED, attempts_before + log.attempts))
+        outcomes.append(_outcome(batch, "delivered" if recorded else "unrecorded", log))
+
+    pending = iter(batches)
     with destination:
-        for batch in batches:
-            record = batch.record
+        for batch in pending:
             try:
-                known = store.get(record.batch_key)
-            except Exception as error:  # noqa: BLE001
-                outcomes.append(_outcome(batch, "unrecorded", error=f"ledger read failed: {type(error).__name__}"))
-                continue
-            if known and known.state is BatchState.DELIVERED:
-                outcomes.append(_outcome(batch, "skipped"))
-                continue
-            attempts_before = known.attempts if known else 0
-            if deferred_until:
-                _save(store, record.moved_to(BatchState.DEFERRED, attempts_before, "deferred behind an exhausted quota or throttling"), sleep)
-                outcomes.append(_outcome(batch, "deferred", resume_at=deferred_until))
-                continue
-            if batch.load_error:
-                fail(batch, attempts_before, batch.load_error)
-                continue
-
-            def attempt() -> object:
-                bucket.acquire()
-                if quota:
-                    try:
-                        quota.take()
-                    except QuotaExhausted:
-                        raise
-                    except Exception as error:
-                        raise StoreUnavailable() from error
-                return destination.send(batch)
-
-            try:
-                _, log = call_with_retries(attempt, classify, policy, rng, sleep)
-            except GaveUp as gave_up:
-                log, failure = gave_up.log, gave_up.failure
-                error = failure.message[:MAX_ERROR_LENGTH]
-                attempts = attempts_before + log.attempts
-                if failure.kind in (FailureKind.QUOTA_EXHAUSTED, FailureKind.RATE_LIMITED):
-                    # Out of quota, or throttled past the retry budget: pressing on would only
-                    # spend requests; this batch and the rest wait for `resume_at`.
-                    deferred_until = _resume_at(failure, quota, reset_timezone)
-                    _save(store, record.moved_to(BatchState.DEFERRED, attempts, error), sleep)
-                    outcomes.append(_outcome(batch, "deferred", log, error, deferred_until))
-                    continue
-                fail(batch, attempts, error, log)
-                continue
-            recorded = _save(store, record.moved_to(BatchState.DELIVERED, attempts_before + log.attempts), sleep)
-            outcomes.append(_outcome(batch, "delivered" if recorded else "unrecorded", log))
+                handle(batch)
+            except FenceRejected:
+                # Possibly sent already: the lease's new holder finds it pending and the
+                # destination de-duplicates it.
+                outcomes.append(_outcome(batch, "fenced", error="the lease was lost; stopped"))
+                outcomes.extend(_outcome(rest, "fenced") for rest in pending)
+                break
     return outcomes

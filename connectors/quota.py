@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from connectors.state.store import StateStore
+from connectors.state.store import Fence, StateStore
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,17 @@ class DailyQuota:
         requests_per_day: int,
         reset_timezone: str = "UTC",
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        fence: Fence | None = None,
     ) -> None:
         self.store, self.quota_key, self.limit = store, quota_key, requests_per_day
-        self.reset_timezone, self.clock = reset_timezone, clock
+        self.reset_timezone, self.clock, self.fence = reset_timezone, clock, fence
 
     def current(self) -> QuotaWindow:
         return quota_window(self.clock(), self.reset_timezone)
 
     def take(self, requests: int = 1) -> None:
         window = self.current()
-        if not self.store.consume_quota(self.quota_key, window.window, requests, self.limit):
+        if not self.store.consume_quota(self.quota_key, window.window, requests, self.limit, fence=self.fence):
             raise QuotaExhausted(self.quota_key, window)
 
     def used(self) -> int:

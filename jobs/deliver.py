@@ -27,7 +27,7 @@ from connectors.destination import Batch
 from connectors.quota import DailyQuota
 from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.state.store import BatchRecord, BatchState, StateStore
+from connectors.state.store import BatchRecord, BatchState, Fence, StateStore
 from jobs import snapshots, storage
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
@@ -64,6 +64,10 @@ class DeliverRequest:
     workers: int = 2
     endpoints: dict[str, str] = field(default_factory=dict)  # destination id -> URL override
     destinations: tuple[str, ...] = ()  # empty: all active destinations of the manifest
+    # The quota lease the state machine holds (owner and fencing token): ledger and quota
+    # writes are conditioned on it, so a job that lost its lease cannot write any more.
+    fence_owner: str | None = None
+    fence_token: int | None = None
 
 
 def open_store(state: str) -> StateStore:
@@ -97,7 +101,17 @@ def _read_members(path: str, batch_number: int) -> list[tuple[str, str]]:
     return sorted(zip(table.column("id_type").to_pylist(), table.column("match_key").to_pylist()))
 
 
-def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, workers: dict[str, int], endpoints: dict[str, str]):
+def _fence(request_fence: tuple[str | None, int | None], state: str, quota_key: str) -> Fence | None:
+    owner, token = request_fence
+    if owner is None or token is None:
+        return None
+    return Fence(state.removeprefix("dynamodb://"), f"LEASE#{quota_key}", "LEASE", owner, token)
+
+
+def _deliver_partition(
+    config: Config, run_id: str, run_dir: str, state: str, workers: dict[str, int], endpoints: dict[str, str],
+    lease: tuple[str | None, int | None] = (None, None),
+):
     """The function each Spark partition runs: one connector per destination it holds."""
 
     def run(rows):
@@ -113,10 +127,11 @@ def _deliver_partition(config: Config, run_id: str, run_dir: str, state: str, wo
             sharing = sum(1 for d in workers if quota_keys[d] == destination.quota_key)
             bucket = TokenBucket.partition_share(rpm, workers[destination_id] * sharing)
             reset = destination.profile_spec.quota_reset_timezone
-            quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests, reset) if destination.daily_quota else None
+            fence = _fence(lease, state, destination.quota_key)
+            quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests, reset, fence=fence) if destination.daily_quota else None
             batches = (_load(run_id, run_dir, row) for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number)))
             connector = build_destination(destination, endpoints.get(destination_id))
-            for outcome in deliver_batches(connector, batches, store, bucket, quota, RetryPolicy(), random.Random(), reset_timezone=reset):
+            for outcome in deliver_batches(connector, batches, store, bucket, quota, RetryPolicy(), random.Random(), reset_timezone=reset, fence=fence):
                 yield tuple(asdict(outcome).values())
 
     return run
@@ -140,7 +155,7 @@ def _row_accounting(manifest: dict, destination_id: str, delivered_keys: set[str
 def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[str, str | None]:
     """FAILED if any batch failed (now or earlier, still dead-lettered) or went unrecorded;
     QUOTA_DEFERRED while batches wait; SUCCEEDED when every batch is delivered."""
-    if any(o.state == "unrecorded" for o in outcomes) or any(r.state is BatchState.FAILED for r in ledger):
+    if any(o.state in ("unrecorded", "fenced") for o in outcomes) or any(r.state is BatchState.FAILED for r in ledger):
         return "FAILED", None
     deferred = [o.resume_at for o in outcomes if o.state == "deferred" and o.resume_at]
     if deferred or any(r.state is not BatchState.DELIVERED for r in ledger):
@@ -155,6 +170,8 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     if text is None:
         raise DeliverError(f"run {request.run_id}: no manifest under {run_dir}; prepare the run first")
     manifest = json.loads(text)
+    if request.fence_owner is not None and not request.state.startswith("dynamodb://"):
+        raise DeliverError("--fence_owner/--fence_token need --state dynamodb://TABLE, where the lease lives")
     if not request.state.startswith("dynamodb://") and not spark.sparkContext.master.startswith("local"):
         raise DeliverError(f"--state {request.state}: a SQLite ledger only works on one machine; on a cluster use dynamodb://TABLE")
     config = request.config
@@ -186,7 +203,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         frame = spark.createDataFrame(rows, "destination_id string, audience_id string, op string, batch_number int, checksum string, ids long, file string")
         keyed = frame.rdd.map(lambda r: ((r.destination_id, r.batch_number % workers[r.destination_id]), r))
         spread = keyed.partitionBy(len(slots), lambda key: slots[key]).values()
-        work = _deliver_partition(config, request.run_id, run_dir, request.state, workers, request.endpoints)
+        work = _deliver_partition(config, request.run_id, run_dir, request.state, workers, request.endpoints, (request.fence_owner, request.fence_token))
         with timer.phase("send"):
             # Collected once (one small row per batch): a second action would send again.
             rows = spread.mapPartitions(work).collect()
@@ -213,6 +230,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
             "batches": states,
             "ids": ids,
             "sent_now": sum(1 for o in mine if o.state == "delivered"),
+            "fenced": sum(1 for o in mine if o.state == "fenced"),
             "retries": sum(o.retries for o in mine),
             "snapshot_committed": destination_id in committed,
             # A newer run was committed since this one was prepared: its delta is no longer
@@ -244,6 +262,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint", action="append", default=[], metavar="DESTINATION=URL", help="send a destination to another URL (an emulator)")
     parser.add_argument("--destination", action="append", default=[], help="deliver only these destinations")
     parser.add_argument("--master", help="Spark master when starting Spark locally (default local[*])")
+    parser.add_argument("--fence-owner", "--fence_owner", dest="fence_owner", help="owner of the quota lease (set by the state machine)")
+    parser.add_argument("--fence-token", "--fence_token", dest="fence_token", type=int, help="fencing token of that lease")
     parser.add_argument(
         "--deferred-exit-code", "--deferred_exit_code", dest="deferred_exit_code", type=int, default=3,
         help="exit code for QUOTA_DEFERRED (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
@@ -265,6 +285,7 @@ def request_from_args(args: argparse.Namespace) -> DeliverRequest:
         out=args.out, run_id=args.run_id, config=load_config(args.config or DEFAULT_CONFIG),
         state=args.state or storage.join(args.out, "state", "delivery.db"), workers=args.workers,
         endpoints=endpoints, destinations=tuple(args.destination),
+        fence_owner=args.fence_owner, fence_token=args.fence_token,
     )
 
 

@@ -118,3 +118,25 @@ def test_a_stale_holder_cannot_write_the_ledger(table):
     with pytest.raises(FenceRejected):
         store.save(record.moved_to(BatchState.DELIVERED, 2), fence=stale.fence(table))
     assert store.get(record.batch_key).state is BatchState.DEFERRED
+
+
+def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table):
+    import random as rnd
+
+    from connectors.delivery import deliver_batches
+    from connectors.rate_limit import TokenBucket
+    from connectors.retry import RetryPolicy
+    from connectors.state.dynamodb import DynamoStateStore
+    from tests.unit.connectors.test_delivery import Scripted, batches
+
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    store = DynamoStateStore(table)
+    stale = lock.acquire("google_ads_project", "job-a", 30)
+    clock.now += 31
+    lock.acquire("google_ads_project", "job-b", 30)
+    work = batches(3)
+    outcomes = deliver_batches(Scripted(), work, store, TokenBucket(1000), None, RetryPolicy(), rnd.Random(0),
+                               sleep=lambda s: None, fence=stale.fence(table))
+    assert [o.state for o in outcomes] == ["fenced"] * 3
+    assert all(store.get(b.record.batch_key) is None for b in work)  # no write of the stale holder landed
