@@ -140,3 +140,24 @@ def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table):
                                sleep=lambda s: None, fence=stale.fence(table))
     assert [o.state for o in outcomes] == ["fenced"] * 3
     assert all(store.get(b.record.batch_key) is None for b in work)  # no write of the stale holder landed
+
+
+@pytest.mark.parametrize("skew_a, skew_b", [(5, -5), (-5, 5)])
+def test_clock_skew_only_shortens_a_lease_by_twice_the_skew_and_the_token_covers_it(table, skew_a, skew_b):
+    true_time = Clock()
+    start = true_time.now
+    a = LeaseLock(table, lambda: true_time.now + skew_a)
+    b = LeaseLock(table, lambda: true_time.now + skew_b)
+    lease = a.acquire("q", "host-a", 60)
+    taken_at = None
+    for elapsed in range(0, 91):  # A stopped renewing (paused); B keeps trying every second
+        true_time.now = start + elapsed
+        try:
+            b.acquire("q", "host-b", 60)
+            taken_at = elapsed
+            break
+        except LeaseHeld:
+            continue
+    assert taken_at is not None and taken_at >= 60 - 2 * abs(skew_a - skew_b) / 2 - 1
+    with pytest.raises(LeaseLost):  # in any overlap, A's token is already stale
+        a.check_fence(lease)
