@@ -35,6 +35,11 @@ class InputError(ValueError):
     """An input file is missing, of an unknown format, or does not match the data contract."""
 
 
+def _data_files(root: Path) -> list[Path]:
+    """The data files under a directory, without Spark's `_SUCCESS` and hidden files."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
+
+
 def detect_format(path: str) -> str:
     """The format of a file, or of the data files inside a directory, from their extension."""
     candidates = [path]
@@ -42,7 +47,7 @@ def detect_format(path: str) -> str:
     if not storage.is_s3(path) and not local.exists():
         raise InputError(f"{path}: no such file or directory")
     if local.is_dir():
-        candidates = sorted(str(p) for p in local.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
+        candidates = [str(p) for p in _data_files(local)]
         if not candidates:
             raise InputError(f"{path}: no data files in this directory")
     for candidate in candidates:
@@ -117,7 +122,7 @@ def _check_json_lines_keys(located: Located, contract: StructType, optional: set
     """Spark infers one schema for all JSON files; check each file's first record ourselves,
     so one file with a renamed key is named instead of turning into rejected rows."""
     root = Path(located.path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
+    files = [root] if root.is_file() else _data_files(root)
     for file in files:
         opener = gzip.open if file.suffix == ".gz" else open
         with opener(file, "rt", encoding="utf-8", errors="replace") as handle:

@@ -32,6 +32,17 @@ def create_table(name: str, client=None) -> None:
     client.get_waiter("table_exists").wait(TableName=name)
 
 
+def _all_items(read) -> list[dict]:
+    """Every item of a paginated query or scan (`read(**page_arguments)`)."""
+    items, start = [], None
+    while True:
+        page = read(**({"ExclusiveStartKey": start} if start else {}))
+        items.extend(page["Items"])
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return items
+
+
 def _conditional_failure(error: ClientError) -> bool:
     return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
@@ -75,13 +86,8 @@ class DynamoStateStore:
     def batches(self, run_id: str, destination_id: str | None = None) -> list[BatchRecord]:
         prefix = f"BATCH#{run_id}/" + (f"{destination_id}/" if destination_id else "")
         condition = Key("pk").eq(f"RUN#{run_id}") & Key("sk").begins_with(prefix)
-        records, start = [], None
-        while True:
-            page = self._table.query(KeyConditionExpression=condition, ConsistentRead=True, **({"ExclusiveStartKey": start} if start else {}))
-            records.extend(self._record(item) for item in page["Items"])
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return records
+        items = _all_items(lambda **page: self._table.query(KeyConditionExpression=condition, ConsistentRead=True, **page))
+        return [self._record(item) for item in items]
 
     def save(self, record: BatchRecord, fence: Fence | None = None) -> None:
         if fence is not None:
@@ -175,13 +181,7 @@ class DynamoStateStore:
             read = lambda **page: self._table.query(KeyConditionExpression=Key("pk").eq(f"DLQ#{run_id}"), ConsistentRead=True, **page)  # noqa: E731
         else:  # dead letters are few: a filtered scan is fine
             read = lambda **page: self._table.scan(FilterExpression="begins_with(pk, :dlq)", ExpressionAttributeValues={":dlq": "DLQ#"}, **page)  # noqa: E731
-        items, start = [], None
-        while True:
-            page = read(**({"ExclusiveStartKey": start} if start else {}))
-            items.extend(page["Items"])
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                break
+        items = _all_items(read)
         letters = [DeadLetter(**{k: (int(v) if k == "attempts" else v) for k, v in item.items() if k in fields}) for item in items]
         return sorted(letters, key=lambda letter: letter.batch_key)
 
