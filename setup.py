@@ -21,7 +21,13 @@ TEST = [
     "moto[server]==5.2.5",
     "cfn-lint>=1.0",
 ]
-DEV = TEST
+# `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
+# engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.
+LOCAL = [
+    "moto[server]==5.2.5",
+    "jsonata-python==0.7.1",
+]
+DEV = TEST + LOCAL
 
 setup(
     name="audience-relay",
@@ -31,6 +37,6 @@ setup(
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
     package_data={"jobs": ["defaults/*.yaml"]},
     install_requires=RUNTIME,
-    extras_require={"test": TEST, "dev": DEV},
+    extras_require={"test": TEST + LOCAL, "local": LOCAL, "dev": DEV},
     entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
 )

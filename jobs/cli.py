@@ -77,11 +77,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _definitions(args: argparse.Namespace) -> int:
     from jobs.config import DEFAULT_CONFIG, load_config
-    from orchestration.definitions import MachineSpec, Resources, render
+    from orchestration.definitions import Resources, machine_specs, render
 
     config = load_config(args.config or DEFAULT_CONFIG)
-    specs = [MachineSpec(d.id, d.kind, d.profile, d.quota_key) for d in config.active_destinations]
-    for path in render(specs, Resources(), args.out):
+    for path in render(machine_specs(config.active_destinations), Resources(), args.out):
         print(path)
     return EXIT_OK
 

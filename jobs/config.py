@@ -78,6 +78,13 @@ class S3Connection(_Strict):
     kms_key_id: str | None = None
 
 
+class Orchestration(_Strict):
+    """How the destination's state machine prepares a run on its own (the scheduler prepares once for all)."""
+
+    prepare_engine: Literal["glue", "emr"] = "glue"   # emr: an on-demand cluster created and terminated per run
+    transform_job: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")] | None = None   # an extra Glue job after prepare
+
+
 class _DestinationBase(_Strict):
     id: Annotated[str, Field(pattern=SAFE_ID)]
     profile: str
@@ -90,6 +97,7 @@ class _DestinationBase(_Strict):
     sync_mode: Literal["mirror", "upsert"] = "mirror"
     guards: Guards = Guards()
     active: bool = True
+    orchestration: Orchestration = Orchestration()
     audiences: dict[Annotated[str, Field(pattern=SAFE_AUDIENCE_ID)], list[str]]
 
     @field_validator("audiences")
@@ -235,6 +243,14 @@ class Config(_Strict):
     @property
     def active_destinations(self) -> list[HttpDestination | SftpDestination | S3Destination]:
         return [d for d in self.destinations if d.active]
+
+    def restricted_to(self, ids: list[str]) -> Config:
+        """The same config with only these destinations (a destination's own prepare run)."""
+        active = {d.id for d in self.active_destinations}
+        unknown = sorted(set(ids) - active)
+        if unknown or not ids:
+            raise ConfigError(f"destinations {unknown or ids} are not among the active destinations {sorted(active)}")
+        return self.model_copy(update={"destinations": [d for d in self.destinations if d.id in ids]})
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

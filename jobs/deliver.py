@@ -209,7 +209,8 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
             rows = spread.mapPartitions(work).collect()
         outcomes = [BatchOutcome(*row) for row in rows]
         spark.createDataFrame(rows, OUTCOME).coalesce(1).write.mode("overwrite").parquet(
-            storage.join(run_dir, "delivery", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+            # Per destination set: deliveries of one run to different destinations may run at once.
+            storage.join(run_dir, "delivery", "outcomes", f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{'+'.join(sorted(chosen_ids))}")
         )
 
     ledger = store.batches(request.run_id)
@@ -226,7 +227,10 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         if states["delivered"] == len(own) and not superseded:
             snapshots.commit(request.out, request.run_id, destination_id)
             committed.append(destination_id)
+        own_status, own_resume_at = _status(mine, own)
         report[destination_id] = {
+            "status": own_status,
+            "resume_at": own_resume_at,
             "batches": states,
             "ids": ids,
             "sent_now": sum(1 for o in mine if o.state == "delivered"),
@@ -247,8 +251,14 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         "dead_letters": len(store.dead_letters(request.run_id)),
         "seconds": round(time.monotonic() - started, 1),
     }
-    # The state machine reads this object to decide: done, wait until `resume_at`, or fail.
-    storage.write_text(storage.join(run_dir, "delivery", "summary.json"), json.dumps(summary, indent=2) + "\n")
+    # A destination's state machine reads its own object to decide: done, wait until
+    # `resume_at`, or fail. Deliveries of one run to several destinations may run at once, so
+    # each writes only its destinations' files; the run-wide file when it delivered them all.
+    for destination_id, entry in report.items():
+        own_summary = {**entry, "destination": destination_id, "run_id": request.run_id, "seconds": summary["seconds"]}
+        storage.write_text(storage.join(run_dir, "delivery", destination_id, "summary.json"), json.dumps(own_summary, indent=2) + "\n")
+    if chosen_ids == set(manifest["destinations"]):
+        storage.write_text(storage.join(run_dir, "delivery", "summary.json"), json.dumps(summary, indent=2) + "\n")
     log_event("deliver.done", status=status, run_id=request.run_id, resume_at=resume_at, seconds=summary["seconds"])
     return summary
 

@@ -274,6 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output root; the run goes to <out>/runs/<run_id>/")
     parser.add_argument("--config", help="destinations YAML (default: the embedded example config)")
     parser.add_argument("--consent", help="consent file or directory")
+    parser.add_argument("--destinations", help="comma-separated destination ids to prepare (default: every active one)")
     parser.add_argument("--run-id", "--run_id", dest="run_id", help="run id (default: UTC timestamp)")
     parser.add_argument("--format", "--input-format", dest="input_format", choices=["parquet", "csv", "jsonl"])
     parser.add_argument("--consent-format", "--consent_format", dest="consent_format", choices=["parquet", "csv", "jsonl"])
@@ -285,10 +286,13 @@ def request_from_args(args: argparse.Namespace) -> PrepareRequest:
     from jobs.config import DEFAULT_CONFIG
 
     config_path = args.config or str(DEFAULT_CONFIG)
+    config = load_config(config_path)
+    if args.destinations:
+        config = config.restricted_to([d.strip() for d in args.destinations.split(",") if d.strip()])
     return PrepareRequest(
         input=args.input,
         out=args.out,
-        config=load_config(config_path),
+        config=config,
         config_source=config_path,
         run_id=args.run_id or default_run_id(),
         consent=args.consent,

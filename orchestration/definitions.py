@@ -1,17 +1,20 @@
 """Step Functions definitions (ASL, JSONata) built from the destination config.
 
 One Standard state machine per destination runs its whole delivery lifecycle:
-acquire the quota lease -> prepare (Glue job, or an on-demand EMR cluster) -> deliver (Glue
-job) -> read the delivery summary -> done, or on `QUOTA_DEFERRED` release the lease, wait
+acquire the quota lease -> prepare its own run, unless the scheduler prepared it already (a
+Glue job, or a step on an on-demand EMR cluster created and terminated by the machine; then
+an optional extra Glue transform job) -> deliver (Glue job) -> read the delivery summary -> done, or on `QUOTA_DEFERRED` release the lease, wait
 until `resume_at` and deliver again. Every phase has a typed `Catch` that releases the lease,
 alerts (SNS), records the failure with the execution's context (SQS dead-letter queue) and
 fails with an error naming the phase. Deferrals are counted in the state; past the limit the
 execution fails loudly, and every `continue_every` deferrals it continues as a new execution
 to stay far from the 25,000-event history limit.
 
-A scheduler machine fans out to the per-destination machines with a Map
-(`states:startExecution.sync:2`, bounded concurrency), so one slow or failing destination
-never stalls the others.
+A scheduler machine prepares one input once for every active destination (normalizing
+billions of rows once, not once per destination), then fans out to the per-destination
+machines with a Map (`states:startExecution.sync:2`, bounded concurrency), so one slow or
+failing destination never stalls the others; it fails at the end, naming the destinations
+that failed.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 
 TRANSIENT = ["States.Timeout", "Glue.AWSGlueException", "Glue.ConcurrentRunsExceededException", "States.TaskFailed"]
+GLUE_SYNC = "arn:aws:states:::glue:startJobRun.sync"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class MachineSpec:
     kind: str
     profile: str
     quota_key: str
+    prepare_engine: str = "glue"
+    transform_job: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,16 @@ class Resources:
     alert_topic_arn: str = "arn:aws:sns:us-east-1:123456789012:audience-relay-alerts"
     dead_letter_queue_url: str = "https://sqs.us-east-1.amazonaws.com/123456789012/audience-relay-failures"
     destination_machine_arn_prefix: str = "arn:aws:states:us-east-1:123456789012:stateMachine:audience-relay-destination-"
+    # On-demand EMR clusters for destinations whose config says `prepare_engine: emr`.
+    prepare_script_uri: str = "s3://audience-relay-artifacts/jobs/prepare.py"
+    library_uri: str = "s3://audience-relay-artifacts/dist/audience_relay.zip"
+    emr_release: str = "emr-7.9.0"   # Spark 3.5, like Glue 5.1
+    emr_instance_type: str = "m6g.xlarge"
+    emr_core_instances: int = 2
+    emr_service_role: str = "audience-relay-emr-service"
+    emr_instance_profile: str = "audience-relay-emr-instance"
+    emr_log_uri: str = "s3://audience-relay-artifacts/emr-logs/"
+    emr_idle_timeout_seconds: int = 3600   # a backstop: the machine terminates the cluster itself
     lease_seconds: int = 4 * 3600
     max_deferrals: int = 30
     continue_every: int = 10
@@ -55,15 +71,15 @@ def _retry_transient() -> dict:
             "MaxDelaySeconds": 600, "JitterStrategy": "FULL"}
 
 
-def _catch(phase: str) -> list[dict]:
-    return [{"ErrorEquals": ["States.ALL"], "Next": "RecordFailure",
+def _catch(phase: str, next_state: str = "RecordFailure") -> list[dict]:
+    return [{"ErrorEquals": ["States.ALL"], "Next": next_state,
              "Assign": {"failed_phase": phase, "failure": "{% $states.errorOutput %}"}}]
 
 
 def _glue(job: str, arguments: dict, phase: str, next_state: str) -> dict:
     return {
         "Type": "Task",
-        "Resource": "arn:aws:states:::glue:startJobRun.sync",
+        "Resource": GLUE_SYNC,
         "Arguments": {"JobName": job, "Arguments": arguments},
         "Retry": [_retry_transient()],
         "Catch": _catch(phase),
@@ -71,8 +87,127 @@ def _glue(job: str, arguments: dict, phase: str, next_state: str) -> dict:
     }
 
 
+def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
+    """RecordFailure (release the lease, if any) -> Alert (SNS) -> DeadLetter (SQS) -> Fail `<Phase>Failed`.
+
+    `context` is a JSONata object body (`'key': value, ...`) added to the alert and the message.
+    Each step's own failure is caught so the next one still runs.
+    """
+    record = {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Alert"}], "Next": "Alert"} if release else {
+        "Type": "Pass", "Next": "Alert"}
+    return {
+        "RecordFailure": record,
+        "Alert": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sns:publish",
+            "Arguments": {
+                "TopicArn": "{% $alert_topic %}",
+                "Subject": subject,
+                "Message": "{% $string({" + context + ", 'phase': $failed_phase, 'execution': $states.context.Execution.Id}) %}",
+            },
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "DeadLetter"}],
+            "Next": "DeadLetter",
+        },
+        "DeadLetter": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::sqs:sendMessage",
+            "Arguments": {
+                "QueueUrl": "{% $dead_letter_queue %}",
+                "MessageBody": "{% $string({" + context + ", 'phase': $failed_phase, 'error': $failure, "
+                               "'execution': $states.context.Execution.Id, 'input': $run}) %}",
+            },
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Failed"}],
+            "Next": "Failed",
+        },
+        "Failed": {"Type": "Fail", "Error": "{% $failed_phase & 'Failed' %}", "Cause": "{% $string($failure) %}"},
+    }
+
+
+def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[str], next_state: str) -> dict:
+    """CreateCluster.sync -> AddStep.sync (spark-submit prepare) -> TerminateCluster, on every path."""
+    cluster = {"ClusterId": "{% $cluster_id %}"}
+    return {
+        "CreateCluster": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::elasticmapreduce:createCluster.sync",
+            "Arguments": {
+                "Name": "{% 'audience-relay-" + destination.id + "-' & $run.run_id %}",
+                "ReleaseLabel": resources.emr_release,
+                "Applications": [{"Name": "Spark"}],
+                "ServiceRole": resources.emr_service_role,
+                "JobFlowRole": resources.emr_instance_profile,
+                "LogUri": resources.emr_log_uri,
+                "VisibleToAllUsers": True,
+                "AutoTerminationPolicy": {"IdleTimeout": resources.emr_idle_timeout_seconds},
+                "Instances": {
+                    "KeepJobFlowAliveWhenNoSteps": True,
+                    "InstanceGroups": [
+                        {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": resources.emr_instance_type, "InstanceCount": 1},
+                        {"Name": "core", "InstanceRole": "CORE", "InstanceType": resources.emr_instance_type,
+                         "InstanceCount": resources.emr_core_instances},
+                    ],
+                },
+            },
+            "Assign": {"cluster_id": "{% $states.result.ClusterId %}"},
+            "Retry": [_retry_transient()],
+            "Catch": _catch("Prepare"),
+            "Next": "Prepare",
+        },
+        "Prepare": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::elasticmapreduce:addStep.sync",
+            "Arguments": {**cluster, "Step": {
+                "Name": "prepare",
+                "ActionOnFailure": "CONTINUE",
+                "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [
+                    "spark-submit", "--deploy-mode", "cluster", "--py-files", resources.library_uri,
+                    resources.prepare_script_uri, *job_args]},
+            }},
+            "Catch": _catch("Prepare", "TerminateClusterAfterFailure"),
+            "Next": "TerminateCluster",
+        },
+        "TerminateCluster": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::elasticmapreduce:terminateCluster",
+            "Arguments": cluster,
+            "Retry": [_retry_transient()],
+            "Catch": _catch("TerminateCluster"),
+            "Next": next_state,
+        },
+        "TerminateClusterAfterFailure": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::elasticmapreduce:terminateCluster",
+            "Arguments": cluster,
+            "Retry": [_retry_transient()],
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "RecordFailure"}],
+            "Next": "RecordFailure",
+        },
+    }
+
+
+def _own_prepare(destination: MachineSpec, resources: Resources, common: dict) -> dict:
+    """Prepare this destination's own run (input without the scheduler), then the optional transform."""
+    after_prepare = "Transform" if destination.transform_job else "MarkPrepared"
+    arguments = {**common, "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--destinations": destination.id}
+    if destination.prepare_engine == "emr":
+        states = _emr_prepare(destination, resources, [item for pair in arguments.items() for item in pair], after_prepare)
+        first = "CreateCluster"
+    else:
+        states = {"Prepare": _glue(resources.prepare_job, arguments, "Prepare", after_prepare)}
+        first = "Prepare"
+    if destination.transform_job:
+        states["Transform"] = _glue(destination.transform_job, {**common, "--destination": destination.id}, "Transform", "MarkPrepared")
+    states["MarkPrepared"] = {"Type": "Pass", "Assign": {"prepared": True}, "Next": "Deliver"}
+    return {"AlreadyPrepared": {
+        "Type": "Choice",
+        "Choices": [{"Condition": "{% $prepared %}", "Next": "Deliver"}],
+        "Default": first,
+    }, **states}
+
+
 def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
-    """The per-destination lifecycle; the execution input holds `run_id`, `input` and `consent`."""
+    """The per-destination lifecycle; the execution input holds `run_id`, `input` and `consent`
+    (and `prepared: true` when the scheduler prepared the run)."""
     out = f"s3://{resources.work_bucket}"
     lease_key = {"pk": {"S": f"LEASE#{destination.quota_key}"}, "sk": {"S": "LEASE"}}
     now = "{% $string($floor($millis() / 1000)) %}"
@@ -97,6 +232,8 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
                 "owner": "{% $states.context.Execution.Name %}",
                 "deferrals": "{% $exists($states.input.deferrals) ? $states.input.deferrals : 0 %}",
                 "prepared": "{% $exists($states.input.prepared) ? $states.input.prepared : false %}",
+                "alert_topic": resources.alert_topic_arn,
+                "dead_letter_queue": resources.dead_letter_queue_url,
             },
             "Next": "AcquireLease",
         },
@@ -124,15 +261,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Catch": _catch("Lease"),
             "Next": "AlreadyPrepared",
         },
-        "AlreadyPrepared": {
-            "Type": "Choice",
-            "Choices": [{"Condition": "{% $prepared %}", "Next": "Deliver"}],
-            "Default": "Prepare",
-        },
-        "Prepare": _glue(resources.prepare_job, {
-            **common, "--input": "{% $run.input %}", "--consent": "{% $run.consent %}",
-        }, "Prepare", "MarkPrepared"),
-        "MarkPrepared": {"Type": "Pass", "Assign": {"prepared": True}, "Next": "Deliver"},
+        **_own_prepare(destination, resources, common),
         "Deliver": _glue(resources.deliver_job, {
             **common, "--destination": destination.id, "--state": f"dynamodb://{resources.state_table}",
             "--deferred_exit_code": "0",
@@ -141,7 +270,8 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
         "ReadSummary": {
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
-            "Arguments": {"Bucket": resources.work_bucket, "Key": "{% 'runs/' & $run.run_id & '/delivery/summary.json' %}"},
+            "Arguments": {"Bucket": resources.work_bucket,
+                          "Key": "{% 'runs/' & $run.run_id & '/delivery/" + destination.id + "/summary.json' %}"},
             "Assign": {"summary": "{% $parse($states.result.Body) %}"},
             "Retry": [_retry_transient()],
             "Catch": _catch("ReadSummary"),
@@ -158,7 +288,9 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Default": "DeliveryFailed",
         },
         "ReleaseLease": {**release, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "Done"},
-        "Done": {"Type": "Succeed"},
+        "Done": {"Type": "Succeed", "Output": {
+            "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "{% $summary.status %}",
+            "deferrals": "{% $deferrals %}"}},
         "CountDeferral": {"Type": "Pass", "Assign": {"deferrals": "{% $deferrals + 1 %}"}, "Next": "ReleaseBeforeWait"},
         # Nobody should hold the shared quota while waiting for it to reset.
         "ReleaseBeforeWait": {**release, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "WaitForQuota"},
@@ -176,39 +308,18 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
                 "Name": "{% $run.run_id & '-' & $string($deferrals) %}",
                 "Input": "{% $merge([$run, {'deferrals': $deferrals, 'prepared': $prepared}]) %}",
             },
+            "Assign": {"continued_as": "{% $states.result.ExecutionArn %}"},
             "Catch": _catch("ContinueAsNew"),
             "Next": "Continued",
         },
-        "Continued": {"Type": "Succeed"},
+        "Continued": {"Type": "Succeed", "Output": {
+            "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "CONTINUED_AS_NEW",
+            "execution": "{% $continued_as %}", "deferrals": "{% $deferrals %}"}},
         "DeferralLimitReached": {"Type": "Pass", "Assign": {"failed_phase": "DeferralLimit", "failure": "{% $summary %}"},
                                  "Next": "RecordFailure"},
         "DeliveryFailed": {"Type": "Pass", "Assign": {"failed_phase": "Delivery", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
-        "RecordFailure": {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Alert"}], "Next": "Alert"},
-        "Alert": {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::sns:publish",
-            "Arguments": {
-                "TopicArn": resources.alert_topic_arn,
-                "Subject": f"audience-relay {destination.id}: delivery lifecycle failed",
-                "Message": "{% $string({'destination': '" + destination.id + "', 'phase': $failed_phase, "
-                           "'execution': $states.context.Execution.Id, 'run_id': $run.run_id}) %}",
-            },
-            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "DeadLetter"}],
-            "Next": "DeadLetter",
-        },
-        "DeadLetter": {
-            "Type": "Task",
-            "Resource": "arn:aws:states:::sqs:sendMessage",
-            "Arguments": {
-                "QueueUrl": resources.dead_letter_queue_url,
-                "MessageBody": "{% $string({'destination': '" + destination.id + "', 'phase': $failed_phase, 'error': $failure, "
-                               "'execution': $states.context.Execution.Id, 'input': $run, 'deferrals': $deferrals}) %}",
-            },
-            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Failed"}],
-            "Next": "Failed",
-        },
-        "Failed": {"Type": "Fail", "Error": "{% $failed_phase & 'Failed' %}",
-                   "Cause": "{% $string($failure) %}"},
+        **_failure_tail(f"audience-relay {destination.id}: delivery lifecycle failed", release,
+                        f"'destination': '{destination.id}', 'run_id': $run.run_id, 'deferrals': $deferrals"),
     }
     return {
         "Comment": f"audience-relay: delivery lifecycle of {destination.id} ({destination.kind}/{destination.profile})",
@@ -219,17 +330,27 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
 
 
 def scheduler_machine(destinations: list[str], resources: Resources, max_concurrency: int = 10) -> dict:
-    """Fan out one run to every active destination's machine; a failure stays in its branch."""
+    """Prepare one input once, then run every active destination's lifecycle; a failure stays in its branch."""
     return {
-        "Comment": "audience-relay: start every active destination's lifecycle for one input",
+        "Comment": "audience-relay: prepare one input for every active destination, then deliver to each",
         "QueryLanguage": "JSONata",
-        "StartAt": "Destinations",
+        "StartAt": "Init",
         "States": {
+            "Init": {"Type": "Pass", "Assign": {
+                "run": "{% $states.input %}",
+                "alert_topic": resources.alert_topic_arn,
+                "dead_letter_queue": resources.dead_letter_queue_url,
+            }, "Next": "Prepare"},
+            "Prepare": _glue(resources.prepare_job, {
+                "--out": f"s3://{resources.work_bucket}", "--run_id": "{% $run.run_id %}", "--config": resources.config_uri,
+                "--input": "{% $run.input %}", "--consent": "{% $run.consent %}",
+            }, "Prepare", "Destinations"),
             "Destinations": {
                 "Type": "Map",
                 "Items": destinations,
                 "MaxConcurrency": max_concurrency,
-                "ItemSelector": {"destination": "{% $states.context.Map.Item.Value %}", "run": "{% $states.input %}"},
+                "ItemSelector": {"destination": "{% $states.context.Map.Item.Value %}",
+                                 "run": "{% $merge([$run, {'prepared': true}]) %}"},
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "INLINE"},
                     "StartAt": "RunDestination",
@@ -244,17 +365,36 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                             },
                             # One destination's failure is reported, not allowed to stop the others.
                             "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "DestinationFailed",
-                                       "Output": {"destination": "{% $states.input.destination %}", "error": "{% $states.errorOutput %}"}}],
-                            "Output": {"destination": "{% $states.input.destination %}", "status": "SUCCEEDED"},
+                                       "Output": {"destination": "{% $states.input.destination %}", "status": "FAILED",
+                                                  "error": "{% $states.errorOutput %}"}}],
+                            "Output": {"destination": "{% $states.input.destination %}", "status": "SUCCEEDED",
+                                       "result": "{% $states.result.Output %}"},
                             "End": True,
                         },
                         "DestinationFailed": {"Type": "Pass", "End": True},
                     },
                 },
-                "End": True,
-            }
+                "Assign": {"results": "{% $states.result %}"},
+                "Catch": _catch("Destinations"),
+                "Next": "AllDelivered?",
+            },
+            "AllDelivered?": {
+                "Type": "Choice",
+                "Choices": [{"Condition": "{% $count($results[status = 'FAILED']) > 0 %}", "Next": "SomeDestinationsFailed"}],
+                "Default": "Done",
+            },
+            "Done": {"Type": "Succeed", "Output": {"run_id": "{% $run.run_id %}", "destinations": "{% $results %}"}},
+            "SomeDestinationsFailed": {"Type": "Pass", "Assign": {
+                "failed_phase": "Destinations", "failure": "{% $results[status = 'FAILED'] %}"}, "Next": "RecordFailure"},
+            **_failure_tail("audience-relay: scheduled run failed", None, "'run_id': $run.run_id"),
         },
     }
+
+
+def machine_specs(destinations) -> list[MachineSpec]:
+    """One spec per configured destination (`jobs.config` destination objects)."""
+    return [MachineSpec(d.id, d.kind, d.profile, d.quota_key, d.orchestration.prepare_engine, d.orchestration.transform_job)
+            for d in destinations]
 
 
 def render(destinations: list[MachineSpec], resources: Resources, out: str | Path) -> list[Path]:
@@ -262,10 +402,15 @@ def render(destinations: list[MachineSpec], resources: Resources, out: str | Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    machines = {f"destination-{d.id}": destination_machine(d, resources) for d in destinations}
-    machines["scheduler"] = scheduler_machine([d.id for d in destinations], resources)
-    for name, definition in machines.items():
+    for name, definition in machines(destinations, resources).items():
         path = out / f"{name}.asl.json"
         path.write_text(json.dumps(definition, indent=2) + "\n")
         written.append(path)
     return written
+
+
+def machines(destinations: list[MachineSpec], resources: Resources) -> dict[str, dict]:
+    """Every machine's definition by name: `destination-<id>` for each destination, and `scheduler`."""
+    found = {f"destination-{d.id}": destination_machine(d, resources) for d in destinations}
+    found["scheduler"] = scheduler_machine([d.id for d in destinations], resources)
+    return found

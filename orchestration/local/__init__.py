@@ -1,0 +1,1 @@
+"""Run the rendered state machines on a laptop: moto's ASL engine, local compute, local AWS."""

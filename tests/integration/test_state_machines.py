@@ -1,0 +1,181 @@
+"""The rendered definitions, executed in moto's ASL engine (patched by orchestration/local/engine.py).
+
+The jobs are played by `ScriptedJobs`, which writes the delivery summary a real deliver
+job would write; `test_run_command.py` runs the same machines with the real job scripts.
+"""
+import datetime
+import json
+from collections import defaultdict
+
+import pytest
+
+from orchestration.definitions import MachineSpec, Resources
+from orchestration.local.engine import JobFailed
+from orchestration.local.runner import LocalStateMachines
+
+pytestmark = pytest.mark.integration
+
+GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
+META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")
+SFTP_ON_EMR = MachineSpec("partner_sftp", "sftp", "sftp_gzip_csv", "partner_sftp", prepare_engine="emr", transform_job="enrich")
+RESOURCES = Resources(max_deferrals=3, continue_every=2)
+RUN = {"run_id": "r1", "input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
+
+
+def _soon(seconds: int) -> str:
+    moment = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ScriptedJobs:
+    """Plays prepare and deliver: deliver writes the next scripted status per destination."""
+
+    def __init__(self, s3, statuses: dict[str, list[str]] | None = None, failing: set[str] = frozenset()) -> None:
+        self.s3, self.failing = s3, failing
+        self.statuses = defaultdict(lambda: ["SUCCEEDED"], {k: list(v) for k, v in (statuses or {}).items()})
+        self.calls: list[tuple[str, dict]] = []
+
+    def run_glue_job(self, job_name: str, arguments: dict[str, str]) -> None:
+        self.calls.append((job_name, arguments))
+        failing = arguments.get("--destination", arguments.get("--destinations"))
+        if job_name in self.failing or f"{job_name}:{failing}" in self.failing:
+            raise JobFailed(f"{job_name} failed (scripted)")
+        if job_name == RESOURCES.deliver_job:
+            destination = arguments["--destination"]
+            queue = self.statuses[destination]
+            status = queue.pop(0) if len(queue) > 1 else queue[0]
+            summary = {"status": status, "resume_at": _soon(1) if status == "QUOTA_DEFERRED" else None}
+            self.s3.put_object(Bucket=RESOURCES.work_bucket, Key=f"runs/{arguments['--run_id']}/delivery/{destination}/summary.json",
+                               Body=json.dumps(summary).encode())
+
+    def run_emr_step(self, cluster_id: str, args: list[str]) -> None:
+        self.calls.append(("emr-step", {"cluster": cluster_id, "args": args}))
+        if "emr-step" in self.failing:
+            raise JobFailed("spark-submit exited with 1 (scripted)")
+
+    def jobs(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+@pytest.fixture(scope="module")
+def machines():
+    with LocalStateMachines([GOOGLE, META, SFTP_ON_EMR], RESOURCES, retry_scale=0.0) as local:
+        yield local
+
+
+@pytest.fixture
+def jobs(machines):
+    scripted = ScriptedJobs(machines.aws.client("s3"))
+    machines.bind(scripted)
+    machines.alerts(), machines.dead_letters()  # each test sees only its own
+    return scripted
+
+
+def test_happy_path_prepares_delivers_and_releases_the_lease(machines, jobs):
+    execution = machines.run("destination-google_dm", "happy", RUN, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.output == {"destination": "google_dm", "run_id": "r1", "status": "SUCCEEDED", "deferrals": 0}
+    assert execution.states[:6] == ["Init", "AcquireLease", "AlreadyPrepared", "Prepare", "MarkPrepared", "Deliver"]
+    prepare, deliver = jobs.calls
+    assert prepare == ("audience-relay-prepare", {"--out": "s3://audience-relay-work", "--run_id": "r1", "--config": RESOURCES.config_uri,
+                                                  "--input": RUN["input"], "--consent": RUN["consent"], "--destinations": "google_dm"})
+    lease = machines.lease("google_ads_project")
+    assert deliver[1]["--fence_owner"] == "happy" and deliver[1]["--fence_token"] == lease["fencing_token"]
+    assert "owner" not in lease and lease["expires_at"] == "0"
+    assert machines.alerts() == [] and machines.dead_letters() == []
+
+
+def test_a_failed_glue_job_is_retried_then_caught_released_alerted_and_dead_lettered(machines, jobs):
+    jobs.failing = {"audience-relay-deliver"}
+    execution = machines.run("destination-google_dm", "deliver-fails", RUN, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "DeliverFailed"
+    assert jobs.jobs().count("audience-relay-deliver") == 4  # 1 + 3 retries of States.TaskFailed
+    assert "owner" not in machines.lease("google_ads_project")
+    [alert] = machines.alerts()
+    assert alert["message"]["phase"] == "Deliver" and alert["message"]["destination"] == "google_dm"
+    [letter] = machines.dead_letters()
+    assert letter["phase"] == "Deliver" and letter["input"] == RUN and letter["execution"].endswith(":deliver-fails")
+    assert json.loads(letter["error"]["Cause"])["JobRunState"] == "FAILED"
+
+
+def test_quota_deferral_waits_until_resume_at_releasing_the_lease_then_delivers_again(machines, jobs):
+    jobs.statuses["google_dm"] = ["QUOTA_DEFERRED", "SUCCEEDED"]
+    execution = machines.run("destination-google_dm", "deferred-once", RUN, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.output["deferrals"] == 1
+    assert jobs.jobs() == ["audience-relay-prepare", "audience-relay-deliver", "audience-relay-deliver"]  # prepared once
+    after_wait = execution.states[execution.states.index("WaitForQuota"):]
+    assert after_wait[:4] == ["WaitForQuota", "ContinueAsNew?", "AcquireLease", "AlreadyPrepared"]
+    assert execution.states.index("ReleaseBeforeWait") < execution.states.index("WaitForQuota")
+
+
+def test_every_second_deferral_continues_as_a_new_execution_that_skips_prepare(machines, jobs):
+    jobs.statuses["google_dm"] = ["QUOTA_DEFERRED", "QUOTA_DEFERRED", "SUCCEEDED"]
+    first = machines.run("destination-google_dm", "r-continue", {**RUN, "run_id": "rc"}, timeout=60)
+    assert first.status == "SUCCEEDED" and first.output["status"] == "CONTINUED_AS_NEW"
+    continued = [e for e in machines.executions("destination-google_dm") if e.name == "rc-2"]
+    assert continued, "the continuation was not started"
+    done = machines.aws.wait(continued[0].arn, timeout=60)
+    assert done.status == "SUCCEEDED" and done.output["status"] == "SUCCEEDED" and done.output["deferrals"] == 2
+    assert jobs.jobs().count("audience-relay-prepare") == 1
+
+
+def test_the_deferral_limit_fails_the_execution_loudly(machines, jobs):
+    jobs.statuses["google_dm"] = ["QUOTA_DEFERRED"]
+    execution = machines.run("destination-google_dm", "never-resumes", {**RUN, "deferrals": 3, "prepared": True}, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "DeferralLimitFailed"
+    assert jobs.jobs() == ["audience-relay-deliver"]
+    [letter] = machines.dead_letters()
+    assert letter["phase"] == "DeferralLimit" and letter["deferrals"] == 3
+    assert "owner" not in machines.lease("google_ads_project")
+
+
+def test_a_destination_held_by_another_owner_waits_for_the_lease(machines, jobs):
+    """The shared quota's lease is live: acquisition is retried (backoff scaled to 0 here) until it fails."""
+    machines.aws.client("dynamodb").put_item(TableName=RESOURCES.state_table, Item={
+        "pk": {"S": "LEASE#google_ads_project"}, "sk": {"S": "LEASE"}, "owner": {"S": "someone-else"},
+        "expires_at": {"N": str(int(datetime.datetime.now().timestamp()) + 3600)}, "fencing_token": {"N": "40"}})
+    try:
+        execution = machines.run("destination-google_dm", "contended", RUN, timeout=60)
+    finally:
+        machines.aws.client("dynamodb").delete_item(TableName=RESOURCES.state_table,
+                                                     Key={"pk": {"S": "LEASE#google_ads_project"}, "sk": {"S": "LEASE"}})
+    assert execution.status == "FAILED" and execution.error == "LeaseFailed"
+    assert jobs.jobs() == []  # nothing ran without the lease
+    assert machines.binding.retry_sleeps[:20] and len(machines.binding.retry_sleeps) == 20
+
+
+def test_emr_prepare_creates_runs_and_terminates_the_cluster_then_transforms(machines, jobs):
+    execution = machines.run("destination-partner_sftp", "emr-ok", RUN, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.states[2:7] == ["AlreadyPrepared", "CreateCluster", "Prepare", "TerminateCluster", "Transform"]
+    step = jobs.calls[0][1]["args"]
+    assert step[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", RESOURCES.library_uri]
+    assert step[5] == RESOURCES.prepare_script_uri and step[step.index("--destinations") + 1] == "partner_sftp"
+    assert jobs.jobs()[1:] == ["enrich", "audience-relay-deliver"]
+    assert [c["State"] for c in machines.binding.clusters.clusters.values()] == ["TERMINATED"]
+
+
+def test_a_failed_emr_step_still_terminates_the_cluster(machines, jobs):
+    jobs.failing = {"emr-step"}
+    execution = machines.run("destination-partner_sftp", "emr-fails", RUN, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "PrepareFailed"
+    assert "TerminateClusterAfterFailure" in execution.states
+    assert [c["State"] for c in machines.binding.clusters.clusters.values()] == ["TERMINATED"]
+    assert "audience-relay-deliver" not in jobs.jobs()
+    assert [m["message"]["phase"] for m in machines.alerts()] == ["Prepare"]
+
+
+def test_scheduler_prepares_once_and_one_failing_destination_does_not_stop_the_others(machines, jobs):
+    jobs.failing = {"audience-relay-deliver:meta_ads"}
+    execution = machines.run("scheduler", "sched-1", {**RUN, "run_id": "s1"}, timeout=120)
+    assert execution.status == "FAILED" and execution.error == "DestinationsFailed"
+    assert jobs.jobs().count("audience-relay-prepare") == 1
+    prepare_args = jobs.calls[0][1]
+    assert "--destinations" not in prepare_args  # one prepare for every active destination
+    children = {e.name: e for s in ("google_dm", "meta_ads", "partner_sftp") for e in machines.executions(f"destination-{s}")}
+    assert children["s1-google_dm"].status == "SUCCEEDED" and children["s1-partner_sftp"].status == "SUCCEEDED"
+    assert children["s1-meta_ads"].status == "FAILED" and children["s1-meta_ads"].error == "DeliverFailed"
+    assert "Prepare" not in children["s1-google_dm"].states and "CreateCluster" not in children["s1-partner_sftp"].states
+    phases = sorted(letter["phase"] for letter in machines.dead_letters())
+    assert phases == ["Deliver", "Destinations"]
