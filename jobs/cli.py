@@ -14,6 +14,7 @@ from jobs import dead_letters
 from jobs import deliver as deliver_job
 from jobs import generate as generator
 from jobs import prepare as prepare_job
+from jobs import run as run_command
 from jobs.args import parse_job_args
 from jobs.config import ConfigError
 from jobs.demo import DemoError, run_demo
@@ -24,7 +25,7 @@ from jobs.quality import QualityError
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
-    deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable,
+    deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError,
 )
 
 
@@ -116,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = commands.add_parser("deliver", help="send a prepared run's batches; resumable, idempotent")
     deliver_job.add_arguments(deliver)
     deliver.set_defaults(handler=deliver_job.command)
+
+    run = commands.add_parser("run", help="run one input through the Step Functions definitions, locally")
+    run_command.add_arguments(run)
+    run.set_defaults(handler=run_command.command)
 
     definitions = commands.add_parser("definitions", help="render the Step Functions definitions (ASL JSON) from the config")
     definitions.add_argument("--out", required=True, help="directory for the .asl.json files")

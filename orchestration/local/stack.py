@@ -58,18 +58,23 @@ class LocalAws:
         self._server.start()
         # The engine's own clients go to http://localhost:$MOTO_PORT (moto's boto_client_for).
         self._set_env({"MOTO_PORT": str(self.port)})
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/config", method="POST",
-                                         data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode())
-        urllib.request.urlopen(request, timeout=10).close()
+        # moto's backends are process-wide: start from nothing, whatever ran before here.
+        self._moto_api("reset")
+        self._moto_api("config", {"stepfunctions": {"execute_state_machine": True}})
         return self
 
     def __exit__(self, *exc) -> None:
+        self._moto_api("reset")
         self._server.stop()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+    def _moto_api(self, action: str, body: dict | None = None) -> None:
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/{action}", method="POST", data=json.dumps(body or {}).encode())
+        urllib.request.urlopen(request, timeout=30).close()
 
     def _set_env(self, values: dict[str, str]) -> None:
         for key, value in values.items():
