@@ -10,6 +10,7 @@ from collections import defaultdict
 import pytest
 
 from orchestration.definitions import MachineSpec, Resources
+from orchestration.ingest import notification_configuration, start_runs
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
 
@@ -179,3 +180,66 @@ def test_scheduler_prepares_once_and_one_failing_destination_does_not_stop_the_o
     assert "Prepare" not in children["s1-google_dm"].states and "CreateCluster" not in children["s1-partner_sftp"].states
     phases = sorted(letter["phase"] for letter in machines.dead_letters())
     assert phases == ["Deliver", "Destinations"]
+
+
+def _poll_like_lambda(machines, queue_url: str) -> list[dict]:
+    """What the SQS event source mapping does: receive, invoke, delete all but the reported failures."""
+    sqs, responses = machines.aws.client("sqs"), []
+    while True:
+        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])
+        if not received:
+            return responses
+        records = [{"messageId": m["MessageId"], "body": m["Body"], "receiptHandle": m["ReceiptHandle"]} for m in received]
+        response = start_runs(records, machines.arns["scheduler"], "s3://lake/consent/", machines.aws.client("stepfunctions"))
+        responses.append(response)
+        retry = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+        for record in records:
+            if record["messageId"] not in retry:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=record["receiptHandle"])
+        if retry:
+            return responses
+
+
+def test_a_duplicate_s3_event_starts_nothing_new_and_other_keys_are_filtered_at_the_source(machines, jobs, caplog):
+    caplog.set_level("INFO", logger="audience_relay.ingest")
+    s3, sqs = machines.aws.client("s3"), machines.aws.client("sqs")
+    s3.create_bucket(Bucket="lake")
+    dead = sqs.create_queue(QueueName="audience-relay-ingest-dlq")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName="audience-relay-ingest", Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket="lake", NotificationConfiguration=notification_configuration(queue_arn, "in/", [".parquet", ".csv.gz"]))
+    for key in ("in/day 7/part-0.parquet", "in/day 7/part-0.parquet", "in/day 7/_SUCCESS", "archive/part-0.parquet"):
+        s3.put_object(Bucket="lake", Key=key, Body=b"same bytes, same ETag")
+
+    _poll_like_lambda(machines, queue)
+
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "audience_relay.ingest"]
+    assert len(logged) == 2 and len({entry["run_id"] for entry in logged}) == 1  # two events, one object version
+    [execution] = [e for e in machines.executions("scheduler") if e.name.startswith("s3-")]
+    done = machines.aws.wait(execution.arn, timeout=60)
+    assert done.status == "SUCCEEDED", done.cause
+    prepare = next(args for name, args in jobs.calls if name == "audience-relay-prepare")
+    assert prepare["--input"] == "s3://lake/in/day 7/part-0.parquet" and prepare["--run_id"] == execution.name
+    assert prepare["--consent"] == "s3://lake/consent/"
+    # Standard workflows: the same name while running is the same execution (AWS idempotency);
+    # once it has ended, StartExecution refuses the name. Either way nothing new starts.
+    caplog.clear()
+    s3.put_object(Bucket="lake", Key="in/day 7/part-0.parquet", Body=b"same bytes, same ETag")
+    _poll_like_lambda(machines, queue)
+    assert [json.loads(r.getMessage())["outcome"] for r in caplog.records if r.name == "audience_relay.ingest"] == ["duplicate"]
+    assert len([e for e in machines.executions("scheduler") if e.name.startswith("s3-")]) == 1
+
+
+def test_an_unreadable_ingest_message_is_reported_for_retry_not_dropped(machines, jobs):
+    sqs = machines.aws.client("sqs")
+    queue = sqs.create_queue(QueueName="audience-relay-ingest-garbage")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody="not json")
+    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}))
+    responses = _poll_like_lambda(machines, queue)
+    failures = [f for r in responses for f in r["batchItemFailures"]]
+    assert len(failures) == 1
+    left = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    assert [m["Body"] for m in left] == ["not json"]  # still there for SQS to retry, then dead-letter
