@@ -121,3 +121,16 @@ def test_a_shared_quota_key_must_have_one_limit():
 def test_audience_ids_must_name_configured_audiences():
     message = broken(lambda raw: raw["destinations"][0]["connection"]["audience_ids"].update(nope="123"))
     assert "connection.audience_ids: ['nope'] are not audiences" in message
+
+
+def test_prepare_engine_is_glue_or_emr_and_named_when_wrong():
+    assert load_config(DEFAULT_CONFIG).destinations[0].orchestration.prepare_engine == "glue"
+    message = broken(lambda raw: raw["destinations"][2].update(orchestration={"prepare_engine": "lambda"}))
+    assert "(partner_sftp).orchestration.prepare_engine" in message
+
+
+def test_a_config_restricted_to_some_destinations_keeps_only_those_and_refuses_unknown_ids():
+    config = load_config(DEFAULT_CONFIG)
+    assert [d.id for d in config.restricted_to(["google_dm"]).active_destinations] == ["google_dm"]
+    with pytest.raises(ConfigError, match="nope"):
+        config.restricted_to(["google_dm", "nope"])

@@ -8,6 +8,7 @@ from jobs.cli import main
 from orchestration.definitions import MachineSpec, Resources, destination_machine, scheduler_machine
 
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
+ON_EMR = MachineSpec("partner_sftp", "sftp", "sftp_gzip_csv", "partner_sftp", prepare_engine="emr", transform_job="enrich")
 
 
 def targets(state: dict) -> list[str]:
@@ -16,8 +17,9 @@ def targets(state: dict) -> list[str]:
     return [t for t in found if t]
 
 
-def test_every_transition_lands_on_a_state_and_every_state_is_reachable():
-    machine = destination_machine(GOOGLE, Resources())
+@pytest.mark.parametrize("spec", [GOOGLE, ON_EMR], ids=["glue", "emr"])
+def test_every_transition_lands_on_a_state_and_every_state_is_reachable(spec):
+    machine = destination_machine(spec, Resources())
     states = machine["States"]
     seen, todo = set(), [machine["StartAt"]]
     while todo:
@@ -59,7 +61,25 @@ def test_scheduler_fans_out_with_bounded_concurrency_and_isolates_failures():
     assert task["Catch"][0]["Next"] == "DestinationFailed"
 
 
-@pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), scheduler_machine(["google_dm"], Resources())])
+def test_emr_prepare_terminates_its_cluster_on_success_and_on_failure():
+    states = destination_machine(ON_EMR, Resources())["States"]
+    assert states["AlreadyPrepared"]["Default"] == "CreateCluster"
+    assert states["CreateCluster"]["Resource"].endswith("elasticmapreduce:createCluster.sync")
+    assert states["Prepare"]["Resource"].endswith("elasticmapreduce:addStep.sync")
+    assert states["Prepare"]["Next"] == "TerminateCluster" and states["Prepare"]["Catch"][0]["Next"] == "TerminateClusterAfterFailure"
+    assert states["TerminateClusterAfterFailure"]["Next"] == "RecordFailure"
+    assert states["TerminateCluster"]["Next"] == "Transform" and states["Transform"]["Arguments"]["JobName"] == "enrich"
+
+
+def test_scheduler_prepares_once_before_fanning_out_prepared_runs():
+    states = scheduler_machine(["google_dm"], Resources())["States"]
+    assert states["Prepare"]["Next"] == "Destinations" and "--destinations" not in states["Prepare"]["Arguments"]["Arguments"]
+    assert "'prepared': true" in states["Destinations"]["ItemSelector"]["run"]
+    assert states["AllDelivered?"]["Choices"][0]["Next"] == "SomeDestinationsFailed"
+
+
+@pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), destination_machine(ON_EMR, Resources()),
+                                     scheduler_machine(["google_dm"], Resources())], ids=["glue", "emr", "scheduler"])
 def test_definitions_pass_cfn_lint(machine):
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
