@@ -143,13 +143,16 @@ def deliver_batches(
     def attempt_for(batch: Batch) -> Callable[[], object]:
         def attempt() -> object:
             bucket.acquire()
-            if quota:
-                try:
+            try:
+                if fence:
+                    # Right before the request: a holder that lost the lease sends nothing more.
+                    store.check_fence(fence)
+                if quota:
                     quota.take()
-                except (QuotaExhausted, FenceRejected):
-                    raise
-                except Exception as error:
-                    raise StoreUnavailable() from error
+            except (QuotaExhausted, FenceRejected):
+                raise
+            except Exception as error:
+                raise StoreUnavailable() from error
             return destination.send(batch)
 
         return attempt
@@ -197,8 +200,9 @@ def deliver_batches(
             try:
                 handle(batch)
             except FenceRejected:
-                # Possibly sent already: the lease's new holder finds it pending and the
-                # destination de-duplicates it.
+                # The lease is checked right before each request, so a batch is sent after a
+                # takeover only if the lease changed hands within that instant; the new
+                # holder finds it pending and the destination de-duplicates it.
                 outcomes.append(_outcome(batch, "fenced", error="the lease was lost; stopped"))
                 outcomes.extend(_outcome(rest, "fenced") for rest in pending)
                 break

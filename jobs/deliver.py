@@ -12,6 +12,7 @@ Runs under spark-submit, Glue and `audience-relay deliver`. Exit codes: 0 SUCCEE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -32,6 +33,7 @@ from jobs import snapshots, storage
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
 from jobs.logs import PhaseTimer, log_event
+from orchestration.lock import Heartbeat, LeaseLock
 
 OUTCOME = StructType(
     [
@@ -68,6 +70,7 @@ class DeliverRequest:
     # writes are conditioned on it, so a job that lost its lease cannot write any more.
     fence_owner: str | None = None
     fence_token: int | None = None
+    lease_seconds: float = 4 * 3600   # how far each heartbeat extends the state machine's lease
 
 
 def open_store(state: str) -> StateStore:
@@ -106,6 +109,19 @@ def _fence(request_fence: tuple[str | None, int | None], state: str, quota_key: 
     if owner is None or token is None:
         return None
     return Fence(state.removeprefix("dynamodb://"), f"LEASE#{quota_key}", "LEASE", owner, token)
+
+
+@contextlib.contextmanager
+def _lease_heartbeats(request: DeliverRequest, destinations: list):
+    """Keep the state machine's quota leases alive while sending (it acquired them and releases them)."""
+    with contextlib.ExitStack() as stack:
+        if request.fence_owner is not None and request.fence_token is not None:
+            lock = LeaseLock(request.state.removeprefix("dynamodb://"))
+            for quota_key in sorted({d.quota_key for d in destinations}):
+                beat = stack.enter_context(Heartbeat(lock, quota_key, request.fence_owner, request.lease_seconds, held_token=request.fence_token))
+                if beat.lost.is_set():
+                    log_event("deliver.lease_lost", level="WARNING", quota_key=quota_key, owner=request.fence_owner)
+        yield
 
 
 def _deliver_partition(
@@ -204,7 +220,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         keyed = frame.rdd.map(lambda r: ((r.destination_id, r.batch_number % workers[r.destination_id]), r))
         spread = keyed.partitionBy(len(slots), lambda key: slots[key]).values()
         work = _deliver_partition(config, request.run_id, run_dir, request.state, workers, request.endpoints, (request.fence_owner, request.fence_token))
-        with timer.phase("send"):
+        with timer.phase("send"), _lease_heartbeats(request, chosen):
             # Collected once (one small row per batch): a second action would send again.
             rows = spread.mapPartitions(work).collect()
         outcomes = [BatchOutcome(*row) for row in rows]
@@ -274,6 +290,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", help="Spark master when starting Spark locally (default local[*])")
     parser.add_argument("--fence-owner", "--fence_owner", dest="fence_owner", help="owner of the quota lease (set by the state machine)")
     parser.add_argument("--fence-token", "--fence_token", dest="fence_token", type=int, help="fencing token of that lease")
+    parser.add_argument("--lease-seconds", "--lease_seconds", dest="lease_seconds", type=float, default=4 * 3600,
+                        help="with --fence_owner: the lease is renewed to this many seconds ahead every third of it")
     parser.add_argument(
         "--deferred-exit-code", "--deferred_exit_code", dest="deferred_exit_code", type=int, default=3,
         help="exit code for QUOTA_DEFERRED (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
@@ -295,7 +313,7 @@ def request_from_args(args: argparse.Namespace) -> DeliverRequest:
         out=args.out, run_id=args.run_id, config=load_config(args.config or DEFAULT_CONFIG),
         state=args.state or storage.join(args.out, "state", "delivery.db"), workers=args.workers,
         endpoints=endpoints, destinations=tuple(args.destination),
-        fence_owner=args.fence_owner, fence_token=args.fence_token,
+        fence_owner=args.fence_owner, fence_token=args.fence_token, lease_seconds=args.lease_seconds,
     )
 
 

@@ -265,7 +265,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
         "Deliver": _glue(resources.deliver_job, {
             **common, "--destination": destination.id, "--state": f"dynamodb://{resources.state_table}",
             "--deferred_exit_code": "0",
-            "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}",
+            "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
         }, "Deliver", "ReadSummary"),
         "ReadSummary": {
             "Type": "Task",

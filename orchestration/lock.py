@@ -122,15 +122,25 @@ class Heartbeat:
     `ensure_held`) before each side effect on the shared resource.
     """
 
-    def __init__(self, lock: LeaseLock, name: str, owner: str, lease_seconds: float) -> None:
+    def __init__(self, lock: LeaseLock, name: str, owner: str, lease_seconds: float, held_token: int | None = None) -> None:
+        """`held_token`: keep alive a lease someone else acquired and will release (the state
+        machine's, passed to a job with its fencing token) instead of acquiring one."""
         self.lock, self.name, self.owner, self.lease_seconds = lock, name, owner, lease_seconds
+        self._held_token = held_token
         self.lost = threading.Event()
         self._stop = threading.Event()
         self.lease: Lease | None = None
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        self.lease = self.lock.acquire(self.name, self.owner, self.lease_seconds)
+        if self._held_token is None:
+            self.lease = self.lock.acquire(self.name, self.owner, self.lease_seconds)
+        else:
+            try:
+                self.lease = self.lock.renew(Lease(self.name, self.owner, self._held_token, 0.0), self.lease_seconds)
+            except LeaseLost:
+                self.lost.set()  # taken over already: fenced writes will be refused
+                return self
         self._thread.start()
         return self
 
@@ -151,8 +161,9 @@ class Heartbeat:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
-        if not self.lost.is_set():
+        if self._thread.is_alive():
+            self._thread.join()
+        if not self.lost.is_set() and self._held_token is None:
             try:
                 self.lock.release(self.lease)
             except LeaseLost:

@@ -123,6 +123,12 @@ class DynamoStateStore:
                 return False
             raise
 
+    def check_fence(self, fence: Fence) -> None:
+        # The resource's client (de)serializes attribute values, as in `_fenced`.
+        item = self._table.meta.client.get_item(TableName=fence.table, Key={"pk": fence.pk, "sk": fence.sk}, ConsistentRead=True).get("Item", {})
+        if item.get("owner") != fence.owner or int(item.get("fencing_token", -1)) != fence.token:
+            raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} is no longer current")
+
     def _fenced(self, fence: Fence, write: dict) -> list[str]:
         """Run `write` in one transaction with the lease check; the cancellation codes, if any."""
         try:

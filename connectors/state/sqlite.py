@@ -71,6 +71,9 @@ class SqliteStateStore:
         params = (run_id, destination_id) if destination_id else (run_id,)
         return [self._record(r) for r in self._db.execute(query + " ORDER BY batch_key", params)]
 
+    def check_fence(self, fence: Fence) -> None:
+        raise ValueError("fencing needs the DynamoDB state store, where the lease lives")
+
     def save(self, record: BatchRecord, fence: Fence | None = None) -> None:
         if fence is not None:
             raise ValueError("fenced ledger writes need the DynamoDB state store, where the lease lives")

@@ -108,6 +108,9 @@ class StateStore(Protocol):
 
     def quota_used(self, quota_key: str, window: str) -> int: ...
 
+    def check_fence(self, fence: Fence) -> None:
+        """Raise `FenceRejected` unless the fence's lease token is current (checked before each send)."""
+
     def add_dead_letter(self, letter: DeadLetter) -> None: ...
 
     def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]: ...

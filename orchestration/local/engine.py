@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import logging
 import threading
 import time
 import types
@@ -262,6 +263,9 @@ def install(compute: LocalCompute | None, retry_scale: float = 1.0) -> _Binding:
     BINDING.compute, BINDING.retry_scale = compute, retry_scale
     BINDING.clusters, BINDING.retry_sleeps = LocalClusters(), []
     if not _installed:
+        # moto logs every state failure at ERROR, Catch-handled ones included; the execution
+        # history (and `run`'s report) already says what failed and why.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         moto_jsonata._eval_jsonata = _eval_jsonata
         StateTaskServiceAwsSdk._normalise_response = _aws_sdk_response
         StateTaskServiceSfn._normalise_parameters = _sfn_parameters

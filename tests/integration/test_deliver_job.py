@@ -152,3 +152,31 @@ def test_a_run_overtaken_by_a_newer_committed_run_never_becomes_the_baseline(pre
     assert code == 0 and report["batches"]["delivered"] > 0
     assert not report["snapshot_committed"] and report["superseded_by"] == "d2"
     assert json.loads((out / "snapshots" / "meta_ads.json").read_text())["run_id"] == "d2"
+
+
+def test_deliver_under_the_machines_lease_renews_it_and_a_stale_token_is_fenced_out(prepared, capsys):
+    import shutil
+
+    from connectors.state.dynamodb import create_table
+    from orchestration.lock import LeaseLock
+
+    root, config, manifest = prepared
+    out = root / "fenced-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    create_table("audience-relay-fenced")
+    lock = LeaseLock("audience-relay-fenced")
+    stale = lock.acquire("meta_ads", "execution-old", 60)
+    lock.release(stale)
+    current = lock.acquire("meta_ads", "execution-new", 5)  # nearly expired: the job's heartbeat must extend it
+    arguments = ["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
+                 "--state", "dynamodb://audience-relay-fenced", "--lease-seconds", "600"]
+    with HttpDestinationEmulator() as emulator:
+        capsys.readouterr()
+        code = main([*arguments, "--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-old", "--fence-token", str(stale.token)])
+        refused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert code == 1 and refused["destinations"]["meta_ads"]["fenced"] > 0 and not emulator.score.accepted
+        code = main([*arguments, "--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-new", "--fence-token", str(current.token)])
+    assert code == 0
+    assert len(emulator.score.accepted) == sum(1 for b in manifest["batches"] if b["destination_id"] == "meta_ads")
+    item = lock._table.get_item(Key={"pk": "LEASE#meta_ads", "sk": "LEASE"}, ConsistentRead=True)["Item"]
+    assert item["owner"] == "execution-new" and float(item["expires_at"]) > current.expires_at + 500

@@ -135,10 +135,11 @@ def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table):
     stale = lock.acquire("google_ads_project", "job-a", 30)
     clock.now += 31
     lock.acquire("google_ads_project", "job-b", 30)
-    work = batches(3)
-    outcomes = deliver_batches(Scripted(), work, store, TokenBucket(1000), None, RetryPolicy(), rnd.Random(0),
+    work, destination = batches(3), Scripted()
+    outcomes = deliver_batches(destination, work, store, TokenBucket(1000), None, RetryPolicy(), rnd.Random(0),
                                sleep=lambda s: None, fence=stale.fence(table))
     assert [o.state for o in outcomes] == ["fenced"] * 3
+    assert destination.received == []  # the lease is checked before each request: nothing was sent
     assert all(store.get(b.record.batch_key) is None for b in work)  # no write of the stale holder landed
 
 
@@ -161,3 +162,26 @@ def test_clock_skew_only_shortens_a_lease_by_twice_the_skew_and_the_token_covers
     assert taken_at is not None and taken_at >= 60 - 2 * abs(skew_a - skew_b) / 2 - 1
     with pytest.raises(LeaseLost):  # in any overlap, A's token is already stale
         a.check_fence(lease)
+
+
+def test_a_job_keeps_the_state_machines_lease_alive_without_releasing_it(table):
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    machine = lock.acquire("q", "execution-1", 60)
+    clock.now += 50
+    with Heartbeat(lock, "q", "execution-1", 600, held_token=machine.token) as beat:
+        assert not beat.lost.is_set() and beat.lease.expires_at == clock.now + 600
+    lock.check_fence(machine)  # still the machine's, with the same token, after the job ended
+    lock.release(machine)
+
+
+def test_a_job_handed_a_lease_that_was_taken_over_knows_at_once(table):
+    clock = Clock()
+    lock = LeaseLock(table, clock)
+    stale = lock.acquire("q", "execution-1", 30)
+    clock.now += 31
+    lock.acquire("q", "execution-2", 30)
+    with Heartbeat(lock, "q", "execution-1", 600, held_token=stale.token) as beat:
+        assert beat.lost.is_set()
+        with pytest.raises(LeaseLost):
+            beat.ensure_held()
