@@ -231,6 +231,8 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
                 "run": "{% $states.input %}",
                 "owner": "{% $states.context.Execution.Name %}",
                 "deferrals": "{% $exists($states.input.deferrals) ? $states.input.deferrals : 0 %}",
+                # Request retries inside deliver, summed over every delivery of this run.
+                "retries": "{% $exists($states.input.retries) ? $states.input.retries : 0 %}",
                 "prepared": "{% $exists($states.input.prepared) ? $states.input.prepared : false %}",
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
@@ -272,7 +274,8 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
             "Arguments": {"Bucket": resources.work_bucket,
                           "Key": "{% 'runs/' & $run.run_id & '/delivery/" + destination.id + "/summary.json' %}"},
-            "Assign": {"summary": "{% $parse($states.result.Body) %}"},
+            "Assign": {"summary": "{% $parse($states.result.Body) %}",
+                       "retries": "{% $sum([$retries, $parse($states.result.Body).retries]) %}"},
             "Retry": [_retry_transient()],
             "Catch": _catch("ReadSummary"),
             "Next": "Outcome",
@@ -290,7 +293,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
         "ReleaseLease": {**release, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "Done"},
         "Done": {"Type": "Succeed", "Output": {
             "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "{% $summary.status %}",
-            "deferrals": "{% $deferrals %}"}},
+            "deferrals": "{% $deferrals %}", "retries": "{% $retries %}"}},
         "CountDeferral": {"Type": "Pass", "Assign": {"deferrals": "{% $deferrals + 1 %}"}, "Next": "ReleaseBeforeWait"},
         # Nobody should hold the shared quota while waiting for it to reset.
         "ReleaseBeforeWait": {**release, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "WaitForQuota"},
@@ -306,7 +309,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Arguments": {
                 "StateMachineArn": "{% $states.context.StateMachine.Id %}",
                 "Name": "{% $run.run_id & '-' & $string($deferrals) %}",
-                "Input": "{% $merge([$run, {'deferrals': $deferrals, 'prepared': $prepared}]) %}",
+                "Input": "{% $merge([$run, {'deferrals': $deferrals, 'retries': $retries, 'prepared': $prepared}]) %}",
             },
             "Assign": {"continued_as": "{% $states.result.ExecutionArn %}"},
             "Catch": _catch("ContinueAsNew"),
@@ -319,7 +322,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
                                  "Next": "RecordFailure"},
         "DeliveryFailed": {"Type": "Pass", "Assign": {"failed_phase": "Delivery", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
         **_failure_tail(f"audience-relay {destination.id}: delivery lifecycle failed", release,
-                        f"'destination': '{destination.id}', 'run_id': $run.run_id, 'deferrals': $deferrals"),
+                        f"'destination': '{destination.id}', 'run_id': $run.run_id, 'deferrals': $deferrals, 'retries': $retries"),
     }
     return {
         "Comment": f"audience-relay: delivery lifecycle of {destination.id} ({destination.kind}/{destination.profile})",

@@ -45,7 +45,7 @@ class ScriptedJobs:
             destination = arguments["--destination"]
             queue = self.statuses[destination]
             status = queue.pop(0) if len(queue) > 1 else queue[0]
-            summary = {"status": status, "resume_at": _soon(1) if status == "QUOTA_DEFERRED" else None}
+            summary = {"status": status, "resume_at": _soon(1) if status == "QUOTA_DEFERRED" else None, "retries": 2}
             self.s3.put_object(Bucket=RESOURCES.work_bucket, Key=f"runs/{arguments['--run_id']}/delivery/{destination}/summary.json",
                                Body=json.dumps(summary).encode())
 
@@ -75,7 +75,7 @@ def jobs(machines):
 def test_happy_path_prepares_delivers_and_releases_the_lease(machines, jobs):
     execution = machines.run("destination-google_dm", "happy", RUN, timeout=60)
     assert execution.status == "SUCCEEDED", execution.cause
-    assert execution.output == {"destination": "google_dm", "run_id": "r1", "status": "SUCCEEDED", "deferrals": 0}
+    assert execution.output == {"destination": "google_dm", "run_id": "r1", "status": "SUCCEEDED", "deferrals": 0, "retries": 2}
     assert execution.states[:6] == ["Init", "AcquireLease", "AlreadyPrepared", "Prepare", "MarkPrepared", "Deliver"]
     prepare, deliver = jobs.calls
     assert prepare == ("audience-relay-prepare", {"--out": "s3://audience-relay-work", "--run_id": "r1", "--config": RESOURCES.config_uri,
@@ -118,6 +118,7 @@ def test_every_second_deferral_continues_as_a_new_execution_that_skips_prepare(m
     assert continued, "the continuation was not started"
     done = machines.aws.wait(continued[0].arn, timeout=60)
     assert done.status == "SUCCEEDED" and done.output["status"] == "SUCCEEDED" and done.output["deferrals"] == 2
+    assert done.output["retries"] == 6  # 2 per delivery, carried into the new execution
     assert jobs.jobs().count("audience-relay-prepare") == 1
 
 
