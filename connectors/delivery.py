@@ -79,18 +79,23 @@ def _save(store: StateStore, record, sleep: Callable[[float], None], fence: Fenc
     return False
 
 
+def rfc3339(moment: datetime) -> str:
+    """UTC with a `Z`, to the second: what a Step Functions Wait `Timestamp` accepts, and sortable as text."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _next_reset(reset_timezone: str) -> str:
-    return quota_window(datetime.now(timezone.utc), reset_timezone).resume_at.isoformat()
+    return rfc3339(quota_window(datetime.now(timezone.utc), reset_timezone).resume_at)
 
 
 def _resume_at(failure: Failure, quota: DailyQuota | None, reset_timezone: str) -> str:
     if failure.kind is FailureKind.QUOTA_EXHAUSTED:
         if quota:
-            return quota.current().resume_at.isoformat()
+            return rfc3339(quota.current().resume_at)
         if failure.retry_after is None:
             return _next_reset(reset_timezone)
     wait = timedelta(seconds=failure.retry_after) if failure.retry_after is not None else THROTTLE_DEFERRAL
-    return (datetime.now(timezone.utc) + min(wait, MAX_DEFERRAL)).isoformat(timespec="seconds")
+    return rfc3339(datetime.now(timezone.utc) + min(wait, MAX_DEFERRAL))
 
 
 def deliver_batches(

@@ -49,7 +49,7 @@ def run_job(prog: str, description: str, add_arguments: Callable, command: Calla
     return run_guarded(lambda: command(args))
 
 
-def _records(text: str) -> int:
+def record_count(text: str) -> int:
     """Accept 10000, 10_000, 10k, 10M."""
     multipliers = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
     text = text.strip().lower().replace("_", "")
@@ -96,11 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate two days of data and prepare both, all local")
     demo.add_argument("--out", help="where to write (default: a new temporary directory)")
-    demo.add_argument("--records", type=_records, default=200_000, help="rows per day (default 200k)")
+    demo.add_argument("--records", type=record_count, default=200_000, help="rows per day (default 200k)")
     demo.set_defaults(handler=_demo)
 
     gen = commands.add_parser("generate", help="write synthetic segment membership and consent files")
-    gen.add_argument("--records", type=_records, help="rows to generate (10000, 10k, 10M)")
+    gen.add_argument("--records", type=record_count, help="rows to generate (10000, 10k, 10M)")
     gen.add_argument("--out", required=True)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--day", type=int, help="day number; day N differs from day N-1 by churn")

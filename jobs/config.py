@@ -17,6 +17,8 @@ from jobs import storage
 from transforms.schemas import ID_TYPES
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Destination ids name state machines, executions (80 characters with the run id) and alert subjects.
+DESTINATION_ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 SAFE_AUDIENCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
 SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
@@ -86,7 +88,7 @@ class Orchestration(_Strict):
 
 
 class _DestinationBase(_Strict):
-    id: Annotated[str, Field(pattern=SAFE_ID)]
+    id: Annotated[str, Field(pattern=DESTINATION_ID)]
     profile: str
     id_types: Annotated[list[Literal["email", "phone", "maid", "external_id"]], Field(min_length=1)] | None = None
     hashing: dict[Literal["email", "phone", "maid", "external_id"], Literal["sha256", "none"]] = {}

@@ -33,6 +33,7 @@ from jobs import snapshots, storage
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
 from jobs.logs import PhaseTimer, log_event
+from jobs.prepare import RUN_ID
 from orchestration.lock import Heartbeat, LeaseLock
 
 OUTCOME = StructType(
@@ -181,6 +182,8 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
 
 def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     started = time.monotonic()
+    if not RUN_ID.match(request.run_id):
+        raise DeliverError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
     run_dir = storage.join(request.out, "runs", request.run_id)
     text = storage.read_text(storage.join(run_dir, "manifest.json"))
     if text is None:
@@ -226,7 +229,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         outcomes = [BatchOutcome(*row) for row in rows]
         spark.createDataFrame(rows, OUTCOME).coalesce(1).write.mode("overwrite").parquet(
             # Per destination set: deliveries of one run to different destinations may run at once.
-            storage.join(run_dir, "delivery", "outcomes", f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{'+'.join(sorted(chosen_ids))}")
+            storage.join(run_dir, "delivery", "_outcomes", f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{'+'.join(sorted(chosen_ids))}")
         )
 
     ledger = store.batches(request.run_id)
@@ -296,6 +299,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deferred-exit-code", "--deferred_exit_code", dest="deferred_exit_code", type=int, default=3,
         help="exit code for QUOTA_DEFERRED (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
     )
+    parser.add_argument(
+        "--failed-exit-code", "--failed_exit_code", dest="failed_exit_code", type=int, default=1,
+        help="exit code for a FAILED summary (default 1; under Step Functions 0: the machine routes on summary.json, "
+             "and a crash without a summary still fails the Glue run)",
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> DeliverRequest:
@@ -329,6 +337,8 @@ def command(args: argparse.Namespace) -> int:
     print(json.dumps(summary))
     if summary["status"] == "QUOTA_DEFERRED":
         return args.deferred_exit_code
+    if summary["status"] == "FAILED":
+        return args.failed_exit_code
     return EXIT_CODES[summary["status"]]
 
 

@@ -33,7 +33,8 @@ from transforms.delta import SNAPSHOT_STATUSES, classify_members
 from transforms.identifiers import normalize_identifiers
 from transforms.schemas import AUDIENCE_MAPPING, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Run ids become paths and execution names (`<run_id>-<destination>-<n>` within 80 characters).
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 TARGET_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one task each
 BROADCAST_OPT_OUTS_MAX = 5_000_000
 
@@ -53,6 +54,9 @@ class PrepareRequest:
     input_format: str | None = None
     consent_format: str | None = None
     sub_buckets: int = DEFAULT_SUB_BUCKETS
+    # "skip": a run whose manifest exists is complete (the manifest is written last), so a
+    # retried or re-driven orchestration step finds it done instead of failing.
+    if_prepared: str = "fail"
 
 
 def default_run_id() -> str:
@@ -144,6 +148,11 @@ def _write_batches(classified: DataFrame, rules: DataFrame, config: Config, file
 def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     """Carry out one prepare run and return its summary (the manifest holds the detail)."""
     started = time.monotonic()
+    manifest_text = storage.read_text(storage.join(request.out, "runs", request.run_id, "manifest.json"))
+    if request.if_prepared == "skip" and RUN_ID.match(request.run_id) and manifest_text is not None:
+        manifest = json.loads(manifest_text)
+        log_event("prepare.already_prepared", run_id=request.run_id)
+        return {"status": "ALREADY_PREPARED", "run_id": request.run_id, "destinations": sorted(manifest["destinations"])}
     run_dir = _check_request(spark, request)
     config, out = request.config, request.out
     destinations = config.active_destinations
@@ -275,6 +284,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="destinations YAML (default: the embedded example config)")
     parser.add_argument("--consent", help="consent file or directory")
     parser.add_argument("--destinations", help="comma-separated destination ids to prepare (default: every active one)")
+    parser.add_argument("--if-prepared", "--if_prepared", dest="if_prepared", choices=["fail", "skip"], default="fail",
+                        help="when the run's manifest exists: fail (default) or skip (orchestrated retries)")
     parser.add_argument("--run-id", "--run_id", dest="run_id", help="run id (default: UTC timestamp)")
     parser.add_argument("--format", "--input-format", dest="input_format", choices=["parquet", "csv", "jsonl"])
     parser.add_argument("--consent-format", "--consent_format", dest="consent_format", choices=["parquet", "csv", "jsonl"])
@@ -299,6 +310,7 @@ def request_from_args(args: argparse.Namespace) -> PrepareRequest:
         input_format=args.input_format,
         consent_format=args.consent_format,
         sub_buckets=args.sub_buckets,
+        if_prepared=args.if_prepared,
     )
 
 

@@ -62,6 +62,9 @@ class Resources:
     emr_log_uri: str = "s3://audience-relay-artifacts/emr-logs/"
     emr_idle_timeout_seconds: int = 3600   # a backstop: the machine terminates the cluster itself
     lease_seconds: int = 4 * 3600
+    job_timeout_seconds: int = 8 * 3600   # a hung Glue run or EMR step fails the task instead of hanging the machine
+    cluster_timeout_seconds: int = 3600
+    retry_wait_seconds: int = 900   # deferred without a resume_at (nothing sent yet): look again after this
     max_deferrals: int = 30
     continue_every: int = 10
 
@@ -76,11 +79,12 @@ def _catch(phase: str, next_state: str = "RecordFailure") -> list[dict]:
              "Assign": {"failed_phase": phase, "failure": "{% $states.errorOutput %}"}}]
 
 
-def _glue(job: str, arguments: dict, phase: str, next_state: str) -> dict:
+def _glue(job: str, arguments: dict, phase: str, next_state: str, timeout: int) -> dict:
     return {
         "Type": "Task",
         "Resource": GLUE_SYNC,
         "Arguments": {"JobName": job, "Arguments": arguments},
+        "TimeoutSeconds": timeout,
         "Retry": [_retry_transient()],
         "Catch": _catch(phase),
         "Next": next_state,
@@ -93,10 +97,15 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
     `context` is a JSONata object body (`'key': value, ...`) added to the alert and the message.
     Each step's own failure is caught so the next one still runs.
     """
-    record = {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Alert"}], "Next": "Alert"} if release else {
-        "Type": "Pass", "Next": "Alert"}
+    states = {"RecordFailure": {"Type": "Pass", "Next": "Alert"}}
+    if release:
+        states = {
+            "RecordFailure": {"Type": "Choice", "Choices": [{"Condition": "{% $lease_held %}", "Next": "ReleaseAfterFailure"}],
+                              "Default": "Alert"},
+            "ReleaseAfterFailure": {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Alert"}], "Next": "Alert"},
+        }
     return {
-        "RecordFailure": record,
+        **states,
         "Alert": {
             "Type": "Task",
             "Resource": "arn:aws:states:::sns:publish",
@@ -149,7 +158,8 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                 },
             },
             "Assign": {"cluster_id": "{% $states.result.ClusterId %}"},
-            "Retry": [_retry_transient()],
+            "TimeoutSeconds": resources.cluster_timeout_seconds,
+            # No Retry: a retried createCluster could leave a second cluster behind.
             "Catch": _catch("Prepare"),
             "Next": "Prepare",
         },
@@ -163,6 +173,7 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                     "spark-submit", "--deploy-mode", "cluster", "--py-files", resources.library_uri,
                     resources.prepare_script_uri, *job_args]},
             }},
+            "TimeoutSeconds": resources.job_timeout_seconds,
             "Catch": _catch("Prepare", "TerminateClusterAfterFailure"),
             "Next": "TerminateCluster",
         },
@@ -188,19 +199,21 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
 def _own_prepare(destination: MachineSpec, resources: Resources, common: dict) -> dict:
     """Prepare this destination's own run (input without the scheduler), then the optional transform."""
     after_prepare = "Transform" if destination.transform_job else "MarkPrepared"
-    arguments = {**common, "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--destinations": destination.id}
+    arguments = {**common, "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--destinations": destination.id,
+                 "--if_prepared": "skip"}
     if destination.prepare_engine == "emr":
         states = _emr_prepare(destination, resources, [item for pair in arguments.items() for item in pair], after_prepare)
         first = "CreateCluster"
     else:
-        states = {"Prepare": _glue(resources.prepare_job, arguments, "Prepare", after_prepare)}
+        states = {"Prepare": _glue(resources.prepare_job, arguments, "Prepare", after_prepare, resources.job_timeout_seconds)}
         first = "Prepare"
     if destination.transform_job:
-        states["Transform"] = _glue(destination.transform_job, {**common, "--destination": destination.id}, "Transform", "MarkPrepared")
-    states["MarkPrepared"] = {"Type": "Pass", "Assign": {"prepared": True}, "Next": "Deliver"}
+        states["Transform"] = _glue(destination.transform_job, {**common, "--destination": destination.id}, "Transform", "MarkPrepared",
+                                    resources.job_timeout_seconds)
+    states["MarkPrepared"] = {"Type": "Pass", "Assign": {"prepared": True}, "Next": "AcquireLease"}
     return {"AlreadyPrepared": {
         "Type": "Choice",
-        "Choices": [{"Condition": "{% $prepared %}", "Next": "Deliver"}],
+        "Choices": [{"Condition": "{% $prepared %}", "Next": "AcquireLease"}],
         "Default": first,
     }, **states}
 
@@ -224,21 +237,26 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "ExpressionAttributeValues": {":owner": {"S": "{% $owner %}"}, ":zero": {"N": "0"}},
         },
     }
+    held = {"lease_held": False}
     states = {
         "Init": {
             "Type": "Pass",
             "Assign": {
                 "run": "{% $states.input %}",
-                "owner": "{% $states.context.Execution.Name %}",
+                # The execution ARN: unique across machines and continuations sharing a quota key.
+                "owner": "{% $states.context.Execution.Id %}",
                 "deferrals": "{% $exists($states.input.deferrals) ? $states.input.deferrals : 0 %}",
                 # Request retries inside deliver, summed over every delivery of this run.
                 "retries": "{% $exists($states.input.retries) ? $states.input.retries : 0 %}",
                 "prepared": "{% $exists($states.input.prepared) ? $states.input.prepared : false %}",
+                "lease_held": False,
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
             },
-            "Next": "AcquireLease",
+            "Next": "AlreadyPrepared",
         },
+        # Prepare first: the shared quota's lease is taken only for delivering.
+        **_own_prepare(destination, resources, common),
         "AcquireLease": {
             "Type": "Task",
             "Resource": "arn:aws:states:::dynamodb:updateItem",
@@ -256,19 +274,19 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
                 },
                 "ReturnValues": "UPDATED_NEW",
             },
-            "Assign": {"fencing_token": "{% $states.result.Attributes.fencing_token.N %}"},
+            "Assign": {"fencing_token": "{% $states.result.Attributes.fencing_token.N %}", "lease_held": True},
             # Another job holds the shared quota: wait for it, with backoff and jitter.
             "Retry": [{"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "IntervalSeconds": 60, "BackoffRate": 1.5,
                        "MaxAttempts": 20, "MaxDelaySeconds": 900, "JitterStrategy": "FULL"}, _retry_transient()],
             "Catch": _catch("Lease"),
-            "Next": "AlreadyPrepared",
+            "Next": "Deliver",
         },
-        **_own_prepare(destination, resources, common),
         "Deliver": _glue(resources.deliver_job, {
             **common, "--destination": destination.id, "--state": f"dynamodb://{resources.state_table}",
-            "--deferred_exit_code": "0",
+            # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
+            "--deferred_exit_code": "0", "--failed_exit_code": "0",
             "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
-        }, "Deliver", "ReadSummary"),
+        }, "Deliver", "ReadSummary", resources.job_timeout_seconds),
         "ReadSummary": {
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
@@ -284,31 +302,50 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Type": "Choice",
             "Choices": [
                 {"Condition": "{% $summary.status = 'SUCCEEDED' %}", "Next": "ReleaseLease"},
-                {"Condition": f"{{% $summary.status = 'QUOTA_DEFERRED' and $deferrals >= {resources.max_deferrals} %}}",
+                {"Condition": f"{{% $summary.status in ['QUOTA_DEFERRED', 'FAILED'] and $deferrals >= {resources.max_deferrals} %}}",
                  "Next": "DeferralLimitReached"},
                 {"Condition": "{% $summary.status = 'QUOTA_DEFERRED' %}", "Next": "CountDeferral"},
+                # The lease was taken over mid-delivery (it expired): the rest is pending; take it again.
+                {"Condition": "{% $summary.status = 'FAILED' and $summary.fenced > 0 %}", "Next": "LeaseLost"},
             ],
             "Default": "DeliveryFailed",
         },
-        "ReleaseLease": {**release, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "Done"},
+        "ReleaseLease": {**release, "Assign": held, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "Done"},
         "Done": {"Type": "Succeed", "Output": {
             "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "{% $summary.status %}",
             "deferrals": "{% $deferrals %}", "retries": "{% $retries %}"}},
+        "LeaseLost": {"Type": "Pass", "Assign": {"deferrals": "{% $deferrals + 1 %}", "lease_held": False}, "Next": "AcquireLease"},
         "CountDeferral": {"Type": "Pass", "Assign": {"deferrals": "{% $deferrals + 1 %}"}, "Next": "ReleaseBeforeWait"},
         # Nobody should hold the shared quota while waiting for it to reset.
-        "ReleaseBeforeWait": {**release, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "WaitForQuota"},
+        "ReleaseBeforeWait": {**release, "Assign": held, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "ResumeAtKnown?"},
+        "ResumeAtKnown?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": "{% $type($summary.resume_at) = 'string' %}", "Next": "WaitForQuota"}],
+            "Default": "WaitAWhile",
+        },
         "WaitForQuota": {"Type": "Wait", "Timestamp": "{% $summary.resume_at %}", "Next": "ContinueAsNew?"},
+        "WaitAWhile": {"Type": "Wait", "Seconds": resources.retry_wait_seconds, "Next": "ContinueAsNew?"},
         "ContinueAsNew?": {
             "Type": "Choice",
-            "Choices": [{"Condition": f"{{% $deferrals % {resources.continue_every} = 0 %}}", "Next": "ContinueAsNew"}],
+            "Choices": [{"Condition": f"{{% $deferrals % {resources.continue_every} = 0 %}}", "Next": "ByScheduler?"}],
             "Default": "AcquireLease",
         },
+        # Under the scheduler, its Map iteration starts the continuation and waits for it, so the
+        # scheduler sees the end of the delivery, not the first execution's hand-over.
+        "ByScheduler?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": "{% $exists($run.via_scheduler) and $run.via_scheduler %}", "Next": "HandBack"}],
+            "Default": "ContinueAsNew",
+        },
+        "HandBack": {"Type": "Succeed", "Output": {
+            "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "CONTINUE", "deferrals": "{% $deferrals %}",
+            "continue_with": "{% $merge([$run, {'deferrals': $deferrals, 'retries': $retries, 'prepared': $prepared}]) %}"}},
         "ContinueAsNew": {
             "Type": "Task",
             "Resource": "arn:aws:states:::states:startExecution",
             "Arguments": {
                 "StateMachineArn": "{% $states.context.StateMachine.Id %}",
-                "Name": "{% $run.run_id & '-' & $string($deferrals) %}",
+                "Name": "{% $run.run_id & '-" + destination.id + "-' & $string($deferrals) %}",
                 "Input": "{% $merge([$run, {'deferrals': $deferrals, 'retries': $retries, 'prepared': $prepared}]) %}",
             },
             "Assign": {"continued_as": "{% $states.result.ExecutionArn %}"},
@@ -346,14 +383,14 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
             }, "Next": "Prepare"},
             "Prepare": _glue(resources.prepare_job, {
                 "--out": f"s3://{resources.work_bucket}", "--run_id": "{% $run.run_id %}", "--config": resources.config_uri,
-                "--input": "{% $run.input %}", "--consent": "{% $run.consent %}",
-            }, "Prepare", "Destinations"),
+                "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--if_prepared": "skip",
+            }, "Prepare", "Destinations", resources.job_timeout_seconds),
             "Destinations": {
                 "Type": "Map",
                 "Items": destinations,
                 "MaxConcurrency": max_concurrency,
                 "ItemSelector": {"destination": "{% $states.context.Map.Item.Value %}",
-                                 "run": "{% $merge([$run, {'prepared': true}]) %}"},
+                                 "run": "{% $merge([$run, {'prepared': true, 'via_scheduler': true}]) %}"},
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "INLINE"},
                     "StartAt": "RunDestination",
@@ -363,17 +400,28 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                             "Resource": "arn:aws:states:::states:startExecution.sync:2",
                             "Arguments": {
                                 "StateMachineArn": f"{{% '{resources.destination_machine_arn_prefix}' & $states.input.destination %}}",
-                                "Name": "{% $states.input.run.run_id & '-' & $states.input.destination %}",
+                                # A continuation (after `continue_every` deferrals) gets its own name.
+                                "Name": "{% $states.input.run.run_id & '-' & $states.input.destination & "
+                                        "($exists($states.input.run.deferrals) and $states.input.run.deferrals > 0 "
+                                        "? '-' & $string($states.input.run.deferrals) : '') %}",
                                 "Input": "{% $states.input.run %}",
                             },
                             # One destination's failure is reported, not allowed to stop the others.
                             "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "DestinationFailed",
                                        "Output": {"destination": "{% $states.input.destination %}", "status": "FAILED",
                                                   "error": "{% $states.errorOutput %}"}}],
-                            "Output": {"destination": "{% $states.input.destination %}", "status": "SUCCEEDED",
+                            "Output": {"destination": "{% $states.input.destination %}",
+                                       "status": "{% $states.result.Output.status = 'CONTINUE' ? 'CONTINUE' : 'SUCCEEDED' %}",
+                                       "run": "{% $exists($states.result.Output.continue_with) ? $states.result.Output.continue_with : null %}",
                                        "result": "{% $states.result.Output %}"},
-                            "End": True,
+                            "Next": "Continue?",
                         },
+                        "Continue?": {
+                            "Type": "Choice",
+                            "Choices": [{"Condition": "{% $states.input.status = 'CONTINUE' %}", "Next": "RunDestination"}],
+                            "Default": "DestinationDone",
+                        },
+                        "DestinationDone": {"Type": "Pass", "End": True},
                         "DestinationFailed": {"Type": "Pass", "End": True},
                     },
                 },

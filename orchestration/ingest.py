@@ -1,11 +1,15 @@
-"""S3 "object created" events, buffered in SQS, start one scheduler execution per new input object.
+"""S3 "object created" events, buffered in SQS, start one scheduler execution per completed input.
 
-The bucket notifies the ingest queue only for keys under the input prefix with an input
-suffix (`notification_configuration`); the queue has a dead-letter queue for messages that
-keep failing. `handler` is the Lambda behind the queue's event source mapping (with
-`ReportBatchItemFailures`). S3 delivers events at least once, so each object version maps to
-one execution name (a hash of bucket, key and ETag): a repeated event finds the execution
-already started and starts nothing.
+An input is a folder of part files (a Spark or Glue output); it is complete when its writer
+puts the completion marker (`_SUCCESS`). Starting on every part file would prepare partial
+inputs, and in `mirror` mode a partial input removes everyone missing from it; so the bucket
+notifies the ingest queue only for the marker under the input prefix
+(`notification_configuration`), and the run's input is the marker's folder. The queue has a
+dead-letter queue for messages that keep failing; `handler` is the Lambda behind the queue's
+event source mapping (with `ReportBatchItemFailures`). S3 delivers events at least once, so
+each marker event maps to one execution name (a hash of bucket, folder and the event's
+version id or sequencer): a repeated event finds the execution already started and starts
+nothing, while a later marker for new data in the same folder starts a new run.
 """
 from __future__ import annotations
 
@@ -22,35 +26,40 @@ from botocore.exceptions import ClientError
 LOG = logging.getLogger("audience_relay.ingest")
 
 
+COMPLETION_MARKER = "_SUCCESS"
+
+
 @dataclass(frozen=True)
 class NewInput:
     bucket: str
-    key: str
-    etag: str
+    folder: str
+    version: str   # the marker's version id, else the event's sequencer, else its ETag
     event_time: str
 
     @property
     def run_id(self) -> str:
-        """Deterministic per object version; a valid run id and execution name (<= 80 chars)."""
-        digest = hashlib.sha256(f"{self.bucket}/{self.key}@{self.etag}".encode()).hexdigest()[:24]
+        """Deterministic per marker event; a valid run id and execution name prefix (36 characters)."""
+        digest = hashlib.sha256(f"{self.bucket}/{self.folder}@{self.version}".encode()).hexdigest()[:24]
         return f"s3-{self.event_time[:10].replace('-', '')}-{digest}"
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
+        return f"s3://{self.bucket}/{self.folder}"
 
 
-def notification_configuration(queue_arn: str, prefix: str, suffixes: list[str]) -> dict:
-    """The bucket's NotificationConfiguration: one queue rule per input suffix (S3 allows one per rule)."""
+def notification_configuration(queue_arn: str, prefix: str, marker: str = COMPLETION_MARKER) -> dict:
+    """The input bucket's NotificationConfiguration: created completion markers under `prefix`."""
     return {"QueueConfigurations": [
-        {"Id": f"audience-relay-ingest{suffix.replace('.', '-')}", "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
-         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}, {"Name": "suffix", "Value": suffix}]}}}
-        for suffix in suffixes
+        {"Id": "audience-relay-ingest", "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
+         "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}, {"Name": "suffix", "Value": f"/{marker}"}]}}},
     ]}
 
 
-def new_inputs(message_body: str) -> list[NewInput]:
-    """The created objects named by one SQS message; S3's test event names none. Raises ValueError on garbage."""
+def new_inputs(message_body: str, marker: str = COMPLETION_MARKER) -> list[NewInput]:
+    """The completed input folders named by one SQS message; other objects and S3's test event name none.
+
+    Raises ValueError for a body that is not an S3 event notification.
+    """
     try:
         event = json.loads(message_body)
     except json.JSONDecodeError as error:
@@ -64,18 +73,22 @@ def new_inputs(message_body: str) -> list[NewInput]:
         if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
             continue
         s3 = record["s3"]
-        # Keys arrive URL-encoded with '+' for spaces.
-        found.append(NewInput(s3["bucket"]["name"], unquote_plus(s3["object"]["key"]), s3["object"].get("eTag", ""), record["eventTime"]))
+        key = unquote_plus(s3["object"]["key"])  # keys arrive URL-encoded, '+' for spaces
+        folder, _, name = key.rpartition("/")
+        if name != marker:
+            continue
+        version = s3["object"].get("versionId") or s3["object"].get("sequencer") or s3["object"].get("eTag", "")
+        found.append(NewInput(s3["bucket"]["name"], folder + "/", version, record["eventTime"]))
     return found
 
 
-def start_runs(messages: list[dict], state_machine_arn: str, consent_uri: str, sfn=None) -> dict:
-    """Start the scheduler for every new input; the Lambda batch response lists messages to retry."""
+def start_runs(messages: list[dict], state_machine_arn: str, consent_uri: str, sfn=None, marker: str = COMPLETION_MARKER) -> dict:
+    """Start the scheduler for every completed input; the Lambda batch response lists messages to retry."""
     sfn = sfn or boto3.client("stepfunctions")
     failures = []
     for message in messages:
         try:
-            for found in new_inputs(message["body"]):
+            for found in new_inputs(message["body"], marker):
                 payload = {"run_id": found.run_id, "input": found.uri, "consent": consent_uri}
                 try:
                     sfn.start_execution(stateMachineArn=state_machine_arn, name=found.run_id, input=json.dumps(payload))
@@ -93,5 +106,6 @@ def start_runs(messages: list[dict], state_machine_arn: str, consent_uri: str, s
 
 
 def handler(event: dict, context: object) -> dict:
-    """Lambda entry point: configured by SCHEDULER_ARN and CONSENT_URI."""
-    return start_runs(event["Records"], os.environ["SCHEDULER_ARN"], os.environ["CONSENT_URI"])
+    """Lambda entry point: configured by SCHEDULER_ARN, CONSENT_URI and optionally COMPLETION_MARKER."""
+    return start_runs(event["Records"], os.environ["SCHEDULER_ARN"], os.environ["CONSENT_URI"],
+                      marker=os.environ.get("COMPLETION_MARKER", COMPLETION_MARKER))

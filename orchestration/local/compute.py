@@ -62,7 +62,7 @@ class ScriptCompute:
         with self._slots, log.open("w") as sink:
             code = subprocess.run([sys.executable, str(script), *argv], stdout=sink, stderr=subprocess.STDOUT,
                                   env=environment, check=False).returncode
-        self._publish(run_id)
+        self._publish(run_id, argv[argv.index("--destination") + 1] if "--destination" in argv else None)
         if code != 0:
             tail = log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
             raise JobFailed(f"{label} exited with {code} (log {log}): " + " | ".join(tail))
@@ -72,9 +72,14 @@ class ScriptCompute:
             return str(self._out) + value[len(self._work):]
         return value
 
-    def _publish(self, run_id: str) -> None:
-        """Copy the run's control objects (JSON) to the work bucket, keyed as in AWS."""
+    def _publish(self, run_id: str, destination: str | None) -> None:
+        """Copy the job's control objects (JSON) to the work bucket, keyed as in AWS.
+
+        A deliver job publishes only its destination's summary: another destination's job may
+        be writing its own at the same moment.
+        """
         run_dir = self._out / "runs" / run_id
-        for path in [run_dir / "manifest.json", *sorted((run_dir / "delivery").glob("**/summary.json"))]:
+        summaries = [run_dir / "delivery" / destination / "summary.json"] if destination else []
+        for path in [run_dir / "manifest.json", *summaries]:
             if path.is_file():
                 self._s3.put_object(Bucket=self._bucket, Key=path.relative_to(self._out).as_posix(), Body=path.read_bytes())

@@ -57,7 +57,9 @@ class LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
         self._server.start()
         # The engine's own clients go to http://localhost:$MOTO_PORT (moto's boto_client_for).
-        self._set_env({"MOTO_PORT": str(self.port)})
+        # moto's Wait compares a UTC `Timestamp` with the naive local clock: run in UTC.
+        self._set_env({"MOTO_PORT": str(self.port), "TZ": "UTC"})
+        time.tzset()
         # moto's backends are process-wide: start from nothing, whatever ran before here.
         self._moto_api("reset")
         self._moto_api("config", {"stepfunctions": {"execute_state_machine": True}})
@@ -71,6 +73,7 @@ class LocalAws:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        time.tzset()
 
     def _moto_api(self, action: str, body: dict | None = None) -> None:
         request = urllib.request.Request(f"{self.endpoint}/moto-api/{action}", method="POST", data=json.dumps(body or {}).encode())

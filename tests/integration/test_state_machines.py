@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
 META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")
 SFTP_ON_EMR = MachineSpec("partner_sftp", "sftp", "sftp_gzip_csv", "partner_sftp", prepare_engine="emr", transform_job="enrich")
-RESOURCES = Resources(max_deferrals=3, continue_every=2)
+RESOURCES = Resources(max_deferrals=3, continue_every=2, retry_wait_seconds=1)
 RUN = {"run_id": "r1", "input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
 
 
@@ -44,8 +44,12 @@ class ScriptedJobs:
         if job_name == RESOURCES.deliver_job:
             destination = arguments["--destination"]
             queue = self.statuses[destination]
-            status = queue.pop(0) if len(queue) > 1 else queue[0]
-            summary = {"status": status, "resume_at": _soon(1) if status == "QUOTA_DEFERRED" else None, "retries": 2}
+            scripted = queue.pop(0) if len(queue) > 1 else queue[0]
+            summary = {"status": scripted, "resume_at": _soon(1) if scripted == "QUOTA_DEFERRED" else None, "retries": 2, "fenced": 0}
+            if scripted == "DEFERRED_WITHOUT_RESUME_AT":
+                summary["status"] = "QUOTA_DEFERRED"
+            if scripted == "FENCED":
+                summary.update(status="FAILED", fenced=3)
             self.s3.put_object(Bucket=RESOURCES.work_bucket, Key=f"runs/{arguments['--run_id']}/delivery/{destination}/summary.json",
                                Body=json.dumps(summary).encode())
 
@@ -76,12 +80,15 @@ def test_happy_path_prepares_delivers_and_releases_the_lease(machines, jobs):
     execution = machines.run("destination-google_dm", "happy", RUN, timeout=60)
     assert execution.status == "SUCCEEDED", execution.cause
     assert execution.output == {"destination": "google_dm", "run_id": "r1", "status": "SUCCEEDED", "deferrals": 0, "retries": 2}
-    assert execution.states[:6] == ["Init", "AcquireLease", "AlreadyPrepared", "Prepare", "MarkPrepared", "Deliver"]
+    # Prepared before the lease is taken: the shared quota is held only while delivering.
+    assert execution.states[:6] == ["Init", "AlreadyPrepared", "Prepare", "MarkPrepared", "AcquireLease", "Deliver"]
     prepare, deliver = jobs.calls
     assert prepare == ("audience-relay-prepare", {"--out": "s3://audience-relay-work", "--run_id": "r1", "--config": RESOURCES.config_uri,
-                                                  "--input": RUN["input"], "--consent": RUN["consent"], "--destinations": "google_dm"})
+                                                  "--input": RUN["input"], "--consent": RUN["consent"], "--destinations": "google_dm",
+                                                  "--if_prepared": "skip"})
     lease = machines.lease("google_ads_project")
-    assert deliver[1]["--fence_owner"] == "happy" and deliver[1]["--fence_token"] == lease["fencing_token"]
+    assert deliver[1]["--fence_owner"] == execution.arn and deliver[1]["--fence_token"] == lease["fencing_token"]
+    assert deliver[1]["--failed_exit_code"] == deliver[1]["--deferred_exit_code"] == "0"
     assert "owner" not in lease and lease["expires_at"] == "0"
     assert machines.alerts() == [] and machines.dead_letters() == []
 
@@ -106,7 +113,7 @@ def test_quota_deferral_waits_until_resume_at_releasing_the_lease_then_delivers_
     assert execution.output["deferrals"] == 1
     assert jobs.jobs() == ["audience-relay-prepare", "audience-relay-deliver", "audience-relay-deliver"]  # prepared once
     after_wait = execution.states[execution.states.index("WaitForQuota"):]
-    assert after_wait[:4] == ["WaitForQuota", "ContinueAsNew?", "AcquireLease", "AlreadyPrepared"]
+    assert after_wait[:4] == ["WaitForQuota", "ContinueAsNew?", "AcquireLease", "Deliver"]
     assert execution.states.index("ReleaseBeforeWait") < execution.states.index("WaitForQuota")
 
 
@@ -114,7 +121,7 @@ def test_every_second_deferral_continues_as_a_new_execution_that_skips_prepare(m
     jobs.statuses["google_dm"] = ["QUOTA_DEFERRED", "QUOTA_DEFERRED", "SUCCEEDED"]
     first = machines.run("destination-google_dm", "r-continue", {**RUN, "run_id": "rc"}, timeout=60)
     assert first.status == "SUCCEEDED" and first.output["status"] == "CONTINUED_AS_NEW"
-    continued = [e for e in machines.executions("destination-google_dm") if e.name == "rc-2"]
+    continued = [e for e in machines.executions("destination-google_dm") if e.name == "rc-google_dm-2"]
     assert continued, "the continuation was not started"
     done = machines.aws.wait(continued[0].arn, timeout=60)
     assert done.status == "SUCCEEDED" and done.output["status"] == "SUCCEEDED" and done.output["deferrals"] == 2
@@ -143,14 +150,14 @@ def test_a_destination_held_by_another_owner_waits_for_the_lease(machines, jobs)
         machines.aws.client("dynamodb").delete_item(TableName=RESOURCES.state_table,
                                                      Key={"pk": {"S": "LEASE#google_ads_project"}, "sk": {"S": "LEASE"}})
     assert execution.status == "FAILED" and execution.error == "LeaseFailed"
-    assert jobs.jobs() == []  # nothing ran without the lease
+    assert jobs.jobs() == ["audience-relay-prepare"]  # nothing was delivered without the lease
     assert machines.binding.retry_sleeps[:20] and len(machines.binding.retry_sleeps) == 20
 
 
 def test_emr_prepare_creates_runs_and_terminates_the_cluster_then_transforms(machines, jobs):
     execution = machines.run("destination-partner_sftp", "emr-ok", RUN, timeout=60)
     assert execution.status == "SUCCEEDED", execution.cause
-    assert execution.states[2:7] == ["AlreadyPrepared", "CreateCluster", "Prepare", "TerminateCluster", "Transform"]
+    assert execution.states[1:6] == ["AlreadyPrepared", "CreateCluster", "Prepare", "TerminateCluster", "Transform"]
     step = jobs.calls[0][1]["args"]
     assert step[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", RESOURCES.library_uri]
     assert step[5] == RESOURCES.prepare_script_uri and step[step.index("--destinations") + 1] == "partner_sftp"
@@ -183,6 +190,41 @@ def test_scheduler_prepares_once_and_one_failing_destination_does_not_stop_the_o
     assert phases == ["Deliver", "Destinations"]
 
 
+def test_a_failed_delivery_summary_fails_once_without_rerunning_the_job(machines, jobs):
+    jobs.statuses["google_dm"] = ["FAILED"]
+    execution = machines.run("destination-google_dm", "summary-failed", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "DeliveryFailed"
+    assert jobs.jobs() == ["audience-relay-deliver"]  # a summary is an answer, not a crash: no Glue retry
+    assert "owner" not in machines.lease("google_ads_project")
+
+
+def test_a_delivery_fenced_out_by_a_takeover_takes_the_lease_again_and_finishes(machines, jobs):
+    jobs.statuses["google_dm"] = ["FENCED", "SUCCEEDED"]
+    execution = machines.run("destination-google_dm", "fenced-once", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.states.count("AcquireLease") == 2 and "LeaseLost" in execution.states
+    first, second = [args["--fence_token"] for name, args in jobs.calls if name == "audience-relay-deliver"]
+    assert int(second) > int(first)  # a new token: writes under the old one stay refused
+
+
+def test_deferred_without_a_resume_time_waits_the_default_then_delivers(machines, jobs):
+    jobs.statuses["google_dm"] = ["DEFERRED_WITHOUT_RESUME_AT", "SUCCEEDED"]
+    execution = machines.run("destination-google_dm", "no-resume-at", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert "WaitAWhile" in execution.states and "WaitForQuota" not in execution.states
+
+
+def test_under_the_scheduler_a_long_deferral_is_continued_by_the_scheduler_which_waits_for_the_end(machines, jobs):
+    jobs.statuses["google_dm"] = ["QUOTA_DEFERRED", "QUOTA_DEFERRED", "SUCCEEDED"]
+    execution = machines.run("scheduler", "sched-long", {**RUN, "run_id": "s2"}, timeout=120)
+    assert execution.status == "SUCCEEDED", execution.cause
+    google = next(d for d in execution.output["destinations"] if d["destination"] == "google_dm")
+    assert google["status"] == "SUCCEEDED" and google["result"]["deferrals"] == 2
+    names = sorted(e.name for e in machines.executions("destination-google_dm") if e.name.startswith("s2-"))
+    assert names == ["s2-google_dm", "s2-google_dm-2"]
+    assert jobs.jobs().count("audience-relay-prepare") == 1
+
+
 def _poll_like_lambda(machines, queue_url: str) -> list[dict]:
     """What the SQS event source mapping does: receive, invoke, delete all but the reported failures."""
     sqs, responses = machines.aws.client("sqs"), []
@@ -201,7 +243,7 @@ def _poll_like_lambda(machines, queue_url: str) -> list[dict]:
             return responses
 
 
-def test_a_duplicate_s3_event_starts_nothing_new_and_other_keys_are_filtered_at_the_source(machines, jobs, caplog):
+def test_a_completed_input_folder_starts_one_run_and_a_redelivered_event_starts_nothing(machines, jobs, caplog):
     caplog.set_level("INFO", logger="audience_relay.ingest")
     s3, sqs = machines.aws.client("s3"), machines.aws.client("sqs")
     s3.create_bucket(Bucket="lake")
@@ -210,25 +252,27 @@ def test_a_duplicate_s3_event_starts_nothing_new_and_other_keys_are_filtered_at_
     queue = sqs.create_queue(QueueName="audience-relay-ingest", Attributes={
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": "5"})})["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    s3.put_bucket_notification_configuration(
-        Bucket="lake", NotificationConfiguration=notification_configuration(queue_arn, "in/", [".parquet", ".csv.gz"]))
-    for key in ("in/day 7/part-0.parquet", "in/day 7/part-0.parquet", "in/day 7/_SUCCESS", "archive/part-0.parquet"):
-        s3.put_object(Bucket="lake", Key=key, Body=b"same bytes, same ETag")
+    s3.put_bucket_notification_configuration(Bucket="lake", NotificationConfiguration=notification_configuration(queue_arn, "in/"))
+    # Part files never start a run (a partial input would look like mass removals); the marker does.
+    for key in ("in/day 7/part-0.parquet", "in/day 7/part-1.parquet", "in/day 7/_SUCCESS", "archive/day 6/_SUCCESS"):
+        s3.put_object(Bucket="lake", Key=key, Body=b"")
+    received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    [message] = [m for m in received if "Records" in m["Body"]]  # the other is S3's s3:TestEvent
+    sqs.send_message(QueueUrl=queue, MessageBody=message["Body"])  # S3 delivers at least once: the same event again
 
     _poll_like_lambda(machines, queue)
 
     logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "audience_relay.ingest"]
-    assert len(logged) == 2 and len({entry["run_id"] for entry in logged}) == 1  # two events, one object version
+    assert len(logged) == 2 and len({entry["run_id"] for entry in logged}) == 1
     [execution] = [e for e in machines.executions("scheduler") if e.name.startswith("s3-")]
     done = machines.aws.wait(execution.arn, timeout=60)
     assert done.status == "SUCCEEDED", done.cause
     prepare = next(args for name, args in jobs.calls if name == "audience-relay-prepare")
-    assert prepare["--input"] == "s3://lake/in/day 7/part-0.parquet" and prepare["--run_id"] == execution.name
+    assert prepare["--input"] == "s3://lake/in/day 7/" and prepare["--run_id"] == execution.name
     assert prepare["--consent"] == "s3://lake/consent/"
-    # Standard workflows: the same name while running is the same execution (AWS idempotency);
-    # once it has ended, StartExecution refuses the name. Either way nothing new starts.
+    # Once the execution has ended, StartExecution refuses the name: still nothing new starts.
     caplog.clear()
-    s3.put_object(Bucket="lake", Key="in/day 7/part-0.parquet", Body=b"same bytes, same ETag")
+    sqs.send_message(QueueUrl=queue, MessageBody=message["Body"])
     _poll_like_lambda(machines, queue)
     assert [json.loads(r.getMessage())["outcome"] for r in caplog.records if r.name == "audience_relay.ingest"] == ["duplicate"]
     assert len([e for e in machines.executions("scheduler") if e.name.startswith("s3-")]) == 1

@@ -92,7 +92,7 @@ def test_quota_exhaustion_defers_the_rest_and_resume_after_reset_completes(store
     work = batches(5)
     first = run(destination, work, store, quota)
     assert [o.state for o in first] == ["delivered", "delivered", "deferred", "deferred", "deferred"]
-    assert first[2].resume_at == "2026-11-24T00:00:00+00:00"
+    assert first[2].resume_at == "2026-11-24T00:00:00Z"  # RFC 3339 with Z: a Step Functions Wait timestamp
     assert [b.state for b in store.batches("r1")][2:] == [BatchState.DEFERRED] * 3
     clock.now = datetime(2026, 11, 24, 0, 0, 1, tzinfo=timezone.utc)
     second = run(destination, work, store, quota)

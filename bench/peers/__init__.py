@@ -1,0 +1,1 @@
+"""Peer implementations of the prepare semantics, timed side by side with ours and checked equal."""
