@@ -32,7 +32,7 @@ def test_run_executes_a_destination_machine_that_prepares_and_delivers(day, tmp_
                      "--input", day["membership"], "--consent", day["consent"], "--out", str(tmp_path / "out"), "--run-id", "r1"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "destination-meta_ads" in printed and "Prepare > MarkPrepared > Deliver > ReadSummary" in printed
+    assert "destination-meta_ads" in printed and "Prepare > MarkPrepared > AcquireLease > Deliver > ReadSummary" in printed
     summary = json.loads((tmp_path / "out" / "runs" / "r1" / "delivery" / "meta_ads" / "summary.json").read_text())
     assert summary["status"] == "SUCCEEDED" and summary["accounting"]["reconciles"]
     assert summary["batches"]["delivered"] == len(emulator.score.accepted) > 0 and emulator.score.duplicates == 0
