@@ -27,7 +27,13 @@ LOCAL = [
     "moto[server]==5.2.5",
     "jsonata-python==0.7.1",
 ]
-DEV = TEST + LOCAL
+# bench/: the peers (DuckDB), process-tree memory sampling and the plot.
+BENCH = [
+    "duckdb==1.1.3",
+    "psutil>=5.9",
+    "matplotlib>=3.8",
+]
+DEV = TEST + LOCAL + BENCH
 
 setup(
     name="audience-relay",
@@ -37,6 +43,6 @@ setup(
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
     package_data={"jobs": ["defaults/*.yaml"]},
     install_requires=RUNTIME,
-    extras_require={"test": TEST + LOCAL, "local": LOCAL, "dev": DEV},
+    extras_require={"test": TEST + LOCAL + BENCH, "local": LOCAL, "bench": BENCH, "dev": DEV},
     entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
 )
