@@ -28,6 +28,13 @@ from jobs import snapshots
 from jobs.cli import record_count
 from jobs.config import DEFAULT_CONFIG, load_config
 
+# List prices (us-east-1, on-demand) used by the cost model. Glue: $0.44 per DPU-hour, a DPU is
+# 4 vCPU + 16 GB (G.1X). EMR: m6g.xlarge (4 vCPU, 16 GB) EC2 $0.154/h + EMR uplift $0.0385/h.
+GLUE_DPU_HOUR = 0.44
+GLUE_VCPU_PER_DPU = 4
+EMR_INSTANCE_HOUR = 0.154 + 0.0385
+EMR_VCPU_PER_INSTANCE = 4
+
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT / ".data"
 WORK = ROOT / ".work"
@@ -154,8 +161,16 @@ def render(table: list[dict], limit: dict, machine: dict, rows: int) -> str:
         shuffle = "" if r["shuffle_mb"] is None else r["shuffle_mb"]
         lines.append(f"| {r['contender']} | {r['day']} | {r['rows']:,} | {r['seconds']} | {rate} | {r['peak_rss_mb']} | {shuffle} | "
                      f"{r['files']} | {r['mean_file_mb']} | {'yes' if r['equal_to_ours'] else 'NO'} |")
-    lines.append(f"\nSHA-256 limit (OpenSSL, one core, {limit['bytes']}-byte inputs): {limit['hashes_per_second_per_core']:,} hashes/s")
+    lines.append(f"\nSHA-256 limit (OpenSSL, one core, {limit['bytes']}-byte inputs): {limit['hashes_per_second_per_core']:,} hashes/s"
+                 " (prepare hashes each valid row once per destination that takes its id type)")
     ours2 = [r for r in table if r["contender"] == "ours local[2]"]
+    lines.append("\ncost model per billion input rows, from ours local[2]'s rows/s/core, assuming linear scaling across cores:")
+    for r in ours2:
+        core_hours = 1e9 / r["rows_per_s_per_core"] / 3600
+        glue = core_hours / GLUE_VCPU_PER_DPU
+        emr = core_hours / EMR_VCPU_PER_INSTANCE
+        lines.append(f"  {r['day']}: {core_hours:,.1f} core-hours = Glue {glue:,.1f} DPU-hours (${glue * GLUE_DPU_HOUR:,.2f}), "
+                     f"EMR {emr:,.1f} m6g.xlarge-hours (${emr * EMR_INSTANCE_HOUR:,.2f})")
     lines.append("\nours local[2], seconds per phase (rows/s/core of the day's input):")
     for r in ours2:
         parts = ", ".join(f"{k} {v} s ({round(r['rows'] / v / 2):,})" for k, v in r["phases"].items() if v > 0)
