@@ -70,7 +70,8 @@ def describe(report, out: Path) -> str:
     run_dir = out / "runs" / report.run_id
     manifest = run_dir / "manifest.json"
     if manifest.exists():
-        lines += ["prepared:", prepared_table(json.loads(manifest.read_text()))]
+        lines += ["prepared:", prepared_table(json.loads(manifest.read_text())),
+                  f"  batches:  {run_dir / 'batches'}/", f"  manifest: {manifest}"]
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted((run_dir / "delivery").glob("*/summary.json"))}
     if summaries:
         lines += ["delivered:", delivered_table({"destinations": summaries})]

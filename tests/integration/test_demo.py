@@ -18,5 +18,6 @@ def test_demo_prepares_and_delivers_two_days(tmp_path):
     out = result.stdout
     assert out.count(": SUCCEEDED") == 2
     assert "0 duplicates" in out and "not committed" not in out
+    assert out.count("manifest: ") == 2 and "runs/day2/batches/" in out
     for destination in ("meta_ads", "google_dm"):
         assert f"  {destination:<14}" in out
