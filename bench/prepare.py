@@ -80,26 +80,25 @@ def ours(days: dict[str, Path], out: Path, master: str) -> dict[str, tuple[Measu
     return results
 
 
-def duckdb_peer(days: dict[str, Path], out: Path, threads: int) -> dict[str, tuple[Measured, Path]]:
+def _peer(days: dict[str, Path], out: Path, module: str, options: list[str], snapshot: str,
+          event_log: bool) -> dict[str, tuple[Measured, Path]]:
+    """Run a peer module on each day; each day after the first gets the day before's snapshot."""
     results, previous = {}, None
     for day, path in days.items():
         target = out / day
-        argv = ["-m", "bench.peers.duckdb_pipeline", "--input", str(path / "membership"), "--consent", str(path / "consent"),
-                "--out", str(target), "--threads", str(threads), *(["--previous", str(previous)] if previous else [])]
-        results[day] = (run_measured(argv), target / "batches")
-        previous = target / "snapshot.parquet"
+        argv = ["-m", module, "--input", str(path / "membership"), "--consent", str(path / "consent"),
+                "--out", str(target), *options, *(["--previous", str(previous)] if previous else [])]
+        results[day] = (run_measured(argv, event_log=out / "events" / day if event_log else None), target / "batches")
+        previous = target / snapshot
     return results
+
+
+def duckdb_peer(days: dict[str, Path], out: Path, threads: int) -> dict[str, tuple[Measured, Path]]:
+    return _peer(days, out, "bench.peers.duckdb_pipeline", ["--threads", str(threads)], "snapshot.parquet", event_log=False)
 
 
 def udf_peer(days: dict[str, Path], out: Path, master: str) -> dict[str, tuple[Measured, Path]]:
-    results, previous = {}, None
-    for day, path in days.items():
-        target = out / day
-        argv = ["-m", "bench.peers.udf_pipeline", "--input", str(path / "membership"), "--consent", str(path / "consent"),
-                "--out", str(target), "--master", master, *(["--previous", str(previous)] if previous else [])]
-        results[day] = (run_measured(argv, event_log=out / "events" / day), target / "batches")
-        previous = target / "snapshot"
-    return results
+    return _peer(days, out, "bench.peers.udf_pipeline", ["--master", master], "snapshot", event_log=True)
 
 
 def sha256_limit(sample: Path) -> dict:

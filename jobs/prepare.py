@@ -107,8 +107,11 @@ def _file_count(config: Config, member_stats: list[MemberStat]) -> int:
     return files
 
 
-def _check_request(spark: SparkSession, request: PrepareRequest) -> str:
-    """Refuse requests that would write outside the run folder or over a finished run."""
+def _check_request(spark: SparkSession, request: PrepareRequest) -> tuple[str, dict | None]:
+    """Refuse requests that would write outside the run folder or over a finished run.
+
+    Returns the run folder and, with `if_prepared="skip"`, the finished run's manifest if any.
+    """
     if not RUN_ID.match(request.run_id):
         raise PrepareError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
     if storage.is_s3(request.out) and not storage.spark_reads_s3(spark):
@@ -118,9 +121,10 @@ def _check_request(spark: SparkSession, request: PrepareRequest) -> str:
     if not request.config.active_destinations:
         raise PrepareError(f"{request.config_source}: no active destination")
     run_dir = storage.join(request.out, "runs", request.run_id)
-    if storage.exists(storage.join(run_dir, "manifest.json")):
+    finished = storage.read_text(storage.join(run_dir, "manifest.json"))
+    if finished is not None and request.if_prepared != "skip":
         raise PrepareError(f"run {request.run_id} is already prepared ({run_dir}/manifest.json); choose another --run-id")
-    return run_dir
+    return run_dir, json.loads(finished) if finished is not None else None
 
 
 def _members(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadcast_opt_outs: bool, config: Config) -> DataFrame:
@@ -148,12 +152,10 @@ def _write_batches(classified: DataFrame, rules: DataFrame, config: Config, file
 def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     """Carry out one prepare run and return its summary (the manifest holds the detail)."""
     started = time.monotonic()
-    manifest_text = storage.read_text(storage.join(request.out, "runs", request.run_id, "manifest.json"))
-    if request.if_prepared == "skip" and RUN_ID.match(request.run_id) and manifest_text is not None:
-        manifest = json.loads(manifest_text)
+    run_dir, finished = _check_request(spark, request)
+    if finished is not None:
         log_event("prepare.already_prepared", run_id=request.run_id)
-        return {"status": "ALREADY_PREPARED", "run_id": request.run_id, "destinations": sorted(manifest["destinations"])}
-    run_dir = _check_request(spark, request)
+        return {"status": "ALREADY_PREPARED", "run_id": request.run_id, "destinations": sorted(finished["destinations"])}
     config, out = request.config, request.out
     destinations = config.active_destinations
     destination_ids = [d.id for d in destinations]

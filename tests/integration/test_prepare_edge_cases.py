@@ -64,3 +64,19 @@ def test_sub_buckets_below_one_are_refused_before_reading(spark, tmp_path):
                              run_id="r1", sub_buckets=0)
     with pytest.raises(PrepareError, match="--sub-buckets"):
         run_prepare(spark, request)
+
+
+def test_a_finished_run_is_refused_again_unless_the_caller_asks_to_skip_it(spark, tmp_path):
+    from dataclasses import replace
+
+    import pytest
+
+    from jobs.prepare import PrepareError
+
+    prepare(spark, tmp_path, "r1", ROWS)
+    request = PrepareRequest(input=str(tmp_path / "r1.csv"), out=str(tmp_path / "out"), config=parse_config(CONFIG, "test.yaml"),
+                             config_source="test.yaml", run_id="r1")
+    with pytest.raises(PrepareError, match="already prepared"):
+        run_prepare(spark, request)
+    skipped = run_prepare(spark, replace(request, if_prepared="skip"))
+    assert skipped == {"status": "ALREADY_PREPARED", "run_id": "r1", "destinations": ["meta_ads", "quiet"]}
