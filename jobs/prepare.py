@@ -28,14 +28,14 @@ from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.quality import raise_on_critical, validate_input
 from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
-from transforms.batching import DEFAULT_SUB_BUCKETS, assign_batches
-from transforms.delta import SNAPSHOT_STATUSES, classify_members
+from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
+from transforms.delta import DELIVERED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
 from transforms.identifiers import normalize_identifiers
-from transforms.schemas import AUDIENCE_MAPPING, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
+from transforms.schemas import AUDIENCE_MAPPING, AUDIENCE_SIZES, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
 
 # Run ids become paths and execution names (`<run_id>-<destination>-<n>` within 80 characters).
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
-TARGET_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one task each
+TARGET_FILE_ROWS = DEFAULT_FILE_ROWS
 BROADCAST_OPT_OUTS_MAX = 5_000_000
 
 
@@ -86,27 +86,6 @@ def _last_prepared_rows(out: str) -> int | None:
     return json.loads(text)["input_rows"] if text else None
 
 
-def _file_chunk(config: Config) -> F.Column:
-    """Which output file of its group a batch goes to: whole batches, about TARGET_FILE_ROWS per file."""
-    chunk = None
-    for destination in config.active_destinations:
-        per_file = max(1, TARGET_FILE_ROWS // destination.batch_size)
-        branch = F.floor(F.col("batch_number") / per_file)
-        is_it = F.col("destination_id") == destination.id
-        chunk = F.when(is_it, branch) if chunk is None else chunk.when(is_it, branch)
-    return chunk
-
-
-def _file_count(config: Config, member_stats: list[MemberStat]) -> int:
-    sizes = {d.id: d.batch_size for d in config.active_destinations}
-    files = 0
-    for stat in member_stats:
-        if stat.status in ("add", "remove") and stat.members:
-            batches = math.ceil(stat.members / sizes[stat.destination_id])
-            files += math.ceil(batches / max(1, TARGET_FILE_ROWS // sizes[stat.destination_id]))
-    return files
-
-
 def _check_request(spark: SparkSession, request: PrepareRequest) -> tuple[str, dict | None]:
     """Refuse requests that would write outside the run folder or over a finished run.
 
@@ -136,15 +115,12 @@ def _members(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadca
     )
 
 
-def _write_batches(classified: DataFrame, rules: DataFrame, config: Config, file_count: int, sub_buckets: int, path: str) -> None:
-    """Whole batches per file, files grouped by destination, audience and op, sorted by batch."""
-    group = ["destination_id", "audience_id", "op"]
+def _write_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int, path: str) -> None:
+    """Whole batches per file (about TARGET_FILE_ROWS ids), grouped by destination, audience and op."""
     (
-        assign_batches(classified, rules, sub_buckets)
-        .repartition(file_count, *group, _file_chunk(config))
-        .sortWithinPartitions(*group, "batch_number", "id_type", "match_key")
+        assign_batches(classified, rules, sub_buckets, TARGET_FILE_ROWS)
         .write.mode("overwrite")
-        .partitionBy(*group)
+        .partitionBy("destination_id", "audience_id", "op")
         .parquet(path)
     )
 
@@ -201,8 +177,11 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     members = _members(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
     previous, baselines = snapshots.read_previous(spark, out, destination_ids)
     rules = destination_rules(spark, config)
-    classified = classify_members(members, previous, rules).persist(StorageLevel.MEMORY_AND_DISK)
+    # Members are computed once, into the cache; everything after reads them from there.
+    marked = mark_membership(members, previous).persist(StorageLevel.MEMORY_AND_DISK)
     with timer.phase("members_and_delta"):
+        sizes = spark.createDataFrame(audience_sizes(marked).collect(), AUDIENCE_SIZES)  # one row per audience
+        classified = classify_marked(marked, sizes, rules)
         member_stats = [
             MemberStat(r.destination_id, r.audience_id, r.status, r.members, r.rows)
             for r in classified.groupBy("destination_id", "audience_id", "status")
@@ -214,22 +193,21 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
 
     snapshot_members = sum(s.members for s in member_stats if s.status in SNAPSHOT_STATUSES)
     with timer.phase("write_snapshot"):
-        # Hashing on the key as well spreads a large destination over many tasks and files.
-        classified.filter(F.col("status").isin(*SNAPSHOT_STATUSES)).select(SNAPSHOT.fieldNames()).repartition(
-            max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS)), "destination_id", "match_key"
+        # The members are already spread by key; merging partitions (no shuffle) sizes the files.
+        classified.filter(F.col("status").isin(*SNAPSHOT_STATUSES)).select(SNAPSHOT.fieldNames()).coalesce(
+            max(1, math.ceil(snapshot_members / TARGET_FILE_ROWS))
         ).write.mode("overwrite").partitionBy("destination_id").parquet(snapshots.run_snapshot_path(out, request.run_id))
 
     batches_dir = storage.join(run_dir, "batches")
-    file_count = _file_count(config, member_stats)
     batches: list[dict] = []
-    if file_count:
+    if any(s.members for s in member_stats if s.status in DELIVERED_STATUSES):
         with timer.phase("batch_and_write"):
-            _write_batches(classified, rules, config, file_count, request.sub_buckets, batches_dir)
+            _write_batches(classified, rules, request.sub_buckets, batches_dir)
         with timer.phase("batch_checksums"):
             batches = batch_list(spark, batches_dir, request.run_id, {d.id: d.batch_size for d in destinations})
     else:  # nothing changed: still leave the run layout's batches/ folder, empty
         spark.createDataFrame([], BATCHED).write.mode("overwrite").parquet(batches_dir)
-    classified.unpersist()
+    marked.unpersist()
 
     report = {
         d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], batches, baselines[d.id])

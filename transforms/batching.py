@@ -1,27 +1,27 @@
-"""Deterministic delivery batches without a global sort.
+"""Deterministic delivery batches and their files, with one shuffle and no global sort.
 
 A batch is one request: at most the destination's `max_batch_size` ids of one audience and op.
 Ranking all members of an audience in one window would put a whole audience (often most of
 the data) in one task. Instead each member falls into one of `sub_buckets` hash buckets of its
-(destination, audience, op) group; members are ranked inside their bucket, and bucket sizes,
-a small aggregate, give each bucket its offset in the group. The group rank is offset + rank,
-so every batch is full except the last one of each group, and the result depends only on the
-members, not on partitioning.
+(destination, audience, op) group, and consecutive buckets are gathered into files of about
+`file_rows` members, using the bucket sizes (a small aggregate). One shuffle brings each file's
+members together; they are ranked inside the file, and each file's batches are numbered after
+the batches of the files before it. So every batch lies in one file, every batch is full
+except the last of its file, and the result depends only on the members, not on partitioning.
 """
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from transforms.delta import DELIVERED_STATUSES
 
 GROUP = ["destination_id", "audience_id", "op"]
 DEFAULT_SUB_BUCKETS = 512
+DEFAULT_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one task each
 
 
-def assign_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int = DEFAULT_SUB_BUCKETS) -> DataFrame:
-    """Batch the adds and removes of classified members; returns the `BATCHED` schema."""
-    if sub_buckets < 1:
-        raise ValueError(f"sub_buckets must be positive, got {sub_buckets}")
-    changes = classified.filter(F.col("status").isin(*DELIVERED_STATUSES)).select(
+def deliverable_changes(classified: DataFrame, sub_buckets: int) -> DataFrame:
+    """Adds and removes, one row per member and op, with the member's hash sub-bucket."""
+    return classified.filter(F.col("status").isin(*DELIVERED_STATUSES)).select(
         "destination_id",
         "audience_id",
         F.col("status").alias("op"),
@@ -30,30 +30,54 @@ def assign_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int = D
         "source_rows",
         F.pmod(F.xxhash64("id_type", "match_key"), F.lit(sub_buckets)).alias("sub_bucket"),
     )
-    ranked = changes.withColumn(
-        "rank_in_bucket",
-        F.row_number().over(Window.partitionBy(*GROUP, "sub_bucket").orderBy("id_type", "match_key")),
-    )
-    offsets = (
+
+
+def _rows_before(column: str, order_by: str) -> Column:
+    """Sum of `column` over the earlier rows of the same group, 0 for the first."""
+    earlier = Window.partitionBy(*GROUP).orderBy(order_by).rowsBetween(Window.unboundedPreceding, -1)
+    return F.coalesce(F.sum(column).over(earlier), F.lit(0))
+
+
+def file_plan(changes: DataFrame, rules: DataFrame, file_rows: int) -> DataFrame:
+    """Per (group, sub_bucket): its file within the group and the number of that file's first batch.
+
+    Files hold whole batches: about `file_rows` members, rounded to a multiple of the batch size.
+    """
+    chunk = F.greatest(F.lit(1), F.floor(F.lit(file_rows) / F.col("max_batch_size"))) * F.col("max_batch_size")
+    buckets = (
         changes.groupBy(*GROUP, "sub_bucket")
-        .agg(F.count(F.lit(1)).alias("bucket_size"))
-        .withColumn(
-            "bucket_offset",
-            F.sum("bucket_size").over(
-                Window.partitionBy(*GROUP).orderBy("sub_bucket").rowsBetween(Window.unboundedPreceding, -1)
-            ),
-        )
-        .select(*GROUP, "sub_bucket", F.coalesce("bucket_offset", F.lit(0)).alias("bucket_offset"))
-    )
-    group_rank = F.col("bucket_offset") + F.col("rank_in_bucket") - 1
-    return (
-        ranked.join(F.broadcast(offsets), on=[*GROUP, "sub_bucket"], how="inner")
+        .agg(F.count(F.lit(1)).alias("bucket_rows"))
         .join(F.broadcast(rules.select("destination_id", "max_batch_size")), on="destination_id", how="inner")
-        .select(
-            *GROUP,
-            F.floor(group_rank / F.col("max_batch_size")).cast("int").alias("batch_number"),
-            "id_type",
-            "match_key",
-            "source_rows",
-        )
+        .withColumn("file_in_group", F.floor(_rows_before("bucket_rows", "sub_bucket") / chunk))
     )
+    files = (
+        buckets.groupBy(*GROUP, "file_in_group", "max_batch_size")
+        .agg(F.sum("bucket_rows").alias("file_rows"))
+        .withColumn("file_batches", F.ceil(F.col("file_rows") / F.col("max_batch_size")))
+        .withColumn("first_batch", _rows_before("file_batches", "file_in_group"))
+    )
+    return buckets.select(*GROUP, "sub_bucket", "file_in_group").join(
+        files.select(*GROUP, "file_in_group", "first_batch", "max_batch_size"), on=[*GROUP, "file_in_group"], how="inner"
+    )
+
+
+def assign_batches(
+    classified: DataFrame, rules: DataFrame, sub_buckets: int = DEFAULT_SUB_BUCKETS, file_rows: int = DEFAULT_FILE_ROWS
+) -> DataFrame:
+    """Batch the adds and removes of classified members; returns the `BATCHED` schema.
+
+    The result comes partitioned by file and sorted by batch within each partition, so a
+    partitioned write (`partitionBy(destination_id, audience_id, op)`) writes whole batches
+    per file with no further shuffle.
+    """
+    if sub_buckets < 1:
+        raise ValueError(f"sub_buckets must be positive, got {sub_buckets}")
+    if file_rows < 1:
+        raise ValueError(f"file_rows must be positive, got {file_rows}")
+    changes = deliverable_changes(classified, sub_buckets)
+    placed = changes.join(F.broadcast(file_plan(changes, rules, file_rows)), on=[*GROUP, "sub_bucket"], how="inner")
+    rank_in_file = F.row_number().over(
+        Window.partitionBy(*GROUP, "file_in_group").orderBy("sub_bucket", "id_type", "match_key")
+    )
+    batch_number = F.col("first_batch") + F.floor((rank_in_file - 1) / F.col("max_batch_size"))
+    return placed.select(*GROUP, batch_number.cast("int").alias("batch_number"), "id_type", "match_key", "source_rows")

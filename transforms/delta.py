@@ -18,21 +18,33 @@ DELIVERED_STATUSES = (ADD, REMOVE)
 SNAPSHOT_STATUSES = (ADD, UNCHANGED, RETAINED)
 
 
-def classify_members(current: DataFrame, previous: DataFrame, rules: DataFrame) -> DataFrame:
-    """Full outer join of current members and the previous snapshot, one status per member.
-
-    `rules` carries each destination's `sync_mode` and `min_audience_size`; the audience size
-    that the guard compares is the current membership count.
-    """
-    sizes = current.groupBy("destination_id", "audience_id").agg(F.count(F.lit(1)).alias("audience_size"))
-    joined = (
-        current.withColumn("in_current", F.lit(True))
-        .join(previous.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full")
-        .join(F.broadcast(rules.select("destination_id", "sync_mode", "min_audience_size")), on="destination_id", how="left")
-        .join(F.broadcast(sizes), on=["destination_id", "audience_id"], how="left")
+def mark_membership(current: DataFrame, previous: DataFrame) -> DataFrame:
+    """Full outer join of current members and the previous snapshot: where each member is."""
+    return current.withColumn("in_current", F.lit(True)).join(
+        previous.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full"
+    ).select(
+        *MEMBER_KEY,
+        F.coalesce(F.col("source_rows"), F.lit(0).cast("long")).alias("source_rows"),
+        F.col("in_current").isNotNull().alias("in_current"),
+        F.col("in_previous").isNotNull().alias("in_previous"),
     )
-    in_current = F.col("in_current").isNotNull()
-    in_previous = F.col("in_previous").isNotNull()
+
+
+def audience_sizes(marked: DataFrame) -> DataFrame:
+    """Current membership count per audience: the size the minimum-size guard compares."""
+    return marked.groupBy("destination_id", "audience_id").agg(F.count_if("in_current").alias("audience_size"))
+
+
+def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> DataFrame:
+    """One status per marked member.
+
+    `rules` carries each destination's `sync_mode` and `min_audience_size`; `sizes` is
+    `audience_sizes(marked)`, passed in so a job can compute it once and reuse it.
+    """
+    joined = marked.join(
+        F.broadcast(rules.select("destination_id", "sync_mode", "min_audience_size")), on="destination_id", how="left"
+    ).join(F.broadcast(sizes), on=["destination_id", "audience_id"], how="left")
+    in_current, in_previous = F.col("in_current"), F.col("in_previous")
     is_guarded = F.coalesce(F.col("audience_size"), F.lit(0)) < F.col("min_audience_size")
     status = (
         F.when(in_current & in_previous, UNCHANGED)
@@ -41,8 +53,10 @@ def classify_members(current: DataFrame, previous: DataFrame, rules: DataFrame) 
         .when(is_guarded | (F.col("sync_mode") == "upsert"), RETAINED)
         .otherwise(REMOVE)
     )
-    return joined.select(
-        *MEMBER_KEY,
-        F.coalesce(F.col("source_rows"), F.lit(0).cast("long")).alias("source_rows"),
-        status.alias("status"),
-    )
+    return joined.select(*MEMBER_KEY, "source_rows", status.alias("status"))
+
+
+def classify_members(current: DataFrame, previous: DataFrame, rules: DataFrame) -> DataFrame:
+    """Statuses of current members against the previous snapshot, in one call."""
+    marked = mark_membership(current, previous)
+    return classify_marked(marked, audience_sizes(marked), rules)

@@ -96,6 +96,14 @@ SNAPSHOT = StructType(
 
 MEMBERS = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False)])
 
+AUDIENCE_SIZES = StructType(
+    [
+        StructField("destination_id", StringType(), False),
+        StructField("audience_id", StringType(), False),
+        StructField("audience_size", LongType(), False),
+    ]
+)
+
 CLASSIFIED = StructType(MEMBERS.fields + [StructField("status", StringType(), False)])
 
 BATCHED = StructType(

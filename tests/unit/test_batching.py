@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from pyspark.sql import functions as F
 
-from transforms.batching import assign_batches
+from transforms.batching import deliverable_changes, assign_batches, file_plan
 from transforms.schemas import CLASSIFIED, DESTINATION_RULES
 
 
@@ -75,3 +75,25 @@ def test_small_groups_get_exact_batches_ranked_by_key(spark):
     )
     got = assign_batches(frame, rules(spark, 2), sub_buckets=1)
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_large_groups_split_into_files_of_whole_batches(spark):
+    frame = classified(spark, 2_345)
+    plan = file_plan(deliverable_changes(frame, 16), rules(spark, 300), file_rows=1_000).collect()
+    files = {r.file_in_group: r.first_batch for r in plan}
+    assert len(files) >= 3  # 2,345 ids in files of about 900 ids (three batches of 300)
+    batched = assign_batches(frame, rules(spark, 300), sub_buckets=16, file_rows=1_000).withColumn("part", F.spark_partition_id())
+    rows = batched.select("batch_number", "part").collect()
+    for batch_number in {r.batch_number for r in rows}:
+        assert len({r.part for r in rows if r.batch_number == batch_number}) == 1, f"batch {batch_number} spans partitions (files)"
+    sizes = batch_sizes(batched)
+    assert sorted(n for (_, _, n) in sizes) == list(range(len(sizes)))
+    assert sorted(files.values()) == sorted(n for (_, _, n) in sizes if n in files.values())  # each file starts a batch
+    assert max(sizes.values()) == 300
+    assert sum(1 for size in sizes.values() if size < 300) <= len(files)  # only a file's last batch may be short
+    assert sum(sizes.values()) == 2_345
+
+
+def test_file_rows_must_be_positive(spark):
+    with pytest.raises(ValueError, match="file_rows"):
+        assign_batches(classified(spark, 1), rules(spark, 10), file_rows=0)
