@@ -32,32 +32,32 @@ def deliverable_changes(classified: DataFrame, sub_buckets: int) -> DataFrame:
     )
 
 
-def _rows_before(column: str, order_by: str) -> Column:
-    """Sum of `column` over the earlier rows of the same group, 0 for the first."""
-    earlier = Window.partitionBy(*GROUP).orderBy(order_by).rowsBetween(Window.unboundedPreceding, -1)
-    return F.coalesce(F.sum(column).over(earlier), F.lit(0))
-
-
 def file_plan(changes: DataFrame, rules: DataFrame, file_rows: int) -> DataFrame:
     """Per (group, sub_bucket): its file within the group and the number of that file's first batch.
 
     Files hold whole batches: about `file_rows` members, rounded to a multiple of the batch size.
+    Windows over the bucket sizes only (no self-join), so the changes are aggregated once.
     """
+    in_group = Window.partitionBy(*GROUP).orderBy("sub_bucket")
+    before = in_group.rowsBetween(Window.unboundedPreceding, -1)
     chunk = F.greatest(F.lit(1), F.floor(F.lit(file_rows) / F.col("max_batch_size"))) * F.col("max_batch_size")
-    buckets = (
+    in_file = Window.partitionBy(*GROUP, "file_in_group")
+    # Counted on the file's first bucket only, so a running sum adds each file's batches once.
+    file_batches_once = F.when(F.row_number().over(in_file.orderBy("sub_bucket")) == 1, F.col("file_batches")).otherwise(0)
+    return (
         changes.groupBy(*GROUP, "sub_bucket")
         .agg(F.count(F.lit(1)).alias("bucket_rows"))
         .join(F.broadcast(rules.select("destination_id", "max_batch_size")), on="destination_id", how="inner")
-        .withColumn("file_in_group", F.floor(_rows_before("bucket_rows", "sub_bucket") / chunk))
-    )
-    files = (
-        buckets.groupBy(*GROUP, "file_in_group", "max_batch_size")
-        .agg(F.sum("bucket_rows").alias("file_rows"))
-        .withColumn("file_batches", F.ceil(F.col("file_rows") / F.col("max_batch_size")))
-        .withColumn("first_batch", _rows_before("file_batches", "file_in_group"))
-    )
-    return buckets.select(*GROUP, "sub_bucket", "file_in_group").join(
-        files.select(*GROUP, "file_in_group", "first_batch", "max_batch_size"), on=[*GROUP, "file_in_group"], how="inner"
+        .withColumn("file_in_group", F.floor(F.coalesce(F.sum("bucket_rows").over(before), F.lit(0)) / chunk))
+        .withColumn("file_batches", F.ceil(F.sum("bucket_rows").over(in_file) / F.col("max_batch_size")))
+        .withColumn("file_batches_once", file_batches_once)
+        .select(
+            *GROUP,
+            "sub_bucket",
+            "file_in_group",
+            (F.sum("file_batches_once").over(in_group.rowsBetween(Window.unboundedPreceding, 0)) - F.col("file_batches")).alias("first_batch"),
+            "max_batch_size",
+        )
     )
 
 
