@@ -27,8 +27,8 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
         .agg(
             F.count(F.lit(1)).alias("ids"),
             F.sum("source_rows").alias("rows"),
-            F.countDistinct("file").alias("files"),
-            F.first("file").alias("file"),
+            F.min("file").alias("file"),
+            F.max("file").alias("last_file"),  # differs from `file` when a batch spans files
             F.sha2(F.concat_ws("\n", lines), 256).alias("checksum"),
         )
         .collect()
@@ -37,8 +37,9 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
     batches = []
     for row in sorted(stats, key=lambda r: (r.destination_id, r.audience_id, r.op, r.batch_number)):
         name = f"{row.destination_id}/{row.audience_id}/{row.op}/{row.batch_number}"
-        if row.ids > max_sizes[row.destination_id] or row.files != 1:
-            raise RuntimeError(f"batch {name} has {row.ids} ids in {row.files} files; expected at most {max_sizes[row.destination_id]} in one")
+        if row.ids > max_sizes[row.destination_id] or row.file != row.last_file:
+            where = "in one file" if row.file == row.last_file else "across several files"
+            raise RuntimeError(f"batch {name} has {row.ids} ids {where}; expected at most {max_sizes[row.destination_id]} in one file")
         batches.append(
             {
                 "destination_id": row.destination_id,

@@ -115,15 +115,15 @@ def test_rejected_rows_are_kept_with_their_reason(two_days):
 def test_large_audiences_fill_their_batches(two_days):
     out, config, _, _, runs = two_days
     sizes = {d.id: d.batch_size for d in config.active_destinations}
-    for (destination, audience, op), numbers in _groups(runs["day1"]["batches"]).items():
+    for (destination, audience, op, _), numbers in _groups(runs["day1"]["batches"]).items():
         full = [n for n in numbers[:-1]]
-        assert all(ids == sizes[destination] for ids in full), f"{destination}/{audience}/{op} has a partial batch before the last"
+        assert all(ids == sizes[destination] for ids in full), f"{destination}/{audience}/{op} has a partial batch before its file's last"
 
 
 def _groups(batch_list):
     groups = {}
     for b in sorted(batch_list, key=lambda b: b["batch_number"]):
-        groups.setdefault((b["destination_id"], b["audience_id"], b["op"]), []).append(b["ids"])
+        groups.setdefault((b["destination_id"], b["audience_id"], b["op"], b["file"]), []).append(b["ids"])
     return groups
 
 
