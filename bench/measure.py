@@ -17,16 +17,20 @@ import psutil
 class Measured:
     seconds: float
     peak_rss_mb: float
+    cpu_seconds: float = 0.0  # user + system of the whole process tree (sampled every 0.2 s)
     shuffle_mb: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
     stdout: str = ""
 
 
-def _tree_rss(process: psutil.Process) -> int:
+def _sample_tree(process: psutil.Process, cpu: dict[int, float]) -> int:
+    """The tree's RSS now; records each member's CPU seconds so far in `cpu` (pid -> seconds)."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
         try:
             total += member.memory_info().rss
+            times = member.cpu_times()
+            cpu[member.pid] = times.user + times.system
         except psutil.Error:
             continue
     return total
@@ -41,14 +45,14 @@ def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, 
                                               "pyspark-shell")
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-    peak, done = 0, threading.Event()
+    peak, cpu, done = 0, {}, threading.Event()
 
     def sample() -> None:
         nonlocal peak
         process = psutil.Process(child.pid)
         while not done.wait(0.2):
             try:
-                peak = max(peak, _tree_rss(process))
+                peak = max(peak, _sample_tree(process, cpu))
             except psutil.Error:
                 return
 
@@ -65,7 +69,7 @@ def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, 
         if line.startswith("{") and '"phase"' in line:
             record = json.loads(line)
             phases[record["phase"]] = record["seconds"]
-    return Measured(round(seconds, 2), round(peak / 2**20), _shuffle_mb(event_log) if event_log else None, phases, stdout)
+    return Measured(round(seconds, 2), round(peak / 2**20), round(sum(cpu.values()), 1), _shuffle_mb(event_log) if event_log else None, phases, stdout)
 
 
 def _shuffle_mb(event_log: Path) -> float:

@@ -27,6 +27,7 @@ from jobs.inputs import read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.quality import raise_on_critical, validate_input
+from jobs.session import task_slices
 from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
 from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
 from transforms.delta import DELIVERED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
@@ -115,7 +116,7 @@ def _members(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadca
     )
 
 
-def _write_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int, path: str) -> None:
+def write_batches(classified: DataFrame, rules: DataFrame, sub_buckets: int, path: str) -> None:
     """Whole batches per file (about TARGET_FILE_ROWS ids), grouped by destination, audience and op."""
     (
         assign_batches(classified, rules, sub_buckets, TARGET_FILE_ROWS)
@@ -178,7 +179,10 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     previous, baselines = snapshots.read_previous(spark, out, destination_ids)
     rules = destination_rules(spark, config)
     # Members are computed once, into the cache; everything after reads them from there.
-    marked = mark_membership(members, previous).persist(StorageLevel.MEMORY_AND_DISK)
+    # A few partitions per core, and no more rows per partition than a file holds (the snapshot
+    # is written by merging them).
+    slices = max(task_slices(spark), math.ceil(input_rows / TARGET_FILE_ROWS))
+    marked = mark_membership(members, previous).coalesce(slices).persist(StorageLevel.MEMORY_AND_DISK)
     with timer.phase("members_and_delta"):
         sizes = spark.createDataFrame(audience_sizes(marked).collect(), AUDIENCE_SIZES)  # one row per audience
         classified = classify_marked(marked, sizes, rules)
@@ -202,7 +206,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     batches: list[dict] = []
     if any(s.members for s in member_stats if s.status in DELIVERED_STATUSES):
         with timer.phase("batch_and_write"):
-            _write_batches(classified, rules, request.sub_buckets, batches_dir)
+            write_batches(classified, rules, request.sub_buckets, batches_dir)
         with timer.phase("batch_checksums"):
             batches = batch_list(spark, batches_dir, request.run_id, {d.id: d.batch_size for d in destinations})
     else:  # nothing changed: still leave the run layout's batches/ folder, empty

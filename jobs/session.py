@@ -49,3 +49,13 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         session.conf.set("spark.sql.files.minPartitionNum", str(SPLITS_PER_CORE * session.sparkContext.defaultParallelism))
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def task_slices(spark: SparkSession) -> int:
+    """Partitions for a frame kept in the cache: a few per core.
+
+    AQE merges small shuffle partitions, but not the output of a cached plan, which keeps all
+    `spark.sql.shuffle.partitions` (200): every later aggregate over it then pays 200 tasks
+    of a few thousand rows each.
+    """
+    return SPLITS_PER_CORE * spark.sparkContext.defaultParallelism

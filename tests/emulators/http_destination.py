@@ -26,6 +26,8 @@ class EmulatorConfig:
     fault_rates: dict[str, float] = field(default_factory=dict)  # "5xx", "429", "stall", "drop"
     stall_seconds: float = 3.0
     seed: int = 0
+    # False counts members without keeping them (a 10M-id benchmark would hold gigabytes).
+    keep_members: bool = True
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Scoreboard:
     request_times: list[float] = field(default_factory=list)
     accepted: Counter = field(default_factory=Counter)  # content digest -> times accepted
     members: dict[tuple[str, str], set] = field(default_factory=lambda: defaultdict(set))  # (audience, op) -> keys
+    member_count: Counter = field(default_factory=Counter)  # (audience, op) -> members in accepted requests
     refused: Counter = field(default_factory=Counter)  # reason -> count
 
     @property
@@ -128,8 +131,9 @@ class HttpDestinationEmulator:
         digest = hashlib.sha256(json.dumps([audience, op, sorted(members)]).encode()).hexdigest()
         with self._lock:
             self.score.accepted[digest] += 1
-            target = self.score.members[(audience, op)]
-            target.update(members)
+            self.score.member_count[(audience, op)] += len(members)
+            if self.config.keep_members:
+                self.score.members[(audience, op)].update(members)
 
     def _handler(self):
         emulator = self

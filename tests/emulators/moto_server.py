@@ -1,0 +1,46 @@
+"""moto server (a local AWS) as a child process on loopback, for tests and benchmarks."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+LOCAL_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass
+class MotoServer:
+    endpoint: str
+    process: subprocess.Popen
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What points boto3 (and child processes) at this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, **LOCAL_AWS_ENV}
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def start_moto_server(timeout_seconds: float = 30.0) -> MotoServer:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return MotoServer(endpoint, process)
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"moto server did not start on {endpoint}")
+            time.sleep(0.2)
