@@ -148,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
 
-    moto, sftp = start_moto_server(), start_sftp_server(work / "sshd")
+    moto = start_moto_server()
+    sftp = None
     try:
+        sftp = start_sftp_server(work / "sshd")
         os.environ.update(moto.env)
         env = {**moto.env, "PARTNER_SFTP_KEY": sftp.private_key, "META_ACCESS_TOKEN": "bench-token"}
         config = work / "destinations.yaml"
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if "s3" not in skip:
             results.append(_files("s3", "partner_s3", out, config, work, args.workers, env, batches["partner_s3"], args.ids, _bucket_size))
     finally:
-        sftp.stop()
+        if sftp:
+            sftp.stop()
         moto.stop()
     machine = {"cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30), "date": date.today().isoformat(),
                "python": platform.python_version()}

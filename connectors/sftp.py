@@ -100,6 +100,9 @@ class SftpDestination(Destination):
         if offset > len(data):
             offset = 0  # not ours to continue: start over
         with sftp.open(partial, "r+" if offset else "w") as handle:
+            # Without pipelining every 32 KB write waits for the server's answer (1.9 MB/s on
+            # loopback); a failed write still raises, at the latest when the file is closed.
+            handle.set_pipelined(True)
             handle.seek(offset)
             for start in range(offset, len(data), CHUNK):
                 handle.write(data[start:start + CHUNK])

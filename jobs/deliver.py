@@ -30,6 +30,7 @@ from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.store import BatchRecord, BatchState, Fence, StateStore
 from jobs import snapshots, storage
+from jobs.batch_files import BatchFileReader
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
 from jobs.logs import PhaseTimer, log_event
@@ -88,21 +89,13 @@ def _record(run_id: str, batch: dict) -> BatchRecord:
     return BatchRecord(run_id, batch["destination_id"], batch["audience_id"], batch["op"], batch["batch_number"], batch["checksum"], batch["ids"])
 
 
-def _load(run_id: str, run_dir: str, row) -> Batch:
+def _load(run_id: str, run_dir: str, row, reader: BatchFileReader) -> Batch:
     """The batch with its members; a file that cannot be read makes a batch that fails, not a crash."""
     record = _record(run_id, row.asDict())
     try:
-        return Batch(record, _read_members(storage.join(run_dir, row.file), row.batch_number))
+        return Batch(record, reader.members(storage.join(run_dir, row.file), row.batch_number))
     except Exception as error:  # noqa: BLE001 - recorded as the batch's failure
         return Batch(record, [], load_error=f"batch file {row.file} unreadable: {type(error).__name__}")
-
-
-def _read_members(path: str, batch_number: int) -> list[tuple[str, str]]:
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path, columns=["id_type", "match_key"], filters=ds.field("batch_number") == batch_number)
-    return sorted(zip(table.column("id_type").to_pylist(), table.column("match_key").to_pylist()))
 
 
 def _fence(request_fence: tuple[str | None, int | None], state: str, quota_key: str) -> Fence | None:
@@ -146,7 +139,8 @@ def _deliver_partition(
             reset = destination.profile_spec.quota_reset_timezone
             fence = _fence(lease, state, destination.quota_key)
             quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests, reset, fence=fence) if destination.daily_quota else None
-            batches = (_load(run_id, run_dir, row) for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number)))
+            reader = BatchFileReader()
+            batches = (_load(run_id, run_dir, row, reader) for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number)))
             connector = build_destination(destination, endpoints.get(destination_id))
             for outcome in deliver_batches(connector, batches, store, bucket, quota, RetryPolicy(), random.Random(), reset_timezone=reset, fence=fence):
                 yield tuple(asdict(outcome).values())
