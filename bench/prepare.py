@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             table.append({
                 "contender": name, "day": day, "rows": rows[day], "cores": cores, "seconds": measured.seconds,
                 "rows_per_s_per_core": round(rows[day] / measured.seconds / cores) if equal else None,
-                "peak_rss_mb": measured.peak_rss_mb, "shuffle_mb": measured.shuffle_mb, "files": files, "mean_file_mb": mean_mb,
+                "cpu_seconds": measured.cpu_seconds, "peak_rss_mb": measured.peak_rss_mb, "shuffle_mb": measured.shuffle_mb, "files": files, "mean_file_mb": mean_mb,
                 "equal_to_ours": equal, "phases": measured.phases,
             })
     machine = {"cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30), "cpu": platform.processor() or platform.machine(),
@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(table: list[dict], limit: dict, machine: dict, rows: int) -> str:
     lines = [f"prepare benchmark, {rows} generated rows per day, {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['date']}",
-             "| contender | day | rows | s | rows/s/core | peak RSS MB | shuffle MB | files | mean file MB | same adds/removes as ours |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| contender | day | rows | s | rows/s/core | CPU s | peak RSS MB | shuffle MB | files | mean file MB | same adds/removes as ours |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in table:
         rate = f"{r['rows_per_s_per_core']:,}" if r["rows_per_s_per_core"] else "not counted"
         shuffle = "" if r["shuffle_mb"] is None else r["shuffle_mb"]
-        lines.append(f"| {r['contender']} | {r['day']} | {r['rows']:,} | {r['seconds']} | {rate} | {r['peak_rss_mb']} | {shuffle} | "
+        lines.append(f"| {r['contender']} | {r['day']} | {r['rows']:,} | {r['seconds']} | {rate} | {r.get('cpu_seconds', '')} | {r['peak_rss_mb']} | {shuffle} | "
                      f"{r['files']} | {r['mean_file_mb']} | {'yes' if r['equal_to_ours'] else 'NO'} |")
     lines.append(f"\nSHA-256 limit (OpenSSL, one core, {limit['bytes']}-byte inputs): {limit['hashes_per_second_per_core']:,} hashes/s"
                  " (prepare hashes each valid row once per destination that takes its id type)")

@@ -31,6 +31,23 @@ def _load_key(text: str) -> paramiko.PKey:
     raise ValueError("the SFTP private key is not an Ed25519, ECDSA or RSA key")
 
 
+def make_dirs(sftp: paramiko.SFTPClient, path: str) -> None:
+    """`mkdir -p` over SFTP, safe when several workers make the same folders at once."""
+    parts = path.strip("/").split("/")
+    for depth in range(1, len(parts) + 1):
+        folder = "/" + "/".join(parts[:depth])
+        try:
+            sftp.stat(folder)
+        except FileNotFoundError:
+            try:
+                sftp.mkdir(folder)
+            except IOError as error:
+                try:
+                    sftp.stat(folder)  # another worker made it meanwhile
+                except FileNotFoundError:
+                    raise error from None
+
+
 class SftpDestination(Destination):
     def __init__(
         self, host: str, username: str, remote_dir: str, known_hosts: str, private_key: str,
@@ -67,15 +84,6 @@ class SftpDestination(Destination):
             self._connect()
         return self._sftp
 
-    def _makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
-        parts = path.strip("/").split("/")
-        for depth in range(1, len(parts) + 1):
-            folder = "/" + "/".join(parts[:depth])
-            try:
-                sftp.stat(folder)
-            except FileNotFoundError:
-                sftp.mkdir(folder)
-
     def remote_path(self, batch: Batch) -> str:
         return posixpath.join(self.remote_dir, batch_file_name(batch))
 
@@ -92,7 +100,7 @@ class SftpDestination(Destination):
         final = self.remote_path(batch)
         folder, name = posixpath.split(final)
         partial = posixpath.join(folder, f".{name}.partial")
-        self._makedirs(sftp, folder)
+        make_dirs(sftp, folder)
         try:
             offset = sftp.stat(partial).st_size
         except FileNotFoundError:
