@@ -20,6 +20,22 @@ class QualityError(RuntimeError):
     """A critical expectation failed; the message lists which and what was observed."""
 
 
+class QualityCheckCrashed(RuntimeError):
+    """An expectation could not be computed (Spark failed under it): no verdict on the data."""
+
+
+def _raised(exception_info: dict | None) -> str | None:
+    """The error message of an expectation that raised, if it did.
+
+    great-expectations reports it either directly or per metric, keyed by metric id.
+    """
+    info = exception_info or {}
+    for item in [info] if "raised_exception" in info else info.values():
+        if isinstance(item, dict) and item.get("raised_exception"):
+            return str(item.get("exception_message") or "no message")
+    return None
+
+
 @dataclass(frozen=True)
 class QualityResult:
     success: bool
@@ -80,6 +96,10 @@ def validate_input(normalized: DataFrame, quality: Quality, previous_rows: int |
     expectations = []
     for result in outcome.results:
         config = result.expectation_config
+        error = _raised(result.exception_info)
+        if error is not None:
+            # Left as a failed expectation, it would read as bad input (observed None).
+            raise QualityCheckCrashed(f"data-quality check {config.type} could not run: {error[:500]}")
         observed = result.result.get("observed_value", result.result.get("unexpected_percent"))
         expectations.append(
             {
