@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
+import subprocess
+import sys
 import time
 from datetime import date
 from pathlib import Path
 
-import boto3
 import psutil
 import yaml
 
@@ -64,13 +64,8 @@ def ensure_run(ids: int, config_path: Path) -> Path:
     if (out / "runs" / RUN_ID / "manifest.json").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
-    from bench.synthetic_run import write_run
-    from jobs.config import load_config
-    from jobs.session import build_session
-
-    spark = build_session("bench-deliver-run", "local[2]")
-    write_run(spark, load_config(config_path), out, RUN_ID, SEGMENT, ids)
-    spark.stop()
+    subprocess.run([sys.executable, "-m", "bench.synthetic_run", "--config", str(config_path), "--out", str(out), "--run-id", RUN_ID,
+                    "--segment", SEGMENT, "--ids", str(ids)], check=True, stdout=subprocess.DEVNULL)
     return out
 
 
@@ -128,9 +123,9 @@ def _tree_size(root: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def _bucket_size() -> tuple[int, int]:
+def _bucket_size(s3) -> tuple[int, int]:
     count = size = 0
-    for page in boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         for item in page.get("Contents", []):
             count, size = count + 1, size + item["Size"]
     return count, size
@@ -152,14 +147,14 @@ def main(argv: list[str] | None = None) -> int:
     sftp = None
     try:
         sftp = start_sftp_server(work / "sshd")
-        os.environ.update(moto.env)
         env = {**moto.env, "PARTNER_SFTP_KEY": sftp.private_key, "META_ACCESS_TOKEN": "bench-token"}
         config = work / "destinations.yaml"
         config.write_text(yaml.safe_dump(bench_config(args.rpm, sftp)))
         out = ensure_run(args.ids, config)
         manifest = json.loads((out / "runs" / RUN_ID / "manifest.json").read_text())
         batches = {d: sum(1 for b in manifest["batches"] if b["destination_id"] == d) for d in manifest["destinations"]}
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        s3 = moto.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
         results = []
         if "http" not in skip:
             results.append(_http(out, config, work, args.workers, args.rpm, env, batches["meta_ads"], args.ids))
@@ -167,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(_files("sftp", "partner_sftp", out, config, work, args.workers, env, batches["partner_sftp"], args.ids,
                                   lambda: _tree_size(sftp.root)))
         if "s3" not in skip:
-            results.append(_files("s3", "partner_s3", out, config, work, args.workers, env, batches["partner_s3"], args.ids, _bucket_size))
+            results.append(_files("s3", "partner_s3", out, config, work, args.workers, env, batches["partner_s3"], args.ids, lambda: _bucket_size(s3)))
     finally:
         if sftp:
             sftp.stop()

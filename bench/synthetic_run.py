@@ -6,6 +6,7 @@ batches, files, checksums and the manifest's accounting come from the same funct
 """
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import datetime, timezone
 
@@ -53,3 +54,26 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
     }
     storage.write_text(storage.join(run_dir, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.synthetic_run`: a fresh process, so a caller's own Spark session is left alone."""
+    from jobs.cli import record_count
+    from jobs.config import load_config
+    from jobs.session import build_session
+
+    parser = argparse.ArgumentParser(prog="python -m bench.synthetic_run", description=__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--segment", required=True)
+    parser.add_argument("--ids", type=record_count, required=True)
+    args = parser.parse_args(argv)
+    spark = build_session("bench-synthetic-run", "local[2]")
+    write_run(spark, load_config(args.config), args.out, args.run_id, args.segment, args.ids)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

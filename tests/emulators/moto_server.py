@@ -21,6 +21,15 @@ class MotoServer:
         """What points boto3 (and child processes) at this server."""
         return {"AWS_ENDPOINT_URL": self.endpoint, **LOCAL_AWS_ENV}
 
+    def client(self, service: str):
+        """A boto3 client of this server, without touching the process environment."""
+        import boto3
+
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=LOCAL_AWS_ENV["AWS_DEFAULT_REGION"],
+            aws_access_key_id=LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"], aws_secret_access_key=LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
