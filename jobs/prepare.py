@@ -179,8 +179,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     previous, baselines = snapshots.read_previous(spark, out, destination_ids)
     rules = destination_rules(spark, config)
     # Members are computed once, into the cache; everything after reads them from there.
-    # A few partitions per core, and no more rows per partition than a file holds (the snapshot
-    # is written by merging them).
+    # A few partitions per core, or one per 1M input rows if more (the snapshot is written by
+    # merging them). Merging without a shuffle also runs the join in that many tasks; with
+    # dynamic allocation, set spark.default.parallelism to the cores the job will have.
     slices = max(task_slices(spark), math.ceil(input_rows / TARGET_FILE_ROWS))
     marked = mark_membership(members, previous).coalesce(slices).persist(StorageLevel.MEMORY_AND_DISK)
     with timer.phase("members_and_delta"):

@@ -1,7 +1,8 @@
 """Data-quality gate on the input, with great-expectations, before anything deliverable is written.
 
 The whole suite is validated in one call (each expectation costs Spark jobs). Critical
-expectations stop the run; warnings are recorded in the manifest only.
+expectations stop the run; warnings are recorded in the manifest only. An expectation of
+either kind that could not be computed is a crash, not a verdict.
 """
 from __future__ import annotations
 

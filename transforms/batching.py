@@ -6,10 +6,12 @@ the data) in one task. Instead each member falls into one of `sub_buckets` hash 
 (destination, audience, op) group, and consecutive buckets are gathered into files of about
 `file_rows` members, using the bucket sizes (a small aggregate). One shuffle brings each file's
 members together; they are ranked inside the file, and each file's batches are numbered after
-the batches of the files before it. So every batch lies in one file, every batch is full
-except the last of its file, and the result depends only on the members, not on partitioning.
+the batches of the files before it. So every batch lies in one planned file, every batch is
+full except the last of its planned file, and the result depends only on the members, not on
+partitioning. A task holds whole planned files; when AQE merges small shuffle partitions, one
+task (one written file) may hold several of them.
 """
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from transforms.delta import DELIVERED_STATUSES
@@ -66,7 +68,7 @@ def assign_batches(
 ) -> DataFrame:
     """Batch the adds and removes of classified members; returns the `BATCHED` schema.
 
-    The result comes partitioned by file and sorted by batch within each partition, so a
+    The result comes with each planned file's rows in one partition, sorted by batch, so a
     partitioned write (`partitionBy(destination_id, audience_id, op)`) writes whole batches
     per file with no further shuffle.
     """

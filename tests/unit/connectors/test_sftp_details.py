@@ -1,4 +1,4 @@
-"""Remote folders are made once even when two workers race to make them."""
+"""SFTP details: remote folders made once by racing workers, pipelined writes all confirmed."""
 import pytest
 
 from connectors.sftp import make_dirs
@@ -42,3 +42,43 @@ def test_a_folder_another_worker_made_meanwhile_is_not_an_error():
 def test_a_folder_that_cannot_be_made_keeps_its_error():
     with pytest.raises(PermissionError):
         make_dirs(FakeSftp(set()), "/locked/run")
+
+
+class FakeHandle:
+    def __init__(self, requests):
+        from collections import deque
+
+        self._reqs, self.flushed = deque(requests), False
+
+    def flush(self):
+        self.flushed = True
+
+
+class FakeAnswers:
+    """Answers pipelined writes in order; `failing` ones with an error status."""
+
+    def __init__(self, failing=()):
+        self.failing, self.answered = set(failing), []
+
+    def _read_response(self, request):
+        from paramiko.sftp import CMD_STATUS
+
+        self.answered.append(request)
+        if request in self.failing:
+            raise IOError("Failure")
+        return CMD_STATUS, None
+
+
+def test_every_outstanding_write_is_confirmed_after_the_last_flush():
+    from connectors.sftp import confirm_pipelined_writes
+
+    handle, answers = FakeHandle([1, 2, 3]), FakeAnswers()
+    confirm_pipelined_writes(answers, handle)
+    assert handle.flushed and answers.answered == [1, 2, 3] and not handle._reqs
+
+
+def test_a_failed_write_late_in_the_file_raises():
+    from connectors.sftp import confirm_pipelined_writes
+
+    with pytest.raises(IOError):
+        confirm_pipelined_writes(FakeAnswers(failing={3}), FakeHandle([1, 2, 3]))
