@@ -22,6 +22,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import yaml
@@ -30,7 +31,7 @@ from bench.measure import Measured, run_measured
 from jobs.cli import record_count
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.emulators.moto_server import start_moto_server
-from tests.emulators.sftp_server import start_sftp_server
+from tests.emulators.sftp_server import SftpServer, start_sftp_server
 
 ROOT = Path(__file__).resolve().parent
 DATA, WORK, RESULTS = ROOT / ".data", ROOT / ".work", ROOT / "results"
@@ -40,13 +41,11 @@ BUCKET = "partner-drop"
 FILE_BATCH = 500_000  # ids per SFTP file and S3 object
 
 
-def bench_config(rpm: int, sftp=None) -> dict:
+def bench_config(rpm: int, sftp: SftpServer) -> dict:
     """Three destinations over the same audience; connections point at the local servers."""
-    audiences = {AUDIENCE: [SEGMENT]}
-    common = {"id_types": ["email"], "sync_mode": "upsert", "audiences": audiences}
+    common = {"id_types": ["email"], "sync_mode": "upsert", "audiences": {AUDIENCE: [SEGMENT]}}
     sftp_connection = {"host": "127.0.0.1", "port": sftp.port, "username": sftp.username, "remote_dir": str(sftp.root / "incoming"),
-                       "known_hosts": str(sftp.known_hosts)} if sftp else {"host": "127.0.0.1", "username": "bench", "remote_dir": "/incoming",
-                                                                         "known_hosts": "/dev/null"}
+                       "known_hosts": str(sftp.known_hosts)}
     return {"version": 1, "destinations": [
         {"id": "meta_ads", "kind": "http_api", "profile": "meta_custom_audiences", "max_batch_size": 10_000,
          "rate_limit": {"requests_per_minute": rpm}, "credentials": {"env": "META_ACCESS_TOKEN"},
@@ -104,7 +103,7 @@ def _http(out: Path, config: Path, work: Path, workers: int, rpm: int, env: dict
 
 
 def _files(kind: str, destination: str, out: Path, config: Path, work: Path, workers: int, env: dict[str, str], batches: int,
-           ids: int, written: callable) -> dict:
+           ids: int, written: Callable[[], tuple[int, int]]) -> dict:
     measured, report = deliver(out, config, destination, work / f"{destination}.db", workers, env)
     count, size = written()
     if count != batches:
@@ -119,7 +118,7 @@ def _files(kind: str, destination: str, out: Path, config: Path, work: Path, wor
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
-    files = [p for p in root.rglob("*.csv.gz")]
+    files = list(root.rglob("*.csv.gz"))
     return len(files), sum(p.stat().st_size for p in files)
 
 

@@ -46,13 +46,13 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     session = builder.getOrCreate()
     if session.conf.get("spark.sql.files.minPartitionNum", None) is None:
-        session.conf.set("spark.sql.files.minPartitionNum", str(SPLITS_PER_CORE * session.sparkContext.defaultParallelism))
+        session.conf.set("spark.sql.files.minPartitionNum", str(task_slices(session)))
     session.sparkContext.setLogLevel("WARN")
     return session
 
 
 def task_slices(spark: SparkSession) -> int:
-    """Partitions for a frame kept in the cache: a few per core.
+    """A few partitions per core: for input splits, and for a frame kept in the cache.
 
     AQE merges small shuffle partitions, but not the output of a cached plan, which keeps all
     `spark.sql.shuffle.partitions` (200): every later aggregate over it then pays 200 tasks
