@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from connectors.destination import Batch, Destination
+from connectors.failpoints import crash_point
 from connectors.quota import DailyQuota, QuotaExhausted, quota_window
 from connectors.rate_limit import TokenBucket
 from connectors.retry import AttemptLog, Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
@@ -158,7 +159,10 @@ def deliver_batches(
                 raise
             except Exception as error:
                 raise StoreUnavailable() from error
-            return destination.send(batch)
+            crash_point("deliver.before_send")
+            receipt = destination.send(batch)
+            crash_point("deliver.after_send")  # sent, not yet in the ledger
+            return receipt
 
         return attempt
 
@@ -197,6 +201,7 @@ def deliver_batches(
             fail(batch, attempts, error, log)
             return
         recorded = save(record.moved_to(BatchState.DELIVERED, attempts_before + log.attempts))
+        crash_point("deliver.after_ledger_write")
         outcomes.append(_outcome(batch, "delivered" if recorded else "unrecorded", log))
 
     pending = iter(batches)

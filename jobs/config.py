@@ -64,6 +64,8 @@ class HttpConnection(_Strict):
     # The API's own id of each audience (Meta custom audience id, Google user list id);
     # audiences not listed are sent under their configured name.
     audience_ids: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] = {}
+    # How long one request may take (connect and read); a timed-out batch is retried.
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
 
 
 class SftpConnection(_Strict):

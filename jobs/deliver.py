@@ -25,6 +25,7 @@ from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, Str
 
 from connectors.delivery import BatchOutcome, deliver_batches
 from connectors.destination import Batch
+from connectors.failpoints import crash_point
 from connectors.quota import DailyQuota
 from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
@@ -34,6 +35,7 @@ from jobs.batch_files import BatchFileReader
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
 from jobs.logs import PhaseTimer, log_event
+from jobs.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
 from jobs.prepare import RUN_ID
 from orchestration.lock import Heartbeat, LeaseLock
 
@@ -201,6 +203,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     store = open_store(request.state)
     batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids]
     store.register([_record(request.run_id, b) for b in batches])
+    crash_point("deliver.after_register")
     # Delivered batches are done; failed ones wait in the dead-letter store for `--replay`.
     settled = {r.batch_key for r in store.batches(request.run_id) if r.state in (BatchState.DELIVERED, BatchState.FAILED)}
     todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled]
@@ -238,7 +241,10 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         current_run = current["run_id"] if current else None
         superseded = current_run not in (baseline, request.run_id)
         if states["delivered"] == len(own) and not superseded:
-            snapshots.commit(request.out, request.run_id, destination_id)
+            if current_run != request.run_id:  # a resumed or repeated run commits once
+                crash_point("deliver.before_snapshot_commit")
+                snapshots.commit(request.out, request.run_id, destination_id)
+                crash_point("deliver.after_snapshot_commit")
             committed.append(destination_id)
         own_status, own_resume_at = _status(mine, own)
         report[destination_id] = {
@@ -272,7 +278,14 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         storage.write_text(storage.join(run_dir, "delivery", destination_id, "summary.json"), json.dumps(own_summary, indent=2) + "\n")
     if chosen_ids == set(manifest["destinations"]):
         storage.write_text(storage.join(run_dir, "delivery", "summary.json"), json.dumps(summary, indent=2) + "\n")
-    log_event("deliver.done", status=status, run_id=request.run_id, resume_at=resume_at, seconds=summary["seconds"])
+    with_quota = {d.id for d in chosen if d.daily_quota}
+    for destination_id, entry in report.items():
+        tally = delivery_tally(entry, [o for o in outcomes if o.destination_id == destination_id], destination_id in with_quota)
+        log_event("deliver.destination_done", run_id=request.run_id, destination=destination_id, status=entry["status"],
+                  batches=entry["batches"], rows=entry["accounting"]["rows"], **tally, seconds=summary["seconds"])
+        emit_deliver_metrics(request.run_id, destination_id, tally)
+    emit_job_metrics("deliver", request.run_id, summary["seconds"], DeadLetters=summary["dead_letters"])
+    log_event("deliver.done", status=status, run_id=request.run_id, resume_at=resume_at, dead_letters=summary["dead_letters"], seconds=summary["seconds"])
     return summary
 
 

@@ -41,7 +41,10 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
             "google_data_manager": lambda: GoogleDataManager(operating_account_id=account or ""),
         }
         audience_ids = destination.connection.audience_ids if destination.connection else {}
-        return HttpApiDestination(base_url, profiles[destination.profile](), token=_secret(destination), audience_ids=audience_ids)
+        timeout = destination.connection.timeout_seconds if destination.connection else 30.0
+        return HttpApiDestination(
+            base_url, profiles[destination.profile](), token=_secret(destination), timeout_seconds=timeout, audience_ids=audience_ids,
+        )
     if isinstance(destination, S3DestinationConfig):
         if destination.connection is None:
             raise UnsupportedDestination(f"destination {destination.id}: connection.bucket is required")

@@ -3,8 +3,9 @@
 It enforces what the real APIs enforce (members per request, requests per minute, requests
 per day) with their error shapes, injects faults at configured rates (5xx, 429 bursts,
 stalls past the client's timeout, dropped connections) and keeps score: every request's
-time, the batches accepted per content digest (so a batch accepted twice shows up as a
-duplicate), and the members each audience holds.
+time, the batches accepted per idempotency key (Meta: the upload session id, which the
+connector derives from the batch key; Google: the content), so a batch accepted twice shows
+up as a duplicate that the destination de-duplicated, and the members each audience holds.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -25,15 +27,19 @@ class EmulatorConfig:
     requests_per_day: int | None = None
     fault_rates: dict[str, float] = field(default_factory=dict)  # "5xx", "429", "stall", "drop"
     stall_seconds: float = 3.0
+    fault_retry_after: float = 1.0  # the Retry-After of an injected 429
     seed: int = 0
     # False counts members without keeping them (a 10M-id benchmark would hold gigabytes).
     keep_members: bool = True
+    # Called with the number of batches accepted so far, after accepting one and before
+    # answering: a test can kill the client while its request is in flight.
+    on_accept: Callable[[int], None] | None = None
 
 
 @dataclass
 class Scoreboard:
     request_times: list[float] = field(default_factory=list)
-    accepted: Counter = field(default_factory=Counter)  # content digest -> times accepted
+    accepted: Counter = field(default_factory=Counter)  # idempotency key -> times accepted
     members: dict[tuple[str, str], set] = field(default_factory=lambda: defaultdict(set))  # (audience, op) -> keys
     member_count: Counter = field(default_factory=Counter)  # (audience, op) -> members in accepted requests
     refused: Counter = field(default_factory=Counter)  # reason -> count
@@ -113,7 +119,7 @@ class HttpDestinationEmulator:
                 roll -= rate
             if fault:
                 self.score.refused[fault] += 1
-                return fault, 1.0
+                return fault, self.config.fault_retry_after
             if self.config.requests_per_minute:
                 self._recent = [t for t in self._recent if now - t < 60]
                 if len(self._recent) >= self.config.requests_per_minute:
@@ -127,13 +133,16 @@ class HttpDestinationEmulator:
                 self._per_day[self.day] += 1
             return None, 0.0
 
-    def _accept(self, audience: str, op: str, members: list[tuple[str, str]]) -> None:
-        digest = hashlib.sha256(json.dumps([audience, op, sorted(members)]).encode()).hexdigest()
+    def _accept(self, key: str | None, audience: str, op: str, members: list[tuple[str, str]]) -> None:
+        key = key or hashlib.sha256(json.dumps([audience, op, sorted(members)]).encode()).hexdigest()
         with self._lock:
-            self.score.accepted[digest] += 1
+            self.score.accepted[key] += 1
             self.score.member_count[(audience, op)] += len(members)
             if self.config.keep_members:
                 self.score.members[(audience, op)].update(members)
+            accepted = sum(self.score.accepted.values())
+        if self.config.on_accept:
+            self.config.on_accept(accepted)
 
     def _handler(self):
         emulator = self
@@ -174,13 +183,15 @@ class HttpDestinationEmulator:
                     members = _meta_members(body)
                     audience = self.path.strip("/").split("/")[-2]  # [/version]/{audience}/users
                     op = "add" if method == "POST" else "remove"
+                session = body.get("session", {}).get("session_id")
+                key = f"session:{session}" if session is not None else None
                 problem, retry_after = emulator._admit()
                 if problem == "drop":
                     self.connection.shutdown(2)  # the client sees the connection die mid-request
                     self.close_connection = True
                     return
                 if problem == "stall":
-                    emulator._accept(audience, op, members)  # processed, but the answer is too late
+                    emulator._accept(key, audience, op, members)  # processed, but the answer is too late
                     time.sleep(emulator.config.stall_seconds)
                     self.close_connection = True
                     return
@@ -195,7 +206,7 @@ class HttpDestinationEmulator:
                     reason = {"code": 400, "status": "INVALID_ARGUMENT", "message": "TOO_MANY_AUDIENCE_MEMBERS"} if google else {
                         "code": 100, "message": "Too many records in payload"}
                     return self._reply(400, {"error": reason})
-                emulator._accept(audience, op, members)
+                emulator._accept(key, audience, op, members)
                 if google:
                     return self._reply(200, {"requestId": hashlib.md5(json.dumps(body).encode()).hexdigest()})
                 return self._reply(200, {"audience_id": audience, "session_id": body.get("session", {}).get("session_id"),

@@ -1,0 +1,141 @@
+"""kill -9 the deliver job at named and random moments, then resume: nothing is lost, nothing sent twice
+that the destination did not de-duplicate, and the snapshot is committed once.
+
+Each scenario delivers a fresh copy of one prepared run to the Meta emulator. The job is killed
+with every process of its session (driver, JVM, Spark's Python workers) by a crash point inside
+the code (`AUDIENCE_RELAY_CRASH_AT`), by the emulator while a request is in flight, or by the
+test after a random delay; then it is started again without faults until it succeeds.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import pytest
+
+from connectors.failpoints import kill_session
+from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, record_of, session_key, start_deliver
+
+pytestmark = pytest.mark.integration
+DESTINATION = "meta_crash"
+RPM = 3_000
+WORKERS = 2
+
+# Where the job dies. `:N` is the Nth pass through that point in one Python worker.
+CRASH_POINTS = [
+    "deliver.after_register",            # ledger registered, nothing sent
+    "deliver.before_send:7",             # quota and rate token taken, request not yet made
+    "deliver.after_send:5",              # the destination accepted it; the ledger does not know
+    "deliver.after_ledger_write:9",      # recorded delivered, the outcome not yet returned to Spark
+    "deliver.before_snapshot_commit",    # every batch delivered, the snapshot not yet committed
+    "deliver.after_snapshot_commit",     # committed, the summary not yet written
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(spark, profile, tmp_path_factory):
+    batch_size = 5
+    return prepare_run(tmp_path_factory.mktemp("crash"), profile.crash_batches * batch_size, [meta_destination(DESTINATION, batch_size, RPM)])
+
+
+def pointer(run):
+    path = run.out / "snapshots" / f"{DESTINATION}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def resume_until_done(run, emulator, logs):
+    code, summary = None, None
+    for _ in range(2):  # one resume must do; a second would show in the assertion below
+        job = start_deliver(run, {DESTINATION: emulator.url}, logs, workers=WORKERS)
+        code, summary = job.wait()
+        if code == 0:
+            return summary
+    raise AssertionError(f"resume exited {code}: {job.stderr_tail()}")
+
+
+def assert_complete_and_deduplicated(run, emulator, in_flight_at_crashes: set[str], summary):
+    expected = run.session_keys(DESTINATION)
+    assert summary["status"] == "SUCCEEDED" and summary["destinations"][DESTINATION]["snapshot_committed"]
+    assert set(ledger_states(run).values()) == {"delivered"} and len(ledger_states(run)) == len(run.batches())
+    assert set(emulator.score.accepted) == expected  # every batch arrived, nothing foreign
+    twice = {key for key, count in emulator.score.accepted.items() if count > 1}
+    # A second copy only of a batch accepted by the destination but not yet recorded delivered
+    # when the job died: the destination de-duplicates it by its idempotency key.
+    assert twice <= in_flight_at_crashes, twice - in_flight_at_crashes
+    accounting = summary["destinations"][DESTINATION]["accounting"]
+    assert accounting["reconciles"] and accounting["rows"]["pending"] == 0
+    assert accounting["rows"]["delivered"] == run.manifest["destinations"][DESTINATION]["accounting"]["rows"]["to_deliver"]
+    assert emulator.score.max_requests_in(60.0) <= RPM
+
+
+def unrecorded_keys(run, emulator) -> set[str]:
+    """Batches the emulator accepted that the ledger does not hold as delivered."""
+    delivered = {key for key, state in ledger_states(run).items() if state == "delivered"}
+    return {
+        session_key(batch) for batch in run.batches(DESTINATION)
+        if record_of(batch).batch_key not in delivered and session_key(batch) in emulator.score.accepted
+    }
+
+
+@pytest.mark.parametrize("crash_at", CRASH_POINTS)
+def test_killed_at_a_crash_point_then_resumed_loses_nothing(prepared, crash_at, tmp_path):
+    run = prepared.copy(tmp_path)
+    with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=RPM)) as emulator:
+        job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", crash_at=crash_at, workers=WORKERS)
+        code, summary = job.wait()
+        assert code == -9 and summary is None, f"the job was not killed at {crash_at}: exit {code}\n{job.stderr_tail()}"
+        in_flight = unrecorded_keys(run, emulator)
+        assert len(in_flight) <= WORKERS  # one request per worker at most was in flight
+        committed_at_crash = pointer(run)
+        if crash_at == "deliver.after_register":
+            assert not emulator.score.accepted and set(ledger_states(run).values()) == {"pending"}
+        if crash_at == "deliver.before_snapshot_commit":
+            assert committed_at_crash is None and set(ledger_states(run).values()) == {"delivered"}
+        summary = resume_until_done(run, emulator, tmp_path / "logs")
+    assert_complete_and_deduplicated(run, emulator, in_flight, summary)
+    if crash_at == "deliver.after_snapshot_commit":
+        assert committed_at_crash is not None and pointer(run) == committed_at_crash  # committed once, not again
+    assert pointer(run)["run_id"] == RUN_ID
+
+
+def test_killed_while_a_request_is_in_flight_then_resumed_loses_nothing(prepared, tmp_path):
+    """The destination has processed the batch; the job dies before the answer reaches it."""
+    run = prepared.copy(tmp_path)
+    holder: dict = {}
+
+    def kill_mid_request(accepted: int) -> None:
+        if accepted == 11:
+            kill_session(holder["job"].process.pid)
+
+    with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=RPM, on_accept=kill_mid_request)) as emulator:
+        holder["job"] = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", workers=WORKERS)
+        code, _ = holder["job"].wait()
+        assert code == -9
+        in_flight = unrecorded_keys(run, emulator)
+        assert 1 <= len(in_flight) <= WORKERS  # at least the request that was being answered
+        emulator.config.on_accept = None
+        summary = resume_until_done(run, emulator, tmp_path / "logs")
+    assert_complete_and_deduplicated(run, emulator, in_flight, summary)
+
+
+def test_killed_at_random_moments_repeatedly_then_resumed_loses_nothing(prepared, profile, tmp_path):
+    """Each attempt is killed after a random delay (starting Spark, sending, committing), until one finishes."""
+    run = prepared.copy(tmp_path)
+    rng = random.Random(20261201)
+    in_flight: set[str] = set()
+    kills = 0
+    with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=RPM)) as emulator:
+        for _ in range(profile.random_crashes):
+            job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", workers=WORKERS)
+            timer = threading.Timer(rng.uniform(4.0, 20.0), kill_session, args=(job.process.pid,))
+            timer.start()
+            code, _ = job.wait()
+            timer.cancel()
+            assert code in (0, -9), job.stderr_tail()
+            kills += code == -9
+            in_flight |= unrecorded_keys(run, emulator)
+        summary = resume_until_done(run, emulator, tmp_path / "logs")
+    assert kills >= 1
+    assert_complete_and_deduplicated(run, emulator, in_flight, summary)
