@@ -14,6 +14,7 @@ from jobs import dead_letters
 from jobs import deliver as deliver_job
 from jobs import generate as generator
 from jobs import prepare as prepare_job
+from jobs import report as run_report
 from jobs import run as run_command
 from jobs.args import parse_job_args
 from jobs.config import ConfigError
@@ -25,7 +26,7 @@ from jobs.quality import QualityError
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
-    deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError,
+    deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
 )
 
 
@@ -130,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
     dead_letters.add_arguments(letters)
     letters.set_defaults(handler=dead_letters.run_dead_letters)
+
+    report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
+    run_report.add_arguments(report)
+    report.set_defaults(handler=run_report.run_report)
     return parser
 
 

@@ -26,6 +26,7 @@ from jobs.config import Config, load_config
 from jobs.inputs import read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
+from jobs.metrics import emit_job_metrics, emit_prepare_metrics
 from jobs.quality import raise_on_critical, validate_input
 from jobs.session import task_slices
 from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
@@ -259,7 +260,13 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         },
         "seconds": seconds,
     }
+    for destination_id, section in report.items():
+        accounting = section["accounting"]
+        log_event("prepare.destination_done", run_id=request.run_id, destination=destination_id, batches=section["batches"],
+                  members=accounting["members"], rows=accounting["rows"], rejected_by_reason=accounting["rejected_by_reason"])
     log_event("prepare.done", **{k: v for k, v in summary.items() if k != "destinations"})
+    emit_prepare_metrics(request.run_id, report, rejected_reasons)
+    emit_job_metrics("prepare", request.run_id, seconds, InputRows=input_rows, RejectedRows=rejected_rows, BatchesPlanned=len(batches))
     return summary
 
 

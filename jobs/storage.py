@@ -109,3 +109,27 @@ def download_prefix(uri: str, target: str | Path) -> str:
     if not copied:
         raise FileNotFoundError(f"{uri}: no objects under this prefix")
     return str(target)
+
+
+def read_bytes(uri: str) -> bytes | None:
+    """The object's bytes (a small file: a report's Parquet part, not a batch folder), or None."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        try:
+            return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except _s3().exceptions.NoSuchKey:
+            return None
+    path = Path(uri)
+    return path.read_bytes() if path.is_file() else None
+
+
+def list_files(uri: str) -> list[str]:
+    """Every file under a folder (at any depth), as URIs in the same form, sorted; [] when none."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        prefix = key.rstrip("/") + "/"
+        scheme = uri.split("://", 1)[0]
+        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(f"{scheme}://{bucket}/{item['Key']}" for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/"))
+    root = Path(uri)
+    return sorted(join(uri, *p.relative_to(root).parts) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []

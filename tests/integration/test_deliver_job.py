@@ -180,3 +180,35 @@ def test_deliver_under_the_machines_lease_renews_it_and_a_stale_token_is_fenced_
     assert len(emulator.score.accepted) == sum(1 for b in manifest["batches"] if b["destination_id"] == "meta_ads")
     item = lock._table.get_item(Key={"pk": "LEASE#meta_ads", "sk": "LEASE"}, ConsistentRead=True)["Item"]
     assert item["owner"] == "execution-new" and float(item["expires_at"]) > current.expires_at + 500
+
+
+def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from tests.unit.test_metrics import assert_valid_emf
+
+    root, config, manifest = prepared
+    out = root / "metrics-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    with HttpDestinationEmulator() as emulator:
+        capsys.readouterr()
+        code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
+                     "--endpoint", f"meta_ads={emulator.url}"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    own = [b for b in manifest["batches"] if b["destination_id"] == "meta_ads"]
+    (metrics,) = [r for r in records if "_aws" in r and r.get("Destination") == "meta_ads"]
+    assert_valid_emf(metrics)
+    assert metrics["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "AudienceRelay" and metrics["run_id"] == "d1"
+    assert (metrics["BatchesSent"], metrics["IdsDelivered"], metrics["BatchesDeferred"], metrics["BatchesFailed"], metrics["Deferrals"]) == (
+        len(own), sum(b["ids"] for b in own), 0, 0, 0)
+    (job,) = [r for r in records if "_aws" in r and r.get("Job") == "deliver"]
+    assert_valid_emf(job)
+    (done,) = [r for r in records if r.get("event") == "deliver.destination_done"]
+    assert (done["run_id"], done["destination"], done["status"], done["batches_sent"]) == ("d1", "meta_ads", "SUCCEEDED", len(own))
+    assert done["rows"]["delivered"] == manifest["destinations"]["meta_ads"]["accounting"]["rows"]["to_deliver"] and done["seconds"] > 0
+    raw = {v for v in pq.read_table(root / "day1" / "membership", columns=["id_value"]).column("id_value").to_pylist() if v and len(v) > 4}
+    assert not [value for value in raw if any(value in line for line in lines)]  # counts and ids of runs only, never a member
