@@ -28,6 +28,7 @@ class EmulatorConfig:
     fault_rates: dict[str, float] = field(default_factory=dict)  # "5xx", "429", "stall", "drop"
     stall_seconds: float = 3.0
     fault_retry_after: float = 1.0  # the Retry-After of an injected 429
+    burst_429: int = 1  # an injected 429 also refuses the next `burst_429 - 1` requests, as a throttled API does
     seed: int = 0
     # False counts members without keeping them (a 10M-id benchmark would hold gigabytes).
     keep_members: bool = True
@@ -83,6 +84,7 @@ class HttpDestinationEmulator:
         self.day = 0  # tests move the emulator's day forward to reset the daily quota
         self._per_day: Counter = Counter()
         self._recent: list[float] = []
+        self._burst_left = 0
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -111,12 +113,18 @@ class HttpDestinationEmulator:
             now = time.monotonic()
             self.score.request_times.append(now)
             fault = None
-            roll = self._rng.random()
-            for name, rate in sorted(self.config.fault_rates.items()):
-                if roll < rate:
-                    fault = name
-                    break
-                roll -= rate
+            if self._burst_left:
+                self._burst_left -= 1
+                fault = "429"
+            else:
+                roll = self._rng.random()
+                for name, rate in sorted(self.config.fault_rates.items()):
+                    if roll < rate:
+                        fault = name
+                        break
+                    roll -= rate
+                if fault == "429":
+                    self._burst_left = self.config.burst_429 - 1
             if fault:
                 self.score.refused[fault] += 1
                 return fault, self.config.fault_retry_after
