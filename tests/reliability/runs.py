@@ -153,6 +153,15 @@ def start_deliver(
     return DeliverProcess(process, stdout, stderr)
 
 
+def unrecorded_keys(run: PreparedRun, destination_id: str, accepted, delivered_batch_keys: set[str]) -> set[str]:
+    """Idempotency keys the destination accepted whose batches the ledger does not hold as delivered:
+    the requests in flight when a job died, which a resume sends again."""
+    return {
+        session_key(batch) for batch in run.batches(destination_id)
+        if record_of(batch).batch_key not in delivered_batch_keys and session_key(batch) in accepted
+    }
+
+
 def ledger_states(run: PreparedRun) -> dict[str, str]:
     """batch key -> state, read straight from the SQLite ledger (empty before the first deliver)."""
     path = run.out / "state" / "delivery.db"

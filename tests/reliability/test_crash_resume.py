@@ -16,7 +16,7 @@ import pytest
 
 from connectors.failpoints import kill_session
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
-from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, record_of, session_key, start_deliver
+from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, start_deliver, unrecorded_keys
 
 pytestmark = pytest.mark.integration
 DESTINATION = "meta_crash"
@@ -70,13 +70,9 @@ def assert_complete_and_deduplicated(run, emulator, in_flight_at_crashes: set[st
     assert emulator.score.max_requests_in(60.0) <= RPM
 
 
-def unrecorded_keys(run, emulator) -> set[str]:
-    """Batches the emulator accepted that the ledger does not hold as delivered."""
+def in_flight_keys(run, emulator) -> set[str]:
     delivered = {key for key, state in ledger_states(run).items() if state == "delivered"}
-    return {
-        session_key(batch) for batch in run.batches(DESTINATION)
-        if record_of(batch).batch_key not in delivered and session_key(batch) in emulator.score.accepted
-    }
+    return unrecorded_keys(run, DESTINATION, emulator.score.accepted, delivered)
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
@@ -86,7 +82,7 @@ def test_killed_at_a_crash_point_then_resumed_loses_nothing(prepared, crash_at, 
         job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", crash_at=crash_at, workers=WORKERS)
         code, summary = job.wait()
         assert code == -9 and summary is None, f"the job was not killed at {crash_at}: exit {code}\n{job.stderr_tail()}"
-        in_flight = unrecorded_keys(run, emulator)
+        in_flight = in_flight_keys(run, emulator)
         assert len(in_flight) <= WORKERS  # one request per worker at most was in flight
         committed_at_crash = pointer(run)
         if crash_at == "deliver.after_register":
@@ -113,7 +109,7 @@ def test_killed_while_a_request_is_in_flight_then_resumed_loses_nothing(prepared
         holder["job"] = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", workers=WORKERS)
         code, _ = holder["job"].wait()
         assert code == -9
-        in_flight = unrecorded_keys(run, emulator)
+        in_flight = in_flight_keys(run, emulator)
         assert 1 <= len(in_flight) <= WORKERS  # at least the request that was being answered
         emulator.config.on_accept = None
         summary = resume_until_done(run, emulator, tmp_path / "logs")
@@ -135,7 +131,7 @@ def test_killed_at_random_moments_repeatedly_then_resumed_loses_nothing(prepared
             timer.cancel()
             assert code in (0, -9), job.stderr_tail()
             kills += code == -9
-            in_flight |= unrecorded_keys(run, emulator)
+            in_flight |= in_flight_keys(run, emulator)
         summary = resume_until_done(run, emulator, tmp_path / "logs")
     assert kills >= 1
     assert_complete_and_deduplicated(run, emulator, in_flight, summary)
