@@ -88,6 +88,35 @@ class LeaseLock:
         """Free the lock now; the fencing token stays, so the next holder's is higher."""
         self._conditional(lease, "SET expires_at = :zero REMOVE #owner", {":zero": 0})
 
+    def describe(self, name: str) -> dict | None:
+        """The lock's item as an operator needs it: owner, token, expiry and whether it is live."""
+        item = self._table.get_item(Key=self._key(name), ConsistentRead=True).get("Item")
+        if item is None:
+            return None
+        expires_at = float(item.get("expires_at", 0))
+        return {"name": name, "owner": item.get("owner"), "fencing_token": int(item.get("fencing_token", 0)),
+                "expires_at": expires_at, "live": bool(item.get("owner")) and expires_at >= self._clock()}
+
+    def force_release(self, name: str, expected_owner: str | None = None) -> dict:
+        """Free the lock whoever holds it (an operator's last resort for a stuck holder).
+
+        The fencing token is kept, so the old holder, if it is still alive, is fenced out: its
+        owner no longer matches and the next holder's token is higher. With `expected_owner`
+        the release happens only if that owner still holds it.
+        """
+        condition = "attribute_exists(pk)" + (" AND #owner = :owner" if expected_owner else "")
+        values = {":zero": 0, **({":owner": expected_owner} if expected_owner else {})}
+        try:
+            self._table.update_item(
+                Key=self._key(name), UpdateExpression="SET expires_at = :zero REMOVE #owner",
+                ConditionExpression=condition, ExpressionAttributeNames={"#owner": "owner"}, ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if _conditional_failure(error):
+                raise LeaseLost(f"lock {name!r}: no such lock" + (f" held by {expected_owner!r}" if expected_owner else "")) from None
+            raise
+        return self.describe(name)
+
     def check_fence(self, lease: Lease) -> None:
         """Raise `LeaseLost` unless `lease` is still the current one (same owner and token, not expired)."""
         item = self._table.get_item(Key=self._key(lease.name), ConsistentRead=True).get("Item", {})
