@@ -98,9 +98,16 @@ class DeliverProcess:
     stdout: Path
     stderr: Path
 
-    def wait(self, timeout: float = 600) -> tuple[int, dict | None]:
-        """Exit code and the printed summary (None when the job died before printing it)."""
-        code = self.process.wait(timeout=timeout)
+    def wait(self, timeout: float = 300) -> tuple[int, dict | None]:
+        """Exit code and the printed summary (None when the job died before printing it).
+
+        A job still running at the timeout is killed, so a stuck scenario fails instead of hanging."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.resume()
+            self.kill()
+            raise AssertionError(f"deliver still running after {timeout} s: {self.stderr_tail()}") from None
         lines = self.stdout.read_text().strip().splitlines()
         summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
         return code, summary

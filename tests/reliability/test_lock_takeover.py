@@ -8,6 +8,7 @@ and the quota in DynamoDB (moto server).
 """
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -102,14 +103,19 @@ def test_a_paused_former_holder_is_fenced_out_when_it_wakes(prepared, table, tmp
     lock = LeaseLock(table)
     first = lock.acquire(destination, "execution-1", LEASE_SECONDS)
     holder: dict = {}
+    paused = threading.Event()
 
     def pause_mid_run(accepted: int) -> None:
         if accepted == 25:
             holder["job"].pause()
+            paused.set()
 
     with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=1_200, on_accept=pause_mid_run)) as old_view, \
             HttpDestinationEmulator(EmulatorConfig(requests_per_minute=1_200)) as new_view:
         holder["job"] = start_deliver(run, {destination: old_view.url}, tmp_path / "logs", extra=fenced(table, "execution-1", first.token, destination))
+        # Take over only once it is paused (on a loaded machine a heartbeat may come late and
+        # lose the lease earlier; the pause must still come first, or it would never be undone).
+        assert paused.wait(300), holder["job"].stderr_tail()
         second, _ = take_over_after_expiry(lock, destination, "execution-2", deadline_seconds=120)
         assert holder["job"].process.poll() is None  # still there, only paused
         delivered_at_takeover = {k for k, state in ledger(table, destination).items() if state is BatchState.DELIVERED}
