@@ -102,7 +102,9 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
         states = {
             "RecordFailure": {"Type": "Choice", "Choices": [{"Condition": "{% $lease_held %}", "Next": "ReleaseAfterFailure"}],
                               "Default": "Alert"},
-            "ReleaseAfterFailure": {**release, "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Alert"}], "Next": "Alert"},
+            # Retried like the other releases: a throttled call must not leave the quota locked until the lease expires.
+            "ReleaseAfterFailure": {**release, "Retry": [_retry_transient()], "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Alert"}],
+                                    "Next": "Alert"},
         }
     return {
         **states,
@@ -302,7 +304,9 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Type": "Choice",
             "Choices": [
                 {"Condition": "{% $summary.status = 'SUCCEEDED' %}", "Next": "ReleaseLease"},
-                {"Condition": f"{{% $summary.status in ['QUOTA_DEFERRED', 'FAILED'] and $deferrals >= {resources.max_deferrals} %}}",
+                # Deferred, or fenced out (counted like a deferral); batches that failed for good are DeliveryFailed.
+                {"Condition": "{% ($summary.status = 'QUOTA_DEFERRED' or ($summary.status = 'FAILED' and $summary.fenced > 0)) and "
+                              f"$deferrals >= {resources.max_deferrals} %}}",
                  "Next": "DeferralLimitReached"},
                 {"Condition": "{% $summary.status = 'QUOTA_DEFERRED' %}", "Next": "CountDeferral"},
                 # The lease was taken over mid-delivery (it expired): the rest is pending; take it again.

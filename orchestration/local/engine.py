@@ -61,7 +61,10 @@ class LocalCompute(Protocol):
 
 @dataclass
 class LocalClusters:
-    """The on-demand EMR clusters an execution created, so tests can see each one terminated."""
+    """The on-demand EMR clusters an execution created, so tests can see each one terminated.
+
+    `create` and `terminate` raising JobFailed fail the task as AWS would (States.TaskFailed).
+    """
 
     clusters: dict[str, dict] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -172,7 +175,10 @@ class LocalEmr(_LocalTaskService):
     def _start(self, env, action: str, parameters: dict) -> dict:
         clusters = BINDING.clusters
         if action == "createcluster":
-            cluster_id = clusters.create(parameters)
+            try:
+                cluster_id = clusters.create(parameters)
+            except JobFailed as failure:   # the cluster ended TERMINATED_WITH_ERRORS (capacity, bootstrap...)
+                raise _task_failed(self, env, {"Error": str(failure)}) from None
             return {"ClusterId": cluster_id, "ClusterArn": f"arn:aws:elasticmapreduce:local:000000000000:cluster/{cluster_id}"}
         if action == "addstep":
             try:
@@ -183,7 +189,10 @@ class LocalEmr(_LocalTaskService):
             cluster["Steps"].append({"Id": step_id, "Name": parameters["Step"].get("Name"), "State": "PENDING"})
             return {"StepId": step_id}
         if action == "terminatecluster":
-            clusters.terminate(parameters["ClusterId"])
+            try:
+                clusters.terminate(parameters["ClusterId"])
+            except JobFailed as failure:
+                raise _task_failed(self, env, {"Error": str(failure)}) from None
             return {}
         raise ValueError(f"elasticmapreduce:{action} is not bound locally")
 
