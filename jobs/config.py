@@ -5,6 +5,7 @@ Unknown keys and bad values fail with a `ConfigError` that names the file and th
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -299,6 +300,11 @@ def parse_config(raw: object, source: str) -> Config:
             where = _key_path(raw, detail["loc"]) or "(top level)"
             if detail["type"] == "extra_forbidden":
                 message = "unknown key"
+            # A check across keys says which key it is about ("max_batch_size: 20000 is above ..."):
+            # part of the path.
+            own_key = re.match(r"^([a-z_]+(\.[a-z_]+)*): ", message) if detail["type"] == "value_error" else None
+            if own_key and where != "(top level)":
+                where, message = f"{where}.{own_key.group(1)}", message[own_key.end():]
             lines.append(f"{source}: {where}: {message}")
         raise ConfigError("\n".join(lines)) from None
 

@@ -2,7 +2,9 @@
 
 The reader's output is the membership schema plus `source_file` and `read_error`: a record
 Spark could not parse is kept with the reason, never dropped. A file whose columns do not
-match the data contract fails the run with an error naming the file and the columns.
+match the data contract fails the run with an error naming the file and the columns, and so
+does a file Spark cannot read at all (a truncated Parquet or gzip file), through
+`naming_unreadable_files`.
 """
 from __future__ import annotations
 
@@ -10,13 +12,18 @@ import gzip
 import json
 import re
 import tempfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import boto3
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
 from jobs import storage
 from transforms.identifiers import strip_whitespace
@@ -24,6 +31,8 @@ from transforms.schemas import CONSENT, MEMBERSHIP
 
 CORRUPT = "_corrupt_record"
 TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]['Z']"
+# The membership columns the data contract types as strings (Parquet must store them so).
+STRING_COLUMNS = ("user_id", "id_type", "id_value", "segment_id")
 FORMATS = {
     r"\.parquet$": "parquet",
     r"\.csv(\.gz)?$": "csv",
@@ -73,9 +82,14 @@ def _read_text_format(spark: SparkSession, located: Located, data_format: str, c
     path = located.path
     if data_format == "csv":
         header = spark.read.option("header", True).csv(path).columns
+        if not header:
+            raise InputError(f"{located.source}: no CSV header line: the input is empty")
         _require_columns(located.source, header, contract, optional)
-        # enforceSchema=false makes Spark check every file's header against the first one,
-        # naming the file whose header differs.
+        # Columns are taken by name from the header, in any order, and columns the contract
+        # does not name are ignored. Within one read Spark maps CSV columns by position, so
+        # every file must have the header read above (from one of the files): enforceSchema=false
+        # makes Spark check each file's header against it, naming a file that differs
+        # (naming_unreadable_files).
         return (
             spark.read.schema(_string_schema(header))
             .option("header", True)
@@ -108,14 +122,169 @@ class Located:
         return F.regexp_replace(F.input_file_name(), "^\\Q" + staged + "\\E", self.source.rstrip("/"))
 
 
+# Staged copy -> the `s3://` URI it stands for, so that an error Spark raises on a staged
+# file names the object the user knows.
+_STAGED: dict[str, str] = {}
+
+
 def localize(spark: SparkSession, path: str) -> Located:
     """A path this Spark can read: `s3://` inputs are staged locally when Spark has no S3 filesystem."""
     if not storage.is_s3(path) or storage.spark_reads_s3(spark):
         return Located(path, path)
     try:
-        return Located(storage.download_prefix(path, tempfile.mkdtemp(prefix="audience-relay-input-")), path)
+        staged = storage.download_prefix(path, tempfile.mkdtemp(prefix="audience-relay-input-"))
     except (FileNotFoundError, ValueError) as error:
         raise InputError(str(error)) from None
+    _STAGED[str(Path(staged).resolve())] = path.rstrip("/")
+    return Located(staged, path)
+
+
+def _user_name(uri: str) -> str:
+    """A file as Spark names it in errors (`file:///tmp/a%20b.csv`) as the user named it."""
+    name = unquote(re.sub(r"^file:(//)?", "", uri))
+    for staged, source in _STAGED.items():
+        if name == staged or name.startswith(staged + "/"):
+            return source + name[len(staged):]
+    return name
+
+
+# What Spark says when one input file cannot be read, and how to say it to the user. Spark
+# puts the file's URI in each of these messages; the patterns are tried in order.
+_UNREADABLE = (
+    (
+        re.compile(r"Parquet column cannot be converted in file (?P<file>\S+)\. Column: \[(?P<column>[^\]]+)\], "
+                   r"Expected: (?P<expected>\w+), Found: (?P<found>\w+)"),
+        "column {column!r} is stored as {found} in this file, expected {expected} (user_id, id_type, id_value and "
+        "segment_id must be strings; updated_at must have one type across the input's files)",
+    ),
+    (
+        re.compile(r"CSV header does not conform to the schema\.\s*Header: (?P<header>[^\n]*)\n\s*Schema: (?P<schema>[^\n]*)"
+                   r"\n.*?CSV file: (?P<file>\S+)", re.S),
+        "header [{header}] differs from [{schema}], the header this input is read with (taken from one of its files); "
+        "every CSV file of one input needs the same header",
+    ),
+    (
+        re.compile(r"Number of column in CSV header is not equal to number of fields in the schema:\s*Header length: "
+                   r"(?P<found>\d+), schema size: (?P<expected>\d+)\s*CSV file: (?P<file>\S+)"),
+        "header has {found} columns, the header this input is read with (taken from one of its files) {expected}; "
+        "every CSV file of one input needs the same header",
+    ),
+    (re.compile(r"Could not read footer for file: (?P<file>\S+?)\.?\s"), "unreadable file ({cause})"),
+    (re.compile(r"Encountered error while reading file (?P<file>\S+?)\. Details:"), "unreadable file ({cause})"),
+    (re.compile(r"(?P<file>\S+) is not a Parquet file"), "unreadable file ({cause})"),
+)
+_CAUSE = re.compile(r"Caused by: [\w.$]+: ([^\n]+)")
+
+
+# Spark does not say which file a broken compressed stream came from.
+_BROKEN_STREAM = re.compile(r"(java\.io\.EOFException: Unexpected end of input stream|java\.util\.zip\.ZipException: [^\n]+"
+                            r"|java\.io\.IOException: Not in GZIP format)")
+
+
+def _broken_gzip(source: str) -> str | None:
+    """The first gzip file of a local (or staged) input that does not decompress, as the user names it.
+
+    Only on the failure path: it decompresses the input's gzip files. An input Spark reads
+    from S3 itself is not searched (that would download it); the error then names the input.
+    """
+    staged = {source: path for path, source in _STAGED.items()}.get(source.rstrip("/"))
+    root = Path(staged or source)
+    if storage.is_s3(str(root)) or not root.exists():
+        return None
+    for file in [root] if root.is_file() else [p for p in _data_files(root) if p.suffix == ".gz"]:
+        try:
+            with gzip.open(file, "rb") as handle:
+                while handle.read(1 << 20):
+                    pass
+        except (OSError, EOFError, zlib.error):
+            return _user_name(str(file.resolve()))
+    return None
+
+
+def unreadable_file_error(error: BaseException, source: str) -> InputError | None:
+    """An `InputError` naming the file if Spark failed because an input file is unreadable, else None."""
+    text = str(error)
+    causes = _CAUSE.findall(text)
+    for pattern, message in _UNREADABLE:
+        found = pattern.search(text)
+        if found:
+            fields = {k: v.strip() for k, v in found.groupdict().items()}
+            file = fields["file"]
+            # The first line of the deepest cause, cut short: a parser's error may go on to quote
+            # what it read, and identifiers must not reach the logs.
+            cause = (causes[-1] if causes else "no detail").replace(file, _user_name(file)).strip()[:300]
+            return InputError(f"{_user_name(file)}: " + message.format(cause=cause, **fields))
+    broken_stream = _BROKEN_STREAM.search(text)
+    if broken_stream:
+        cause = broken_stream.group(1).split(": ", 1)[1]
+        file = _broken_gzip(source)
+        if file:
+            return InputError(f"{file}: unreadable file (truncated or corrupt gzip: {cause})")
+        return InputError(f"{source}: a compressed file of this input is truncated or corrupt ({cause}); Spark does not say which")
+    return None
+
+
+@contextmanager
+def naming_unreadable_files(source: str):
+    """Turn Spark's failure on an unreadable input file into an `InputError` naming the file.
+
+    Spark reads a file's footer (Parquet) or header (CSV) in the task that reads the file, so
+    a truncated or mistyped file surfaces only when a job runs, as a Java stack trace. We let
+    Spark find it rather than checking every file first (for example with pyarrow's
+    `read_metadata`): a check on the driver costs one request per file, minutes for thousands
+    of objects on S3 and a second S3 client beside Glue's, while Spark already opens every
+    file, in parallel, and names the one it failed on. The happy path costs nothing (a listing
+    refuses empty files before, see `_check_files`). Wrap the first action on the input
+    (prepare counts the cached normalized rows); `source` is the input as the user named it.
+    """
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - re-raised unless it is an unreadable file
+        named = unreadable_file_error(error, source)
+        if named is None:
+            raise
+        raise named from None
+
+
+def _file_sizes(located: Located) -> dict[str, int]:
+    """Every data file of the input, as the user names it, with its size in bytes.
+
+    One listing request per 1,000 objects on S3 (Spark lists them the same way), nothing per file.
+    """
+    if storage.is_s3(located.path):
+        parsed = urlparse(located.path)
+        prefix = parsed.path.lstrip("/")
+        pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix)
+        objects = {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
+        folder = prefix.rstrip("/") + "/"
+        return {
+            f"{located.source.rstrip('/')}/{key[len(folder):]}" if key != prefix else located.source: size
+            for key, size in objects.items()
+            if (key == prefix or key.startswith(folder)) and not key.endswith("/")
+            and not Path(key).name.startswith(("_", "."))
+        }
+    root = Path(located.path)
+    if root.is_file():
+        return {located.source: root.stat().st_size}
+    return {f"{located.source.rstrip('/')}/{p.relative_to(root)}": p.stat().st_size for p in _data_files(root)}
+
+
+def _check_files(located: Located, data_format: str) -> None:
+    """Refuse an input without data files, and empty files that cannot be empty.
+
+    A Parquet file has a footer and a gzip file a header: one of 0 bytes is a write that did not
+    finish. Spark skips such a file unless it is the one it reads the schema from; skipping it
+    could turn the rows it should have held into removals (mirror mode), so it stops the run.
+    An empty CSV or JSON Lines file is a valid file without rows.
+    """
+    if not storage.is_s3(located.path) and not Path(located.path).exists():
+        raise InputError(f"{located.source}: no such file or directory")
+    sizes = _file_sizes(located)
+    if not sizes:
+        raise InputError(f"{located.source}: no data files in this directory")
+    for name, size in sorted(sizes.items()):
+        if size == 0 and (data_format == "parquet" or name.endswith(".gz")):
+            raise InputError(f"{name}: unreadable file (0 bytes; a {'gzip' if name.endswith('.gz') else 'Parquet'} file is never empty, so it was not written completely)")
 
 
 def _check_json_lines_keys(located: Located, contract: StructType, optional: set[str]) -> None:
@@ -137,27 +306,57 @@ def _check_json_lines_keys(located: Located, contract: StructType, optional: set
         _require_columns(name, keys, contract, optional)
 
 
+def _parquet_read_schema(inferred: StructType) -> StructType:
+    """The schema every Parquet file is read with: the contract's strings, and updated_at as found.
+
+    Spark infers the schema from one file; reading with an explicit one makes it check every
+    file against it, so a file whose `user_id` is an int64 is named (naming_unreadable_files)
+    instead of being cast to digits here and failing in another file there. Timestamps with
+    and without a time zone (`isAdjustedToUTC`) both read as `timestamp`.
+    """
+    fields = [StructField(c, StringType()) for c in STRING_COLUMNS]
+    if "updated_at" in inferred.fieldNames():
+        found = inferred["updated_at"].dataType
+        fields.append(StructField("updated_at", TimestampType() if isinstance(found, (TimestampType, TimestampNTZType)) else found))
+    return StructType(fields)
+
+
+def _json_container(column: str) -> Column:
+    """Spark hands a JSON object or array found where the schema says string as its JSON text:
+    '{"a":1}' would become an external id. Such a value (or a string holding one) is refused."""
+    looks_like_one = F.col(column).rlike(r"^[\[{]")
+    is_one = F.json_object_keys(column).isNotNull() | F.json_array_length(column).isNotNull()
+    return F.when(looks_like_one & is_one, F.lit(f"{column} is a JSON object or array, expected a string"))
+
+
 def read_membership(spark: SparkSession, path: str, data_format: str | None = None) -> DataFrame:
-    """Membership rows with `source_file` and `read_error` (null when the record parsed)."""
+    """Membership rows with `source_file` and `read_error` (null when the record parsed).
+
+    Extra columns are ignored. The Spark job that first reads the rows should run inside
+    `naming_unreadable_files`.
+    """
     located = localize(spark, path)
     data_format = data_format or detect_format(located.path)
+    _check_files(located, data_format)
     try:
-        if data_format == "parquet":
-            raw = spark.read.parquet(located.path)
-            _require_columns(located.source, raw.columns, MEMBERSHIP, {"updated_at"})
-            read_error = F.lit(None).cast("string")
-        else:
-            if data_format == "jsonl" and not storage.is_s3(located.path):
-                _check_json_lines_keys(located, MEMBERSHIP, {"updated_at"})
-            raw = _read_text_format(spark, located, data_format, MEMBERSHIP, {"updated_at"})
-            read_error = F.col(CORRUPT)
+        with naming_unreadable_files(located.source):
+            if data_format == "parquet":
+                inferred = spark.read.parquet(located.path)
+                _require_columns(located.source, inferred.columns, MEMBERSHIP, {"updated_at"})
+                _refuse_nested(located, inferred.schema)
+                raw = spark.read.schema(_parquet_read_schema(inferred.schema)).parquet(located.path)
+                read_error = F.lit(None).cast("string")
+            else:
+                if data_format == "jsonl" and not storage.is_s3(located.path):
+                    _check_json_lines_keys(located, MEMBERSHIP, {"updated_at"})
+                raw = _read_text_format(spark, located, data_format, MEMBERSHIP, {"updated_at"})
+                read_error = F.col(CORRUPT)
+                if data_format == "jsonl":
+                    read_error = F.coalesce(read_error, *[_json_container(c) for c in STRING_COLUMNS])
     except AnalysisException as error:
         raise InputError(f"{located.source}: cannot read as {data_format}: {error}") from None
     if "updated_at" not in raw.columns:
         raw = raw.withColumn("updated_at", F.lit(None).cast("timestamp"))
-    for field in MEMBERSHIP.fields:
-        if raw.schema[field.name].dataType.typeName() in ("struct", "array", "map"):
-            raise InputError(f"{located.source}: column {field.name!r} is {raw.schema[field.name].dataType.simpleString()}, expected a scalar")
     updated_at = (
         F.col("updated_at").cast("timestamp")
         if data_format == "parquet"
@@ -175,6 +374,12 @@ def read_membership(spark: SparkSession, path: str, data_format: str | None = No
     )
 
 
+def _refuse_nested(located: Located, schema: StructType) -> None:
+    for field in MEMBERSHIP.fields:
+        if field.name in schema.fieldNames() and schema[field.name].dataType.typeName() in ("struct", "array", "map"):
+            raise InputError(f"{located.source}: column {field.name!r} is {schema[field.name].dataType.simpleString()}, expected a scalar")
+
+
 def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_format: str | None = None) -> DataFrame:
     """Consent rows (`user_id`, `scope`), stripped and with lower-case scopes.
 
@@ -185,6 +390,7 @@ def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_fo
     """
     located = localize(spark, path)
     data_format = data_format or detect_format(located.path)
+    _check_files(located, data_format)
     try:
         if data_format == "parquet":
             raw = spark.read.parquet(located.path)
@@ -207,7 +413,8 @@ def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_fo
         | (F.coalesce(F.col("user_id"), F.lit("")) == "")
         | ~F.coalesce(F.col("scope"), F.lit("")).isin("*", *sorted(known_scopes))
     )
-    broken = consent.filter(is_broken).select("file", "scope").limit(5).collect()
+    with naming_unreadable_files(located.source):
+        broken = consent.filter(is_broken).select("file", "scope").limit(5).collect()
     if broken:
         examples = ", ".join(f"{row.file} (scope {row.scope!r})" for row in broken)
         raise InputError(

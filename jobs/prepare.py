@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs import snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
 from jobs.config import Config, load_config
-from jobs.inputs import read_consent, read_membership
+from jobs.inputs import naming_unreadable_files, read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.metrics import emit_job_metrics, emit_prepare_metrics
@@ -148,6 +148,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     with timer.phase("read_normalize_quality"):
+        with naming_unreadable_files(request.input):  # reads every input file, into the cache the checks use
+            normalized.count()
         quality = validate_input(normalized, config.quality, _last_prepared_rows(out))
     raise_on_critical(quality, request.input)
 

@@ -19,12 +19,20 @@ def blank(value) -> bool:
     return value is None or WS.sub("", value) == ""
 
 
+def strip(value: str) -> str:
+    return re.sub(f"^{WS.pattern}|{WS.pattern}$", "", value)
+
+
 def normalize(row: dict, country: str = "1") -> tuple[str | None, str | None, str | None]:
     """(id_type, normalized value, reject reason) for one raw row."""
     id_type = row["id_type"].strip().lower() if row["id_type"] is not None else None
     value = row["id_value"]
+    if any("\ufffd" in (row[c] or "") for c in ("user_id", "id_type", "id_value", "segment_id")):
+        return id_type, None, "invalid_encoding"
     if blank(row["user_id"]):
         return id_type, None, "missing_user_id"
+    if len(strip(row["user_id"])) > 256:
+        return id_type, None, "invalid_user_id"
     if blank(row["segment_id"]):
         return id_type, None, "missing_segment_id"
     if blank(row["id_type"]):

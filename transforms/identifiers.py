@@ -9,7 +9,11 @@ Normalization follows the destinations' published rules:
 - maid (IDFA/GAID): lower-case UUID with dashes, never hashed by Meta; the all-zero id is the
   "limit ad tracking" value and identifies nobody.
 - external_id: trimmed, case kept.
-Unusable rows are never dropped here: they carry a `reject_reason` code.
+Unusable rows are never dropped here: they carry a `reject_reason` code. Two codes guard
+against bad input rather than bad identifiers: `invalid_encoding` (a U+FFFD replacement
+character, which Spark's CSV reader puts where the bytes were not UTF-8, so two different
+latin-1 ids could become one) and `invalid_user_id` (over 256 characters: a profile id that
+long is a broken record, such as a quoting error that swallowed the rest of a file).
 """
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -28,6 +32,8 @@ NANP_DIGITS = r"^1[2-9][0-9]{9}$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 ZERO_MAID = "00000000-0000-0000-0000-000000000000"
 EXTERNAL_ID_MAX_LENGTH = 256
+USER_ID_MAX_LENGTH = 256
+REPLACEMENT_CHARACTER = "\ufffd"
 
 
 def strip_whitespace(column: str | Column) -> Column:
@@ -94,15 +100,25 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     formatted = typed.select("*", _per_type("phone", _phone_e164_digits(default_country_code)).alias("e164"))
 
     id_type = F.col("clean_id_type")
-    is_valid_email = F.col("email").rlike(EMAIL_PATTERN) & (F.length("email") <= EMAIL_MAX_LENGTH)
+    # Length first: `And` stops at a false left side, and Java's regex engine recurses once per
+    # repeated group, so a 1 MB "a.a.a...@x.com" would overflow the stack and kill the executor.
+    is_valid_email = (F.length("email") <= EMAIL_MAX_LENGTH) & F.col("email").rlike(EMAIL_PATTERN)
     is_valid_phone = (
         F.col("compact").rlike(PHONE_ALLOWED)
         & F.col("e164").rlike(E164_DIGITS)
         & (~F.col("e164").startswith("1") | F.col("e164").rlike(NANP_DIGITS))
     )
+    has_replacement_character = (
+        F.col("user_id").contains(REPLACEMENT_CHARACTER)
+        | F.col("segment_id").contains(REPLACEMENT_CHARACTER)
+        | id_type.contains(REPLACEMENT_CHARACTER)
+        | F.col("id_value").contains(REPLACEMENT_CHARACTER)
+    )
     reject_reason = (
         F.when(F.col("read_error").isNotNull(), "malformed_record")
+        .when(has_replacement_character, "invalid_encoding")
         .when(F.coalesce(F.col("user_id"), F.lit("")) == "", "missing_user_id")
+        .when(F.length("user_id") > USER_ID_MAX_LENGTH, "invalid_user_id")
         .when(F.coalesce(F.col("segment_id"), F.lit("")) == "", "missing_segment_id")
         .when(F.coalesce(id_type, F.lit("")) == "", "missing_id_type")
         .when(~id_type.isin(*ID_TYPES), "unknown_id_type")

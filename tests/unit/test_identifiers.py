@@ -113,6 +113,33 @@ def test_unparseable_record_is_rejected_as_malformed(spark):
     assert frame.transform(normalize_identifiers, "1").first()["reject_reason"] == "malformed_record"
 
 
+def test_a_replacement_character_in_any_column_is_invalid_encoding_not_an_id(spark):
+    """Spark's CSV reader writes U+FFFD for bytes that are not UTF-8: 'ext\xe9' and 'ext\xe8' would be one id."""
+    rows = [
+        ("u\ufffd1", "email", "a@example.com", "seg_1"),
+        ("u2", "external_id", "ext\ufffd", "seg_1"),
+        ("u3", "email", "caf\ufffd@example.com", "seg_1"),
+        ("u4", "email", "a@example.com", "seg_\ufffd"),
+        ("u5", "e\ufffdmail", "a@example.com", "seg_1"),
+        ("u6", "external_id", "ext-\u00e9", "seg_1"),  # decoded fine: a valid id
+    ]
+    result = [(r["reject_reason"], r["id_normalized"]) for r in raw_rows(spark, rows).transform(normalize_identifiers, "1").collect()]
+    assert result == [("invalid_encoding", None)] * 5 + [(None, "ext-\u00e9")]
+
+
+def test_user_id_longer_than_256_characters_is_rejected(spark):
+    rows = [("u" * 256, "email", "a@example.com", "seg_1"), ("u" * 257, "email", "a@example.com", "seg_1"), ("  u1  ", "email", "a@example.com", "seg_1")]
+    reasons = [r["reject_reason"] for r in raw_rows(spark, rows).transform(normalize_identifiers, "1").collect()]
+    assert reasons == [None, "invalid_user_id", None]
+
+
+@pytest.mark.parametrize("raw", ["a." * 500_000 + "a@example.com", "a@" + "b." * 500_000 + "com", "a" * 1_000_000 + "@example.com"])
+def test_megabyte_email_is_rejected_before_the_regex_sees_it(spark, raw):
+    """Java's regex engine recurses once per repetition of `(\\.[...]+)*`: on 'a.a.a...' of 1 MB
+    the stack overflowed, which kills the executor (in local mode, the whole job)."""
+    assert normalized(spark, "email", raw) == (None, "invalid_email")
+
+
 def test_bad_default_country_code_is_refused(spark):
     with pytest.raises(ValueError, match="default_country_code"):
         raw_rows(spark, []).transform(normalize_identifiers, "+1")

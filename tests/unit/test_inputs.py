@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from jobs.inputs import InputError, detect_format, read_consent, read_membership
+from jobs.inputs import InputError, detect_format, naming_unreadable_files, read_consent, read_membership, unreadable_file_error
 
 HEADER = "user_id,id_type,id_value,segment_id,updated_at\n"
 
@@ -144,3 +144,123 @@ def test_s3_bucket_root_and_exact_exists(spark, moto_server):
     assert not storage.exists("s3://work/snap/destination_id=meta_ads")
     assert storage.exists("s3://work/snap/destination_id=meta_ads_eu")
     assert storage.exists("s3://work/snap/destination_id=meta_ads_eu/x.parquet")
+
+
+def write_parquet(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+ROW = {"user_id": "u1", "id_type": "email", "id_value": "a@x.com", "segment_id": "s"}
+
+
+def test_parquet_file_with_an_integer_user_id_is_named_with_the_column(spark, tmp_path):
+    write_parquet(tmp_path / "in" / "a.parquet", [ROW])
+    write_parquet(tmp_path / "in" / "b.parquet", [dict(ROW, user_id=7)])
+    frame = read_membership(spark, str(tmp_path / "in"))
+    with pytest.raises(InputError, match=r"in/b\.parquet: column 'user_id' is stored as INT64 in this file, expected string"):
+        with naming_unreadable_files(str(tmp_path / "in")):
+            frame.collect()
+
+
+def test_parquet_timestamps_with_and_without_time_zone_are_read_together(spark, tmp_path):
+    import datetime
+
+    write_parquet(tmp_path / "in" / "a.parquet", [dict(ROW, updated_at=datetime.datetime(2026, 1, 1, 10))])
+    write_parquet(tmp_path / "in" / "b.parquet", [dict(ROW, updated_at=datetime.datetime(2026, 1, 1, 11, tzinfo=datetime.timezone.utc))])
+    rows = read_membership(spark, str(tmp_path / "in")).orderBy("updated_at").collect()
+    assert [str(r.updated_at) for r in rows] == ["2026-01-01 10:00:00", "2026-01-01 11:00:00"]
+
+
+def test_truncated_parquet_file_is_named(spark, tmp_path):
+    good = write_parquet(tmp_path / "in" / "a.parquet", [ROW])
+    cut = write_parquet(tmp_path / "in" / "b.parquet", [ROW] * 100)
+    cut.write_bytes(cut.read_bytes()[:100])
+    frame = read_membership(spark, str(tmp_path / "in"))
+    with pytest.raises(InputError, match=r"in/b\.parquet: unreadable file \(.*not a Parquet file"):
+        with naming_unreadable_files(str(tmp_path / "in")):
+            frame.collect()
+    good.unlink()  # now the file Spark reads the schema from: it fails on the driver, named the same way
+    with pytest.raises(InputError, match=r"in/b\.parquet: unreadable file"):
+        read_membership(spark, str(tmp_path / "in"))
+
+
+@pytest.mark.parametrize("name", ["b.parquet", "b.csv.gz"])
+def test_zero_byte_parquet_or_gzip_file_is_refused_but_an_empty_csv_is_not(spark, tmp_path, name):
+    write(tmp_path / "in" / "a.csv", HEADER + "u1,email,a@x.com,seg_1,\n")
+    write(tmp_path / "in" / "c.csv", "")
+    (tmp_path / "in" / name).write_bytes(b"")
+    with pytest.raises(InputError, match=rf"in/{name}: unreadable file \(0 bytes"):
+        read_membership(spark, str(tmp_path / "in"), "parquet" if name.endswith("parquet") else "csv")
+    (tmp_path / "in" / name).unlink()
+    assert [r.user_id for r in read_membership(spark, str(tmp_path / "in")).collect()] == ["u1"]
+
+
+def test_zero_byte_consent_parquet_file_is_refused(spark, tmp_path):
+    spark.createDataFrame([("u1", "*")], "user_id string, scope string").write.parquet(str(tmp_path / "c"))
+    (tmp_path / "c" / "part-9.parquet").write_bytes(b"")  # an opt-out file that was never written
+    with pytest.raises(InputError, match=r"part-9\.parquet: unreadable file \(0 bytes"):
+        read_consent(spark, str(tmp_path / "c"), {"meta"})
+
+
+def test_truncated_gzip_file_is_found_and_named(spark, tmp_path):
+    write(tmp_path / "in" / "a.csv.gz", HEADER + "u1,email,a@x.com,seg_1,\n", compress=True)
+    broken = write(tmp_path / "in" / "b.csv.gz", HEADER + "".join(f"u{i},email,a{i}@x.com,seg_1,\n" for i in range(5000)), compress=True)
+    broken.write_bytes(broken.read_bytes()[:3000])
+    frame = read_membership(spark, str(tmp_path / "in"))
+    with pytest.raises(InputError, match=r"in/b\.csv\.gz: unreadable file \(truncated or corrupt gzip"):
+        with naming_unreadable_files(str(tmp_path / "in")):
+            frame.collect()
+
+
+def test_json_object_or_array_where_a_string_belongs_is_a_read_error(spark, tmp_path):
+    lines = [ROW, dict(ROW, id_value={"a": 1}), dict(ROW, user_id=["u1"]), dict(ROW, id_value=12345678901234567890), dict(ROW, id_value="{not json")]
+    path = write(tmp_path / "m.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    rows = read_membership(spark, str(path)).collect()
+    assert [(r.id_value, r.read_error) for r in rows] == [
+        ("a@x.com", None),
+        ('{"a":1}', "id_value is a JSON object or array, expected a string"),
+        ("a@x.com", "user_id is a JSON object or array, expected a string"),
+        ("12345678901234567890", None),  # a number is read as its digits, exactly
+        ("{not json", None),
+    ]
+
+
+def test_unreadable_file_error_leaves_other_failures_alone():
+    assert unreadable_file_error(RuntimeError("Job aborted: executor lost"), "in/") is None
+
+
+def test_truncated_parquet_staged_from_s3_is_named_by_its_s3_uri(spark, moto_server, tmp_path):
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="lake3")
+    good = write_parquet(tmp_path / "a.parquet", [ROW])
+    s3.put_object(Bucket="lake3", Key="in/a.parquet", Body=good.read_bytes())
+    s3.put_object(Bucket="lake3", Key="in/b.parquet", Body=good.read_bytes()[:50])
+    frame = read_membership(spark, "s3://lake3/in/")
+    with pytest.raises(InputError, match=r"^s3://lake3/in/b\.parquet: unreadable file \(s3://lake3/in/b\.parquet is not a Parquet file"):
+        with naming_unreadable_files("s3://lake3/in/"):
+            frame.collect()
+
+
+def test_empty_files_are_found_by_listing_when_spark_reads_s3_itself(moto_server):
+    """Glue and EMR read s3:// themselves: the 0-byte check lists the prefix (no request per file)."""
+    import boto3
+
+    from jobs.inputs import Located, _check_files
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="lake4")
+    for key, body in [("in/a.parquet", b"PAR1"), ("in/_SUCCESS", b""), ("in/", b""), ("in-old/z.parquet", b"")]:
+        s3.put_object(Bucket="lake4", Key=key, Body=body)
+    _check_files(Located("s3://lake4/in/", "s3://lake4/in/"), "parquet")  # the marker, folder and sibling prefix are not data
+    s3.put_object(Bucket="lake4", Key="in/day=1/b.parquet", Body=b"")
+    with pytest.raises(InputError, match=r"^s3://lake4/in/day=1/b\.parquet: unreadable file \(0 bytes"):
+        _check_files(Located("s3://lake4/in", "s3://lake4/in"), "parquet")
+    with pytest.raises(InputError, match=r"s3://lake4/nothing/: no data files"):
+        _check_files(Located("s3://lake4/nothing/", "s3://lake4/nothing/"), "parquet")
