@@ -12,7 +12,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 
 from connectors.destination import Batch, Destination, Receipt
-from connectors.files import batch_file_bytes, batch_file_name
+from connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
 from connectors.retry import Failure, FailureKind
 
 MULTIPART = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
@@ -40,6 +40,8 @@ class S3Destination(Destination):
         return Receipt(len(batch.members), f"s3://{self.bucket}/{self.key(batch)}")
 
     def classify(self, error: Exception) -> Failure:
+        if isinstance(error, UnsafeFileName):
+            return Failure(FailureKind.PERMANENT, str(error))
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
             kind = FailureKind.RATE_LIMITED if code == "SlowDown" else FailureKind.RETRYABLE if code in RETRYABLE_CODES else FailureKind.PERMANENT

@@ -17,7 +17,7 @@ import paramiko
 from paramiko.sftp import CMD_STATUS
 
 from connectors.destination import Batch, Destination, Receipt
-from connectors.files import batch_file_bytes, batch_file_name
+from connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
 from connectors.retry import Failure, FailureKind
 
 CHUNK = 256 * 1024
@@ -31,6 +31,27 @@ def _load_key(text: str) -> paramiko.PKey:
         except (paramiko.SSHException, ValueError):
             continue
     raise ValueError("the SFTP private key is not an Ed25519, ECDSA or RSA key")
+
+
+class KnownHostsError(ValueError):
+    """The known_hosts file is missing, unreadable or holds no host key: no server could be verified."""
+
+
+def require_known_hosts(path: str) -> None:
+    """Refuse a known_hosts file that could verify nothing, before any connection is tried.
+
+    With no key to compare, `RejectPolicy` would refuse every server anyway, but as a connection
+    failure of each batch; this says what is wrong with the configuration instead. There is no
+    setting that accepts unknown host keys.
+    """
+    if not path:
+        raise KnownHostsError("known_hosts is not set: host keys are always checked")
+    try:
+        keys = paramiko.HostKeys(path)
+    except (OSError, UnicodeDecodeError) as error:
+        raise KnownHostsError(f"{path}: cannot read known_hosts ({type(error).__name__}); host keys are always checked") from None
+    if len(keys) == 0:
+        raise KnownHostsError(f"{path}: known_hosts holds no host key; host keys are always checked, so no server could be accepted")
 
 
 def make_dirs(sftp: paramiko.SFTPClient, path: str) -> None:
@@ -70,6 +91,7 @@ class SftpDestination(Destination):
         port: int = 22, timeout_seconds: float = 30.0,
     ) -> None:
         self.host, self.port, self.username, self.remote_dir = host, port, username, remote_dir.rstrip("/")
+        require_known_hosts(known_hosts)
         self.known_hosts, self.timeout = known_hosts, timeout_seconds
         self._key = _load_key(private_key)
         self._client: paramiko.SSHClient | None = None
@@ -138,6 +160,8 @@ class SftpDestination(Destination):
         return Receipt(len(batch.members), f"sftp://{self.host}{final}")
 
     def classify(self, error: Exception) -> Failure:
+        if isinstance(error, UnsafeFileName):
+            return Failure(FailureKind.PERMANENT, str(error))
         if isinstance(error, paramiko.BadHostKeyException) or isinstance(error, paramiko.SSHException) and "not found in known_hosts" in str(error):
             return Failure(FailureKind.PERMANENT, f"SFTP host key of {self.host} refused: {type(error).__name__}")
         if isinstance(error, paramiko.AuthenticationException):

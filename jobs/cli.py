@@ -21,12 +21,14 @@ from jobs.config import ConfigError
 from jobs.demo import DemoError, run_demo
 from jobs.destinations import UnsupportedDestination
 from jobs.inputs import InputError
+from jobs.paths import UnsafePath
 from jobs.quality import QualityError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
     deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
+    UnsafePath,
 )
 
 

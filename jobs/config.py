@@ -64,9 +64,18 @@ class HttpConnection(_Strict):
     account_id: str | None = None
     # The API's own id of each audience (Meta custom audience id, Google user list id);
     # audiences not listed are sent under their configured name.
-    audience_ids: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]] = {}
+    # One URL path segment (Meta puts it in the path): never `.` or `..`.
+    audience_ids: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]] = {}
     # How long one request may take (connect and read); a timed-out batch is retried.
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
+
+
+def _folder(value: str, what: str) -> str:
+    """A folder batch files are written under (the root of what we write): no `.`, `..` or empty segment."""
+    inner = value.strip("/").split("/") if value.strip("/") else []
+    if any(part in ("", ".", "..") for part in inner) or any(ord(c) < 32 for c in value) or "\\" in value:
+        raise ValueError(f"{what} {value!r} may not hold '.', '..' or empty segments, backslashes or control characters")
+    return value
 
 
 class SftpConnection(_Strict):
@@ -74,13 +83,25 @@ class SftpConnection(_Strict):
     port: Annotated[int, Field(gt=0, lt=65536)] = 22
     username: str
     remote_dir: str
-    known_hosts: str
+    known_hosts: Annotated[str, Field(min_length=1)]
+
+    @field_validator("remote_dir")
+    @classmethod
+    def _remote_dir(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"remote_dir {value!r} must be absolute (it is the root batch files are written under)")
+        return _folder(value, "remote_dir")
 
 
 class S3Connection(_Strict):
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     prefix: str = ""
     kms_key_id: str | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _folder(value, "prefix")
 
 
 class Orchestration(_Strict):

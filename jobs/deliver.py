@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,13 +31,14 @@ from connectors.quota import DailyQuota
 from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.store import BatchRecord, BatchState, Fence, StateStore
-from jobs import snapshots, storage
+from jobs import paths, snapshots, storage
 from jobs.batch_files import BatchFileReader
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
 from jobs.logs import PhaseTimer, log_event
+from jobs.manifest import OPS
 from jobs.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
-from jobs.prepare import RUN_ID
+from jobs.paths import RUN_ID
 from orchestration.lock import Heartbeat, LeaseLock
 
 OUTCOME = StructType(
@@ -55,6 +57,7 @@ OUTCOME = StructType(
     ]
 )
 DEFAULT_REQUESTS_PER_MINUTE = 600  # for destinations whose profile and config state no rate
+CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
 
 class DeliverError(ValueError):
@@ -98,6 +101,30 @@ def _load(run_id: str, run_dir: str, row, reader: BatchFileReader) -> Batch:
         return Batch(record, reader.members(storage.join(run_dir, row.file), row.batch_number))
     except Exception as error:  # noqa: BLE001 - recorded as the batch's failure
         return Batch(record, [], load_error=f"batch file {row.file} unreadable: {type(error).__name__}")
+
+
+def check_manifest_paths(manifest: dict, source: str) -> None:
+    """Refuse a manifest whose batches would make paths outside the run or the destination's folder.
+
+    A batch's `file` is joined to the run folder (read here); its destination, audience, op,
+    number and checksum become the SFTP remote path and the S3 key of file destinations. Prepare
+    writes only safe values; a manifest edited by hand or by someone else may not hold them.
+    """
+    for position, batch in enumerate(manifest.get("batches", [])):
+        where = f"{source}: batches[{position}]"
+        if not isinstance(batch, dict):
+            raise paths.UnsafePath(f"{where}: not an object")
+        for key in ("destination_id", "audience_id"):
+            paths.segment(batch.get(key), f"{where}.{key}")
+        if batch.get("op") not in OPS:
+            raise paths.UnsafePath(f"{where}.op: {batch.get('op')!r} is not one of {list(OPS)}")
+        number = batch.get("batch_number")
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            raise paths.UnsafePath(f"{where}.batch_number: {number!r} is not a batch number")
+        checksum = batch.get("checksum")
+        if not isinstance(checksum, str) or not CHECKSUM.fullmatch(checksum):
+            raise paths.UnsafePath(f"{where}.checksum: {checksum!r} is not a SHA-256 hex digest")
+        paths.relative_under(batch.get("file"), "batches", f"{where}.file")
 
 
 def _fence(request_fence: tuple[str | None, int | None], state: str, quota_key: str) -> Fence | None:
@@ -178,13 +205,15 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
 
 def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     started = time.monotonic()
-    if not RUN_ID.match(request.run_id):
+    if not RUN_ID.fullmatch(request.run_id):
         raise DeliverError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
     run_dir = storage.join(request.out, "runs", request.run_id)
-    text = storage.read_text(storage.join(run_dir, "manifest.json"))
+    manifest_uri = storage.join(run_dir, "manifest.json")
+    text = storage.read_text(manifest_uri)
     if text is None:
         raise DeliverError(f"run {request.run_id}: no manifest under {run_dir}; prepare the run first")
     manifest = json.loads(text)
+    check_manifest_paths(manifest, manifest_uri)
     if request.fence_owner is not None and not request.state.startswith("dynamodb://"):
         raise DeliverError("--fence_owner/--fence_token need --state dynamodb://TABLE, where the lease lives")
     if not request.state.startswith("dynamodb://") and not spark.sparkContext.master.startswith("local"):

@@ -13,8 +13,8 @@ from connectors.http.google import GoogleDataManager
 from connectors.http.meta import MetaCustomAudiences
 from connectors.s3 import S3Destination
 from connectors.secrets import resolve_secret
-from connectors.sftp import SftpDestination as SftpConnector
-from jobs.config import HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
+from connectors.sftp import KnownHostsError, SftpDestination as SftpConnector
+from jobs.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
 
 SUPPORTED_KINDS = ("http_api", "s3", "sftp")
 
@@ -57,5 +57,8 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
         if endpoint:  # sftp://host:port of a local server
             parsed = urlparse(endpoint)
             host, port = parsed.hostname or host, parsed.port or port
-        return SftpConnector(host, connection.username, connection.remote_dir, connection.known_hosts, _secret(destination), port=port)
+        try:
+            return SftpConnector(host, connection.username, connection.remote_dir, connection.known_hosts, _secret(destination), port=port)
+        except KnownHostsError as error:
+            raise ConfigError(f"destination {destination.id}: connection.known_hosts: {error}") from None
     raise UnsupportedDestination(f"destination {destination.id}: no connector for kind {destination.kind!r}")

@@ -70,11 +70,25 @@ def _string_schema(columns: list[str]) -> StructType:
     return StructType([StructField(c, StringType()) for c in columns] + [StructField(CORRUPT, StringType())])
 
 
+# What a column name looks like. A "header" that is really data (a CSV file without a header
+# line, a JSON line that is an array) would otherwise quote identifiers in the error: other
+# names are counted, not shown.
+_SHOWN_COLUMN = re.compile(r"[A-Za-z_][A-Za-z_ ]{0,63}")
+
+
+def _column_names(found: list) -> tuple[list[str], str]:
+    """The names an error may show, and a note on those it may not (they look like data)."""
+    shown = [c for c in found if isinstance(c, str) and _SHOWN_COLUMN.fullmatch(c)]
+    hidden = len(found) - len(shown)
+    return shown, f" and {hidden} name(s) not shown (digits or punctuation: data, not a header?)" if hidden else ""
+
+
 def _require_columns(path: str, found: list[str], contract: StructType, optional: set[str]) -> None:
     required = [f.name for f in contract.fields if f.name not in optional]
     missing = [c for c in required if c not in found]
     if missing:
-        raise InputError(f"{path}: missing required column(s) {missing}; found {found}")
+        shown, others = _column_names(found)
+        raise InputError(f"{path}: missing required column(s) {missing}; found {shown}{others}")
 
 
 def _read_text_format(spark: SparkSession, located: Located, data_format: str, contract: StructType, optional: set[str]) -> DataFrame:
@@ -209,6 +223,9 @@ def unreadable_file_error(error: BaseException, source: str) -> InputError | Non
         found = pattern.search(text)
         if found:
             fields = {k: v.strip() for k, v in found.groupdict().items()}
+            if "header" in fields:  # a file's first line: data when the file has no header line
+                shown, others = _column_names(fields["header"].split(", "))
+                fields["header"] = ", ".join(shown) + others
             file = fields["file"]
             # The first line of the deepest cause, cut short: a parser's error may go on to quote
             # what it read, and identifiers must not reach the logs.

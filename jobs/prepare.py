@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import snapshots, storage
+from jobs import paths, snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
 from jobs.config import Config, load_config
 from jobs.inputs import naming_unreadable_files, read_consent, read_membership
@@ -35,8 +34,7 @@ from transforms.delta import DELIVERED_STATUSES, SNAPSHOT_STATUSES, audience_siz
 from transforms.identifiers import normalize_identifiers
 from transforms.schemas import AUDIENCE_MAPPING, AUDIENCE_SIZES, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
 
-# Run ids become paths and execution names (`<run_id>-<destination>-<n>` within 80 characters).
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+RUN_ID = paths.RUN_ID  # run ids become paths and execution names; checked with fullmatch
 TARGET_FILE_ROWS = DEFAULT_FILE_ROWS
 BROADCAST_OPT_OUTS_MAX = 5_000_000
 
@@ -93,7 +91,7 @@ def _check_request(spark: SparkSession, request: PrepareRequest) -> tuple[str, d
 
     Returns the run folder and, with `if_prepared="skip"`, the finished run's manifest if any.
     """
-    if not RUN_ID.match(request.run_id):
+    if not RUN_ID.fullmatch(request.run_id):
         raise PrepareError(f"run id {request.run_id!r} must match {RUN_ID.pattern} (it becomes a path)")
     if storage.is_s3(request.out) and not storage.spark_reads_s3(spark):
         raise PrepareError(f"--out {request.out}: this Spark has no S3 filesystem (Glue and EMR do); write to a local path")

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import storage
-from jobs.prepare import RUN_ID
+from jobs import paths, storage
+from jobs.paths import RUN_ID
 
 OUTCOME_FOLDER_TIME = "%Y%m%dT%H%M%S%fZ"  # deliver names each attempt's outcome folder <time>-<destinations>
 OUTCOME_COLUMNS = ["destination_id", "state", "retries"]  # never `error`: the report shows counts only
@@ -160,15 +160,20 @@ def _destination_line(destination: str, section: dict, summary: dict | None, att
 
 
 def load_report(out: str, run_id: str) -> RunReport:
-    if not RUN_ID.match(run_id):
+    if not RUN_ID.fullmatch(run_id):
         raise ReportError(f"run id {run_id!r} must match {RUN_ID.pattern}")
     run_dir = storage.join(out, "runs", run_id)
-    manifest = _read_json(storage.join(run_dir, "manifest.json"), required=True)
+    manifest_uri = storage.join(run_dir, "manifest.json")
+    manifest = _read_json(manifest_uri, required=True)
     run_summary = _read_json(storage.join(run_dir, "delivery", "summary.json"), required=False) or {}
     attempts = read_attempts(run_dir)
     lines = []
     try:
         for destination, section in sorted(manifest["destinations"].items()):
+            try:  # the name becomes the path of its delivery summary
+                paths.segment(destination, f"{manifest_uri}: destinations")
+            except paths.UnsafePath as error:
+                raise ReportError(str(error)) from None
             # A destination's own summary is written by every deliver of it; the run-wide one
             # only by a deliver of all destinations at once, so it may be older.
             summary = _read_json(storage.join(run_dir, "delivery", destination, "summary.json"), required=False)

@@ -79,6 +79,8 @@ def describe(report, out: Path) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.run_id is not None and not prepare_job.RUN_ID.fullmatch(args.run_id):
+        raise RunError(f"--run-id {args.run_id!r} must match {prepare_job.RUN_ID.pattern} (it becomes a path and the execution name)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     payload = run_input(args.run_id or prepare_job.default_run_id(), str(Path(args.input).resolve()), str(Path(args.consent).resolve()))

@@ -14,7 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs import storage
+from jobs import paths, storage
 from transforms.schemas import SNAPSHOT
 
 # The snapshot is written partitioned by destination, so its files lack that column.
@@ -30,13 +30,23 @@ def _pointer_uri(out: str, destination_id: str) -> str:
 
 
 def current_pointer(out: str, destination_id: str) -> dict | None:
-    text = storage.read_text(_pointer_uri(out, destination_id))
-    return json.loads(text) if text else None
+    """The committed pointer, its run id checked: it names the snapshot folder read from it."""
+    uri = _pointer_uri(out, destination_id)
+    text = storage.read_text(uri)
+    if not text:
+        return None
+    pointer = json.loads(text)
+    paths.run_id(pointer.get("run_id") if isinstance(pointer, dict) else None, f"{uri}: run_id")
+    return pointer
+
+
+def _snapshot_path(out: str, run_id: str, destination_id: str) -> str:
+    return storage.join(run_snapshot_path(out, run_id), f"destination_id={destination_id}")
 
 
 def commit(out: str, run_id: str, destination_id: str) -> dict:
     """Make the run's candidate snapshot the destination's current one."""
-    path = storage.join(run_snapshot_path(out, run_id), f"destination_id={destination_id}")
+    path = _snapshot_path(out, run_id, destination_id)
     pointer = {
         "destination_id": destination_id,
         "run_id": run_id,
@@ -56,15 +66,18 @@ def read_previous(spark: SparkSession, out: str, destination_ids: list[str]) -> 
     for destination_id in destination_ids:
         pointer = current_pointer(out, destination_id)
         baselines[destination_id] = pointer["run_id"] if pointer else None
-        if pointer and not storage.exists(pointer["path"]):
+        # Read from the path the (checked) run id names under `out`, not the pointer's `path`
+        # (kept for readers): a pointer file cannot make prepare read outside the output root.
+        path = _snapshot_path(out, pointer["run_id"], destination_id) if pointer else None
+        if pointer and not storage.exists(path):
             # Spark writes no folder for a destination without members: an empty snapshot,
             # provided the run's snapshot was written completely.
             if storage.exists(storage.join(run_snapshot_path(out, pointer["run_id"]), "_SUCCESS")):
                 continue
-            raise FileNotFoundError(f"snapshot of {destination_id} points at {pointer['path']}, which does not exist")
+            raise FileNotFoundError(f"snapshot of {destination_id} points at {path}, which does not exist")
         if pointer:
             frames.append(
-                spark.read.schema(STORED_SNAPSHOT).parquet(pointer["path"])
+                spark.read.schema(STORED_SNAPSHOT).parquet(path)
                 .select(F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key")
             )
     previous = spark.createDataFrame([], SNAPSHOT)

@@ -100,8 +100,11 @@ def download_prefix(uri: str, target: str | Path) -> str:
                 relative = item["Key"][len(folder):]
             else:
                 continue
-            if ".." in Path(relative).parts:
-                raise ValueError(f"s3://{bucket}/{item['Key']}: object key escapes its prefix")
+            # S3 keys are names, not paths: `a//b`, `./a` and `../a` are ordinary keys that a
+            # local path would resolve elsewhere (`target / "/etc/x"` is `/etc/x`).
+            if any(part in ("", ".", "..") for part in relative.split("/")) or "\\" in relative:
+                raise ValueError(f"s3://{bucket}/{item['Key']}: object key escapes its prefix "
+                                 f"(an empty, '.' or '..' segment after {uri}); it cannot be copied to a local folder")
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, item["Key"], str(destination))

@@ -77,6 +77,11 @@ def new_inputs(message_body: str, marker: str = COMPLETION_MARKER) -> list[NewIn
         folder, _, name = key.rpartition("/")
         if name != marker:
             continue
+        # S3 keys are names: `in/../other/` is an ordinary key, but Hadoop's Path (Glue, EMR)
+        # and the local runner normalize it to `other/`, outside the notified prefix.
+        if not folder or any(part in ("", ".", "..") for part in folder.split("/")):
+            raise ValueError(f"S3 event key {key!r} in bucket {s3['bucket']['name']!r}: the input folder may not be the "
+                             "bucket root or hold '.', '..' or empty segments")
         version = s3["object"].get("versionId") or s3["object"].get("sequencer") or s3["object"].get("eTag", "")
         found.append(NewInput(s3["bucket"]["name"], folder + "/", version, record["eventTime"]))
     return found

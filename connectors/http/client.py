@@ -1,11 +1,17 @@
 """One HTTP delivery engine for every API profile: a profile builds requests and reads errors.
 
-TLS verification is always on. Plain `http://` is refused except to a loopback address (local
-emulators), so a typo cannot send identifiers in clear over a network.
+TLS verification is always on, against requests' own CA bundle (certifi): the session does not
+trust the environment, so `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE` (another trust store), proxy
+variables and `~/.netrc` (which would replace the bearer token) change nothing. There is no
+option to turn verification off. Plain `http://` is refused except to a loopback address (local
+emulators), so a typo cannot send identifiers in clear over a network; redirects are not
+followed. An error answer is stored (ledger, dead letters, outcomes), so whatever it echoes of
+the request (APIs quote invalid entries) is redacted first.
 """
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlparse
@@ -18,6 +24,46 @@ from connectors.retry import Failure, FailureKind
 
 class InsecureEndpoint(ValueError):
     """An http:// URL to a non-loopback host."""
+
+
+class UnsafeAudienceId(ValueError):
+    """An audience id that would not be exactly one URL path segment."""
+
+
+# An audience id goes into the URL path (`/{audience}/users`): one segment, never `.` or `..`.
+AUDIENCE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+REDACTED = "[redacted]"
+# Shapes of identifiers, redacted from error answers on top of the batch's own ids: an API may
+# quote an entry re-cased or re-formatted. Phones are not matched by shape (any long number
+# would be), and never leave in clear: every profile hashes them.
+_IDENTIFIER_SHAPES = re.compile(
+    r"[^\s\"'<>(),;:\[\]{}]+@[^\s\"'<>(),;:\[\]{}]+"                 # anything@anything: an email, hashed or not
+    r"|(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"  # a MAID
+    r"|(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])"                  # a hex digest (a hashed id)
+)
+
+
+def redact(answer: object, sent: list[str]) -> object:
+    """`answer` (parsed JSON or text) with every id of `sent` and anything shaped like an id replaced.
+
+    Case-insensitive, in keys too (Meta's `invalid_entry_samples` maps each sample to its reason).
+    """
+    text = answer if isinstance(answer, str) else repr(answer)
+    lowered = text.lower()
+    present = sorted({key.lower() for key in sent if key and key.lower() in lowered}, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(key) for key in present), re.IGNORECASE) if present else None
+
+    def clean(value: object) -> object:
+        if isinstance(value, str):
+            value = pattern.sub(REDACTED, value) if pattern else value
+            return _IDENTIFIER_SHAPES.sub(REDACTED, value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    return clean(answer)
 
 
 @dataclass(frozen=True)
@@ -78,6 +124,10 @@ class HttpApiDestination(Destination):
     def open(self) -> None:
         self._session = requests.Session()
         self._session.verify = True
+        # Without this, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE would replace the trust store (an
+        # empty value is ignored), proxy variables would reroute, and a ~/.netrc entry would
+        # replace the Authorization header.
+        self._session.trust_env = False
         self._session.headers["Authorization"] = f"Bearer {self._token}"
 
     def close(self) -> None:
@@ -86,7 +136,10 @@ class HttpApiDestination(Destination):
             self._session = None
 
     def send(self, batch: Batch) -> Receipt:
-        request = self.profile.build(batch, self.audience_ids.get(batch.record.audience_id, batch.record.audience_id))
+        audience = self.audience_ids.get(batch.record.audience_id, batch.record.audience_id)
+        if not AUDIENCE_SEGMENT.fullmatch(audience):
+            raise UnsafeAudienceId(f"audience id {audience!r} of {batch.record.audience_id!r} is not one URL path segment")
+        request = self.profile.build(batch, audience)
         response = self._session.request(
             request.method, f"{self.base_url}{request.path}", json=request.json, headers=request.headers, timeout=self.timeout,
             allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
@@ -96,12 +149,16 @@ class HttpApiDestination(Destination):
         except ValueError:
             body = {"raw": response.text[:500]}
         if response.status_code >= 300:
-            raise HttpError(response.status_code, body, dict(response.headers))
+            raise HttpError(response.status_code, redact(body, [key for _, key in batch.members]), dict(response.headers))
         return self.profile.receipt(body, batch)
 
     def classify(self, error: Exception) -> Failure:
         if isinstance(error, HttpError):
             return self.profile.classify(error)
+        if isinstance(error, UnsafeAudienceId):
+            return Failure(FailureKind.PERMANENT, str(error))
+        if isinstance(error, requests.exceptions.SSLError):  # a ConnectionError too, but retrying cannot help
+            return Failure(FailureKind.PERMANENT, f"TLS verification of {urlparse(self.base_url).hostname} failed")
         if isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
             return Failure(FailureKind.RETRYABLE, f"{type(error).__name__}: connection failed or timed out")
         # Only the type: a message could quote a header, and headers carry the token.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from orchestration.local.engine import JobFailed
 
 _LOG_TAIL_LINES = 12
+# Run and destination ids name local files here (logs, published control objects).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class ScriptCompute:
@@ -54,6 +57,10 @@ class ScriptCompute:
     def _run(self, label: str, script: Path, argv: list[str]) -> None:
         argv = [self._local(value) for value in argv]
         run_id = argv[argv.index("--run_id") + 1] if "--run_id" in argv else "no-run"
+        destination = argv[argv.index("--destination") + 1] if "--destination" in argv else None
+        for option, value in (("--run_id", run_id), ("--destination", destination)):
+            if value is not None and not _NAME.fullmatch(value):
+                raise JobFailed(f"{label}: {option} {value!r} cannot name a local file (it must match {_NAME.pattern})")
         logs = self._out / "local-jobs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{run_id}-{label}-{next(self._numbers)}.log"
@@ -62,14 +69,18 @@ class ScriptCompute:
         with self._slots, log.open("w") as sink:
             code = subprocess.run([sys.executable, str(script), *argv], stdout=sink, stderr=subprocess.STDOUT,
                                   env=environment, check=False).returncode
-        self._publish(run_id, argv[argv.index("--destination") + 1] if "--destination" in argv else None)
+        self._publish(run_id, destination)
         if code != 0:
             tail = log.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
             raise JobFailed(f"{label} exited with {code} (log {log}): " + " | ".join(tail))
 
     def _local(self, value: str) -> str:
         if value == self._work or value.startswith(self._work + "/"):
-            return str(self._out) + value[len(self._work):]
+            key = value[len(self._work):]
+            # A key is a name in S3 but a path here: `..` or `.` would resolve outside the folder.
+            if any(part in (".", "..") for part in key.split("/")):
+                raise JobFailed(f"{value}: a work-bucket key with a '.' or '..' segment would leave {self._out}")
+            return str(self._out) + key
         return value
 
     def _publish(self, run_id: str, destination: str | None) -> None:

@@ -35,6 +35,10 @@ class EmulatorConfig:
     # Called with the number of batches accepted so far, after accepting one and before
     # answering: a test can kill the client while its request is in flight.
     on_accept: Callable[[int], None] | None = None
+    # Refuse every request as invalid (400, not retryable) with an error that quotes entries of
+    # the request, as the real APIs do: Meta's `invalid_entry_samples` and message, Google's
+    # field violation. What a client stores of such an error must not hold them raw.
+    refuse_echoing: bool = False
 
 
 @dataclass
@@ -75,6 +79,23 @@ def _google_members(body: dict) -> list[tuple[str, str]]:
                 if field_name in identifier:
                     members.append((id_type, identifier[field_name]))
     return members
+
+
+def _echoing_error(google: bool, members: list[tuple[str, str]]) -> dict:
+    """A 400 that quotes the request's entries (clear MAIDs first: what a real API would echo raw)."""
+    samples = sorted(members, key=lambda m: m[0] != "maid")[:5]
+    first_type, first = samples[0] if samples else ("email", "")
+    if google:
+        return {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                          "message": f"Invalid value at 'audience_members[0]' ({first_type}): \"{first}\"",
+                          "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest",
+                                       "fieldViolations": [{"field": f"audience_members[{i}]", "description": f"invalid {t}: {v}"}
+                                                           for i, (t, v) in enumerate(samples)]}]}}
+    return {"error": {"code": 100, "type": "OAuthException", "error_subcode": 1870053,
+                      "message": f"(#100) Invalid entries in payload, for example {first.upper()}",
+                      "error_user_msg": f"The entry {first} is not valid",
+                      "error_data": {"num_invalid_entries": len(members),
+                                     "invalid_entry_samples": {v: f"invalid {t}" for t, v in samples}}}}
 
 
 class HttpDestinationEmulator:
@@ -209,6 +230,9 @@ class HttpDestinationEmulator:
                     return self._reply(503 if google else 500, {"error": error})
                 if problem in ("429", "rate_limit", "daily_quota"):
                     return self._throttle(google, problem, retry_after)
+                if emulator.config.refuse_echoing:
+                    emulator.score.refused["invalid"] += 1
+                    return self._reply(400, _echoing_error(google, members))
                 if len(members) > emulator.config.max_batch:
                     emulator.score.refused["oversize"] += 1
                     reason = {"code": 400, "status": "INVALID_ARGUMENT", "message": "TOO_MANY_AUDIENCE_MEMBERS"} if google else {

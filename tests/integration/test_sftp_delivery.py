@@ -62,7 +62,7 @@ def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(sftp
 
 def test_unknown_host_key_is_refused_not_accepted(sftp_server, tmp_path):
     server = sftp_server
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
-    [outcome] = run(destination(server, empty), make_batches(1), SqliteStateStore(tmp_path / "s.db"))
+    other_host = tmp_path / "known_hosts"  # a real key, for another host: ours is not in it
+    other_host.write_text(server.known_hosts.read_text().replace(f"[127.0.0.1]:{server.port}", "[sftp.partner.example]:22"))
+    [outcome] = run(destination(server, other_host), make_batches(1), SqliteStateStore(tmp_path / "s.db"))
     assert outcome.state == "failed" and "host key" in outcome.error
