@@ -13,6 +13,7 @@ from connectors.secrets import SecretUnavailable
 from jobs import dead_letters
 from jobs import deliver as deliver_job
 from jobs import generate as generator
+from jobs import lease as lease_command
 from jobs import prepare as prepare_job
 from jobs import report as run_report
 from jobs import run as run_command
@@ -28,6 +29,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
     deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
+    lease_command.LeaseCommandError,
     UnsafePath,
 )
 
@@ -133,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
     dead_letters.add_arguments(letters)
     letters.set_defaults(handler=dead_letters.run_dead_letters)
+
+    lease = commands.add_parser("lease", help="show a quota lease; --release frees a stuck one")
+    lease_command.add_arguments(lease)
+    lease.set_defaults(handler=lease_command.run_lease)
 
     report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
     run_report.add_arguments(report)
