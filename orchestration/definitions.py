@@ -439,8 +439,10 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                 "Default": "Done",
             },
             "Done": {"Type": "Succeed", "Output": {"run_id": "{% $run.run_id %}", "destinations": "{% $results %}"}},
+            # `[...]`: a JSONata filter matching one item yields the item itself; the dead letter
+            # always carries a list of failed destinations.
             "SomeDestinationsFailed": {"Type": "Pass", "Assign": {
-                "failed_phase": "Destinations", "failure": "{% $results[status = 'FAILED'] %}"}, "Next": "RecordFailure"},
+                "failed_phase": "Destinations", "failure": "{% [$results[status = 'FAILED']] %}"}, "Next": "RecordFailure"},
             **_failure_tail("audience-relay: scheduled run failed", None, "'run_id': $run.run_id"),
         },
     }

@@ -186,8 +186,9 @@ def test_scheduler_prepares_once_and_one_failing_destination_does_not_stop_the_o
     assert children["s1-google_dm"].status == "SUCCEEDED" and children["s1-partner_sftp"].status == "SUCCEEDED"
     assert children["s1-meta_ads"].status == "FAILED" and children["s1-meta_ads"].error == "DeliverFailed"
     assert "Prepare" not in children["s1-google_dm"].states and "CreateCluster" not in children["s1-partner_sftp"].states
-    phases = sorted(letter["phase"] for letter in machines.dead_letters())
-    assert phases == ["Deliver", "Destinations"]
+    letters = {letter["phase"]: letter for letter in machines.dead_letters()}
+    assert sorted(letters) == ["Deliver", "Destinations"]
+    assert [result["destination"] for result in letters["Destinations"]["error"]] == ["meta_ads"]  # a list even for one
 
 
 def test_a_failed_delivery_summary_fails_once_without_rerunning_the_job(machines, jobs):

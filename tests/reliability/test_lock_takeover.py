@@ -23,6 +23,7 @@ from tests.reliability.runs import RUN_ID, meta_destination, prepare_run, start_
 pytestmark = pytest.mark.integration
 LEASE_SECONDS = 6.0
 WORKERS = 2
+HOLD_SECONDS = 90.0  # how long an emulator holds answers waiting for the other job to start
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,9 @@ def prepared(spark, moto_server, profile, tmp_path_factory):
     batch_size = 5
     destinations = [
         meta_destination("meta_lease", batch_size, rpm=1_200),
-        meta_destination("meta_q1", batch_size, rpm=6_000, quota={"requests": 40, "key": "shared_project"}),
-        meta_destination("meta_q2", batch_size, rpm=6_000, quota={"requests": 40, "key": "shared_project"}),
+        # A long client timeout: the quota test holds first answers until both jobs have started.
+        meta_destination("meta_q1", batch_size, rpm=6_000, quota={"requests": 40, "key": "shared_project"}, timeout_seconds=HOLD_SECONDS + 30),
+        meta_destination("meta_q2", batch_size, rpm=6_000, quota={"requests": 40, "key": "shared_project"}, timeout_seconds=HOLD_SECONDS + 30),
     ]
     return prepare_run(tmp_path_factory.mktemp("lease"), profile.crash_batches * batch_size, destinations)
 
@@ -141,11 +143,23 @@ def test_a_paused_former_holder_is_fenced_out_when_it_wakes(prepared, table, tmp
 
 
 def test_two_jobs_sharing_a_daily_quota_never_spend_more_than_it_together(prepared, table, tmp_path):
-    """Two deliver processes, one per destination, on one quota key, at the same time."""
+    """Two deliver processes, one per destination, on one quota key, at the same time.
+
+    Each emulator holds its first answers until the other has accepted a batch too: on a slow
+    machine one job could otherwise spend the whole quota before the other started."""
     run = prepared.copy(tmp_path)
     quota = 40
     assert len(run.batches("meta_q1")) + len(run.batches("meta_q2")) > quota
-    with HttpDestinationEmulator() as first, HttpDestinationEmulator() as second:
+    started = {"meta_q1": threading.Event(), "meta_q2": threading.Event()}
+
+    def hold_until_both_started(mine: str, other: str):
+        def on_accept(_: int) -> None:
+            started[mine].set()
+            started[other].wait(HOLD_SECONDS)
+        return on_accept
+
+    with HttpDestinationEmulator(EmulatorConfig(on_accept=hold_until_both_started("meta_q1", "meta_q2"))) as first, \
+            HttpDestinationEmulator(EmulatorConfig(on_accept=hold_until_both_started("meta_q2", "meta_q1"))) as second:
         jobs = [
             start_deliver(run, {"meta_q1": first.url}, tmp_path / "logs", extra=("--state", f"dynamodb://{table}", "--destination", "meta_q1")),
             start_deliver(run, {"meta_q2": second.url}, tmp_path / "logs", extra=("--state", f"dynamodb://{table}", "--destination", "meta_q2")),

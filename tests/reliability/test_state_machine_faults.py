@@ -442,9 +442,7 @@ CATCHES: dict[tuple[str, str, str], Fault] = {
 
 def reported_error(failure) -> str:
     """What a dead letter says failed: an error name, a summary's status, or the failed destinations."""
-    if isinstance(failure, dict) and "destination" in failure:   # JSONata: a filter matching one item is that item
-        failure = [failure]
-    if isinstance(failure, list):
+    if isinstance(failure, list):  # the scheduler's failed destinations, a list even for one
         return "destinations " + ",".join(result["destination"] for result in failure)
     if "Error" in failure:
         return failure["Error"]
