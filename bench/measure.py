@@ -41,8 +41,9 @@ def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, 
     environment = {**os.environ, **(env or {}), "PYSPARK_PYTHON": sys.executable}
     if event_log is not None:
         event_log.mkdir(parents=True, exist_ok=True)
+        inherited = environment.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")  # ends with the pyspark-shell resource
         environment["PYSPARK_SUBMIT_ARGS"] = (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={event_log.resolve().as_uri()} "
-                                              "pyspark-shell")
+                                              f"{inherited}")
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     peak, cpu, done = 0, {}, threading.Event()

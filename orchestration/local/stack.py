@@ -10,16 +10,19 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import boto3
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import MotoRequestHandler
+from werkzeug.serving import make_server
 
 from connectors.state.dynamodb import create_table
 from orchestration.definitions import Resources
+from orchestration.local.moto_app import moto_app
 
 REGION = "us-east-1"
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
@@ -50,12 +53,13 @@ class LocalAws:
     def __init__(self) -> None:
         self.port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._saved_env: dict[str, str | None] = {}
 
     def __enter__(self) -> LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one INFO line per request otherwise
-        self._server.start()
+        self._server = make_server("127.0.0.1", self.port, moto_app(), threaded=True, request_handler=MotoRequestHandler)
+        self._serving = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._serving.start()
         # The engine's own clients go to http://localhost:$MOTO_PORT (moto's boto_client_for).
         # moto's Wait compares a UTC `Timestamp` with the naive local clock: run in UTC.
         self._set_env({"MOTO_PORT": str(self.port), "TZ": "UTC"})
@@ -67,7 +71,8 @@ class LocalAws:
 
     def __exit__(self, *exc) -> None:
         self._moto_api("reset")
-        self._server.stop()
+        self._server.shutdown()
+        self._serving.join()
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

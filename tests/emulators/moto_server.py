@@ -1,4 +1,9 @@
-"""moto server (a local AWS) as a child process on loopback, for tests and benchmarks."""
+"""moto server (a local AWS) as a child process on loopback, for tests and benchmarks.
+
+Run as a script, this module is that server: moto's app with DynamoDB requests one at a time
+(`orchestration.local.moto_app`), or quota and lease tests would test moto's race, not our
+conditions.
+"""
 from __future__ import annotations
 
 import socket
@@ -7,6 +12,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 LOCAL_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -40,7 +46,7 @@ def start_moto_server(timeout_seconds: float = 30.0) -> MotoServer:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, str(Path(__file__).resolve()), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_seconds
@@ -53,3 +59,16 @@ def start_moto_server(timeout_seconds: float = 30.0) -> MotoServer:
                 process.kill()
                 raise RuntimeError(f"moto server did not start on {endpoint}")
             time.sleep(0.2)
+
+
+def serve(port: int) -> None:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    from orchestration.local.moto_app import moto_app
+
+    run_simple("127.0.0.1", port, moto_app(), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
