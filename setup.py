@@ -42,7 +42,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
-    package_data={"jobs": ["defaults/*.yaml"]},
+    package_data={"jobs": ["defaults/*.yaml", "log4j2-redacting.properties"]},
     install_requires=RUNTIME,
     extras_require={"test": TEST + LOCAL + BENCH, "local": LOCAL, "bench": BENCH, "dev": DEV},
     entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},

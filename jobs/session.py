@@ -1,5 +1,6 @@
 """One place that builds the SparkSession, so local runs, tests, EMR and Glue share settings."""
 import os
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -21,7 +22,11 @@ TUNED_CONF = {
 }
 # Input splits per core: with one split per core, one late split leaves the other cores idle.
 SPLITS_PER_CORE = 3
+# Spark's log layout with emails and phone-like digit runs redacted: a task that fails on a
+# record quotes it in Spark's own log lines (tests/reliability/test_no_raw_identifiers.py).
+REDACTING_LOG_CONFIG = Path(__file__).with_name("log4j2-redacting.properties")
 LOCAL_CONF = {
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={REDACTING_LOG_CONFIG.as_uri()}",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.driver.memory": os.environ.get("AUDIENCE_RELAY_DRIVER_MEMORY", "4g"),

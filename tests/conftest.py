@@ -15,7 +15,7 @@ os.environ.setdefault("META_ACCESS_TOKEN", "test-meta-token")
 # cut their CPU by a third (a 4k-row prepare: 60 s -> 39 s). The session below keeps the
 # defaults it runs with for the whole suite.
 JOB_PROCESS_SPARK_ARGS = (
-    "--driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' --conf spark.sql.shuffle.partitions=8 pyspark-shell"
+    "--conf 'spark.driver.defaultJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' --conf spark.sql.shuffle.partitions=8 pyspark-shell"
 )
 os.environ.setdefault("PYSPARK_SUBMIT_ARGS", JOB_PROCESS_SPARK_ARGS)
 

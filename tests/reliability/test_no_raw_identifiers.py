@@ -374,6 +374,21 @@ def test_a_csv_file_without_the_header_of_the_others_is_named_without_quoting_it
     assert "part-1.csv" in str(refused.value) and not found_in(str(refused.value)), str(refused.value)
 
 
+def test_spark_s_own_log_lines_about_a_task_failing_on_a_record_are_redacted(tmp_path):
+    """The same input as a process: Spark logs the failing task (BlockManager, Executor,
+    TaskSetManager) with the record its CSV header check quoted; the job's log layout
+    (jobs/log4j2-redacting.properties) redacts it."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))
+    (tmp_path / "in" / "part-1.csv").write_text(_canary_rows(header=False))
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    job = run_job("prepare", ["prepare", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--run-id", "r1",
+                              "--master", "local[1]"], env, tmp_path / "logs")
+    assert job.code == 2 and "part-1.csv" in job.stderr, job.stderr[-3000:]
+    assert "ERROR Executor" in job.stderr and "Header: <redacted>" in job.stderr  # Spark's lines are there, redacted
+    assert not found_in(job.stdout + job.stderr), [line for line in job.stderr.splitlines() if found_in(line)][:5]
+
+
 def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_path):
     from jobs.inputs import InputError
 
