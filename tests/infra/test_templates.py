@@ -1,0 +1,72 @@
+"""infra/ templates: cfn-lint clean, and the project's least-privilege and encryption rules."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.infra.policy import load, problems, yaml_aliases
+
+TEMPLATES = sorted((Path(__file__).resolve().parents[2] / "infra" / "templates").glob("*.yaml"))
+
+
+def test_the_stacks_are_all_there():
+    assert {t.stem for t in TEMPLATES} >= {"keys", "messaging", "storage", "state"}
+
+
+def test_cfn_lint_reports_nothing_on_any_template():
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")  # installed with the test extra, beside this Python
+    done = subprocess.run([str(cfn_lint), *map(str, TEMPLATES)], capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda path: path.stem)
+def test_template_follows_the_project_rules(template):
+    assert yaml_aliases(template) == []
+    assert problems(load(template)) == []
+
+
+def _role(statement: dict, **extra) -> dict:
+    return {"Type": "AWS::IAM::Role", **extra, "Properties": {
+        "AssumeRolePolicyDocument": {}, "Policies": [{"PolicyName": "p", "PolicyDocument": {"Statement": [statement]}}]}}
+
+
+@pytest.mark.parametrize("resource, expected", [
+    (_role({"Sid": "S", "Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"}), "wildcard action 's3:*'"),
+    (_role({"Sid": "S", "Effect": "Allow", "Action": ["s3:Get*"], "Resource": "arn:aws:s3:::b/*"}), "wildcard action 's3:Get*'"),
+    (_role({"Sid": "S", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}), "Resource '*' without a reason"),
+    (_role({"Sid": "S", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}), "role without PermissionsBoundary"),
+    ({"Type": "AWS::S3::Bucket", "Properties": {}}, "bucket not encrypted under KMS"),
+    ({"Type": "AWS::S3::Bucket", "Properties": {"BucketEncryption": {"ServerSideEncryptionConfiguration": [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}}}, "SSE-S3 needs a reason"),
+    ({"Type": "AWS::S3::Bucket", "Properties": {}}, "bucket does not block all public access"),
+    ({"Type": "AWS::S3::Bucket", "Properties": {}}, "bucket policy does not deny requests without TLS"),
+    ({"Type": "AWS::DynamoDB::Table", "Properties": {"SSESpecification": {"SSEEnabled": True}}}, "table not encrypted"),
+    ({"Type": "AWS::DynamoDB::Table", "Properties": {}}, "table without point-in-time recovery"),
+    ({"Type": "AWS::SQS::Queue", "Properties": {"RedrivePolicy": {}}}, "Queue without KmsMasterKeyId"),
+    ({"Type": "AWS::SQS::Queue", "Properties": {"KmsMasterKeyId": "k"}}, "queue without a redrive policy"),
+    ({"Type": "AWS::SNS::Topic", "Properties": {}}, "Topic without KmsMasterKeyId"),
+    ({"Type": "AWS::Logs::LogGroup", "Properties": {}}, "LogGroup without KmsKeyId"),
+    ({"Type": "AWS::SecretsManager::Secret", "Properties": {}}, "Secret without KmsKeyId"),
+    ({"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {}}}, "KMS key without rotation"),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_the_rules_catch_what_they_forbid(resource, expected):
+    assert any(expected in problem for problem in problems({"Resources": {"R": resource}})), problems({"Resources": {"R": resource}})
+
+
+def test_a_dead_letter_queue_needs_fourteen_days_and_an_alarm():
+    queues = {
+        "Dlq": {"Type": "AWS::SQS::Queue", "Properties": {"KmsMasterKeyId": "k", "MessageRetentionPeriod": 345600}},
+        "Main": {"Type": "AWS::SQS::Queue", "Properties": {"KmsMasterKeyId": "k", "RedrivePolicy": {
+            "deadLetterTargetArn": {"Fn::GetAtt": ["Dlq", "Arn"]}, "maxReceiveCount": 5}}},
+    }
+    assert problems({"Resources": queues}) == ["Dlq: dead-letter queue not kept 14 days", "Dlq: dead-letter queue without an alarm on its depth"]
+    queues["Dlq"]["Properties"]["MessageRetentionPeriod"] = 1209600
+    queues["Alarm"] = {"Type": "AWS::CloudWatch::Alarm", "Properties": {"Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["Dlq", "QueueName"]}}]}}
+    assert problems({"Resources": queues}) == []
+
+
+def test_yaml_aliases_are_found(tmp_path):
+    template = tmp_path / "t.yaml"
+    template.write_text("A: &x\n  B: !Ref C\nD: *x\n")
+    assert yaml_aliases(template) == ["t.yaml: YAML alias *x (CloudFormation refuses aliases)"]
