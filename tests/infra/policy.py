@@ -14,6 +14,7 @@ Metadata exceptions live on the resource, so a reviewer sees them next to what t
       audience-relay:
         encryption: <why not KMS>
         unscoped: {<statement Sid>: <why Resource "*">}
+        managed_policies: {<AWS managed policy name>: <why its actions are needed>}
         dead_letter_store: <why a queue without a redrive policy is itself a dead-letter store>
 """
 from __future__ import annotations
@@ -141,6 +142,10 @@ def problems(template: dict) -> list[str]:
             found.append(kms)
         if resource_type == "AWS::IAM::Role" and not properties.get("PermissionsBoundary"):
             found.append(f"{name}: role without PermissionsBoundary")
+        for arn in properties.get("ManagedPolicyArns", []) if resource_type == "AWS::IAM::Role" else []:
+            policy = str(arn.get("Fn::Sub", arn) if isinstance(arn, dict) else arn).rsplit("/", 1)[-1]
+            if policy not in (exceptions.get("managed_policies") or {}):
+                found.append(f"{name}: managed policy {policy} without a reason under Metadata audience-relay.managed_policies")
         if resource_type == "AWS::S3::Bucket":
             block = properties.get("PublicAccessBlockConfiguration") or {}
             if not all(block.get(k) is True for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")):

@@ -36,6 +36,9 @@ def _role(statement: dict, **extra) -> dict:
     (_role({"Sid": "S", "Effect": "Allow", "Action": ["s3:Get*"], "Resource": "arn:aws:s3:::b/*"}), "wildcard action 's3:Get*'"),
     (_role({"Sid": "S", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}), "Resource '*' without a reason"),
     (_role({"Sid": "S", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}), "role without PermissionsBoundary"),
+    (_role({"Sid": "S", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}) | {"Properties": {
+        "PermissionsBoundary": "b", "ManagedPolicyArns": ["arn:aws:iam::aws:policy/AdministratorAccess"]}},
+     "managed policy AdministratorAccess without a reason"),
     ({"Type": "AWS::S3::Bucket", "Properties": {}}, "bucket not encrypted under KMS"),
     ({"Type": "AWS::S3::Bucket", "Properties": {"BucketEncryption": {"ServerSideEncryptionConfiguration": [
         {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}}}, "SSE-S3 needs a reason"),
