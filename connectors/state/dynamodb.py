@@ -6,9 +6,16 @@ Item layout (partition key `pk`, sort key `sk`):
 - dead letters: pk `DLQ#<run_id>`          sk `BATCH#<batch_key>`
 A run's batches are one query; a quota window is one conditional `ADD`; a delivered batch is
 protected by a condition on its state.
+
+Ledger, quota and dead-letter items carry `purge_at` (epoch seconds), the table's TTL attribute
+(infra/templates/state.yaml): a run's ledger and dead letters go with its run folder (90 days
+after their last change by default), a quota window two days after its last use. Leases
+(orchestration/lock.py, same table) never carry it: deleting one would restart its fencing token.
 """
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import boto3
@@ -17,6 +24,8 @@ from botocore.exceptions import ClientError
 
 from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence, FenceRejected
 
+DAY_SECONDS = 86_400
+QUOTA_WINDOW_PURGE_SECONDS = 2 * DAY_SECONDS  # after its last use: past the end of any daily window
 RECORD_FIELDS = ("run_id", "destination_id", "audience_id", "op", "batch_number", "checksum", "ids", "state", "attempts", "error", "updated_at")
 
 
@@ -48,8 +57,12 @@ def _conditional_failure(error: ClientError) -> bool:
 
 
 class DynamoStateStore:
-    def __init__(self, table_name: str, resource=None) -> None:
+    def __init__(self, table_name: str, resource=None, retention_days: int = 90, clock: Callable[[], float] = time.time) -> None:
         self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._retention_seconds, self._clock = retention_days * DAY_SECONDS, clock
+
+    def _purge_at(self, after_seconds: int | None = None) -> int:
+        return int(self._clock()) + (self._retention_seconds if after_seconds is None else after_seconds)
 
     @staticmethod
     def _ledger_key(key: str) -> dict:
@@ -58,6 +71,7 @@ class DynamoStateStore:
     def _item(self, record: BatchRecord) -> dict:
         item = {**self._ledger_key(record.batch_key), **{f: getattr(record, f) for f in RECORD_FIELDS}}
         item["state"] = record.state.value
+        item["purge_at"] = self._purge_at()
         return {k: v for k, v in item.items() if v is not None}
 
     @staticmethod
@@ -113,9 +127,9 @@ class DynamoStateStore:
         try:
             self._table.update_item(
                 Key={"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"},
-                UpdateExpression="ADD used :amount",
+                UpdateExpression="ADD used :amount SET purge_at = :purge",
                 ConditionExpression="attribute_not_exists(used) OR used <= :ceiling",
-                ExpressionAttributeValues={":amount": amount, ":ceiling": ceiling},
+                ExpressionAttributeValues={":amount": amount, ":ceiling": ceiling, ":purge": self._purge_at(QUOTA_WINDOW_PURGE_SECONDS)},
             )
             return True
         except ClientError as error:
@@ -168,9 +182,9 @@ class DynamoStateStore:
         update = {"Update": {
             "TableName": self._table.name,
             "Key": {"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"},
-            "UpdateExpression": "ADD used :amount",
+            "UpdateExpression": "ADD used :amount SET purge_at = :purge",
             "ConditionExpression": "attribute_not_exists(used) OR used <= :ceiling",
-            "ExpressionAttributeValues": {":amount": amount, ":ceiling": ceiling},
+            "ExpressionAttributeValues": {":amount": amount, ":ceiling": ceiling, ":purge": self._purge_at(QUOTA_WINDOW_PURGE_SECONDS)},
         }}
         return not self._fenced(fence, update)
 
@@ -179,7 +193,8 @@ class DynamoStateStore:
         return int(item["used"]) if item else 0
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
-        self._table.put_item(Item={"pk": f"DLQ#{letter.run_id}", "sk": f"BATCH#{letter.batch_key}", **asdict(letter)})
+        self._table.put_item(Item={"pk": f"DLQ#{letter.run_id}", "sk": f"BATCH#{letter.batch_key}", **asdict(letter),
+                                   "purge_at": self._purge_at()})
 
     def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]:
         fields = DeadLetter.__dataclass_fields__

@@ -2,6 +2,7 @@
 import threading
 import uuid
 
+import boto3
 import pytest
 
 from connectors.state.dynamodb import DynamoStateStore, create_table
@@ -85,3 +86,21 @@ def test_dead_letters_keep_the_error_and_can_be_removed_for_replay(store):
     assert len(store.dead_letters()) == 2
     store.remove_dead_letter(record.batch_key)
     assert store.dead_letters("r1") == []
+
+
+def test_dynamodb_items_carry_their_purge_time_and_leases_never_do(moto_server):
+    from orchestration.lock import LeaseLock
+
+    name = f"audience-relay-state-{uuid.uuid4().hex[:8]}"
+    create_table(name)
+    store = DynamoStateStore(name, retention_days=30, clock=lambda: 1_000_000.0)
+    store.register([batch(0)])
+    store.save(batch(0).moved_to(BatchState.FAILED, attempts=1, error="refused"))
+    store.consume_quota("k", "2026-11-23", 1, limit=5)
+    store.add_dead_letter(DeadLetter(batch(0).batch_key, "r1", "meta_ads", "refused", 1, "2026-11-23T00:00:00Z"))
+    LeaseLock(name).acquire("meta_ads", "owner-1", 60)
+    items = {(i["pk"].split("#")[0], i["sk"].split("#")[0]): i for i in boto3.resource("dynamodb").Table(name).scan()["Items"]}
+    assert items[("RUN", "BATCH")]["purge_at"] == 1_000_000 + 30 * 86_400
+    assert items[("DLQ", "BATCH")]["purge_at"] == 1_000_000 + 30 * 86_400
+    assert items[("QUOTA", "WINDOW")]["purge_at"] == 1_000_000 + 2 * 86_400
+    assert "purge_at" not in items[("LEASE", "LEASE")]  # TTL would restart its fencing token
