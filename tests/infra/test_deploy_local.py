@@ -1,0 +1,77 @@
+"""The stacks deploy in order into moto server's CloudFormation, importing each other's exports.
+
+moto creates KMS keys, queues, topics, buckets, tables and roles from a template, and skips the
+types it does not implement (Glue jobs and security configurations, bucket policies, alarms):
+those, and the properties moto ignores (bucket versioning and lifecycle, table PITR and TTL), are
+checked by cfn-lint and tests/infra/policy.py only. What moto does create is checked here.
+"""
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
+ORDER = ["keys", "messaging", "storage", "state", "compute"]
+BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
+
+
+@pytest.fixture(scope="module")
+def deployed(moto_server) -> dict:
+    stage = f"t{uuid.uuid4().hex[:6]}"
+    cloudformation = boto3.client("cloudformation")
+    parameters = {
+        "compute": {"PermissionsBoundaryArn": BOUNDARY, "LibraryWheel": "dist/audience_relay-0.1.0-py3-none-any.whl"},
+    }
+    outputs = {}
+    for name in ORDER:
+        stack = f"audience-relay-{stage}-{name}"
+        given = {"Stage": stage, **parameters.get(name, {})}
+        cloudformation.create_stack(
+            StackName=stack, TemplateBody=(TEMPLATES / f"{name}.yaml").read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()])
+        cloudformation.get_waiter("stack_create_complete").wait(StackName=stack, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+        assert description["StackStatus"] == "CREATE_COMPLETE", (stack, description.get("StackStatusReason"))
+        outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+    return {"stage": stage, "outputs": outputs}
+
+
+def test_the_key_rotates_and_every_queue_and_topic_uses_it(deployed):
+    key_arn = deployed["outputs"]["keys"]["DataKeyArn"]
+    assert boto3.client("kms").get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"]
+    sqs = boto3.client("sqs")
+    for output in ("IngestQueueUrl", "FailuresQueueUrl"):
+        attributes = sqs.get_queue_attributes(QueueUrl=deployed["outputs"]["messaging"][output], AttributeNames=["All"])["Attributes"]
+        assert attributes["KmsMasterKeyId"] == key_arn and attributes["MessageRetentionPeriod"] == "1209600"
+    topic = boto3.client("sns").get_topic_attributes(TopicArn=deployed["outputs"]["messaging"]["AlertTopicArn"])["Attributes"]
+    assert topic["KmsMasterKeyId"] == key_arn
+
+
+def test_the_ingest_queue_hands_failing_messages_to_its_dead_letter_queue(deployed):
+    sqs = boto3.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=deployed["outputs"]["messaging"]["IngestQueueUrl"], AttributeNames=["RedrivePolicy"])
+    assert f"audience-relay-{deployed['stage']}-ingest-dlq" in attributes["Attributes"]["RedrivePolicy"]
+
+
+def test_buckets_are_named_per_stage_and_account_and_encrypted_under_the_key(deployed):
+    key_arn = deployed["outputs"]["keys"]["DataKeyArn"]
+    s3 = boto3.client("s3")
+    for output in ("InputBucket", "WorkBucket", "DeliveryBucket", "ArtifactsBucket"):
+        bucket = deployed["outputs"]["storage"][output]
+        assert bucket.startswith(f"audience-relay-{deployed['stage']}-123456789012-")
+        rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+        assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
+
+
+def test_the_state_table_has_the_key_schema_the_store_and_the_lock_use(deployed):
+    table = boto3.client("dynamodb").describe_table(TableName=deployed["outputs"]["state"]["StateTable"])["Table"]
+    assert {(k["AttributeName"], k["KeyType"]) for k in table["KeySchema"]} == {("pk", "HASH"), ("sk", "RANGE")}
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_every_role_is_created_with_the_permissions_boundary(deployed):
+    iam = boto3.client("iam")
+    for role in ("prepare", "deliver", "emr-service", "emr-instance"):
+        created = iam.get_role(RoleName=f"audience-relay-{deployed['stage']}-{role}")["Role"]
+        assert created["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY
