@@ -85,9 +85,20 @@ def _definitions(args: argparse.Namespace) -> int:
     from jobs.config import DEFAULT_CONFIG, load_config
     from orchestration.definitions import Resources, machine_specs, render
 
+    if not (args.out or args.stack):
+        print("audience-relay definitions: give --out DIR, --stack FILE or both", file=sys.stderr)
+        return EXIT_BAD_INPUT
     config = load_config(args.config or DEFAULT_CONFIG)
-    for path in render(machine_specs(config.active_destinations), Resources(), args.out):
-        print(path)
+    specs = machine_specs(config.active_destinations)
+    if args.stack:
+        from orchestration.cloudformation import stack_template
+
+        Path(args.stack).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.stack).write_text(json.dumps(stack_template(specs), indent=1) + "\n")
+        print(args.stack)
+    if args.out:
+        for path in render(specs, Resources(), args.out):
+            print(path)
     return EXIT_OK
 
 
@@ -128,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=run_command.command)
 
     definitions = commands.add_parser("definitions", help="render the Step Functions definitions (ASL JSON) from the config")
-    definitions.add_argument("--out", required=True, help="directory for the .asl.json files")
+    definitions.add_argument("--out", help="directory for the .asl.json files (local resource names)")
+    definitions.add_argument("--stack", help="write the orchestration CloudFormation stack (JSON) here, for infra/deploy.sh")
     definitions.add_argument("--config", help="destinations YAML (default: the embedded example config)")
     definitions.set_defaults(handler=_definitions)
 

@@ -1,4 +1,5 @@
-"""The stacks deploy in order into moto server's CloudFormation, importing each other's exports.
+"""The stacks deploy in order into moto server's CloudFormation, importing each other's exports
+(the orchestration stack rendered by `audience-relay definitions --stack`).
 
 moto creates KMS keys, queues, topics, buckets, tables and roles from a template, and skips the
 types it does not implement (Glue jobs and security configurations, bucket policies, alarms):
@@ -11,24 +12,30 @@ from pathlib import Path
 import boto3
 import pytest
 
+from jobs.cli import main
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
 ORDER = ["keys", "messaging", "storage", "state", "compute"]
 BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
 
 
 @pytest.fixture(scope="module")
-def deployed(moto_server) -> dict:
+def deployed(moto_server, tmp_path_factory) -> dict:
     stage = f"t{uuid.uuid4().hex[:6]}"
     cloudformation = boto3.client("cloudformation")
     parameters = {
         "compute": {"PermissionsBoundaryArn": BOUNDARY, "LibraryWheel": "dist/audience_relay-0.1.0-py3-none-any.whl"},
+        "orchestration": {"PermissionsBoundaryArn": BOUNDARY},
     }
+    rendered = tmp_path_factory.mktemp("stack") / "orchestration.json"
+    assert main(["definitions", "--stack", str(rendered)]) == 0
+    bodies = {name: (TEMPLATES / f"{name}.yaml").read_text() for name in ORDER} | {"orchestration": rendered.read_text()}
     outputs = {}
-    for name in ORDER:
+    for name in [*ORDER, "orchestration"]:
         stack = f"audience-relay-{stage}-{name}"
         given = {"Stage": stage, **parameters.get(name, {})}
         cloudformation.create_stack(
-            StackName=stack, TemplateBody=(TEMPLATES / f"{name}.yaml").read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
+            StackName=stack, TemplateBody=bodies[name], Capabilities=["CAPABILITY_NAMED_IAM"],
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()])
         cloudformation.get_waiter("stack_create_complete").wait(StackName=stack, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
         description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
@@ -70,8 +77,18 @@ def test_the_state_table_has_the_key_schema_the_store_and_the_lock_use(deployed)
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
 
+def test_the_machines_are_created_under_their_role_from_the_rendered_definitions(deployed):
+    stepfunctions = boto3.client("stepfunctions")
+    created = {m["name"]: m["stateMachineArn"] for m in stepfunctions.list_state_machines()["stateMachines"]}
+    prefix = f"audience-relay-{deployed['stage']}-"
+    assert deployed["outputs"]["orchestration"]["SchedulerArn"] == created[f"{prefix}scheduler"]
+    machine = stepfunctions.describe_state_machine(stateMachineArn=created[f"{prefix}destination-meta_ads"])
+    assert machine["roleArn"].endswith(f":role/{prefix}machines")
+    assert '"QueryLanguage": "JSONata"' in machine["definition"]
+
+
 def test_every_role_is_created_with_the_permissions_boundary(deployed):
     iam = boto3.client("iam")
-    for role in ("prepare", "deliver", "emr-service", "emr-instance"):
+    for role in ("prepare", "deliver", "emr-service", "emr-instance", "machines"):
         created = iam.get_role(RoleName=f"audience-relay-{deployed['stage']}-{role}")["Role"]
         assert created["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY

@@ -1,0 +1,186 @@
+"""The orchestration stack (CloudFormation JSON), built from the same definitions the local runner executes.
+
+The machines depend on the destination config (one per destination, and the scheduler's
+fan-out list), so this stack is rendered, not written by hand: `audience-relay definitions
+--stack FILE`. Each definition is rendered with `${Name}` placeholders for the stage's
+resources and deployed with `DefinitionSubstitutions` that import them from the other stacks
+(infra/templates/). Around the machines: their log group (KMS, level ALL), X-Ray tracing, a
+role holding only the integrations the definitions call, an alarm on failed executions of each
+machine, the scheduler's EventBridge schedule, and the ingest Lambda on the ingest queue.
+"""
+from __future__ import annotations
+
+import json
+
+from orchestration.definitions import MachineSpec, Resources, machines
+
+PLACEHOLDERS = Resources(
+    state_table="${StateTable}",
+    prepare_job="${PrepareJob}",
+    deliver_job="${DeliverJob}",
+    work_bucket="${WorkBucket}",
+    config_uri="s3://${ArtifactsBucket}/config/destinations.yaml",
+    alert_topic_arn="${AlertTopicArn}",
+    dead_letter_queue_url="${FailuresQueueUrl}",
+    destination_machine_arn_prefix="${DestinationMachineArnPrefix}",
+    prepare_script_uri="s3://${ArtifactsBucket}/jobs/prepare.py",
+    library_uri="s3://${ArtifactsBucket}/dist/audience_relay.zip",
+    emr_service_role="${EmrServiceRoleArn}",
+    emr_instance_profile="${EmrInstanceProfile}",
+    emr_log_uri="s3://${ArtifactsBucket}/emr-logs/",
+)
+# placeholder -> the export of another stack that fills it in (audience-relay-<stage>-<export>)
+IMPORTED = {
+    "StateTable": "StateTable", "PrepareJob": "PrepareJob", "DeliverJob": "DeliverJob", "WorkBucket": "WorkBucket",
+    "ArtifactsBucket": "ArtifactsBucket", "AlertTopicArn": "AlertTopicArn", "FailuresQueueUrl": "FailuresQueueUrl",
+    "EmrServiceRoleArn": "EmrServiceRoleArn", "EmrInstanceProfile": "EmrInstanceProfile",
+}
+STAGE = "audience-relay-${Stage}"
+REGION_ACCOUNT = "${AWS::Region}:${AWS::AccountId}"
+
+
+def _imported(export: str) -> dict:
+    return {"Fn::ImportValue": {"Fn::Sub": f"{STAGE}-{export}"}}
+
+
+def _arn(service: str, resource: str) -> dict:
+    return {"Fn::Sub": f"arn:${{AWS::Partition}}:{service}:{REGION_ACCOUNT}:{resource}"}
+
+
+def _logical_id(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Machine"
+
+
+def _statement(sid: str, actions: list[str], resources: list) -> dict:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def _bucket_objects(export: str, prefix: str = "") -> dict:
+    return {"Fn::Sub": [f"arn:${{AWS::Partition}}:s3:::${{Bucket}}/{prefix}*", {"Bucket": _imported(export)}]}
+
+
+def _machines_role(names: list[str]) -> dict:
+    """What the definitions call: Glue .sync, EMR .sync, child executions, the lease, the
+    summary, the alert and the failures queue; plus log delivery and X-Ray, which have no
+    resource-level permissions."""
+    glue_jobs = [_arn("glue", f"job/{STAGE}-prepare"), _arn("glue", f"job/{STAGE}-deliver")]
+    destination_machines = _arn("states", f"stateMachine:{STAGE}-destination-*")
+    statements = [
+        _statement("RunGlueJobs", ["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns", "glue:BatchStopJobRun"], glue_jobs),
+        _statement("RunPrepareClusters", ["elasticmapreduce:RunJobFlow"], [_arn("elasticmapreduce", "cluster/*")]),
+        _statement("DriveOwnClusters", ["elasticmapreduce:DescribeCluster", "elasticmapreduce:TerminateJobFlows",
+                                        "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep", "elasticmapreduce:CancelSteps"],
+                   [_arn("elasticmapreduce", "cluster/*")]),
+        _statement("PassClusterRoles", ["iam:PassRole"], [_imported("EmrServiceRoleArn"), _imported("EmrInstanceRoleArn")]),
+        _statement("SyncRules", ["events:PutTargets", "events:PutRule", "events:DescribeRule"], [
+            _arn("events", "rule/StepFunctionsGetEventForEMRRunJobFlowRule"),
+            _arn("events", "rule/StepFunctionsGetEventForEMRAddJobFlowStepsRule"),
+            _arn("events", "rule/StepFunctionsGetEventForEMRTerminateJobFlowsRule"),
+            _arn("events", "rule/StepFunctionsGetEventsForStepFunctionsExecutionRule"),
+        ]),
+        _statement("StartDestinationMachines", ["states:StartExecution"], [destination_machines]),
+        _statement("FollowDestinationExecutions", ["states:DescribeExecution", "states:StopExecution"],
+                   [_arn("states", f"execution:{STAGE}-destination-*:*")]),
+        _statement("ContinueAsNew", ["states:StartExecution"], [_arn("states", f"stateMachine:{name}") for name in names]),
+        _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")]),
+        _statement("ReadSummaries", ["s3:GetObject"], [_bucket_objects("WorkBucket", "runs/")]),
+        _statement("Alert", ["sns:Publish"], [_imported("AlertTopicArn")]),
+        _statement("RecordFailure", ["sqs:SendMessage"], [_imported("FailuresQueueArn")]),
+        _statement("EncryptedTopicAndQueue", ["kms:GenerateDataKey", "kms:Decrypt"], [_imported("DataKeyArn")]),
+        _statement("LogDelivery", ["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+                                   "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
+                                   "logs:DescribeLogGroups"], ["*"]),
+        _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"], ["*"]),
+    ]
+    return {
+        "Type": "AWS::IAM::Role",
+        "Metadata": {"audience-relay": {"unscoped": {
+            "LogDelivery": "CloudWatch Logs delivery actions have no resource-level permissions",
+            "Tracing": "X-Ray actions have no resource-level permissions",
+        }}},
+        "Properties": {
+            "RoleName": {"Fn::Sub": f"{STAGE}-machines"},
+            "PermissionsBoundary": {"Ref": "PermissionsBoundaryArn"},
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]},
+            "Policies": [{"PolicyName": "machines", "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+        },
+    }
+
+
+def _state_machine(name: str, definition: dict) -> dict:
+    substitutions = {placeholder: _imported(export) for placeholder, export in IMPORTED.items()
+                     if f"${{{placeholder}}}" in json.dumps(definition)}
+    if "${DestinationMachineArnPrefix}" in json.dumps(definition):
+        substitutions["DestinationMachineArnPrefix"] = _arn("states", f"stateMachine:{STAGE}-destination-")
+    return {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "StateMachineName": {"Fn::Sub": f"{STAGE}-{name}"},
+            "StateMachineType": "STANDARD",
+            "RoleArn": {"Fn::GetAtt": ["MachinesRole", "Arn"]},
+            "DefinitionString": json.dumps(definition, indent=1),
+            "DefinitionSubstitutions": substitutions,
+            "LoggingConfiguration": {
+                "Level": "ALL",
+                "IncludeExecutionData": True,  # run ids, paths and counts; never identifiers
+                "Destinations": [{"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": ["MachinesLogGroup", "Arn"]}}}],
+            },
+            "TracingConfiguration": {"Enabled": True},
+        },
+    }
+
+
+def _failed_executions_alarm(logical_id: str, name: str) -> dict:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": {"Fn::Sub": f"{STAGE}-{name}-failed"},
+            "AlarmDescription": f"An execution of {name} failed; its dead letter is in the failures queue (runbook).",
+            "Namespace": "AWS/States",
+            "MetricName": "ExecutionsFailed",
+            "Dimensions": [{"Name": "StateMachineArn", "Value": {"Ref": logical_id}}],
+            "Statistic": "Sum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [_imported("AlertTopicArn")],
+        },
+    }
+
+
+def stack_template(destinations: list[MachineSpec]) -> dict:
+    """The orchestration stack for these destinations (CloudFormation JSON as a dict)."""
+    definitions = machines(destinations, PLACEHOLDERS)
+    names = [f"{STAGE}-{name}" for name in definitions]
+    resources: dict[str, dict] = {
+        "MachinesLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {"LogGroupName": {"Fn::Sub": f"/aws/vendedlogs/states/{STAGE}"}, "RetentionInDays": 90,
+                           "KmsKeyId": _imported("DataKeyArn")},
+        },
+        "MachinesRole": _machines_role(names),
+    }
+    for name, definition in definitions.items():
+        logical_id = _logical_id(name)
+        resources[logical_id] = _state_machine(name, definition)
+        resources[logical_id.removesuffix("Machine") + "FailedAlarm"] = _failed_executions_alarm(logical_id, name)
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine per "
+                       "destination and the scheduler, their log group, role and failure alarms.",
+        "Parameters": {
+            "Stage": {"Type": "String", "AllowedPattern": "^[a-z][a-z0-9-]{0,15}$"},
+            "PermissionsBoundaryArn": {"Type": "String", "AllowedPattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$"},
+        },
+        "Resources": resources,
+        "Outputs": {
+            "SchedulerArn": {"Value": {"Ref": "SchedulerMachine"},
+                             "Export": {"Name": {"Fn::Sub": f"{STAGE}-SchedulerArn"}}},
+        },
+    }
