@@ -11,6 +11,7 @@ from typing import Callable
 
 from connectors.secrets import SecretUnavailable
 from jobs import dead_letters
+from jobs import deploy as deploy_command
 from jobs import deliver as deliver_job
 from jobs import generate as generator
 from jobs import lease as lease_command
@@ -151,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     lease = commands.add_parser("lease", help="show a quota lease; --release frees a stuck one")
     lease_command.add_arguments(lease)
     lease.set_defaults(handler=lease_command.run_lease)
+
+    deploy = commands.add_parser("deploy", help="build, upload and deploy a stage's stacks in order (from a checkout)")
+    deploy_command.add_arguments(deploy)
+    deploy.set_defaults(handler=deploy_command.run_deploy)
 
     report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
     run_report.add_arguments(report)
