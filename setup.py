@@ -3,8 +3,10 @@ from setuptools import find_packages, setup
 
 # Pinned to the AWS Glue 5.1 runtime (Spark 3.5.6, Python 3.11) so local runs match production.
 # Spark 3.5's Arrow/pandas paths predate pandas 3 and numpy 2, hence the caps.
+# pyspark is an extra: Glue and EMR provide Spark, and a wheel that required it would make
+# Glue's `--additional-python-modules` install a second pyspark over the platform's.
+SPARK = ["pyspark==3.5.6"]
 RUNTIME = [
-    "pyspark==3.5.6",
     "pyarrow>=15,<18",
     "pandas>=2.0,<2.3",
     "numpy>=1.24,<2",
@@ -44,6 +46,6 @@ setup(
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
     package_data={"jobs": ["defaults/*.yaml", "log4j2-redacting.properties"]},
     install_requires=RUNTIME,
-    extras_require={"test": TEST + LOCAL + BENCH, "local": LOCAL, "bench": BENCH, "dev": DEV},
+    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH, "local": SPARK + LOCAL, "bench": BENCH, "dev": SPARK + DEV},
     entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
 )

@@ -1,5 +1,7 @@
 """`audience-relay deploy` against moto server: every stack in order, the artifacts uploaded, idempotent."""
+import io
 import uuid
+import zipfile
 
 import boto3
 import pytest
@@ -31,6 +33,11 @@ def test_deploy_builds_uploads_and_deploys_every_stack_and_a_second_run_changes_
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=artifacts)["Contents"]}
     assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "dist/audience_relay.zip", "jobs/prepare.py", "jobs/deliver.py",
                     "config/destinations.yaml"}
+    wheel = boto3.client("s3").get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()
+    metadata = zipfile.ZipFile(io.BytesIO(wheel)).read("audience_relay-0.1.0.dist-info/METADATA").decode()
+    pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]
+    assert pyspark and all("; extra ==" in line for line in pyspark)  # only through extras: Glue keeps its own Spark
+    assert "jobs/log4j2-redacting.properties" in zipfile.ZipFile(io.BytesIO(wheel)).namelist()
     compute = cloudformation.describe_stacks(StackName=f"audience-relay-{stage}-compute")["Stacks"][0]
     assert {"ParameterKey": "LibraryWheel", "ParameterValue": "dist/audience_relay-0.1.0-py3-none-any.whl"} in compute["Parameters"]
     capsys.readouterr()
