@@ -10,14 +10,17 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # Spark's Python workers inherit the environment the JVM started with: credentials that
 # delivery tests resolve inside workers must be set before the session exists.
 os.environ.setdefault("META_ACCESS_TOKEN", "test-meta-token")
-# Jobs that tests start as processes (the demo, crashes, locks, the CLI) each start a JVM that
-# lives for seconds on kilobytes: C1-only JIT, a serial collector and a few shuffle partitions
-# cut their CPU by a third (a 4k-row prepare: 60 s -> 39 s). The session below keeps the
-# defaults it runs with for the whole suite.
-JOB_PROCESS_SPARK_ARGS = (
-    "--conf 'spark.driver.defaultJavaOptions=-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' --conf spark.sql.shuffle.partitions=8 pyspark-shell"
-)
-os.environ.setdefault("PYSPARK_SUBMIT_ARGS", JOB_PROCESS_SPARK_ARGS)
+# Jobs that tests start as processes (the demo, crashes, locks, the CLI, spark-submit) each start
+# a JVM that lives for seconds on kilobytes: C1-only JIT, a serial collector and a few shuffle
+# partitions cut their CPU by a third (a 4k-row prepare: 60 s -> 39 s). SPARK_SUBMIT_OPTS
+# reaches every JVM spark-submit starts (pyspark starts its own through it too). The session
+# below keeps the defaults it runs with for the whole suite.
+JOB_PROCESS_ENV = {
+    "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=8 pyspark-shell",
+}
+for _name, _value in JOB_PROCESS_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +30,7 @@ def spark(moto_server):
 
     from jobs.session import TUNED_CONF
 
-    job_process_args = os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
+    job_process_env = {name: os.environ.pop(name) for name in JOB_PROCESS_ENV if name in os.environ}
     builder = SparkSession.builder
     for key, value in TUNED_CONF.items():  # the settings the jobs run with
         builder = builder.config(key, value)
@@ -41,8 +44,7 @@ def spark(moto_server):
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
-    if job_process_args is not None:
-        os.environ["PYSPARK_SUBMIT_ARGS"] = job_process_args
+    os.environ.update(job_process_env)
     yield session
     session.stop()
 
