@@ -19,12 +19,20 @@ Metadata exceptions live on the resource, so a reviewer sees them next to what t
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 from cfnlint.decode import decode
 
 DLQ_RETENTION_SECONDS = 1_209_600  # 14 days
+
+
+def cfn_lint(*paths: Path) -> str:
+    """What cfn-lint reports on these templates ("" when nothing); it is installed beside this Python."""
+    done = subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), *map(str, paths)], capture_output=True, text=True)
+    return f"exit {done.returncode}: {done.stdout}{done.stderr}" if done.returncode else done.stdout.strip()
 
 
 def load(path: Path) -> dict:
