@@ -92,10 +92,8 @@ def _definitions(args: argparse.Namespace) -> int:
     config = load_config(args.config or DEFAULT_CONFIG)
     specs = machine_specs(config.active_destinations)
     if args.stack:
-        from orchestration.cloudformation import stack_template
-
         Path(args.stack).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.stack).write_text(json.dumps(stack_template(specs), indent=1) + "\n")
+        Path(args.stack).write_text(json.dumps(deploy_command.orchestration_stack(config), indent=1) + "\n")
         print(args.stack)
     if args.out:
         for path in render(specs, Resources(), args.out):
@@ -141,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     definitions = commands.add_parser("definitions", help="render the Step Functions definitions (ASL JSON) from the config")
     definitions.add_argument("--out", help="directory for the .asl.json files (local resource names)")
-    definitions.add_argument("--stack", help="write the orchestration CloudFormation stack (JSON) here, for infra/deploy.sh")
+    definitions.add_argument("--stack", help="write the orchestration CloudFormation stack (JSON) here (`audience-relay deploy` renders it itself)")
     definitions.add_argument("--config", help="destinations YAML (default: the embedded example config)")
     definitions.set_defaults(handler=_definitions)
 

@@ -1,15 +1,23 @@
 """`audience-relay deploy`: build the library, deploy a stage's stacks in order, upload the artifacts.
 
 Order: keys, messaging, storage, state (infra/templates/), then the artifacts (the wheel Glue
-installs, the zip EMR's spark-submit ships, the job scripts, the config) into the artifacts
-bucket, then compute (which names the wheel) and the orchestration stack rendered from the
-config. A stack that exists is updated; one without changes is left as it is. `--dry-run`
-prints the same steps without building or calling AWS.
+installs, the zip EMR's spark-submit ships, the ingest Lambda's zip, the job scripts, the
+config) into the artifacts bucket, then compute (which names the wheel) and the orchestration
+stack rendered from the config. A stack that exists is updated; one without changes is left as
+it is; one whose creation failed (ROLLBACK_COMPLETE, which CloudFormation cannot update) is
+deleted and created again. `--dry-run` prints the same steps without building or calling AWS.
+
+The config is checked against the stage first: a destination whose credentials are in Secrets
+Manager must name the secret the stack creates for it (`audience-relay/<stage>/<id>`, the only
+ones the deliver role may read); one reading an environment variable gets a warning, since Glue
+and EMR jobs have no such variable.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,14 +28,15 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 
-from jobs.config import DEFAULT_CONFIG, load_config
-from orchestration.cloudformation import stack_template
+from jobs.config import DEFAULT_CONFIG, Config, load_config
+from orchestration.cloudformation import secret_name, stack_template
 from orchestration.definitions import machine_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"
 BASE_STACKS = ("keys", "messaging", "storage", "state")
 PACKAGES = ("transforms", "connectors", "orchestration", "jobs")
+INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py")   # the Lambda runtime brings boto3
 NO_CHANGES = "No updates are to be performed"
 
 
@@ -42,6 +51,7 @@ class Deployment:
     config: str
     alert_email: str = ""
     dry_run: bool = False
+    schedule: dict[str, str] = field(default_factory=dict)   # the orchestration stack's Schedule* parameters
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def stack_name(self, name: str) -> str:
@@ -53,7 +63,31 @@ class Deployment:
             given["PermissionsBoundaryArn"] = self.boundary
         if name == "messaging" and self.alert_email:
             given["AlertEmail"] = self.alert_email
+        if name == "orchestration":
+            given.update(self.schedule)
         return given
+
+
+def orchestration_stack(config: Config) -> dict:
+    """The orchestration stack for a config's active destinations (`definitions --stack`, deploy)."""
+    active = config.active_destinations
+    return stack_template(machine_specs(active), [d.id for d in active if d.credentials.secret_arn])
+
+
+def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about where the active destinations' credentials are, for this stage."""
+    errors, warnings = [], []
+    for destination in config.active_destinations:
+        expected = secret_name(stage, destination.id)
+        if destination.credentials.secret_arn:
+            name = destination.credentials.secret_arn.split(":secret:", 1)[1]
+            if name != expected:
+                errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; the stage's deliver "
+                              f"role reads only the one the stack creates: ...:secret:{expected}")
+        else:
+            warnings.append(f"destinations.{destination.id}.credentials.env: Glue and EMR jobs have no variable "
+                            f"{destination.credentials.env}; use secret_arn ...:secret:{expected}")
+    return errors, warnings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,31 +96,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="destinations YAML the machines are rendered from and the jobs read (default: the embedded example)")
     parser.add_argument("--alert-email", "--alert_email", default="", help="subscribe this address to the alert topic")
     parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the steps; build and call nothing")
+    parser.add_argument("--schedule", default="", help="cron(...) or rate(...): also start the scheduler on this clock")
+    parser.add_argument("--scheduled-input", "--scheduled_input", default="",
+                        help="the folder a scheduled run reads; {date} stands for the scheduled day (s3://b/segments/dt={date}/)")
+    parser.add_argument("--timezone", default="UTC", help="time zone of --schedule (default UTC)")
 
 
 def run_deploy(args: argparse.Namespace) -> int:
     if not TEMPLATES.is_dir():
         raise DeployError(f"{TEMPLATES} not found: deploy from a checkout of the repository")
-    config = args.config or str(DEFAULT_CONFIG)
-    load_config(config)  # a bad config stops here, naming the key, before anything is deployed
+    if bool(args.schedule) != bool(args.scheduled_input):
+        print("audience-relay deploy: --schedule and --scheduled-input go together", file=sys.stderr)
+        return 2
+    config_path = args.config or str(DEFAULT_CONFIG)
+    config = load_config(config_path)  # a bad config stops here, naming the key, before anything is deployed
+    errors, warnings = credential_problems(config, args.stage)
+    for warning in warnings:
+        print(f"audience-relay deploy: warning: {warning}", file=sys.stderr)
+    if errors:
+        print("audience-relay deploy: " + "\n".join(errors), file=sys.stderr)
+        return 2
+    schedule = {"ScheduleExpression": args.schedule, "ScheduledInput": args.scheduled_input, "ScheduleTimezone": args.timezone} \
+        if args.schedule else {}
     try:
-        deploy(Deployment(args.stage, args.boundary, config, args.alert_email, args.dry_run))
+        deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule), config)
     except DeployError as error:
         print(f"audience-relay deploy: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def deploy(plan: Deployment) -> None:
+def deploy(plan: Deployment, config: Config) -> None:
     cloudformation = None if plan.dry_run else boto3.client("cloudformation")
     for name in BASE_STACKS:
         _stack(plan, cloudformation, name, (TEMPLATES / f"{name}.yaml").read_text(), plan.parameters(name))
     with tempfile.TemporaryDirectory(prefix="audience-relay-deploy-") as build:
-        wheel = _build(plan, Path(build))
+        wheel, ingest = _build(plan, Path(build))
         bucket = plan.outputs.get("storage", {}).get("ArtifactsBucket", f"<ArtifactsBucket of {plan.stack_name('storage')}>")
         uploads = {
             f"dist/{wheel.name}": wheel,
             "dist/audience_relay.zip": wheel.with_name("audience_relay.zip"),
+            f"dist/{ingest.name}": ingest,
             "jobs/prepare.py": ROOT / "jobs" / "prepare.py",
             "jobs/deliver.py": ROOT / "jobs" / "deliver.py",
             "config/destinations.yaml": Path(plan.config),
@@ -97,27 +147,41 @@ def deploy(plan: Deployment) -> None:
             if s3:
                 s3.upload_file(str(source), bucket, key)
     _stack(plan, cloudformation, "compute", (TEMPLATES / "compute.yaml").read_text(), plan.parameters("compute", LibraryWheel=f"dist/{wheel.name}"))
-    orchestration = json.dumps(stack_template(machine_specs(load_config(plan.config).active_destinations)))
-    _stack(plan, cloudformation, "orchestration", orchestration, plan.parameters("orchestration"))
+    orchestration = json.dumps(orchestration_stack(config))
+    _stack(plan, cloudformation, "orchestration", orchestration, plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}"))
 
 
 def _say(message: str) -> None:
     print(f"deploy: {message}", flush=True)
 
 
-def _build(plan: Deployment, build: Path) -> Path:
-    """The wheel Glue installs (`--additional-python-modules`) and the zip spark-submit ships (`--py-files`)."""
-    _say(f"build the wheel and the EMR zip from {ROOT}")
+def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
+    """The wheel Glue installs (`--additional-python-modules`), the zip spark-submit ships
+    (`--py-files`) and the ingest Lambda's zip (named by its content's hash, so a changed
+    handler changes the stack's parameter and CloudFormation updates the function)."""
+    _say(f"build the wheel, the EMR zip and the ingest Lambda zip from {ROOT}")
     if plan.dry_run:
-        return Path("<build>") / "audience_relay-<version>-py3-none-any.whl"
+        return Path("<build>") / "audience_relay-<version>-py3-none-any.whl", Path("<build>") / "ingest-<hash>.zip"
+    # pip builds in the tree: setuptools' build/ keeps modules deleted since, which the wheel would ship.
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(build), str(ROOT)], check=True)
-    with zipfile.ZipFile(build / "audience_relay.zip", "w", zipfile.ZIP_DEFLATED) as archive:
-        for package in PACKAGES:
-            for path in sorted((ROOT / package).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    archive.write(path, path.relative_to(ROOT))
+    _zip(build / "audience_relay.zip", [path.relative_to(ROOT) for package in PACKAGES for path in sorted((ROOT / package).rglob("*"))
+                                        if path.is_file() and "__pycache__" not in path.parts])
     (wheel,) = build.glob("audience_relay-*.whl")
-    return wheel
+    return wheel, ingest_package(build)
+
+
+def ingest_package(build: Path) -> Path:
+    """The ingest Lambda's code: `orchestration.ingest` alone, as `dist/ingest-<hash>.zip`."""
+    digest = hashlib.sha256(b"".join((ROOT / module).read_bytes() for module in INGEST_MODULES)).hexdigest()[:12]
+    return _zip(build / f"ingest-{digest}.zip", [Path(module) for module in INGEST_MODULES])
+
+
+def _zip(target: Path, members: list[Path]) -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member in members:
+            archive.write(ROOT / member, member.as_posix())
+    return target
 
 
 def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: dict[str, str]) -> None:
@@ -127,10 +191,14 @@ def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: d
         return
     request = {"StackName": stack, "TemplateBody": body, "Capabilities": ["CAPABILITY_NAMED_IAM"],
                "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]}
-    try:
-        cloudformation.describe_stacks(StackName=stack)
-        exists = True
-    except ClientError:
+    status = _existing_status(cloudformation, stack)
+    exists = status is not None
+    if status == "ROLLBACK_COMPLETE":
+        # A failed creation leaves nothing to update: CloudFormation accepts only a delete.
+        _say(f"{stack} is ROLLBACK_COMPLETE after a failed creation: delete it and create it again")
+        cloudformation.update_termination_protection(StackName=stack, EnableTerminationProtection=False)
+        cloudformation.delete_stack(StackName=stack)
+        cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack, WaiterConfig={"Delay": 5, "MaxAttempts": 360})
         exists = False
     try:
         if exists:
@@ -147,6 +215,15 @@ def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: d
         raise DeployError(_failure(cloudformation, stack)) from None
     description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
     plan.outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+
+
+def _existing_status(cloudformation, stack: str) -> str | None:
+    try:
+        return cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise
 
 
 def _failure(cloudformation, stack: str) -> str:

@@ -6,7 +6,9 @@ fan-out list), so this stack is rendered, not written by hand: `audience-relay d
 resources and deployed with `DefinitionSubstitutions` that import them from the other stacks
 (infra/templates/). Around the machines: their log group (KMS, level ALL), X-Ray tracing, a
 role holding only the integrations the definitions call, an alarm on failed executions of each
-machine, the scheduler's EventBridge schedule, and the ingest Lambda on the ingest queue.
+machine; the ingest Lambda on the ingest queue (S3 completion markers start the scheduler) and,
+when `ScheduleExpression` is given, an EventBridge schedule that starts it on a clock; and one
+Secrets Manager secret per destination whose credentials live there.
 """
 from __future__ import annotations
 
@@ -59,6 +61,23 @@ def _bucket_objects(export: str, prefix: str = "") -> dict:
     return {"Fn::Sub": [f"arn:${{AWS::Partition}}:s3:::${{Bucket}}/{prefix}*", {"Bucket": _imported(export)}]}
 
 
+def _role(name: str, service: str, statements: list[dict], unscoped: dict[str, str] | None = None) -> dict:
+    role = {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "RoleName": {"Fn::Sub": f"{STAGE}-{name}"},
+            "PermissionsBoundary": {"Ref": "PermissionsBoundaryArn"},
+            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]},
+            "Policies": [{"PolicyName": name, "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+        },
+    }
+    if unscoped:
+        role["Metadata"] = {"audience-relay": {"unscoped": unscoped}}
+    return role
+
+
 def _machines_role(names: list[str]) -> dict:
     """What the definitions call: Glue .sync, EMR .sync, child executions, the lease, the
     summary, the alert and the failures queue; plus log delivery and X-Ray, which have no
@@ -92,21 +111,10 @@ def _machines_role(names: list[str]) -> dict:
                                    "logs:DescribeLogGroups"], ["*"]),
         _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"], ["*"]),
     ]
-    return {
-        "Type": "AWS::IAM::Role",
-        "Metadata": {"audience-relay": {"unscoped": {
-            "LogDelivery": "CloudWatch Logs delivery actions have no resource-level permissions",
-            "Tracing": "X-Ray actions have no resource-level permissions",
-        }}},
-        "Properties": {
-            "RoleName": {"Fn::Sub": f"{STAGE}-machines"},
-            "PermissionsBoundary": {"Ref": "PermissionsBoundaryArn"},
-            "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "states.amazonaws.com"}, "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]},
-            "Policies": [{"PolicyName": "machines", "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
-        },
-    }
+    return _role("machines", "states.amazonaws.com", statements, {
+        "LogDelivery": "CloudWatch Logs delivery actions have no resource-level permissions",
+        "Tracing": "X-Ray actions have no resource-level permissions",
+    })
 
 
 def _state_machine(name: str, definition: dict) -> dict:
@@ -152,8 +160,134 @@ def _failed_executions_alarm(logical_id: str, name: str) -> dict:
     }
 
 
-def stack_template(destinations: list[MachineSpec]) -> dict:
-    """The orchestration stack for these destinations (CloudFormation JSON as a dict)."""
+def _ingest_resources() -> dict[str, dict]:
+    """The Lambda behind the ingest queue (`orchestration.ingest.handler`), its role and log group."""
+    log_group = f"/aws/lambda/{STAGE}-ingest"
+    statements = [
+        _statement("ConsumeIngestQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                                          "sqs:ChangeMessageVisibility"], [_imported("IngestQueueArn")]),
+        _statement("StartScheduler", ["states:StartExecution"], [{"Ref": "SchedulerMachine"}]),
+        _statement("EncryptedQueueAndEnvironment", ["kms:Decrypt"], [_imported("DataKeyArn")]),
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
+        _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
+    ]
+    consent = {"Fn::Sub": ["s3://${Bucket}/${ConsentPath}", {"Bucket": _imported("InputBucket")}]}
+    return {
+        "IngestRole": _role("ingest", "lambda.amazonaws.com", statements,
+                            {"Tracing": "X-Ray actions have no resource-level permissions"}),
+        "IngestLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {"LogGroupName": {"Fn::Sub": log_group}, "RetentionInDays": 90, "KmsKeyId": _imported("DataKeyArn")},
+        },
+        "IngestFunction": {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {
+                "FunctionName": {"Fn::Sub": f"{STAGE}-ingest"},
+                "Description": "S3 completion markers (via the ingest queue) start the scheduler, once per marker event",
+                "Runtime": "python3.11",
+                "Handler": "orchestration.ingest.handler",
+                "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": "IngestCodeKey"}},
+                "Role": {"Fn::GetAtt": ["IngestRole", "Arn"]},
+                "Timeout": 50,   # the ingest queue's visibility timeout is six times this
+                "MemorySize": 256,
+                "KmsKeyArn": _imported("DataKeyArn"),
+                "Environment": {"Variables": {"SCHEDULER_ARN": {"Ref": "SchedulerMachine"}, "CONSENT_URI": consent}},
+                "TracingConfig": {"Mode": "Active"},
+                "LoggingConfig": {"LogGroup": {"Ref": "IngestLogGroup"}, "LogFormat": "JSON"},
+            },
+        },
+        "IngestEventSource": {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": _imported("IngestQueueArn"),
+                "FunctionName": {"Ref": "IngestFunction"},
+                "BatchSize": 10,
+                "MaximumBatchingWindowInSeconds": 5,
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],   # only the failing messages are retried
+                "ScalingConfig": {"MaximumConcurrency": 5},
+            },
+        },
+    }
+
+
+def _schedule_resources() -> dict[str, dict]:
+    """An EventBridge schedule starting the scheduler with its scheduled time (see SCHEDULED_RUN)."""
+    statements = [
+        _statement("StartScheduler", ["states:StartExecution"], [{"Ref": "SchedulerMachine"}]),
+        _statement("DeadLetterUndeliveredStarts", ["sqs:SendMessage"], [_imported("FailuresQueueArn")]),
+        _statement("EncryptedFailuresQueue", ["kms:GenerateDataKey", "kms:Decrypt"], [_imported("DataKeyArn")]),
+    ]
+    payload = {"Fn::Sub": ['{"scheduled_time": "<aws.scheduler.scheduled-time>", "input": "${ScheduledInput}", '
+                           '"consent": "s3://${Bucket}/${ConsentPath}"}', {"Bucket": _imported("InputBucket")}]}
+    return {
+        "ScheduleRole": {**_role("schedule", "scheduler.amazonaws.com", statements), "Condition": "HasSchedule"},
+        "Schedule": {
+            "Type": "AWS::Scheduler::Schedule",
+            "Condition": "HasSchedule",
+            "Properties": {
+                "Name": {"Fn::Sub": f"{STAGE}-scheduler"},
+                "Description": "starts the scheduler state machine; the run reads ScheduledInput with {date} = the scheduled day",
+                "ScheduleExpression": {"Ref": "ScheduleExpression"},
+                "ScheduleExpressionTimezone": {"Ref": "ScheduleTimezone"},
+                "FlexibleTimeWindow": {"Mode": "OFF"},
+                "State": "ENABLED",
+                "Target": {
+                    "Arn": {"Ref": "SchedulerMachine"},
+                    "RoleArn": {"Fn::GetAtt": ["ScheduleRole", "Arn"]},
+                    "Input": payload,
+                    "RetryPolicy": {"MaximumEventAgeInSeconds": 3600, "MaximumRetryAttempts": 10},
+                    "DeadLetterConfig": {"Arn": _imported("FailuresQueueArn")},
+                },
+            },
+        },
+    }
+
+
+def _secret(destination: str) -> dict:
+    """Created with a generated value that the operator replaces with the real credential."""
+    return {
+        "Type": "AWS::SecretsManager::Secret",
+        "DeletionPolicy": "Retain",   # a credential outlives a stack update that drops its destination
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "Name": {"Fn::Sub": secret_name("${Stage}", destination)},
+            "Description": f"credentials of destination {destination}: replace the generated value "
+                           "(aws secretsmanager put-secret-value) before its first delivery",
+            "KmsKeyId": _imported("DataKeyArn"),
+            "GenerateSecretString": {"PasswordLength": 32, "ExcludePunctuation": True},
+        },
+    }
+
+
+def secret_name(stage: str, destination: str) -> str:
+    """Where a destination's Secrets Manager credentials live; the deliver role reads only these."""
+    return f"audience-relay/{stage}/{destination}"
+
+
+def _secret_logical_id(destination: str) -> str:
+    return _logical_id(destination).removesuffix("Machine") + "Secret"
+
+
+PARAMETERS = {
+    "Stage": {"Type": "String", "AllowedPattern": "^[a-z][a-z0-9-]{0,15}$"},
+    "PermissionsBoundaryArn": {"Type": "String", "AllowedPattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$"},
+    "IngestCodeKey": {"Type": "String", "AllowedPattern": "^dist/ingest-[0-9a-f]{12}[.]zip$",
+                      "Description": "key of the ingest Lambda's zip in the artifacts bucket (`audience-relay deploy` uploads it)"},
+    "ConsentPath": {"Type": "String", "Default": "consent/", "AllowedPattern": "^([A-Za-z0-9=_.-]+/)+$",
+                    "Description": "the consent folder in the input bucket that every run reads"},
+    "ScheduleExpression": {"Type": "String", "Default": "",
+                           "Description": "cron(...) or rate(...) to start the scheduler on a clock; empty: runs start on S3 completion markers only"},
+    "ScheduleTimezone": {"Type": "String", "Default": "UTC"},
+    "ScheduledInput": {"Type": "String", "Default": "", "AllowedPattern": "^(s3://[a-z0-9][a-z0-9.-]+/.*/)?$",
+                       "Description": "the folder a scheduled run reads, `{date}` standing for the scheduled day (s3://b/segments/dt={date}/)"},
+}
+
+
+def stack_template(destinations: list[MachineSpec], secret_destinations: list[str] = ()) -> dict:
+    """The orchestration stack for these destinations (CloudFormation JSON as a dict).
+
+    `secret_destinations`: ids of the destinations whose credentials are in Secrets Manager.
+    """
     definitions = machines(destinations, PLACEHOLDERS)
     names = [f"{STAGE}-{name}" for name in definitions]
     resources: dict[str, dict] = {
@@ -170,14 +304,22 @@ def stack_template(destinations: list[MachineSpec]) -> dict:
         logical_id = _logical_id(name)
         resources[logical_id] = _state_machine(name, definition)
         resources[logical_id.removesuffix("Machine") + "FailedAlarm"] = _failed_executions_alarm(logical_id, name)
+    resources.update(_ingest_resources())
+    resources.update(_schedule_resources())
+    for destination in secret_destinations:
+        resources[_secret_logical_id(destination)] = _secret(destination)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine per "
-                       "destination and the scheduler, their log group, role and failure alarms.",
-        "Parameters": {
-            "Stage": {"Type": "String", "AllowedPattern": "^[a-z][a-z0-9-]{0,15}$"},
-            "PermissionsBoundaryArn": {"Type": "String", "AllowedPattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$"},
-        },
+                       "destination and the scheduler, their log group, role and failure alarms; the ingest Lambda, the "
+                       "optional schedule, the destinations' secrets.",
+        "Parameters": PARAMETERS,
+        "Conditions": {"HasSchedule": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]}},
+        "Rules": {"ScheduledRunsNameTheirInput": {
+            "RuleCondition": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]},
+            "Assertions": [{"Assert": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduledInput"}, ""]}]},
+                            "AssertDescription": "a ScheduleExpression needs the ScheduledInput its runs read"}],
+        }},
         "Resources": resources,
         "Outputs": {
             "SchedulerArn": {"Value": {"Ref": "SchedulerMachine"},

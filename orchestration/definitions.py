@@ -373,6 +373,18 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
     }
 
 
+# The EventBridge schedule starts the scheduler with its `scheduled_time` (RFC 3339, UTC) in place
+# of a run id: the run id is `daily-YYYYMMDDHHMM` and `{date}` in the input is the scheduled
+# day (`s3://lake/segments/dt={date}/`), so each scheduled day reads its own folder and a
+# repeated start of the same schedule time shares the run id (prepare skips, the ledger dedups).
+SCHEDULED_RUN = (
+    "{% $exists($states.input.scheduled_time) ? {"
+    "'run_id': 'daily-' & $replace($replace($replace($substring($states.input.scheduled_time, 0, 16), '-', ''), ':', ''), 'T', ''), "
+    "'input': $replace($states.input.input, '{date}', $substring($states.input.scheduled_time, 0, 10)), "
+    "'consent': $states.input.consent} : $states.input %}"
+)
+
+
 def scheduler_machine(destinations: list[str], resources: Resources, max_concurrency: int = 10) -> dict:
     """Prepare one input once, then run every active destination's lifecycle; a failure stays in its branch."""
     return {
@@ -381,7 +393,7 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
         "StartAt": "Init",
         "States": {
             "Init": {"Type": "Pass", "Assign": {
-                "run": "{% $states.input %}",
+                "run": SCHEDULED_RUN,
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
             }, "Next": "Prepare"},

@@ -2,37 +2,57 @@
 import io
 import uuid
 import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.cloudformation.models import cloudformation_backends
 
 from jobs.cli import main
+from jobs.config import DEFAULT_CONFIG
+from jobs.deploy import Deployment, _stack
 
 BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
+EXAMPLE_SECRET = "secret:audience-relay/google-dm"
 
 
-def test_a_dry_run_prints_the_steps_in_order_and_calls_nothing(moto_server, capsys):
+def stage_config(tmp_path, stage: str) -> str:
+    """The embedded config with google_dm's secret where the stage's stack creates it."""
+    path = tmp_path / "destinations.yaml"
+    text = DEFAULT_CONFIG.read_text()
+    assert EXAMPLE_SECRET in text
+    path.write_text(text.replace(EXAMPLE_SECRET, f"secret:audience-relay/{stage}/google_dm"))
+    return str(path)
+
+
+def test_a_dry_run_prints_the_steps_in_order_and_calls_nothing(moto_server, capsys, tmp_path):
     stage = f"d{uuid.uuid4().hex[:6]}"
-    assert main(["deploy", "--stage", stage, "--boundary", BOUNDARY, "--dry-run"]) == 0
+    assert main(["deploy", "--stage", stage, "--boundary", BOUNDARY, "--config", stage_config(tmp_path, stage), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     stacks = [line.split()[3] for line in lines if line.startswith("deploy: deploy stack")]
     assert stacks == [f"audience-relay-{stage}-{name}" for name in ("keys", "messaging", "storage", "state", "compute", "orchestration")]
-    assert sum(line.startswith("deploy: upload") for line in lines) == 5
+    assert sum(line.startswith("deploy: upload") for line in lines) == 6
     assert not [s for s in boto3.client("cloudformation").list_stacks()["StackSummaries"] if stage in s["StackName"]]
 
 
 @pytest.mark.integration
-def test_deploy_builds_uploads_and_deploys_every_stack_and_a_second_run_changes_nothing(moto_server, capsys):
+def test_deploy_builds_uploads_and_deploys_every_stack_and_a_second_run_changes_nothing(moto_server, capsys, tmp_path):
     stage = f"d{uuid.uuid4().hex[:6]}"
-    assert main(["deploy", "--stage", stage, "--boundary", BOUNDARY]) == 0, capsys.readouterr().err
+    command = ["deploy", "--stage", stage, "--boundary", BOUNDARY, "--config", stage_config(tmp_path, stage)]
+    assert main(command) == 0, capsys.readouterr().err
     cloudformation = boto3.client("cloudformation")
     for name in ("keys", "messaging", "storage", "state", "compute", "orchestration"):
         stack = cloudformation.describe_stacks(StackName=f"audience-relay-{stage}-{name}")["Stacks"][0]
         assert stack["StackStatus"] == "CREATE_COMPLETE"
     artifacts = f"audience-relay-{stage}-123456789012-artifacts"
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=artifacts)["Contents"]}
+    (ingest,) = [k for k in keys if k.startswith("dist/ingest-")]
     assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "dist/audience_relay.zip", "jobs/prepare.py", "jobs/deliver.py",
-                    "config/destinations.yaml"}
+                    "config/destinations.yaml", ingest}
+    handler = boto3.client("s3").get_object(Bucket=artifacts, Key=ingest)["Body"].read()
+    assert sorted(zipfile.ZipFile(io.BytesIO(handler)).namelist()) == ["orchestration/__init__.py", "orchestration/ingest.py"]
     wheel = boto3.client("s3").get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()
     metadata = zipfile.ZipFile(io.BytesIO(wheel)).read("audience_relay-0.1.0.dist-info/METADATA").decode()
     pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]
@@ -41,4 +61,40 @@ def test_deploy_builds_uploads_and_deploys_every_stack_and_a_second_run_changes_
     compute = cloudformation.describe_stacks(StackName=f"audience-relay-{stage}-compute")["Stacks"][0]
     assert {"ParameterKey": "LibraryWheel", "ParameterValue": "dist/audience_relay-0.1.0-py3-none-any.whl"} in compute["Parameters"]
     capsys.readouterr()
-    assert main(["deploy", "--stage", stage, "--boundary", BOUNDARY]) == 0, capsys.readouterr().err
+    assert main(command) == 0, capsys.readouterr().err
+
+
+def test_a_secret_the_deliver_role_cannot_read_stops_the_deploy_naming_the_destination(moto_server, capsys):
+    assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--dry-run"]) == 2  # the embedded config's secret
+    error = capsys.readouterr().err
+    assert "destinations.google_dm.credentials.secret_arn names secret 'audience-relay/google-dm'" in error
+    assert "secret:audience-relay/dev/google_dm" in error
+    assert "warning: destinations.meta_ads.credentials.env: Glue and EMR jobs have no variable META_ACCESS_TOKEN" in error
+
+
+def test_a_schedule_needs_the_input_its_runs_read(capsys, tmp_path):
+    command = ["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", stage_config(tmp_path, "dev"), "--dry-run"]
+    assert main([*command, "--schedule", "cron(0 6 * * ? *)"]) == 2
+    assert "--schedule and --scheduled-input go together" in capsys.readouterr().err
+    assert main([*command, "--schedule", "cron(0 6 * * ? *)", "--scheduled-input", "s3://lake/segments/dt={date}/"]) == 0
+    printed = capsys.readouterr().out
+    assert "ScheduleExpression=cron(0 6 * * ? *) ScheduledInput=s3://lake/segments/dt={date}/ ScheduleTimezone=UTC" in printed
+
+
+def test_a_stack_left_rolled_back_by_a_failed_creation_is_deleted_and_created_again(monkeypatch, capsys):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)   # moto in this process
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        plan = Deployment("rb", BOUNDARY, str(DEFAULT_CONFIG))
+        body = (Path(__file__).resolve().parents[2] / "infra" / "templates" / "keys.yaml").read_text()
+        _stack(plan, cloudformation, "keys", body, {"Stage": "rb"})
+        (stack,) = cloudformation_backends["123456789012"]["us-east-1"].stacks.values()
+        stack.status = "ROLLBACK_COMPLETE"   # what CloudFormation leaves after a failed creation
+        protection = []   # moto lacks UpdateTerminationProtection; AWS refuses to delete a protected stack
+        cloudformation.meta.events.register("before-call.cloudformation.UpdateTerminationProtection",
+                                            lambda params, **_: protection.append(params["body"]) or (AWSResponse("", 200, {}, None), {}))
+        _stack(plan, cloudformation, "keys", body, {"Stage": "rb"})
+        assert [(p["StackName"], p["EnableTerminationProtection"]) for p in protection] == [("audience-relay-rb-keys", "false")]
+        described = cloudformation.describe_stacks(StackName="audience-relay-rb-keys")["Stacks"][0]
+        assert described["StackStatus"] == "CREATE_COMPLETE" and described["StackId"] != stack.stack_id
+        assert "is ROLLBACK_COMPLETE after a failed creation: delete it and create it again" in capsys.readouterr().out

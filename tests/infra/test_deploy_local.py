@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from jobs.cli import main
+from jobs.deploy import ingest_package
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
 ORDER = ["keys", "messaging", "storage", "state", "compute"]
@@ -27,7 +28,10 @@ def deployed(moto_server, tmp_path_factory) -> dict:
         "compute": {"PermissionsBoundaryArn": BOUNDARY, "LibraryWheel": "dist/audience_relay-0.1.0-py3-none-any.whl"},
         "orchestration": {"PermissionsBoundaryArn": BOUNDARY},
     }
-    rendered = tmp_path_factory.mktemp("stack") / "orchestration.json"
+    build = tmp_path_factory.mktemp("stack")
+    ingest = ingest_package(build)
+    parameters["orchestration"]["IngestCodeKey"] = f"dist/{ingest.name}"
+    rendered = build / "orchestration.json"
     assert main(["definitions", "--stack", str(rendered)]) == 0
     bodies = {name: (TEMPLATES / f"{name}.yaml").read_text() for name in ORDER} | {"orchestration": rendered.read_text()}
     outputs = {}
@@ -41,6 +45,8 @@ def deployed(moto_server, tmp_path_factory) -> dict:
         description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
         assert description["StackStatus"] == "CREATE_COMPLETE", (stack, description.get("StackStatusReason"))
         outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+        if name == "storage":  # the Lambda's code must be there before the orchestration stack
+            boto3.client("s3").upload_file(str(ingest), outputs[name]["ArtifactsBucket"], f"dist/{ingest.name}")
     return {"stage": stage, "outputs": outputs}
 
 
@@ -89,6 +95,17 @@ def test_the_machines_are_created_under_their_role_from_the_rendered_definitions
 
 def test_every_role_is_created_with_the_permissions_boundary(deployed):
     iam = boto3.client("iam")
-    for role in ("prepare", "deliver", "emr-service", "emr-instance", "machines"):
+    for role in ("prepare", "deliver", "emr-service", "emr-instance", "machines", "ingest"):
         created = iam.get_role(RoleName=f"audience-relay-{deployed['stage']}-{role}")["Role"]
         assert created["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY
+
+
+def test_the_ingest_lambda_runs_the_uploaded_handler_on_the_ingest_queue(deployed):
+    prefix = f"audience-relay-{deployed['stage']}-"
+    function = boto3.client("lambda").get_function_configuration(FunctionName=f"{prefix}ingest")
+    assert function["Handler"] == "orchestration.ingest.handler" and function["Role"].endswith(f":role/{prefix}ingest")
+    variables = function["Environment"]["Variables"]
+    assert variables["SCHEDULER_ARN"] == deployed["outputs"]["orchestration"]["SchedulerArn"]
+    assert variables["CONSENT_URI"] == f"s3://{deployed['outputs']['storage']['InputBucket']}/consent/"
+    (mapping,) = boto3.client("lambda").list_event_source_mappings(FunctionName=f"{prefix}ingest")["EventSourceMappings"]
+    assert mapping["EventSourceArn"] == deployed["outputs"]["messaging"]["IngestQueueArn"]

@@ -289,3 +289,13 @@ def test_an_unreadable_ingest_message_is_reported_for_retry_not_dropped(machines
     assert len(failures) == 1
     left = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
     assert [m["Body"] for m in left] == ["not json"]  # still there for SQS to retry, then dead-letter
+
+
+def test_a_scheduled_start_names_its_run_after_the_scheduled_time_and_reads_that_days_folder(machines, jobs):
+    scheduled = {"scheduled_time": "2026-12-01T06:00:00Z", "input": "s3://lake/segments/dt={date}/", "consent": RUN["consent"]}
+    execution = machines.run("scheduler", "schedule-tick", scheduled, timeout=120)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.output["run_id"] == "daily-202612010600"
+    prepare_args = jobs.calls[0][1]
+    assert prepare_args["--run_id"] == "daily-202612010600" and prepare_args["--input"] == "s3://lake/segments/dt=2026-12-01/"
+    assert "daily-202612010600-google_dm" in {e.name for e in machines.executions("destination-google_dm")}
