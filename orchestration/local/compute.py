@@ -3,7 +3,9 @@
 A Glue job `--out s3://<work bucket>` becomes the local output directory (Glue's filesystem
 is S3; local Spark has none). After each job the run's small control objects (the manifest
 and the delivery summaries) are copied to the local S3 bucket, where the state machine's
-`s3:getObject` reads them as it does in AWS. The batches stay on the local disk.
+`s3:getObject` reads them as it does in AWS. The batches stay on the local disk. An argument
+naming objects in another bucket of the local S3 (an input folder, the config) is copied to
+disk first and the job reads the copy.
 """
 from __future__ import annotations
 
@@ -81,7 +83,29 @@ class ScriptCompute:
             if any(part in (".", "..") for part in key.split("/")):
                 raise JobFailed(f"{value}: a work-bucket key with a '.' or '..' segment would leave {self._out}")
             return str(self._out) + key
+        if value.startswith("s3://"):
+            return self._stage_in(value)
         return value
+
+    def _stage_in(self, uri: str) -> str:
+        """The objects at `uri` (one key, or every key under it as a folder) copied to disk."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        folder = key.rstrip("/") + "/"
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/"))
+            keys = [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"] == key or o["Key"].startswith(folder)]
+        except self._s3.exceptions.NoSuchBucket:
+            return uri   # not in the local S3: the job reports it
+        copy = self._out / "s3" / bucket
+        for found in keys:
+            if found.endswith("/"):
+                continue   # a "folder" marker object, no data
+            if any(part in ("", ".", "..") for part in found.split("/")):
+                raise JobFailed(f"s3://{bucket}/{found}: a key with an empty, '.' or '..' segment cannot be copied under {copy}")
+            target = copy / found
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._s3.download_file(bucket, found, str(target))
+        return str(copy / key) if keys else uri
 
     def _publish(self, run_id: str, destination: str | None) -> None:
         """Copy the job's control objects (JSON) to the work bucket, keyed as in AWS.

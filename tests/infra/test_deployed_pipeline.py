@@ -1,0 +1,176 @@
+"""`audience-relay deploy` into local AWS, then the pipeline on what it deployed.
+
+The stage is deployed by the real command (wheel built, artifacts uploaded, every stack in
+order) into the in-process moto server the local runner uses, whose Step Functions executes
+definitions. moto's CloudFormation ignores `DefinitionSubstitutions` and keeps the machines it
+creates apart from the Step Functions that executes, so each machine of the deployed stack is
+created there under its deployed name and role, with the stack's substitutions applied from the
+other stacks' exports as CloudFormation applies them. Then a completed input folder lands in the deployed input bucket, its S3
+event goes through the deployed ingest queue to the ingest Lambda's handler (with the deployed
+function's environment), which starts the deployed scheduler; the real prepare and deliver
+jobs run as local processes and deliver into the deployed delivery bucket, with the lease and
+the ledger in the deployed state table.
+"""
+import io
+import json
+import re
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.config import load_config
+from jobs.deploy import Deployment, deploy, orchestration_stack
+from jobs.generate import GeneratorSpec, generate
+from orchestration import ingest
+from orchestration.local import engine
+from orchestration.local.compute import ScriptCompute
+from orchestration.local.stack import REGION, LocalAws
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/audience-relay-boundary"
+STAGE = f"s{uuid.uuid4().hex[:6]}"
+PREFIX = f"audience-relay-{STAGE}-"
+
+
+def _config(path: Path) -> Path:
+    path.write_text(yaml.safe_dump({"version": 1, "destinations": [{
+        "id": "lake_drop", "kind": "s3", "profile": "s3_objects", "id_types": ["email", "phone", "maid"], "max_batch_size": 400,
+        "sync_mode": "mirror",
+        "credentials": {"secret_arn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:audience-relay/{STAGE}/lake_drop"},
+        "connection": {"bucket": f"{PREFIX}{ACCOUNT}-delivery", "prefix": "partner/"},
+        "audiences": {"lake_high_value": ["seg_0001", "seg_0002", "seg_0003"]},
+    }]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stage(spark, tmp_path_factory):
+    """The stage deployed by `deploy` into local AWS; yields (local AWS, outputs, config path).
+
+    After `spark`, whose moto server fixture points the environment at another moto.
+    """
+    config = _config(tmp_path_factory.mktemp("config") / "destinations.yaml")
+    with LocalAws() as aws, pytest.MonkeyPatch.context() as env:
+        for key, value in aws.environment().items():
+            env.setenv(key, value)
+        engine.install(None, retry_scale=0.01)   # before the machines are created: moto parses them then
+        plan = Deployment(STAGE, BOUNDARY, str(config))
+        deploy(plan, load_config(config))
+        yield aws, plan.outputs, config
+
+
+def _exports(aws: LocalAws) -> dict[str, str]:
+    return {e["Name"]: e["Value"] for e in aws.client("cloudformation").list_exports()["Exports"]}
+
+
+def _resolve(value, exports: dict[str, str]) -> str:
+    """The two forms the rendered stack substitutes with: an import of this stage's export, an ARN."""
+    if "Fn::ImportValue" in value:
+        return exports[value["Fn::ImportValue"]["Fn::Sub"].replace("${Stage}", STAGE)]
+    pseudo = {"${AWS::Partition}": "aws", "${AWS::Region}": REGION, "${AWS::AccountId}": ACCOUNT, "${Stage}": STAGE}
+    return re.sub(r"\$\{[A-Za-z:]+\}", lambda m: pseudo[m.group(0)], value["Fn::Sub"])
+
+
+def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
+    """The stack's machines with `DefinitionSubstitutions` applied; returns their ARNs by short name."""
+    sfn, exports = aws.client("stepfunctions"), _exports(aws)
+    role = aws.client("iam").get_role(RoleName=f"{PREFIX}machines")["Role"]["Arn"]
+    arns = {}
+    for resource in orchestration_stack(load_config(config))["Resources"].values():
+        if resource["Type"] != "AWS::StepFunctions::StateMachine":
+            continue
+        properties = resource["Properties"]
+        name = properties["StateMachineName"]["Fn::Sub"].replace("${Stage}", STAGE)
+        definition = properties["DefinitionString"]
+        for placeholder, value in properties["DefinitionSubstitutions"].items():
+            definition = definition.replace(f"${{{placeholder}}}", _resolve(value, exports))
+        assert "${" not in definition, name
+        arns[name.removeprefix(PREFIX)] = sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]
+    return arns
+
+
+def test_deploy_uploaded_the_wheel_without_spark_the_emr_zip_the_ingest_zip_scripts_and_config(stage):
+    aws, outputs, _ = stage
+    s3 = aws.client("s3")
+    artifacts = outputs["storage"]["ArtifactsBucket"]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=artifacts)["Contents"]}
+    (ingest_zip,) = [k for k in keys if k.startswith("dist/ingest-")]
+    assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "dist/audience_relay.zip", "jobs/prepare.py", "jobs/deliver.py",
+                    "config/destinations.yaml", ingest_zip}
+    handler = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key=ingest_zip)["Body"].read()))
+    assert sorted(handler.namelist()) == ["orchestration/__init__.py", "orchestration/ingest.py"]
+    wheel = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()))
+    metadata = wheel.read("audience_relay-0.1.0.dist-info/METADATA").decode()
+    pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]
+    assert pyspark and all("; extra ==" in line for line in pyspark)  # only through extras: Glue keeps its own Spark
+    assert "jobs/log4j2-redacting.properties" in wheel.namelist()
+    cloudformation = aws.client("cloudformation")
+    for name in ("keys", "messaging", "storage", "state", "compute", "orchestration"):
+        assert cloudformation.describe_stacks(StackName=f"{PREFIX}{name}")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    compute = cloudformation.describe_stacks(StackName=f"{PREFIX}compute")["Stacks"][0]
+    assert {"ParameterKey": "LibraryWheel", "ParameterValue": "dist/audience_relay-0.1.0-py3-none-any.whl"} in compute["Parameters"]
+
+
+def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deployed_stage(stage, spark, tmp_path, monkeypatch):
+    aws, outputs, config = stage
+    arns = _executable_machines(aws, config)
+    assert arns["scheduler"] == outputs["orchestration"]["SchedulerArn"]
+    s3 = aws.client("s3")
+    work, delivery = outputs["storage"]["WorkBucket"], f"{PREFIX}{ACCOUNT}-delivery"
+    compute = ScriptCompute({f"{PREFIX}prepare": ROOT / "jobs" / "prepare.py", f"{PREFIX}deliver": ROOT / "jobs" / "deliver.py"},
+                            work, tmp_path / "work", aws.environment(), s3)
+    engine.install(compute, retry_scale=0.01)
+
+    day = generate(spark, GeneratorSpec(records=1500, destinations=("lake_drop",)), tmp_path / "day1")
+    bucket = outputs["storage"]["InputBucket"]
+    for folder, prefix in ((day["membership"], "incoming/day1/"), (day["consent"], "consent/")):
+        for path in Path(folder).iterdir():
+            if not path.name.startswith("."):
+                s3.upload_file(str(path), bucket, prefix + path.name)
+    assert "incoming/day1/_SUCCESS" in {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+
+    # The test plays the Lambda service's queue poller: moto's would run the function in Docker.
+    function = aws.client("lambda").get_function_configuration(FunctionName=f"{PREFIX}ingest")
+    (mapping,) = aws.client("lambda").list_event_source_mappings(FunctionName=f"{PREFIX}ingest")["EventSourceMappings"]
+    aws.client("lambda").update_event_source_mapping(UUID=mapping["UUID"], Enabled=False)
+    # S3 notifies the ingest queue of the marker (moto ignores the bucket's notification: sent here as S3 sends it).
+    sqs = aws.client("sqs")
+    queue = outputs["messaging"]["IngestQueueUrl"]
+    event = {"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-12-01T06:00:00.000Z",
+                          "s3": {"bucket": {"name": bucket}, "object": {"key": "incoming/day1/_SUCCESS", "sequencer": "0A1B2C"}}}]}
+    sqs.send_message(QueueUrl=aws.queue_url(queue), MessageBody=json.dumps(event))
+    message = sqs.receive_message(QueueUrl=aws.queue_url(queue), MaxNumberOfMessages=10)["Messages"]
+    for key, value in function["Environment"]["Variables"].items():
+        monkeypatch.setenv(key, value)
+    records = [{"messageId": m["MessageId"], "body": m["Body"]} for m in message]
+    assert ingest.handler({"Records": records}, None) == {"batchItemFailures": []}
+
+    (started,) = aws.executions(arns["scheduler"])
+    execution = aws.wait(started["executionArn"], timeout=600)
+    assert execution.status == "SUCCEEDED", (execution.error, execution.cause, [label for label, _ in compute.runs])
+    assert [label for label, _ in compute.runs] == [f"{PREFIX}prepare", f"{PREFIX}deliver"]
+
+    run_id = execution.output["run_id"]
+    summary = json.loads(s3.get_object(Bucket=work, Key=f"runs/{run_id}/delivery/lake_drop/summary.json")["Body"].read())
+    assert summary["status"] == "SUCCEEDED" and summary["accounting"]["reconciles"]
+    delivered = [o["Key"] for o in s3.list_objects_v2(Bucket=delivery, Prefix="partner/")["Contents"]]
+    assert len(delivered) == summary["batches"]["delivered"] > 0
+    ledger = aws.client("dynamodb").scan(TableName=outputs["state"]["StateTable"])["Items"]
+    assert sum(item["pk"]["S"] == f"RUN#{run_id}" for item in ledger) == len(delivered)
+    lease = [item for item in ledger if item["pk"]["S"] == "LEASE#lake_drop"]
+    assert lease and "owner" not in lease[0]
+
+
+def test_a_second_deploy_of_the_same_stage_updates_in_place(stage, capsys):
+    _, outputs, config = stage
+    plan = Deployment(STAGE, BOUNDARY, str(config))
+    deploy(plan, load_config(config))
+    assert "failed" not in capsys.readouterr().out
+    # moto replaces resources on an update (a new key each time); names are the stage's either way.
+    assert plan.outputs["storage"] == outputs["storage"] and plan.outputs["state"] == outputs["state"]
