@@ -1,8 +1,8 @@
 """`audience-relay deploy`: build the library, deploy a stage's stacks in order, upload the artifacts.
 
 Order: keys, messaging, storage, state (infra/templates/), then the artifacts (the wheel Glue
-installs, the zip EMR's spark-submit ships, the ingest Lambda's zip, the job scripts, the
-config) into the artifacts bucket, then compute (which names the wheel) and the orchestration
+installs and EMR's bootstrap action installs, that bootstrap script, the ingest Lambda's zip,
+the job scripts, the config) into the artifacts bucket, then compute (which names the wheel) and the orchestration
 stack rendered from the config. A stack that exists is updated; one without changes is left as
 it is; one whose creation failed (ROLLBACK_COMPLETE, which CloudFormation cannot update) is
 deleted and created again. `--dry-run` prints the same steps without building or calling AWS.
@@ -35,7 +35,6 @@ from orchestration.definitions import machine_specs
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"
 BASE_STACKS = ("keys", "messaging", "storage", "state")
-PACKAGES = ("transforms", "connectors", "orchestration", "jobs")
 INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py")   # the Lambda runtime brings boto3
 NO_CHANGES = "No updates are to be performed"
 
@@ -135,8 +134,8 @@ def deploy(plan: Deployment, config: Config) -> None:
         bucket = plan.outputs.get("storage", {}).get("ArtifactsBucket", f"<ArtifactsBucket of {plan.stack_name('storage')}>")
         uploads = {
             f"dist/{wheel.name}": wheel,
-            "dist/audience_relay.zip": wheel.with_name("audience_relay.zip"),
             f"dist/{ingest.name}": ingest,
+            "emr/bootstrap.sh": ROOT / "infra" / "emr" / "bootstrap.sh",
             "jobs/prepare.py": ROOT / "jobs" / "prepare.py",
             "jobs/deliver.py": ROOT / "jobs" / "deliver.py",
             "config/destinations.yaml": Path(plan.config),
@@ -156,17 +155,15 @@ def _say(message: str) -> None:
 
 
 def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
-    """The wheel Glue installs (`--additional-python-modules`), the zip spark-submit ships
-    (`--py-files`) and the ingest Lambda's zip (named by its content's hash, so a changed
-    handler changes the stack's parameter and CloudFormation updates the function)."""
-    _say(f"build the wheel, the EMR zip and the ingest Lambda zip from {ROOT}")
+    """The wheel Glue (`--additional-python-modules`) and EMR's bootstrap action install, and
+    the ingest Lambda's zip (named by its content's hash, so a changed handler changes the
+    stack's parameter and CloudFormation updates the function)."""
+    _say(f"build the wheel and the ingest Lambda zip from {ROOT}")
     if plan.dry_run:
         return Path("<build>") / "audience_relay-<version>-py3-none-any.whl", Path("<build>") / "ingest-<hash>.zip"
     # pip builds in the tree: setuptools' build/ keeps modules deleted since, which the wheel would ship.
     shutil.rmtree(ROOT / "build", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(build), str(ROOT)], check=True)
-    _zip(build / "audience_relay.zip", [path.relative_to(ROOT) for package in PACKAGES for path in sorted((ROOT / package).rglob("*"))
-                                        if path.is_file() and "__pycache__" not in path.parts])
     (wheel,) = build.glob("audience_relay-*.whl")
     return wheel, ingest_package(build)
 

@@ -13,6 +13,7 @@ Secrets Manager secret per destination whose credentials live there.
 from __future__ import annotations
 
 import json
+import re
 
 from orchestration.definitions import MachineSpec, Resources, machines
 
@@ -26,17 +27,13 @@ PLACEHOLDERS = Resources(
     dead_letter_queue_url="${FailuresQueueUrl}",
     destination_machine_arn_prefix="${DestinationMachineArnPrefix}",
     prepare_script_uri="s3://${ArtifactsBucket}/jobs/prepare.py",
-    library_uri="s3://${ArtifactsBucket}/dist/audience_relay.zip",
+    library_wheel_uri="s3://${ArtifactsBucket}/${LibraryWheel}",
+    emr_bootstrap_uri="s3://${ArtifactsBucket}/emr/bootstrap.sh",
     emr_service_role="${EmrServiceRoleArn}",
     emr_instance_profile="${EmrInstanceProfile}",
     emr_log_uri="s3://${ArtifactsBucket}/emr-logs/",
 )
-# placeholder -> the export of another stack that fills it in (audience-relay-<stage>-<export>)
-IMPORTED = {
-    "StateTable": "StateTable", "PrepareJob": "PrepareJob", "DeliverJob": "DeliverJob", "WorkBucket": "WorkBucket",
-    "ArtifactsBucket": "ArtifactsBucket", "AlertTopicArn": "AlertTopicArn", "FailuresQueueUrl": "FailuresQueueUrl",
-    "EmrServiceRoleArn": "EmrServiceRoleArn", "EmrInstanceProfile": "EmrInstanceProfile",
-}
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
 STAGE = "audience-relay-${Stage}"
 REGION_ACCOUNT = "${AWS::Region}:${AWS::AccountId}"
 
@@ -118,10 +115,11 @@ def _machines_role(names: list[str]) -> dict:
 
 
 def _state_machine(name: str, definition: dict) -> dict:
-    substitutions = {placeholder: _imported(export) for placeholder, export in IMPORTED.items()
-                     if f"${{{placeholder}}}" in json.dumps(definition)}
-    if "${DestinationMachineArnPrefix}" in json.dumps(definition):
-        substitutions["DestinationMachineArnPrefix"] = _arn("states", f"stateMachine:{STAGE}-destination-")
+    # Each `${Name}` is the export `audience-relay-<stage>-<Name>` of another stack, except the
+    # destination machines' ARN prefix, which this stack names itself.
+    used = sorted(set(PLACEHOLDER.findall(json.dumps(definition))))
+    substitutions = {placeholder: _arn("states", f"stateMachine:{STAGE}-destination-") if placeholder == "DestinationMachineArnPrefix"
+                     else _imported(placeholder) for placeholder in used}
     return {
         "Type": "AWS::StepFunctions::StateMachine",
         "Properties": {

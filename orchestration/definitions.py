@@ -53,7 +53,8 @@ class Resources:
     destination_machine_arn_prefix: str = "arn:aws:states:us-east-1:123456789012:stateMachine:audience-relay-destination-"
     # On-demand EMR clusters for destinations whose config says `prepare_engine: emr`.
     prepare_script_uri: str = "s3://audience-relay-artifacts/jobs/prepare.py"
-    library_uri: str = "s3://audience-relay-artifacts/dist/audience_relay.zip"
+    library_wheel_uri: str = "s3://audience-relay-artifacts/dist/audience_relay-0.1.0-py3-none-any.whl"
+    emr_bootstrap_uri: str = "s3://audience-relay-artifacts/emr/bootstrap.sh"   # infra/emr/bootstrap.sh
     emr_release: str = "emr-7.9.0"   # Spark 3.5, like Glue 5.1
     emr_instance_type: str = "m6g.xlarge"
     emr_core_instances: int = 2
@@ -150,6 +151,11 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                 "LogUri": resources.emr_log_uri,
                 "VisibleToAllUsers": True,
                 "AutoTerminationPolicy": {"IdleTimeout": resources.emr_idle_timeout_seconds},
+                # Every node gets Python 3.11 and the library wheel with its dependencies (Glue 5.1's Python).
+                "BootstrapActions": [{"Name": "install-audience-relay", "ScriptBootstrapAction": {
+                    "Path": resources.emr_bootstrap_uri, "Args": [resources.library_wheel_uri]}}],
+                "Configurations": [{"Classification": "spark-env", "Configurations": [{
+                    "Classification": "export", "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}],
                 "Instances": {
                     "KeepJobFlowAliveWhenNoSteps": True,
                     "InstanceGroups": [
@@ -172,8 +178,7 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                 "Name": "prepare",
                 "ActionOnFailure": "CONTINUE",
                 "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [
-                    "spark-submit", "--deploy-mode", "cluster", "--py-files", resources.library_uri,
-                    resources.prepare_script_uri, *job_args]},
+                    "spark-submit", "--deploy-mode", "cluster", resources.prepare_script_uri, *job_args]},
             }},
             "TimeoutSeconds": resources.job_timeout_seconds,
             "Catch": _catch("Prepare", "TerminateClusterAfterFailure"),

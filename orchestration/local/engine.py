@@ -73,7 +73,7 @@ class LocalClusters:
     def create(self, request: dict) -> str:
         with self._lock:
             cluster_id = f"j-LOCAL{next(self._ids):06d}"
-            self.clusters[cluster_id] = {"Name": request.get("Name"), "State": "WAITING", "Steps": []}
+            self.clusters[cluster_id] = {"Name": request.get("Name"), "State": "WAITING", "Steps": [], "Request": request}
         return cluster_id
 
     def get(self, cluster_id: str) -> dict:
@@ -167,7 +167,8 @@ class LocalEmr(_LocalTaskService):
 
     PARAMETERS = {
         "createcluster": {"Name", "ReleaseLabel", "Applications", "Instances", "ServiceRole", "JobFlowRole", "LogUri",
-                          "AutoTerminationPolicy", "VisibleToAllUsers", "Tags", "Configurations", "StepConcurrencyLevel"},
+                          "AutoTerminationPolicy", "VisibleToAllUsers", "Tags", "Configurations", "StepConcurrencyLevel",
+                          "BootstrapActions", "SecurityConfiguration"},
         "addstep": {"ClusterId", "Step", "ExecutionRoleArn"},
         "terminatecluster": {"ClusterId"},
     }

@@ -95,13 +95,13 @@ def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
     return arns
 
 
-def test_deploy_uploaded_the_wheel_without_spark_the_emr_zip_the_ingest_zip_scripts_and_config(stage):
+def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zip_scripts_and_config(stage):
     aws, outputs, _ = stage
     s3 = aws.client("s3")
     artifacts = outputs["storage"]["ArtifactsBucket"]
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=artifacts)["Contents"]}
     (ingest_zip,) = [k for k in keys if k.startswith("dist/ingest-")]
-    assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "dist/audience_relay.zip", "jobs/prepare.py", "jobs/deliver.py",
+    assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "emr/bootstrap.sh", "jobs/prepare.py", "jobs/deliver.py",
                     "config/destinations.yaml", ingest_zip}
     handler = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key=ingest_zip)["Body"].read()))
     assert sorted(handler.namelist()) == ["orchestration/__init__.py", "orchestration/ingest.py"]

@@ -159,10 +159,14 @@ def test_emr_prepare_creates_runs_and_terminates_the_cluster_then_transforms(mac
     assert execution.status == "SUCCEEDED", execution.cause
     assert execution.states[1:6] == ["AlreadyPrepared", "CreateCluster", "Prepare", "TerminateCluster", "Transform"]
     step = jobs.calls[0][1]["args"]
-    assert step[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", RESOURCES.library_uri]
-    assert step[5] == RESOURCES.prepare_script_uri and step[step.index("--destinations") + 1] == "partner_sftp"
+    assert step[:4] == ["spark-submit", "--deploy-mode", "cluster", RESOURCES.prepare_script_uri]
+    assert step[step.index("--destinations") + 1] == "partner_sftp"
     assert jobs.jobs()[1:] == ["enrich", "audience-relay-deliver"]
-    assert [c["State"] for c in machines.binding.clusters.clusters.values()] == ["TERMINATED"]
+    (cluster,) = machines.binding.clusters.clusters.values()
+    assert cluster["State"] == "TERMINATED"
+    # every node installs the library wheel with its dependencies before the step runs
+    assert cluster["Request"]["BootstrapActions"] == [{"Name": "install-audience-relay", "ScriptBootstrapAction": {
+        "Path": RESOURCES.emr_bootstrap_uri, "Args": [RESOURCES.library_wheel_uri]}}]
 
 
 def test_a_failed_emr_step_still_terminates_the_cluster(machines, jobs):
