@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -22,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs import paths, snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
 from jobs.config import Config, load_config
-from jobs.inputs import naming_unreadable_files, read_consent, read_membership
+from jobs.inputs import InputError, naming_unreadable_files, read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.metrics import emit_job_metrics, emit_prepare_metrics
@@ -311,6 +312,9 @@ def command(args: argparse.Namespace) -> int:
     from jobs.session import build_session
 
     request = request_from_args(args)
+    for option, path in (("--input", request.input), ("--consent", request.consent)):
+        if path and not storage.is_s3(path) and not Path(path).exists():   # before Spark's start-up, not after
+            raise InputError(f"{option} {path}: no such file or directory")
     print(json.dumps(run_prepare(build_session("audience-relay-prepare", args.master), request)))
     return 0
 
