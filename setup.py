@@ -23,6 +23,7 @@ TEST = [
     "chispa>=0.10",
     "moto[server]==5.2.5",
     "cfn-lint>=1.0",
+    "check-jsonschema==0.39.0",  # its vendored Compose specification schema checks docker-compose.yml
 ]
 # `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
 # engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.

@@ -99,7 +99,7 @@ def _echoing_error(google: bool, members: list[tuple[str, str]]) -> dict:
 
 
 class HttpDestinationEmulator:
-    def __init__(self, config: EmulatorConfig | None = None) -> None:
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config or EmulatorConfig()
         self.score = Scoreboard()
         self.day = 0  # tests move the emulator's day forward to reset the daily quota
@@ -108,7 +108,7 @@ class HttpDestinationEmulator:
         self._burst_left = 0
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -258,3 +258,12 @@ class HttpDestinationEmulator:
                 return self._reply(400, {"error": error}, {"X-Business-Use-Case-Usage": json.dumps(usage), "Retry-After": f"{retry_after:.2f}"})
 
         return Handler
+
+
+if __name__ == "__main__":
+    # The Docker Compose `emulator` service: `python -m tests.emulators.http_destination HOST PORT`.
+    import sys
+
+    with HttpDestinationEmulator(host=sys.argv[1], port=int(sys.argv[2])) as served:
+        print(f"destination emulator on {sys.argv[1]}:{sys.argv[2]}", flush=True)
+        threading.Event().wait()

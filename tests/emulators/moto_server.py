@@ -61,14 +61,14 @@ def start_moto_server(timeout_seconds: float = 30.0) -> MotoServer:
             time.sleep(0.2)
 
 
-def serve(port: int) -> None:
+def serve(port: int, host: str = "127.0.0.1") -> None:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
     from orchestration.local.moto_app import moto_app
 
-    run_simple("127.0.0.1", port, moto_app(), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, moto_app(), threaded=True, request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), *sys.argv[2:3])   # PORT [HOST]: the Docker Compose `moto` service binds 0.0.0.0

@@ -31,8 +31,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_sftp_server(workdir: Path) -> SftpServer:
-    """Start `sshd -D` on 127.0.0.1 with internal-sftp; raises if OpenSSH is not installed."""
+def start_sftp_server(workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> SftpServer:
+    """Start `sshd -D` (on 127.0.0.1 unless told) with internal-sftp; raises if OpenSSH is not installed."""
     if not Path(SSHD).exists():
         raise RuntimeError("OpenSSH server not installed (apt-get install openssh-server)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -45,10 +45,10 @@ def start_sftp_server(workdir: Path) -> SftpServer:
     authorized.chmod(0o600)
     root = workdir / "sftp-root"
     root.mkdir(exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     config = workdir / "sshd_config"
     config.write_text(
-        f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {host_key}\nPidFile {workdir / 'sshd.pid'}\n"
+        f"ListenAddress {host}\nPort {port}\nHostKey {host_key}\nPidFile {workdir / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\n"
         "Subsystem sftp internal-sftp\nLogLevel ERROR\n"
@@ -57,7 +57,7 @@ def start_sftp_server(workdir: Path) -> SftpServer:
     deadline = time.monotonic() + 15
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port), timeout=0.5).close()
             break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -66,7 +66,18 @@ def start_sftp_server(workdir: Path) -> SftpServer:
             time.sleep(0.1)
     host_public = (workdir / "host_ed25519.pub").read_text().split()
     known_hosts = workdir / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}\n")
+    named = socket.gethostname() if host == "0.0.0.0" else host   # a Compose service is reached by its host name
+    known_hosts.write_text(f"[{named}]:{port} {host_public[0]} {host_public[1]}\n")
     import getpass
 
     return SftpServer(port, root, known_hosts, client_key.read_text(), getpass.getuser(), process)
+
+
+if __name__ == "__main__":
+    # The Docker Compose `sftp` service: `python -m tests.emulators.sftp_server WORKDIR HOST PORT`; the
+    # client key and known_hosts are written to WORKDIR (a volume the other services mount).
+    import sys
+
+    served = start_sftp_server(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))
+    print(f"sftp on {sys.argv[2]}:{served.port}, root {served.root}, key {sys.argv[1]}/client_ed25519", flush=True)
+    served.process.wait()
