@@ -37,7 +37,12 @@ BENCH = [
     "psutil>=5.9",
     "matplotlib>=3.8",
 ]
-DEV = TEST + LOCAL + BENCH
+# `audience-relay deploy` builds the wheel with `python -m build --no-isolation` in this environment.
+DEPLOY = [
+    "build>=1.2",
+    "setuptools>=70.1",  # builds wheels itself (no `wheel` package)
+]
+DEV = TEST + LOCAL + BENCH + DEPLOY
 
 setup(
     name="audience-relay",
@@ -47,6 +52,6 @@ setup(
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
     package_data={"jobs": ["defaults/*.yaml", "log4j2-redacting.properties"]},
     install_requires=RUNTIME,
-    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH, "local": SPARK + LOCAL, "bench": BENCH, "dev": SPARK + DEV},
+    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY, "local": SPARK + LOCAL, "bench": BENCH, "dev": SPARK + DEV},
     entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
 )

@@ -161,9 +161,12 @@ def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
     _say(f"build the wheel and the ingest Lambda zip from {ROOT}")
     if plan.dry_run:
         return Path("<build>") / "audience_relay-<version>-py3-none-any.whl", Path("<build>") / "ingest-<hash>.zip"
-    # pip builds in the tree: setuptools' build/ keeps modules deleted since, which the wheel would ship.
+    # setuptools builds in the tree: its build/ keeps modules deleted since, which the wheel would ship.
     shutil.rmtree(ROOT / "build", ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(build), str(ROOT)], check=True)
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(build), str(ROOT)],
+                           capture_output=True, text=True)
+    if built.returncode:
+        raise DeployError(f"python -m build failed: {(built.stdout + built.stderr)[-2000:]}")
     (wheel,) = build.glob("audience_relay-*.whl")
     return wheel, ingest_package(build)
 

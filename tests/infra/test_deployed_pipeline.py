@@ -13,7 +13,10 @@ the ledger in the deployed state table.
 """
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 import zipfile
 from pathlib import Path
@@ -115,6 +118,25 @@ def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zi
         assert cloudformation.describe_stacks(StackName=f"{PREFIX}{name}")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
     compute = cloudformation.describe_stacks(StackName=f"{PREFIX}compute")["Stacks"][0]
     assert {"ParameterKey": "LibraryWheel", "ParameterValue": "dist/audience_relay-0.1.0-py3-none-any.whl"} in compute["Parameters"]
+
+
+def test_the_job_scripts_run_from_the_uploaded_wheel_outside_the_checkout(stage, tmp_path):
+    """As on Glue and EMR: the wheel pip-installed, the script downloaded on its own beside it."""
+    aws, outputs, _ = stage
+    s3, artifacts = aws.client("s3"), outputs["storage"]["ArtifactsBucket"]
+    wheel = tmp_path / "audience_relay-0.1.0-py3-none-any.whl"
+    s3.download_file(artifacts, "dist/audience_relay-0.1.0-py3-none-any.whl", str(wheel))
+    s3.download_file(artifacts, "jobs/prepare.py", str(tmp_path / "prepare.py"))
+    site = tmp_path / "site"   # the dependencies are this environment's; the libraries only the wheel's
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)], check=True)
+    # PYTHONPATH's entries come before the checkout's editable install (a finder appended to sys.meta_path).
+    environment = {**os.environ, "PYTHONPATH": str(site)}
+    probe = "import jobs.prepare, transforms.identifiers, jobs.config as c; print(jobs.prepare.__file__); print(c.DEFAULT_CONFIG.read_text()[:9])"
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=environment, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.splitlines() == [f"{site}/jobs/prepare.py", "# audienc"]   # the package data is in the wheel too
+    helped = subprocess.run([sys.executable, "prepare.py", "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True)
+    assert helped.returncode == 0 and "--input" in helped.stdout, helped.stderr
 
 
 def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deployed_stage(stage, spark, tmp_path, monkeypatch):
