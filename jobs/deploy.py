@@ -146,8 +146,10 @@ def deploy(plan: Deployment, config: Config) -> None:
             if s3:
                 s3.upload_file(str(source), bucket, key)
     _stack(plan, cloudformation, "compute", (TEMPLATES / "compute.yaml").read_text(), plan.parameters("compute", LibraryWheel=f"dist/{wheel.name}"))
-    orchestration = json.dumps(orchestration_stack(config))
-    _stack(plan, cloudformation, "orchestration", orchestration, plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}"))
+    template = orchestration_stack(config)
+    on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
+    _stack(plan, cloudformation, "orchestration", json.dumps(template),
+           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", **on_emr))
 
 
 def _say(message: str) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 
-from orchestration.definitions import MachineSpec, Resources, machines
+from orchestration.definitions import CLUSTER_STAGE_TAG, MachineSpec, Resources, machines
 
 PLACEHOLDERS = Resources(
+    stage="${Stage}",
     state_table="${StateTable}",
     prepare_job="${PrepareJob}",
     deliver_job="${DeliverJob}",
@@ -75,6 +76,11 @@ def _role(name: str, service: str, statements: list[dict], unscoped: dict[str, s
     return role
 
 
+def stage_tagged(kind: str) -> dict:
+    """An IAM condition: the request's (RequestTag) or the cluster's (ResourceTag) stage tag is this stage."""
+    return {"StringEquals": {f"aws:{kind}/{CLUSTER_STAGE_TAG}": {"Ref": "Stage"}}}
+
+
 def _machines_role(names: list[str]) -> dict:
     """What the definitions call: Glue .sync, EMR .sync, child executions, the lease, the
     summary, the alert and the failures queue; plus log delivery and X-Ray, which have no
@@ -83,10 +89,12 @@ def _machines_role(names: list[str]) -> dict:
     destination_machines = _arn("states", f"stateMachine:{STAGE}-destination-*")
     statements = [
         _statement("RunGlueJobs", ["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns", "glue:BatchStopJobRun"], glue_jobs),
-        _statement("RunPrepareClusters", ["elasticmapreduce:RunJobFlow"], [_arn("elasticmapreduce", "cluster/*")]),
-        _statement("DriveOwnClusters", ["elasticmapreduce:DescribeCluster", "elasticmapreduce:TerminateJobFlows",
-                                        "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep", "elasticmapreduce:CancelSteps"],
-                   [_arn("elasticmapreduce", "cluster/*")]),
+        {**_statement("RunPrepareClusters", ["elasticmapreduce:RunJobFlow"], ["*"]), "Condition": stage_tagged("RequestTag")},
+        {**_statement("TagClustersOnCreation", ["elasticmapreduce:AddTags"], [_arn("elasticmapreduce", "cluster/*")]),
+         "Condition": stage_tagged("RequestTag")},
+        {**_statement("DriveOwnClusters", ["elasticmapreduce:DescribeCluster", "elasticmapreduce:TerminateJobFlows",
+                                           "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep", "elasticmapreduce:CancelSteps"],
+                      [_arn("elasticmapreduce", "cluster/*")]), "Condition": stage_tagged("ResourceTag")},
         _statement("PassClusterRoles", ["iam:PassRole"], [_imported("EmrServiceRoleArn"), _imported("EmrInstanceRoleArn")]),
         _statement("SyncRules", ["events:PutTargets", "events:PutRule", "events:DescribeRule"], [
             _arn("events", "rule/StepFunctionsGetEventForEMRRunJobFlowRule"),
@@ -109,17 +117,25 @@ def _machines_role(names: list[str]) -> dict:
         _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets"], ["*"]),
     ]
     return _role("machines", "states.amazonaws.com", statements, {
+        "RunPrepareClusters": "RunJobFlow has no resource-level permissions; the request must tag the cluster with this stage",
         "LogDelivery": "CloudWatch Logs delivery actions have no resource-level permissions",
         "Tracing": "X-Ray actions have no resource-level permissions",
     })
 
 
+# A `${Name}` in a definition is the export `audience-relay-<stage>-<Name>` of another stack,
+# except these, which this stack knows itself. The wheel's key is a parameter, not an import:
+# CloudFormation refuses to change an export another stack imports, and each release has a new key.
+OWN = {
+    "DestinationMachineArnPrefix": _arn("states", f"stateMachine:{STAGE}-destination-"),
+    "LibraryWheel": {"Ref": "LibraryWheel"},
+    "Stage": {"Ref": "Stage"},
+}
+
+
 def _state_machine(name: str, definition: dict) -> dict:
-    # Each `${Name}` is the export `audience-relay-<stage>-<Name>` of another stack, except the
-    # destination machines' ARN prefix, which this stack names itself.
     used = sorted(set(PLACEHOLDER.findall(json.dumps(definition))))
-    substitutions = {placeholder: _arn("states", f"stateMachine:{STAGE}-destination-") if placeholder == "DestinationMachineArnPrefix"
-                     else _imported(placeholder) for placeholder in used}
+    substitutions = {placeholder: OWN.get(placeholder) or _imported(placeholder) for placeholder in used}
     return {
         "Type": "AWS::StepFunctions::StateMachine",
         "Properties": {
@@ -269,6 +285,8 @@ def _secret_logical_id(destination: str) -> str:
 PARAMETERS = {
     "Stage": {"Type": "String", "AllowedPattern": "^[a-z][a-z0-9-]{0,15}$"},
     "PermissionsBoundaryArn": {"Type": "String", "AllowedPattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$"},
+    "LibraryWheel": {"Type": "String", "AllowedPattern": "^dist/audience_relay-[0-9A-Za-z.+-]+-py3-none-any[.]whl$",
+                     "Description": "key of the library wheel in the artifacts bucket, installed on EMR clusters (`audience-relay deploy` uploads it)"},
     "IngestCodeKey": {"Type": "String", "AllowedPattern": "^dist/ingest-[0-9a-f]{12}[.]zip$",
                       "Description": "key of the ingest Lambda's zip in the artifacts bucket (`audience-relay deploy` uploads it)"},
     "ConsentPath": {"Type": "String", "Default": "consent/", "AllowedPattern": "^([A-Za-z0-9=_.-]+/)+$",
@@ -311,7 +329,8 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
         "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine per "
                        "destination and the scheduler, their log group, role and failure alarms; the ingest Lambda, the "
                        "optional schedule, the destinations' secrets.",
-        "Parameters": PARAMETERS,
+        # LibraryWheel only when a machine prepares on EMR (cfn-lint reports unused parameters).
+        "Parameters": {k: v for k, v in PARAMETERS.items() if k != "LibraryWheel" or "${LibraryWheel}" in json.dumps(definitions)},
         "Conditions": {"HasSchedule": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]}},
         "Rules": {"ScheduledRunsNameTheirInput": {
             "RuleCondition": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]},

@@ -43,6 +43,7 @@ class MachineSpec:
 class Resources:
     """Names and ARNs the definitions point at; infra/ creates them per stage."""
 
+    stage: str = "local"   # tags the EMR clusters a stage's machines create (and may drive)
     state_table: str = "audience-relay-state"
     prepare_job: str = "audience-relay-prepare"
     deliver_job: str = "audience-relay-deliver"
@@ -135,6 +136,9 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
     }
 
 
+CLUSTER_STAGE_TAG = "audience-relay:stage"   # the machines' role may drive only clusters tagged with its stage
+
+
 def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[str], next_state: str) -> dict:
     """CreateCluster.sync -> AddStep.sync (spark-submit prepare) -> TerminateCluster, on every path."""
     cluster = {"ClusterId": "{% $cluster_id %}"}
@@ -151,6 +155,7 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                 "LogUri": resources.emr_log_uri,
                 "VisibleToAllUsers": True,
                 "AutoTerminationPolicy": {"IdleTimeout": resources.emr_idle_timeout_seconds},
+                "Tags": [{"Key": CLUSTER_STAGE_TAG, "Value": resources.stage}],
                 # Every node gets Python 3.11 and the library wheel with its dependencies (Glue 5.1's Python).
                 "BootstrapActions": [{"Name": "install-audience-relay", "ScriptBootstrapAction": {
                     "Path": resources.emr_bootstrap_uri, "Args": [resources.library_wheel_uri]}}],

@@ -4,11 +4,14 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jobs.cli import main
+from jobs.config import DEFAULT_CONFIG
 from tests.infra.policy import cfn_lint, load, problems
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
+TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +21,45 @@ def stack(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def emr_stack(tmp_path_factory) -> Path:
+    """The embedded config with partner_sftp prepared on an on-demand EMR cluster."""
+    folder = tmp_path_factory.mktemp("emr")
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    (partner,) = [d for d in config["destinations"] if d["id"] == "partner_sftp"]
+    partner["orchestration"] = {"prepare_engine": "emr"}
+    (folder / "destinations.yaml").write_text(yaml.safe_dump(config))
+    assert main(["definitions", "--config", str(folder / "destinations.yaml"), "--stack", str(folder / "orchestration.json")]) == 0
+    return folder / "orchestration.json"
+
+
+def _imports(value) -> set[str]:
+    if isinstance(value, dict):
+        if "Fn::ImportValue" in value:
+            return {value["Fn::ImportValue"]["Fn::Sub"]}
+        return set().union(*map(_imports, value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*map(_imports, value)) if value else set()
+    return set()
+
+
+def _exports() -> set[str]:
+    names = set()
+    for template in TEMPLATES.glob("*.yaml"):
+        for output in load(template).get("Outputs", {}).values():
+            if "Export" in output:
+                names.add(output["Export"]["Name"]["Fn::Sub"])
+    return names
+
+
 def machines(template: dict) -> dict:
     return {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::StepFunctions::StateMachine"}
 
 
-def test_cfn_lint_and_the_project_rules_pass(stack):
-    assert cfn_lint(stack) == ""
-    assert problems(load(stack)) == []
+def test_cfn_lint_and_the_project_rules_pass(stack, emr_stack):
+    for rendered in (stack, emr_stack):
+        assert cfn_lint(rendered) == ""
+        assert problems(load(rendered)) == []
 
 
 def test_one_machine_per_destination_and_the_scheduler_each_logged_traced_and_alarmed(stack):
@@ -40,13 +75,27 @@ def test_one_machine_per_destination_and_the_scheduler_each_logged_traced_and_al
         assert logical_id in alarmed
 
 
-def test_every_placeholder_in_a_definition_is_substituted_from_another_stack(stack):
-    for machine in machines(json.loads(stack.read_text())).values():
-        properties = machine["Properties"]
-        used = set(PLACEHOLDER.findall(properties["DefinitionString"]))
-        assert used and used == set(properties["DefinitionSubstitutions"]), used ^ set(properties["DefinitionSubstitutions"])
-        definition = json.loads(properties["DefinitionString"])
-        assert definition["QueryLanguage"] == "JSONata"
+def test_every_import_is_exported_by_a_base_stack_and_every_placeholder_is_substituted(stack, emr_stack):
+    exported = _exports()
+    for rendered in (stack, emr_stack):
+        template = json.loads(rendered.read_text())
+        imported = _imports(template["Resources"])
+        assert imported and imported <= exported, imported - exported
+        for machine in machines(template).values():
+            properties = machine["Properties"]
+            assert set(PLACEHOLDER.findall(properties["DefinitionString"])) == set(properties["DefinitionSubstitutions"])
+
+
+def test_on_emr_the_wheel_is_a_parameter_and_the_role_drives_only_its_stages_clusters(emr_stack):
+    template = json.loads(emr_stack.read_text())
+    machine = template["Resources"]["DestinationPartnerSftpMachine"]["Properties"]
+    # a parameter, not an import: CloudFormation refuses to change an export in use, and each release has a new wheel
+    assert machine["DefinitionSubstitutions"]["LibraryWheel"] == {"Ref": "LibraryWheel"} and "LibraryWheel" in template["Parameters"]
+    cluster = json.loads(machine["DefinitionString"])["States"]["CreateCluster"]["Arguments"]
+    assert cluster["Tags"] == [{"Key": "audience-relay:stage", "Value": "${Stage}"}]
+    statements = {s["Sid"]: s for s in template["Resources"]["MachinesRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert statements["RunPrepareClusters"]["Condition"] == {"StringEquals": {"aws:RequestTag/audience-relay:stage": {"Ref": "Stage"}}}
+    assert statements["DriveOwnClusters"]["Condition"] == {"StringEquals": {"aws:ResourceTag/audience-relay:stage": {"Ref": "Stage"}}}
 
 
 def test_the_command_needs_somewhere_to_write(capsys):
