@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,8 @@ TEMPLATES = ROOT / "infra" / "templates"
 BASE_STACKS = ("keys", "messaging", "storage", "state")
 INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py")   # the Lambda runtime brings boto3
 NO_CHANGES = "No updates are to be performed"
+SCHEDULE_PARAMETERS = ("ScheduleExpression", "ScheduledInput", "ScheduleTimezone")
+SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
 
 
 class DeployError(RuntimeError):
@@ -48,22 +51,24 @@ class Deployment:
     stage: str
     boundary: str
     config: str
-    alert_email: str = ""
+    alert_email: str | None = None   # None: keep what the stack has
     dry_run: bool = False
-    schedule: dict[str, str] = field(default_factory=dict)   # the orchestration stack's Schedule* parameters
+    schedule: dict[str, str] | None = None   # the orchestration stack's Schedule* parameters; None: keep them
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def stack_name(self, name: str) -> str:
         return f"audience-relay-{self.stage}-{name}"
 
-    def parameters(self, name: str, **extra: str) -> dict[str, str]:
-        given = {"Stage": self.stage, **extra}
+    def parameters(self, name: str, **extra: str) -> dict[str, str | None]:
+        """The stack's parameters; None keeps the value an existing stack has (else its default),
+        so a deploy without --schedule or --alert-email leaves a schedule or subscription alone."""
+        given: dict[str, str | None] = {"Stage": self.stage, **extra}
         if name in ("compute", "orchestration"):
             given["PermissionsBoundaryArn"] = self.boundary
-        if name == "messaging" and self.alert_email:
+        if name == "messaging":
             given["AlertEmail"] = self.alert_email
         if name == "orchestration":
-            given.update(self.schedule)
+            given.update(self.schedule if self.schedule is not None else dict.fromkeys(SCHEDULE_PARAMETERS))
         return given
 
 
@@ -80,7 +85,7 @@ def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str
         expected = secret_name(stage, destination.id)
         if destination.credentials.secret_arn:
             name = destination.credentials.secret_arn.split(":secret:", 1)[1]
-            if name != expected:
+            if not re.fullmatch(re.escape(expected) + SECRET_SUFFIX, name):
                 errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; the stage's deliver "
                               f"role reads only the one the stack creates: ...:secret:{expected}")
         else:
@@ -93,19 +98,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", required=True, help="stage name (dev, prod): part of every resource name")
     parser.add_argument("--boundary", required=True, help="ARN of the managed policy every role is created with as its permissions boundary")
     parser.add_argument("--config", help="destinations YAML the machines are rendered from and the jobs read (default: the embedded example)")
-    parser.add_argument("--alert-email", "--alert_email", default="", help="subscribe this address to the alert topic")
+    parser.add_argument("--alert-email", "--alert_email", help="subscribe this address to the alert topic ('' removes it; "
+                        "default: keep the stage's)")
     parser.add_argument("--dry-run", "--dry_run", action="store_true", help="print the steps; build and call nothing")
     parser.add_argument("--schedule", default="", help="cron(...) or rate(...): also start the scheduler on this clock")
     parser.add_argument("--scheduled-input", "--scheduled_input", default="",
                         help="the folder a scheduled run reads; {date} stands for the scheduled day (s3://b/segments/dt={date}/)")
-    parser.add_argument("--timezone", default="UTC", help="time zone of --schedule (default UTC)")
+    parser.add_argument("--timezone", default="UTC", help="time zone of --schedule's cron fields (default UTC; {date} is "
+                        "always the UTC day of the scheduled time)")
+    parser.add_argument("--no-schedule", "--no_schedule", action="store_true",
+                        help="remove the stage's schedule (without --schedule or this, a deploy keeps it)")
 
 
 def run_deploy(args: argparse.Namespace) -> int:
     if not TEMPLATES.is_dir():
         raise DeployError(f"{TEMPLATES} not found: deploy from a checkout of the repository")
-    if bool(args.schedule) != bool(args.scheduled_input):
-        print("audience-relay deploy: --schedule and --scheduled-input go together", file=sys.stderr)
+    if bool(args.schedule) != bool(args.scheduled_input) or (args.schedule and args.no_schedule):
+        print("audience-relay deploy: --schedule and --scheduled-input go together, without --no-schedule", file=sys.stderr)
         return 2
     config_path = args.config or str(DEFAULT_CONFIG)
     config = load_config(config_path)  # a bad config stops here, naming the key, before anything is deployed
@@ -115,8 +124,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     if errors:
         print("audience-relay deploy: " + "\n".join(errors), file=sys.stderr)
         return 2
-    schedule = {"ScheduleExpression": args.schedule, "ScheduledInput": args.scheduled_input, "ScheduleTimezone": args.timezone} \
-        if args.schedule else {}
+    schedule = None
+    if args.schedule or args.no_schedule:
+        schedule = dict(zip(SCHEDULE_PARAMETERS, (args.schedule, args.scheduled_input, args.timezone)))
     try:
         deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule), config)
     except DeployError as error:
@@ -186,22 +196,20 @@ def _zip(target: Path, members: list[Path]) -> Path:
     return target
 
 
-def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: dict[str, str]) -> None:
+def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: dict[str, str | None]) -> None:
     stack = plan.stack_name(name)
-    _say(f"deploy stack {stack} ({name}) with " + " ".join(f"{k}={v}" for k, v in parameters.items()))
+    _say(f"deploy stack {stack} ({name}) with " + " ".join(f"{k}={v}" for k, v in parameters.items() if v is not None))
     if cloudformation is None:
         return
-    request = {"StackName": stack, "TemplateBody": body, "Capabilities": ["CAPABILITY_NAMED_IAM"],
-               "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]}
-    status = _existing_status(cloudformation, stack)
-    exists = status is not None
-    if status == "ROLLBACK_COMPLETE":
-        # A failed creation leaves nothing to update: CloudFormation accepts only a delete.
-        _say(f"{stack} is ROLLBACK_COMPLETE after a failed creation: delete it and create it again")
-        cloudformation.update_termination_protection(StackName=stack, EnableTerminationProtection=False)
-        cloudformation.delete_stack(StackName=stack)
-        cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack, WaiterConfig={"Delay": 5, "MaxAttempts": 360})
-        exists = False
+    existing = _existing(cloudformation, stack)
+    if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
+        _recreate(cloudformation, stack)
+        existing = None
+    exists = existing is not None
+    kept = {p["ParameterKey"] for p in existing.get("Parameters", [])} if existing else set()
+    request = {"StackName": stack, "TemplateBody": body, "Capabilities": ["CAPABILITY_NAMED_IAM"], "Parameters": [
+        {"ParameterKey": k, "ParameterValue": v} if v is not None else {"ParameterKey": k, "UsePreviousValue": True}
+        for k, v in parameters.items() if v is not None or k in kept]}
     try:
         if exists:
             cloudformation.update_stack(**request)
@@ -219,9 +227,23 @@ def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: d
     plan.outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
 
 
-def _existing_status(cloudformation, stack: str) -> str | None:
+def _recreate(cloudformation, stack: str) -> None:
+    """A failed creation leaves nothing to update: CloudFormation accepts only a delete. Anything
+    the rollback kept (a resource with DeletionPolicy Retain) would block the next creation."""
+    _say(f"{stack} is ROLLBACK_COMPLETE after a failed creation: delete it and create it again")
+    stack_id = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackId"]
+    cloudformation.update_termination_protection(StackName=stack, EnableTerminationProtection=False)
+    cloudformation.delete_stack(StackName=stack)
+    cloudformation.get_waiter("stack_delete_complete").wait(StackName=stack, WaiterConfig={"Delay": 5, "MaxAttempts": 360})
+    kept = [f"{e['LogicalResourceId']} ({e.get('PhysicalResourceId', '')})"
+            for e in cloudformation.describe_stack_events(StackName=stack_id)["StackEvents"] if e["ResourceStatus"] == "DELETE_SKIPPED"]
+    if kept:
+        raise DeployError(f"{stack}: the failed creation left {', '.join(kept)}; delete them before deploying again")
+
+
+def _existing(cloudformation, stack: str) -> dict | None:
     try:
-        return cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+        return cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
     except ClientError as error:
         if "does not exist" in str(error):
             return None

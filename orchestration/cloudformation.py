@@ -261,7 +261,7 @@ def _secret(destination: str) -> dict:
     """Created with a generated value that the operator replaces with the real credential."""
     return {
         "Type": "AWS::SecretsManager::Secret",
-        "DeletionPolicy": "Retain",   # a credential outlives a stack update that drops its destination
+        "DeletionPolicy": "RetainExceptOnCreate",   # a credential outlives a stack update that drops its destination
         "UpdateReplacePolicy": "Retain",
         "Properties": {
             "Name": {"Fn::Sub": secret_name("${Stage}", destination)},
@@ -309,7 +309,7 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
     resources: dict[str, dict] = {
         "MachinesLogGroup": {
             "Type": "AWS::Logs::LogGroup",
-            "DeletionPolicy": "Retain",
+            "DeletionPolicy": "RetainExceptOnCreate",
             "UpdateReplacePolicy": "Retain",
             "Properties": {"LogGroupName": {"Fn::Sub": f"/aws/vendedlogs/states/{STAGE}"}, "RetentionInDays": 90,
                            "KmsKeyId": _imported("DataKeyArn")},

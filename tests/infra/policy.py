@@ -6,8 +6,10 @@ actions have no resource-level permissions), every role created with the permiss
 Encryption: every bucket, table, queue, topic, log group and secret under a KMS key (a bucket
 may use SSE-S3 only with a reason in its Metadata: access-log delivery requires it). Buckets
 block public access, are versioned and refuse plain HTTP; tables have point-in-time recovery;
-keys rotate; every dead-letter queue keeps 14 days and has an alarm. CloudFormation refuses
-YAML aliases, so a template must not use them.
+keys rotate; every dead-letter queue keeps 14 days and has an alarm. A resource kept past its
+stack is kept with `RetainExceptOnCreate`, never `Retain`: a failed creation must not leave
+named resources behind that block creating the stack again. CloudFormation refuses YAML
+aliases, so a template must not use them.
 
 Metadata exceptions live on the resource, so a reviewer sees them next to what they excuse:
     Metadata:
@@ -145,6 +147,8 @@ def problems(template: dict) -> list[str]:
         resource_type, properties = resource["Type"], resource.get("Properties") or {}
         exceptions = _exceptions(resource)
         found += _policy_problems(name, resource)
+        if resource.get("DeletionPolicy") == "Retain":
+            found.append(f"{name}: DeletionPolicy Retain keeps it after a failed creation; use RetainExceptOnCreate")
         kms = _kms_problem(name, resource_type, properties, exceptions)
         if kms:
             found.append(kms)

@@ -45,6 +45,14 @@ def test_a_secret_the_deliver_role_cannot_read_stops_the_deploy_naming_the_desti
     assert "warning: destinations.meta_ads.credentials.env: Glue and EMR jobs have no variable META_ACCESS_TOKEN" in error
 
 
+def test_a_complete_secret_arn_with_its_random_suffix_is_the_stages_secret(capsys, tmp_path):
+    config = Path(stage_config(tmp_path, "dev"))
+    config.write_text(config.read_text().replace("secret:audience-relay/dev/google_dm", "secret:audience-relay/dev/google_dm-Ab12Cd"))
+    assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", str(config), "--dry-run"]) == 0, capsys.readouterr().err
+    config.write_text(config.read_text().replace("google_dm-Ab12Cd", "google_dm-other"))
+    assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", str(config), "--dry-run"]) == 2
+
+
 def test_a_schedule_needs_the_input_its_runs_read(capsys, tmp_path):
     command = ["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", stage_config(tmp_path, "dev"), "--dry-run"]
     assert main([*command, "--schedule", "cron(0 6 * * ? *)"]) == 2
@@ -71,3 +79,18 @@ def test_a_stack_left_rolled_back_by_a_failed_creation_is_deleted_and_created_ag
         described = cloudformation.describe_stacks(StackName="audience-relay-rb-keys")["Stacks"][0]
         assert described["StackStatus"] == "CREATE_COMPLETE" and described["StackId"] != stack.stack_id
         assert "is ROLLBACK_COMPLETE after a failed creation: delete it and create it again" in capsys.readouterr().out
+
+
+def test_a_deploy_without_alert_email_or_schedule_keeps_what_the_stage_has(monkeypatch, capsys):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)   # moto in this process
+    templates = Path(__file__).resolve().parents[2] / "infra" / "templates"
+    with mock_aws():
+        cloudformation = boto3.client("cloudformation", region_name="us-east-1")
+        for alert_email in ("ops@example.com", None):
+            plan = Deployment("keep", BOUNDARY, str(DEFAULT_CONFIG), alert_email=alert_email)
+            for name in ("keys", "messaging"):
+                _stack(plan, cloudformation, name, (templates / f"{name}.yaml").read_text(), plan.parameters(name))
+            parameters = cloudformation.describe_stacks(StackName="audience-relay-keep-messaging")["Stacks"][0]["Parameters"]
+            assert {"ParameterKey": "AlertEmail", "ParameterValue": "ops@example.com"} in parameters
+        assert Deployment("keep", BOUNDARY, "c").parameters("orchestration") == {
+            "Stage": "keep", "PermissionsBoundaryArn": BOUNDARY, "ScheduleExpression": None, "ScheduledInput": None, "ScheduleTimezone": None}

@@ -130,4 +130,4 @@ def test_each_destination_with_a_secret_arn_gets_its_encrypted_secret_kept_on_de
     # the embedded config: google_dm reads Secrets Manager, meta_ads and partner_sftp environment variables
     assert {r["Properties"]["Name"]["Fn::Sub"] for r in secrets.values()} == {"audience-relay/${Stage}/google_dm"}
     (secret,) = secrets.values()
-    assert secret["DeletionPolicy"] == "Retain" and secret["Properties"]["KmsKeyId"]
+    assert secret["DeletionPolicy"] == "RetainExceptOnCreate" and secret["Properties"]["KmsKeyId"]

@@ -48,6 +48,7 @@ def _role(statement: dict, **extra) -> dict:
     ({"Type": "AWS::Logs::LogGroup", "Properties": {}}, "LogGroup without KmsKeyId"),
     ({"Type": "AWS::SecretsManager::Secret", "Properties": {}}, "Secret without KmsKeyId"),
     ({"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {}}}, "KMS key without rotation"),
+    ({"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "Properties": {"KmsKeyId": "k"}}, "use RetainExceptOnCreate"),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_the_rules_catch_what_they_forbid(resource, expected):
     assert any(expected in problem for problem in problems({"Resources": {"R": resource}})), problems({"Resources": {"R": resource}})
