@@ -7,14 +7,17 @@ USER root
 # /run/sshd is sshd's privilege-separation directory, made here because the tests run as hadoop;
 # /sftp becomes the `sftp-keys` volume (a new volume takes the ownership of the directory it covers).
 RUN dnf install -y -q openssh-server openssh-clients && dnf clean all \
-    && mkdir -p /run/sshd /sftp && chown hadoop:hadoop /sftp
+    && mkdir -p /run/sshd /sftp /home/hadoop/audience-relay \
+    && chown hadoop:hadoop /sftp /home/hadoop/audience-relay
 
 USER hadoop
 WORKDIR /home/hadoop/audience-relay
 COPY --chown=hadoop:hadoop . .
-# Creates .venv and installs the project with its test extras (the image's own pyspark stays unused).
-RUN ./dev shell --help >/dev/null
+# The image points Python and Spark at its own Spark (SPARK_HOME, SPARK_CONF_DIR, PYTHONPATH).
+# The project runs on its pinned pyspark in .venv, as on every other machine: without them.
+RUN env -u SPARK_HOME -u SPARK_CONF_DIR -u PYTHONPATH ./dev shell --help >/dev/null \
+    && env -u SPARK_HOME -u SPARK_CONF_DIR -u PYTHONPATH .venv/bin/python -c \
+       "import pyspark, sys; sys.exit(0 if pyspark.__file__.startswith('/home/hadoop/audience-relay/.venv/') else pyspark.__file__)"
 
-# The image's entrypoint is a shell; the services name their commands in full.
-ENTRYPOINT []
+ENTRYPOINT ["env", "-u", "SPARK_HOME", "-u", "SPARK_CONF_DIR", "-u", "PYTHONPATH"]
 CMD ["./dev", "test"]

@@ -291,10 +291,10 @@ PARAMETERS = {
                       "Description": "key of the ingest Lambda's zip in the artifacts bucket (`audience-relay deploy` uploads it)"},
     "ConsentPath": {"Type": "String", "Default": "consent/", "AllowedPattern": "^([A-Za-z0-9=_.-]+/)+$",
                     "Description": "the consent folder in the input bucket that every run reads"},
-    "ScheduleExpression": {"Type": "String", "Default": "",
+    "ScheduleExpression": {"Type": "String", "Default": "", "AllowedPattern": "^((cron|rate)[(][^()]+[)])?$",
                            "Description": "cron(...) or rate(...) to start the scheduler on a clock; empty: runs start on S3 completion markers only"},
     "ScheduleTimezone": {"Type": "String", "Default": "UTC"},
-    "ScheduledInput": {"Type": "String", "Default": "", "AllowedPattern": "^(s3://[a-z0-9][a-z0-9.-]+/.*/)?$",
+    "ScheduledInput": {"Type": "String", "Default": "", "AllowedPattern": "^(s3://[a-z0-9][a-z0-9.-]+/[^\"\\\\]*/)?$",   # no quote or backslash: it goes into JSON
                        "Description": "the folder a scheduled run reads, `{date}` standing for the scheduled day (s3://b/segments/dt={date}/)"},
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -97,6 +98,7 @@ class ScriptCompute:
         except self._s3.exceptions.NoSuchBucket:
             return uri   # not in the local S3: the job reports it
         copy = self._out / "s3" / bucket
+        shutil.rmtree(copy / key, ignore_errors=True)   # files of an earlier copy may since have gone from S3
         for found in keys:
             if found.endswith("/"):
                 continue   # a "folder" marker object, no data

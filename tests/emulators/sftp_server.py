@@ -39,6 +39,8 @@ def start_sftp_server(workdir: Path, host: str = "127.0.0.1", port: int | None =
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation directory
     host_key, client_key = workdir / "host_ed25519", workdir / "client_ed25519"
     for key in (host_key, client_key):
+        for stale in (key, key.with_suffix(".pub")):   # a restarted service: ssh-keygen would ask to overwrite
+            stale.unlink(missing_ok=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     authorized = workdir / "authorized_keys"
     authorized.write_text((workdir / "client_ed25519.pub").read_text())

@@ -43,6 +43,8 @@ def test_the_tests_service_and_the_image_run_what_ci_runs():
     dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
     assert "FROM public.ecr.aws/glue/aws-glue-libs:5" in dockerfile and "USER hadoop" in dockerfile
     assert 'CMD ["./dev", "test"]' in dockerfile
+    # the project's pinned pyspark, not the image's Spark
+    assert 'ENTRYPOINT ["env", "-u", "SPARK_HOME", "-u", "SPARK_CONF_DIR", "-u", "PYTHONPATH"]' in dockerfile
 
 
 def test_the_servers_are_the_test_emulators_on_the_stack_network_published_on_loopback_only():
