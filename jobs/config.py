@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors.profiles import PROFILES, IdentifierRule, Profile
 from jobs import storage
+from orchestration.definitions import EmrCluster as _EmrDefaults
 from transforms.schemas import ID_TYPES
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -104,11 +105,24 @@ class S3Connection(_Strict):
         return _folder(value, "prefix")
 
 
+EMR_DEFAULTS = _EmrDefaults()
+
+
+class EmrCluster(_Strict):
+    """The on-demand EMR cluster of `prepare_engine: emr`."""
+
+    release: Annotated[str, Field(pattern=r"^emr-7\.\d+\.\d+$")] = EMR_DEFAULTS.release   # EMR 7: Spark 3.5, as Glue 5.1
+    instance_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")] = EMR_DEFAULTS.instance_type
+    core_instances: Annotated[int, Field(ge=1, le=500)] = EMR_DEFAULTS.core_instances
+    idle_timeout_seconds: Annotated[int, Field(ge=60, le=604800)] = EMR_DEFAULTS.idle_timeout_seconds   # EMR's bounds
+
+
 class Orchestration(_Strict):
     """How the destination's state machine prepares a run on its own (the scheduler prepares once for all)."""
 
     prepare_engine: Literal["glue", "emr"] = "glue"   # emr: an on-demand cluster created and terminated per run
     transform_job: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,255}$")] | None = None   # an extra Glue job after prepare
+    emr: EmrCluster = EmrCluster()
 
 
 class _DestinationBase(_Strict):

@@ -28,6 +28,16 @@ GLUE_SYNC = "arn:aws:states:::glue:startJobRun.sync"
 
 
 @dataclass(frozen=True)
+class EmrCluster:
+    """The on-demand cluster a destination's machine prepares on (config `orchestration.emr`)."""
+
+    release: str = "emr-7.9.0"   # Spark 3.5, like Glue 5.1
+    instance_type: str = "m6g.xlarge"
+    core_instances: int = 2
+    idle_timeout_seconds: int = 3600   # a backstop: the machine terminates the cluster itself
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     """What a destination's machine needs to know (built by jobs/ from the config)."""
 
@@ -37,6 +47,7 @@ class MachineSpec:
     quota_key: str
     prepare_engine: str = "glue"
     transform_job: str | None = None
+    emr: EmrCluster = EmrCluster()   # the cluster when prepare_engine is "emr"
 
 
 @dataclass(frozen=True)
@@ -56,13 +67,9 @@ class Resources:
     prepare_script_uri: str = "s3://audience-relay-artifacts/jobs/prepare.py"
     library_wheel_uri: str = "s3://audience-relay-artifacts/dist/audience_relay-0.1.0-py3-none-any.whl"
     emr_bootstrap_uri: str = "s3://audience-relay-artifacts/emr/bootstrap.sh"   # infra/emr/bootstrap.sh
-    emr_release: str = "emr-7.9.0"   # Spark 3.5, like Glue 5.1
-    emr_instance_type: str = "m6g.xlarge"
-    emr_core_instances: int = 2
     emr_service_role: str = "audience-relay-emr-service"
     emr_instance_profile: str = "audience-relay-emr-instance"
     emr_log_uri: str = "s3://audience-relay-artifacts/emr-logs/"
-    emr_idle_timeout_seconds: int = 3600   # a backstop: the machine terminates the cluster itself
     lease_seconds: int = 4 * 3600
     job_timeout_seconds: int = 8 * 3600   # a hung Glue run or EMR step fails the task instead of hanging the machine
     cluster_timeout_seconds: int = 3600
@@ -148,13 +155,13 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
             "Resource": "arn:aws:states:::elasticmapreduce:createCluster.sync",
             "Arguments": {
                 "Name": "{% 'audience-relay-" + destination.id + "-' & $run.run_id %}",
-                "ReleaseLabel": resources.emr_release,
+                "ReleaseLabel": destination.emr.release,
                 "Applications": [{"Name": "Spark"}],
                 "ServiceRole": resources.emr_service_role,
                 "JobFlowRole": resources.emr_instance_profile,
                 "LogUri": resources.emr_log_uri,
                 "VisibleToAllUsers": True,
-                "AutoTerminationPolicy": {"IdleTimeout": resources.emr_idle_timeout_seconds},
+                "AutoTerminationPolicy": {"IdleTimeout": destination.emr.idle_timeout_seconds},
                 "Tags": [{"Key": CLUSTER_STAGE_TAG, "Value": resources.stage}],
                 # Every node gets Python 3.11 and the library wheel with its dependencies (Glue 5.1's Python).
                 "BootstrapActions": [{"Name": "install-audience-relay", "ScriptBootstrapAction": {
@@ -164,9 +171,9 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                 "Instances": {
                     "KeepJobFlowAliveWhenNoSteps": True,
                     "InstanceGroups": [
-                        {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": resources.emr_instance_type, "InstanceCount": 1},
-                        {"Name": "core", "InstanceRole": "CORE", "InstanceType": resources.emr_instance_type,
-                         "InstanceCount": resources.emr_core_instances},
+                        {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": destination.emr.instance_type, "InstanceCount": 1},
+                        {"Name": "core", "InstanceRole": "CORE", "InstanceType": destination.emr.instance_type,
+                         "InstanceCount": destination.emr.core_instances},
                     ],
                 },
             },
@@ -472,7 +479,8 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
 
 def machine_specs(destinations) -> list[MachineSpec]:
     """One spec per configured destination (`jobs.config` destination objects)."""
-    return [MachineSpec(d.id, d.kind, d.profile, d.quota_key, d.orchestration.prepare_engine, d.orchestration.transform_job)
+    return [MachineSpec(d.id, d.kind, d.profile, d.quota_key, d.orchestration.prepare_engine, d.orchestration.transform_job,
+                        EmrCluster(**d.orchestration.emr.model_dump()))
             for d in destinations]
 
 
