@@ -115,6 +115,7 @@ class EmrCluster(_Strict):
     instance_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")] = EMR_DEFAULTS.instance_type
     core_instances: Annotated[int, Field(ge=1, le=500)] = EMR_DEFAULTS.core_instances
     idle_timeout_seconds: Annotated[int, Field(ge=60, le=604800)] = EMR_DEFAULTS.idle_timeout_seconds   # EMR's bounds
+    subnet_id: Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
 
 
 class Orchestration(_Strict):

@@ -35,6 +35,7 @@ class EmrCluster:
     instance_type: str = "m6g.xlarge"
     core_instances: int = 2
     idle_timeout_seconds: int = 3600   # a backstop: the machine terminates the cluster itself
+    subnet_id: str | None = None   # else the default VPC; tagged for-use-with-amazon-emr-managed-policies=true either way
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
                 "Configurations": [{"Classification": "spark-env", "Configurations": [{
                     "Classification": "export", "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}],
                 "Instances": {
+                    **({"Ec2SubnetId": destination.emr.subnet_id} if destination.emr.subnet_id else {}),
                     "KeepJobFlowAliveWhenNoSteps": True,
                     "InstanceGroups": [
                         {"Name": "primary", "InstanceRole": "MASTER", "InstanceType": destination.emr.instance_type, "InstanceCount": 1},

@@ -140,10 +140,12 @@ def test_an_emr_destination_sizes_its_cluster_and_a_bad_size_is_named():
     from orchestration.definitions import Resources, destination_machine, machine_specs
 
     raw = copy.deepcopy(EXAMPLE)
-    raw["destinations"][2]["orchestration"] = {"prepare_engine": "emr", "emr": {"instance_type": "r6g.2xlarge", "core_instances": 5}}
+    raw["destinations"][2]["orchestration"] = {"prepare_engine": "emr", "emr": {
+        "instance_type": "r6g.2xlarge", "core_instances": 5, "subnet_id": "subnet-0123456789abcdef0"}}
     (spec,) = [s for s in machine_specs(parse_config(raw, "destinations.yaml").destinations) if s.id == "partner_sftp"]
     cluster = destination_machine(spec, Resources())["States"]["CreateCluster"]["Arguments"]
     assert [(g["InstanceType"], g["InstanceCount"]) for g in cluster["Instances"]["InstanceGroups"]] == [("r6g.2xlarge", 1), ("r6g.2xlarge", 5)]
     assert cluster["ReleaseLabel"] == "emr-7.9.0" and cluster["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    assert cluster["Instances"]["Ec2SubnetId"] == "subnet-0123456789abcdef0"
     message = broken(lambda r: r["destinations"][2].update(orchestration={"prepare_engine": "emr", "emr": {"core_instances": 0}}))
     assert "core_instances" in message and "partner_sftp" in message
