@@ -91,6 +91,8 @@ class ScriptCompute:
     def _stage_in(self, uri: str) -> str:
         """The objects at `uri` (one key, or every key under it as a folder) copied to disk."""
         bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if any(part in (".", "..") for part in key.split("/")):
+            raise JobFailed(f"{uri}: a key with a '.' or '..' segment would be copied outside {self._out / 's3'}")
         folder = key.rstrip("/") + "/"
         try:
             pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/"))
@@ -98,7 +100,8 @@ class ScriptCompute:
         except self._s3.exceptions.NoSuchBucket:
             return uri   # not in the local S3: the job reports it
         copy = self._out / "s3" / bucket
-        shutil.rmtree(copy / key, ignore_errors=True)   # files of an earlier copy may since have gone from S3
+        if (copy / key).is_dir():
+            shutil.rmtree(copy / key)   # files of an earlier copy may since have gone from S3
         for found in keys:
             if found.endswith("/"):
                 continue   # a "folder" marker object, no data

@@ -306,9 +306,32 @@ def test_a_work_bucket_key_with_dot_segments_is_not_mapped_outside_the_local_fol
 
 
 def test_work_bucket_keys_map_into_the_local_folder(compute, tmp_path):
+    from orchestration.local.engine import JobFailed
+
     assert compute._local("s3://audience-relay-work") == str(tmp_path / "work")
     assert compute._local("s3://audience-relay-work/runs/r1/") == f"{tmp_path / 'work'}/runs/r1/"
-    assert compute._local("s3://other-bucket/../x") == "s3://other-bucket/../x"  # not the work bucket: left to the job
+    with pytest.raises(JobFailed, match="would be copied outside"):   # another bucket's objects are copied to disk
+        compute._local("s3://other-bucket/../x")
+
+
+def test_objects_of_another_bucket_are_copied_to_disk_without_an_earlier_copys_leftovers(tmp_path, monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    from orchestration.local.compute import ScriptCompute
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)   # moto in this process
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lake")
+        for key in ("in/day1/part-0.csv", "in/day1/_SUCCESS", "in/day1/", "in/day10/part-0.csv"):
+            s3.put_object(Bucket="lake", Key=key, Body=b"x")
+        compute = ScriptCompute({}, "audience-relay-work", tmp_path / "work", {}, s3)
+        local = Path(compute._local("s3://lake/in/day1/"))
+        assert sorted(p.name for p in local.iterdir()) == ["_SUCCESS", "part-0.csv"]   # not day10, no folder marker
+        s3.delete_object(Bucket="lake", Key="in/day1/part-0.csv")
+        assert sorted(p.name for p in Path(compute._local("s3://lake/in/day1/")).iterdir()) == ["_SUCCESS"]
+        assert compute._local("s3://no-such-bucket/x/") == "s3://no-such-bucket/x/"   # left to the job, which names it
 
 
 @pytest.mark.parametrize("argv", [["--run_id", "../../outside"], ["--run_id", "r1", "--destination", "../x"], ["--run_id", "r1/x"]])
