@@ -20,6 +20,7 @@ from jobs import report as run_report
 from jobs import run as run_command
 from jobs.args import parse_job_args
 from jobs.config import ConfigError
+from jobs.control import server as control_server
 from jobs.demo import DemoError, run_demo
 from jobs.destinations import UnsupportedDestination
 from jobs.inputs import InputError
@@ -154,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = commands.add_parser("deploy", help="build, upload and deploy a stage's stacks in order (from a checkout)")
     deploy_command.add_arguments(deploy)
     deploy.set_defaults(handler=deploy_command.run_deploy)
+
+    control = commands.add_parser("control-plane", help="serve the control plane API locally (SigV4-signed requests only)")
+    control_server.add_arguments(control)
+    control.set_defaults(handler=control_server.run_server)
 
     report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
     run_report.add_arguments(report)

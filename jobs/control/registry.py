@@ -1,0 +1,164 @@
+"""The destination registry: the destinations registered through the control plane, one DynamoDB item each.
+
+An item holds the destination's config mapping exactly as it would be written in the YAML
+file. Before any write the whole registry, with the change, is checked as one config
+(`jobs.config.parse_config`): a registered destination is validated exactly like the YAML
+config, the checks across destinations included (unique ids, one limit per shared quota).
+Every write is conditional on the item's version, so two operators changing one destination
+cannot overwrite each other unseen.
+
+Item: `destination_id` (the table's key), `spec` (JSON text of the mapping), `version`,
+`updated_at`, `updated_by` (the caller's principal).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import boto3
+from botocore.exceptions import ClientError
+
+from jobs.config import Config, ConfigError, parse_config
+
+CONFIG_VERSION = 1
+
+
+class RegistryError(Exception):
+    """A request the registry refuses; `status` is the HTTP status the control plane answers with."""
+
+    status = 400
+
+
+class InvalidDestination(RegistryError):
+    status = 400
+
+
+class NotRegistered(RegistryError):
+    status = 404
+
+
+class AlreadyRegistered(RegistryError):
+    status = 409
+
+
+class StaleVersion(RegistryError):
+    status = 412
+
+
+@dataclass(frozen=True)
+class Registered:
+    id: str
+    spec: dict
+    version: int
+    updated_at: str
+    updated_by: str
+
+    @property
+    def active(self) -> bool:
+        return self.spec.get("active", True) is not False
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "active": self.active, "version": self.version, "updated_at": self.updated_at,
+                "updated_by": self.updated_by, "destination": self.spec}
+
+
+def create_registry_table(name: str, client=None) -> None:
+    """The registry table for local runs and tests (infra/templates/state.yaml makes it in AWS)."""
+    client = client or boto3.client("dynamodb")
+    client.create_table(TableName=name, KeySchema=[{"AttributeName": "destination_id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "destination_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    client.get_waiter("table_exists").wait(TableName=name)
+
+
+def _validated_alone(spec: object) -> str:
+    """The destination's own errors, named by their key in the request body; returns its id."""
+    if not isinstance(spec, dict):
+        raise InvalidDestination("the body must be one destination's mapping, as in the YAML file's `destinations` list")
+    try:
+        parse_config({"version": CONFIG_VERSION, "destinations": [spec]}, "body")
+    except ConfigError as error:
+        prefix = f"body: destinations[0] ({spec.get('id')})." if isinstance(spec.get("id"), str) else "body: destinations[0]."
+        raise InvalidDestination("\n".join(line.replace(prefix, "", 1) for line in str(error).splitlines())) from None
+    return spec["id"]
+
+
+class DestinationRegistry:
+    def __init__(self, table_name: str, client=None, clock=time.time) -> None:
+        self.table_name = table_name
+        self._client = client or boto3.client("dynamodb")
+        self._clock = clock
+
+    def list(self) -> list[Registered]:
+        items, start = [], None
+        while True:
+            page = self._client.scan(TableName=self.table_name, ConsistentRead=True, **({"ExclusiveStartKey": start} if start else {}))
+            items += [self._registered(item) for item in page["Items"]]
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return sorted(items, key=lambda r: r.id)
+
+    def get(self, destination_id: str) -> Registered:
+        item = self._client.get_item(TableName=self.table_name, Key={"destination_id": {"S": destination_id}},
+                                     ConsistentRead=True).get("Item")
+        if not item:
+            raise NotRegistered(f"destination {destination_id!r} is not registered")
+        return self._registered(item)
+
+    def config(self) -> Config:
+        """The registered destinations as one config (what the jobs and the fan-out read)."""
+        return parse_config({"version": CONFIG_VERSION, "destinations": [r.spec for r in self.list()]}, "registry")
+
+    def register(self, spec: object, principal: str) -> Registered:
+        destination_id = _validated_alone(spec)
+        self._check_with_others(destination_id, spec)
+        return self._write(destination_id, spec, principal, expected_version=None)
+
+    def update(self, destination_id: str, spec: object, principal: str, expected_version: int | None = None) -> Registered:
+        """Replace a destination's mapping; `expected_version` (If-Match) guards against a concurrent change."""
+        if _validated_alone(spec) != destination_id:
+            raise InvalidDestination(f"id: {spec['id']!r} differs from the destination in the path, {destination_id!r}")
+        current = self.get(destination_id)
+        if expected_version is not None and expected_version != current.version:
+            raise StaleVersion(f"destination {destination_id!r} is at version {current.version}, not {expected_version}")
+        self._check_with_others(destination_id, spec)
+        return self._write(destination_id, spec, principal, expected_version=current.version)
+
+    def set_active(self, destination_id: str, active: bool, principal: str) -> Registered:
+        """Pause (the next fan-out leaves it out) or resume a destination."""
+        current = self.get(destination_id)
+        spec = {**current.spec, "active": active}
+        if active:
+            self._check_with_others(destination_id, spec)
+        return self._write(destination_id, spec, principal, expected_version=current.version)
+
+    def _check_with_others(self, destination_id: str, spec: dict) -> None:
+        others = [r.spec for r in self.list() if r.id != destination_id]
+        try:
+            parse_config({"version": CONFIG_VERSION, "destinations": [*others, spec]}, "registry")
+        except ConfigError as error:
+            raise InvalidDestination(str(error).replace("registry: destinations: ", "", 1)) from None
+
+    def _write(self, destination_id: str, spec: dict, principal: str, expected_version: int | None) -> Registered:
+        version = (expected_version or 0) + 1
+        updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
+        item = {"destination_id": {"S": destination_id}, "spec": {"S": json.dumps(spec, sort_keys=True)},
+                "version": {"N": str(version)}, "updated_at": {"S": updated_at}, "updated_by": {"S": principal}}
+        if expected_version is None:
+            condition = {"ConditionExpression": "attribute_not_exists(destination_id)"}
+        else:
+            condition = {"ConditionExpression": "version = :expected", "ExpressionAttributeValues": {":expected": {"N": str(expected_version)}}}
+        try:
+            self._client.put_item(TableName=self.table_name, Item=item, **condition)
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            if expected_version is None:
+                raise AlreadyRegistered(f"destination {destination_id!r} is already registered; update it with PUT") from None
+            raise StaleVersion(f"destination {destination_id!r} changed while this request was checked; read it and retry") from None
+        return Registered(destination_id, spec, version, updated_at, principal)
+
+    @staticmethod
+    def _registered(item: dict) -> Registered:
+        return Registered(item["destination_id"]["S"], json.loads(item["spec"]["S"]), int(item["version"]["N"]),
+                          item["updated_at"]["S"], item["updated_by"]["S"])

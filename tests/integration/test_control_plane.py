@@ -1,0 +1,141 @@
+"""The control plane over HTTP: the local server, SigV4-signed requests, the registry in DynamoDB (moto server).
+
+Requests are signed with botocore's SigV4Auth for `execute-api`, as an AWS SDK or `awscurl`
+signs calls to an IAM-authorized API Gateway.
+"""
+import copy
+import datetime
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+import yaml
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from jobs.config import DEFAULT_CONFIG
+from jobs.control.api import ControlPlane
+from jobs.control.auth import Key
+from jobs.control.registry import DestinationRegistry, create_registry_table
+from jobs.control.server import ControlPlaneServer
+
+pytestmark = pytest.mark.integration
+
+REGION = "us-east-1"
+OPERATOR = Credentials("AKIDOPERATOR", "operator-secret")
+EXAMPLE = {d["id"]: d for d in yaml.safe_load(DEFAULT_CONFIG.read_text())["destinations"]}
+
+
+@pytest.fixture
+def api(moto_server):
+    table = f"registry-{uuid.uuid4().hex[:8]}"
+    create_registry_table(table, boto3.client("dynamodb"))
+    keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "arn:aws:iam::123456789012:user/operator")}
+    with ControlPlaneServer(ControlPlane(DestinationRegistry(table)), keys, REGION) as server:
+        yield server.url
+
+
+def call(url: str, method: str, path: str, body: object = None, credentials: Credentials | None = OPERATOR, headers: dict | None = None,
+         region: str = REGION, tamper: bool = False) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else b""
+    request = AWSRequest(method=method, url=url + path, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    if credentials:
+        SigV4Auth(credentials, "execute-api", region).add_auth(request)
+    if tamper:
+        data = data.replace(b"10000", b"20000")
+    sent = urllib.request.Request(url + path, data=data or None, method=method, headers=dict(request.headers.items()))
+    try:
+        with urllib.request.urlopen(sent, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+
+
+def test_register_list_get_update_pause_and_resume_a_destination(api):
+    status, created = call(api, "POST", "/destinations", EXAMPLE["meta_ads"])
+    assert status == 201 and created["id"] == "meta_ads" and created["version"] == 1 and created["active"]
+    assert created["updated_by"] == "arn:aws:iam::123456789012:user/operator"
+    assert call(api, "POST", "/destinations", EXAMPLE["google_dm"])[0] == 201
+    status, listed = call(api, "GET", "/destinations")
+    assert status == 200 and [d["id"] for d in listed] == ["google_dm", "meta_ads"]
+
+    changed = {**EXAMPLE["meta_ads"], "max_batch_size": 5000}
+    status, updated = call(api, "PUT", "/destinations/meta_ads", changed, headers={"If-Match": "1"})
+    assert status == 200 and updated["version"] == 2 and updated["destination"]["max_batch_size"] == 5000
+    status, stale = call(api, "PUT", "/destinations/meta_ads", changed, headers={"If-Match": "1"})
+    assert status == 412 and "at version 2, not 1" in stale["error"]
+
+    status, paused = call(api, "POST", "/destinations/meta_ads/pause")
+    assert status == 200 and paused["active"] is False and paused["version"] == 3
+    assert call(api, "GET", "/destinations/meta_ads")[1]["destination"]["active"] is False
+    assert call(api, "POST", "/destinations/meta_ads/resume")[1]["active"] is True
+
+
+def test_a_bad_destination_is_refused_naming_the_field_and_nothing_is_stored(api):
+    too_big = {**EXAMPLE["google_dm"], "max_batch_size": 20000}
+    status, refused = call(api, "POST", "/destinations", too_big)
+    assert status == 400 and refused["error"] == "max_batch_size: 20000 is above the google_data_manager maximum of 10000"
+    status, refused = call(api, "POST", "/destinations", {**EXAMPLE["meta_ads"], "colour": "blue"})
+    assert status == 400 and refused["error"] == "colour: unknown key"
+    status, refused = call(api, "POST", "/destinations", {**EXAMPLE["meta_ads"], "credentials": {"token": "inline"}})
+    assert status == 400 and refused["error"].startswith("credentials.token: unknown key")
+    assert call(api, "POST", "/destinations", ["not", "a", "mapping"])[0] == 400
+    assert call(api, "GET", "/destinations") == (200, [])
+
+
+def test_checks_across_destinations_apply_as_in_the_yaml_file(api):
+    assert call(api, "POST", "/destinations", EXAMPLE["google_dm"])[0] == 201
+    assert call(api, "POST", "/destinations", EXAMPLE["google_dm"]) == (
+        409, {"error": "destination 'google_dm' is already registered; update it with PUT"})
+    other = copy.deepcopy(EXAMPLE["google_dm"])
+    other.update(id="google_dm_eu", daily_quota={"requests": 50000, "key": "google_ads_project"})
+    status, refused = call(api, "POST", "/destinations", other)
+    assert status == 400 and "daily_quota key 'google_ads_project' is shared by 'google_dm' (100000 requests) and 'google_dm_eu' (50000)" in refused["error"]
+    status, refused = call(api, "PUT", "/destinations/google_dm", {**EXAMPLE["google_dm"], "id": "renamed"})
+    assert status == 400 and "differs from the destination in the path" in refused["error"]
+    assert call(api, "GET", "/destinations/nope")[0] == 404
+
+
+@pytest.mark.parametrize("how, expected", [
+    ({"credentials": None}, "no AWS Signature Version 4 Authorization header"),
+    ({"credentials": Credentials("AKIDOPERATOR", "wrong-secret")}, "the signature does not match the request"),
+    ({"credentials": Credentials("AKIDUNKNOWN", "operator-secret")}, "is not this API's"),
+    ({"region": "eu-west-1"}, "is not this API's"),
+    ({"tamper": True}, "the signature does not match the request"),
+], ids=["unsigned", "wrong secret", "unknown key", "other region", "body changed after signing"])
+def test_a_request_not_signed_by_a_known_key_for_this_api_is_refused(api, how, expected):
+    status, refused = call(api, "POST", "/destinations", EXAMPLE["google_dm"], **how)
+    assert status == 403 and expected in refused["error"]
+    assert call(api, "GET", "/destinations") == (200, [])
+
+
+def test_an_old_signature_is_refused(api):
+    request = AWSRequest(method="GET", url=api + "/destinations")
+    signer = SigV4Auth(OPERATOR, "execute-api", REGION)
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=6)
+    request.context["timestamp"] = old.strftime("%Y%m%dT%H%M%SZ")
+    request.headers["X-Amz-Date"] = request.context["timestamp"]
+    request.headers["Host"] = api.removeprefix("http://")
+    signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    request.headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={signer.scope(request)}, "
+                                        f"SignedHeaders={signer.signed_headers(signer.headers_to_sign(request))}, Signature={signature}")
+    sent = urllib.request.Request(api + "/destinations", method="GET", headers=dict(request.headers.items()))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(sent, timeout=30)
+    assert refused.value.code == 403 and "older or newer than five minutes" in refused.value.read().decode()
+
+
+def test_unknown_routes_and_methods_are_answered_not_crashed(api):
+    assert call(api, "GET", "/nothing-here")[0] == 404
+    assert call(api, "DELETE", "/destinations")[0] == 405
+    assert call(api, "GET", "/destinations/meta_ads/pause")[0] == 405
+
+
+def test_the_routes_refuse_a_request_that_no_layer_authenticated():
+    from jobs.control.api import Request
+
+    assert ControlPlane(registry=None).handle(Request("GET", "/destinations")).status == 403
