@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors.profiles import PROFILES, IdentifierRule, Profile
 from jobs import storage
 from orchestration.definitions import EmrCluster as _EmrDefaults
-from transforms.schemas import ID_TYPES
+from transforms.id_types import ID_TYPES
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Destination ids name state machines, executions (80 characters with the run id) and alert subjects.

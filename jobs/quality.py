@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 
 from jobs.config import Quality
-from transforms.schemas import ID_TYPES
+from transforms.id_types import ID_TYPES
 
 CRITICAL, WARNING = "critical", "warning"
 

@@ -18,7 +18,7 @@ long is a broken record, such as a quoting error that swallowed the rest of a fi
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from transforms.schemas import ID_TYPES
+from transforms.id_types import ID_TYPES
 
 WHITESPACE = r"[\s\p{Z}\x{200B}\x{FEFF}]+"
 EMAIL_PATTERN = (

@@ -9,7 +9,6 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-ID_TYPES = ("email", "phone", "maid", "external_id")
 
 MEMBERSHIP = StructType(
     [

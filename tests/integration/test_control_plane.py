@@ -139,3 +139,12 @@ def test_the_routes_refuse_a_request_that_no_layer_authenticated():
     from jobs.control.api import Request
 
     assert ControlPlane(registry=None).handle(Request("GET", "/destinations")).status == 403
+
+
+def test_the_control_plane_imports_without_spark_as_its_lambda_must():
+    import subprocess
+    import sys
+
+    probe = ("import sys, jobs.control.api, jobs.control.registry, jobs.control.auth; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'pyarrow', 'pandas', 'great_expectations'}))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -11,7 +11,7 @@ import pytest
 
 from connectors.profiles import PROFILES
 from jobs.config import ConfigError, parse_config
-from transforms.schemas import ID_TYPES
+from transforms.id_types import ID_TYPES
 
 CONNECTIONS = {
     "http_api": {"base_url": "https://api.example.com/v1"},
