@@ -11,6 +11,8 @@ is JSON; a refused request says why, naming the field of the body it is about.
     PUT  /destinations/{id}             replace its mapping (If-Match: <version> guards concurrent changes)
     POST /destinations/{id}/pause       leave it out of the next fan-out
     POST /destinations/{id}/resume
+    POST /destinations/{id}/runs        start its machine on an input (body: input, consent, optional run_id)
+    GET  /destinations/{id}/runs/{run}  the run's status, executions, delivery summary and dead letters
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import re
 from dataclasses import dataclass, field
 
 from jobs.control.registry import DestinationRegistry, InvalidDestination, RegistryError
+from jobs.control.runs import Runs
 
 MAX_BODY_BYTES = 256 * 1024
-_DESTINATION = re.compile(r"^/destinations/([a-z0-9][a-z0-9_-]{0,31})(/pause|/resume)?$")
+_DESTINATION = re.compile(r"^/destinations/([a-z0-9][a-z0-9_-]{0,31})(/pause|/resume|/runs)?(?:/([^/]+))?$")
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,9 @@ def _error(status: int, message: str) -> Response:
 
 
 class ControlPlane:
-    def __init__(self, registry: DestinationRegistry) -> None:
+    def __init__(self, registry: DestinationRegistry, runs: Runs | None = None) -> None:
         self.registry = registry
+        self.runs = runs   # None: this server manages destinations only
 
     def handle(self, request: Request) -> Response:
         if not request.principal:
@@ -64,7 +68,9 @@ class ControlPlane:
             matched = _DESTINATION.match(path)
             if not matched:
                 return _error(404, f"no route {request.method} {path}")
-            destination_id, action = matched.groups()
+            destination_id, action, run_id = matched.groups()
+            if action == "/runs" or run_id:
+                return self._runs(request, destination_id, action, run_id)
             if action:
                 if request.method != "POST":
                     return _error(405, f"{request.method} {path}: use POST")
@@ -77,6 +83,20 @@ class ControlPlane:
             return _error(405, f"{request.method} {path}: use GET or PUT")
         except RegistryError as error:
             return _error(error.status, str(error))
+
+    def _runs(self, request: Request, destination_id: str, action: str | None, run_id: str | None) -> Response:
+        if action != "/runs":
+            return _error(404, f"no route {request.method} {request.path}")
+        if self.runs is None:
+            return _error(501, "runs are not served here: start the server with the stage's machines, work bucket and state table")
+        destination = self.registry.get(destination_id)
+        if run_id is None:
+            if request.method != "POST":
+                return _error(405, f"{request.method} {request.path}: use POST")
+            return Response(202, self.runs.start(destination, _body(request)))
+        if request.method != "GET":
+            return _error(405, f"{request.method} {request.path}: use GET")
+        return Response(200, self.runs.status(destination.id, run_id))
 
 
 def _body(request: Request) -> object:

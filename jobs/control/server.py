@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -83,14 +84,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("--region", default="us-east-1", help="the region requests are signed for (default us-east-1)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument("--machine-arn-prefix", "--machine_arn_prefix",
+                        help="the stage's destination machines, e.g. arn:aws:states:R:A:stateMachine:audience-relay-dev-destination-; "
+                             "with --work-bucket and --state-table, the server also starts runs and reports them")
+    parser.add_argument("--work-bucket", "--work_bucket")
+    parser.add_argument("--state-table", "--state_table")
 
 
 def run_server(args) -> int:
     """`audience-relay control-plane`: serve until interrupted."""
     from jobs.control.auth import load_keys
     from jobs.control.registry import DestinationRegistry
+    from jobs.control.runs import RunLocations, Runs
 
-    server = ControlPlaneServer(ControlPlane(DestinationRegistry(args.registry_table)), load_keys(args.keys), args.region, args.host, args.port)
+    stage = (args.machine_arn_prefix, args.work_bucket, args.state_table)
+    if any(stage) and not all(stage):
+        print("audience-relay control-plane: --machine-arn-prefix, --work-bucket and --state-table go together", file=sys.stderr)
+        return 2
+    runs = Runs(RunLocations(*stage)) if all(stage) else None
+    plane = ControlPlane(DestinationRegistry(args.registry_table), runs)
+    server = ControlPlaneServer(plane, load_keys(args.keys), args.region, args.host, args.port)
     print(f"control plane on {server.url} (registry {args.registry_table}, SigV4 for {args.region}/execute-api)", flush=True)
     try:
         server.serve_forever()

@@ -1,0 +1,72 @@
+"""Runs through the control plane: started over HTTP, executed by the rendered destination machine in
+the local Step Functions (jobs played by `ScriptedJobs`), reported with summary and dead letters."""
+import boto3
+import pytest
+
+from connectors.state.dynamodb import DynamoStateStore
+from connectors.state.store import DeadLetter
+from jobs.control.api import ControlPlane
+from jobs.control.auth import Key
+from jobs.control.registry import DestinationRegistry, create_registry_table
+from jobs.control.runs import RunLocations, Runs
+from jobs.control.server import ControlPlaneServer
+from orchestration.local.runner import LocalStateMachines
+from orchestration.local.stack import REGION
+from tests.integration.test_control_plane import EXAMPLE, OPERATOR, call
+from tests.integration.test_state_machines import GOOGLE, RESOURCES, ScriptedJobs
+
+pytestmark = pytest.mark.integration
+
+RUN = {"input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
+
+
+@pytest.fixture(scope="module")
+def stage():
+    with LocalStateMachines([GOOGLE], RESOURCES, retry_scale=0.0) as machines:
+        aws = machines.aws
+        create_registry_table("registry", aws.client("dynamodb"))
+        dynamodb = boto3.resource("dynamodb", endpoint_url=aws.endpoint, region_name=REGION,
+                                  aws_access_key_id="testing", aws_secret_access_key="testing")
+        store = DynamoStateStore(RESOURCES.state_table, resource=dynamodb)
+        runs = Runs(RunLocations(RESOURCES.destination_machine_arn_prefix, RESOURCES.work_bucket, RESOURCES.state_table),
+                    sfn=aws.client("stepfunctions"), s3=aws.client("s3"), store=store)
+        plane = ControlPlane(DestinationRegistry("registry", aws.client("dynamodb")), runs)
+        keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "operator")}
+        with ControlPlaneServer(plane, keys, REGION) as server:
+            machines.bind(ScriptedJobs(aws.client("s3")))
+            assert call(server.url, "POST", "/destinations", EXAMPLE["google_dm"])[0] == 201
+            yield machines, server.url, store
+
+
+def test_a_run_started_over_http_is_reported_with_its_summary_and_dead_letters(stage):
+    machines, url, store = stage
+    status, started = call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "api-r1"})
+    assert status == 202 and started["run_id"] == "api-r1" and started["execution_arn"].endswith(":audience-relay-destination-google_dm:api-r1")
+    machines.aws.wait(started["execution_arn"], timeout=60)
+    store.add_dead_letter(DeadLetter("api-r1/google_dm/google_high_value/add/000001/abc", "api-r1", "google_dm", "HTTP 400", 1,
+                                     "2026-12-01T00:00:00Z"))
+    status, report = call(url, "GET", "/destinations/google_dm/runs/api-r1")
+    assert status == 200 and report["status"] == "SUCCEEDED" and len(report["executions"]) == 1
+    assert report["summary"]["status"] == "SUCCEEDED"   # what the (scripted) deliver job wrote to the work bucket
+    assert [letter["batch_key"] for letter in report["dead_letters"]] == ["api-r1/google_dm/google_high_value/add/000001/abc"]
+    assert call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "api-r1"})[0] == 409   # never twice
+
+
+def test_a_bad_run_request_is_refused_naming_the_field(stage):
+    _, url, _ = stage
+    assert call(url, "POST", "/destinations/google_dm/runs", {"input": "/local/path/", "consent": RUN["consent"]}) == (
+        400, {"error": "input: an s3://bucket/folder/ URI is required"})
+    assert call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "../x"})[0] == 400
+    assert call(url, "POST", "/destinations/google_dm/runs", {**RUN, "colour": "blue"}) == (400, {"error": "colour: unknown key"})
+    assert call(url, "POST", "/destinations/meta_ads/runs", RUN)[0] == 404   # not registered
+    assert call(url, "GET", "/destinations/google_dm/runs/never-started")[0] == 404
+
+
+def test_a_paused_destination_starts_no_run(stage):
+    machines, url, _ = stage
+    assert call(url, "POST", "/destinations/google_dm/pause")[0] == 200
+    before = len(machines.executions("destination-google_dm"))
+    status, refused = call(url, "POST", "/destinations/google_dm/runs", RUN)
+    assert status == 409 and "is paused" in refused["error"]
+    assert len(machines.executions("destination-google_dm")) == before
+    assert call(url, "POST", "/destinations/google_dm/resume")[0] == 200
