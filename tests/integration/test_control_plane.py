@@ -148,3 +148,23 @@ def test_the_control_plane_imports_without_spark_as_its_lambda_must():
     probe = ("import sys, jobs.control.api, jobs.control.registry, jobs.control.auth; "
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'pyarrow', 'pandas', 'great_expectations'}))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_server, monkeypatch):
+    import base64
+
+    from jobs.control import lambda_function
+
+    table = f"registry-{uuid.uuid4().hex[:8]}"
+    create_registry_table(table, boto3.client("dynamodb"))
+    for name, value in {"REGISTRY_TABLE": table, "DESTINATION_MACHINE_ARN_PREFIX": "arn:aws:states:us-east-1:123456789012:stateMachine:x-",
+                        "WORK_BUCKET": "work", "STATE_TABLE": "state"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(lambda_function, "_PLANE", None)
+    caller = {"identity": {"userArn": "arn:aws:iam::123456789012:role/operator"}}
+    event = {"httpMethod": "POST", "path": "/destinations", "headers": {"Content-Type": "application/json"}, "requestContext": caller,
+             "body": base64.b64encode(json.dumps(EXAMPLE["meta_ads"]).encode()).decode(), "isBase64Encoded": True}
+    answer = lambda_function.handler(event, None)
+    assert answer["statusCode"] == 201 and json.loads(answer["body"])["updated_by"] == caller["identity"]["userArn"]
+    unsigned = {"httpMethod": "GET", "path": "/destinations", "requestContext": {"identity": {}}}
+    assert lambda_function.handler(unsigned, None)["statusCode"] == 403   # API Gateway let it through: still refused
