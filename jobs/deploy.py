@@ -37,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"
 BASE_STACKS = ("keys", "messaging", "storage", "state")
 INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py")   # the Lambda runtime brings boto3
+# The control plane Lambda validates destinations with jobs.config: beyond the runtime's boto3 it
+# needs these, built for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
+CONTROL_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6")
+LAMBDA_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:")
 NO_CHANGES = "No updates are to be performed"
 SCHEDULE_PARAMETERS = ("ScheduleExpression", "ScheduledInput", "ScheduleTimezone")
 SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
@@ -54,6 +58,7 @@ class Deployment:
     alert_email: str | None = None   # None: keep what the stack has
     dry_run: bool = False
     schedule: dict[str, str] | None = None   # the orchestration stack's Schedule* parameters; None: keep them
+    api_cidrs: str = ""   # the control plane's allowed source ranges; empty: no control plane stack
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def stack_name(self, name: str) -> str:
@@ -63,7 +68,7 @@ class Deployment:
         """The stack's parameters; None keeps the value an existing stack has (else its default),
         so a deploy without --schedule or --alert-email leaves a schedule or subscription alone."""
         given: dict[str, str | None] = {"Stage": self.stage, **extra}
-        if name in ("compute", "orchestration"):
+        if name in ("compute", "orchestration", "control"):
             given["PermissionsBoundaryArn"] = self.boundary
         if name == "messaging":
             given["AlertEmail"] = self.alert_email
@@ -106,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the folder a scheduled run reads; {date} stands for the scheduled day (s3://b/segments/dt={date}/)")
     parser.add_argument("--timezone", default="UTC", help="time zone of --schedule's cron fields (default UTC; {date} is "
                         "always the UTC day of the scheduled time)")
+    parser.add_argument("--api-cidrs", "--api_cidrs", default="",
+                        help="comma-separated CIDR ranges allowed to call the control plane API; without it the control stack is not deployed")
     parser.add_argument("--no-schedule", "--no_schedule", action="store_true",
                         help="remove the stage's schedule (without --schedule or this, a deploy keeps it)")
 
@@ -128,7 +135,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     if args.schedule or args.no_schedule:
         schedule = dict(zip(SCHEDULE_PARAMETERS, (args.schedule, args.scheduled_input, args.timezone)))
     try:
-        deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule), config)
+        deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule, args.api_cidrs), config)
     except DeployError as error:
         print(f"audience-relay deploy: {error}", file=sys.stderr)
         return 1
@@ -141,6 +148,7 @@ def deploy(plan: Deployment, config: Config) -> None:
         _stack(plan, cloudformation, name, (TEMPLATES / f"{name}.yaml").read_text(), plan.parameters(name))
     with tempfile.TemporaryDirectory(prefix="audience-relay-deploy-") as build:
         wheel, ingest = _build(plan, Path(build))
+        control = _build_control(plan, Path(build), wheel) if plan.api_cidrs else None
         bucket = plan.outputs.get("storage", {}).get("ArtifactsBucket", f"<ArtifactsBucket of {plan.stack_name('storage')}>")
         uploads = {
             f"dist/{wheel.name}": wheel,
@@ -149,6 +157,7 @@ def deploy(plan: Deployment, config: Config) -> None:
             "jobs/prepare.py": ROOT / "jobs" / "prepare.py",
             "jobs/deliver.py": ROOT / "jobs" / "deliver.py",
             "config/destinations.yaml": Path(plan.config),
+            **({f"dist/{control.name}": control} if control else {}),
         }
         s3 = None if plan.dry_run else boto3.client("s3")
         for key, source in uploads.items():
@@ -160,6 +169,20 @@ def deploy(plan: Deployment, config: Config) -> None:
     on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
     _stack(plan, cloudformation, "orchestration", json.dumps(template),
            plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", **on_emr))
+    if control:
+        _stack(plan, cloudformation, "control", control_template(),
+               plan.parameters("control", ControlCodeKey=f"dist/{control.name}", AllowedSourceCidrs=plan.api_cidrs))
+    else:
+        _say("no --api-cidrs: the control plane stack is not deployed")
+
+
+def control_template() -> str:
+    """infra/templates/control.yaml with its API deployment named after the template's content:
+    CloudFormation makes a new API Gateway deployment only for a new resource, so a changed
+    API gets a new deployment and an unchanged one keeps its own."""
+    text = (TEMPLATES / "control.yaml").read_text()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return re.sub(r"\bApiDeployment\b", f"ApiDeployment{digest}", text)
 
 
 def _say(message: str) -> None:
@@ -183,16 +206,40 @@ def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
     return wheel, ingest_package(build)
 
 
+def _build_control(plan: Deployment, build: Path, wheel: Path) -> Path:
+    _say(f"build the control plane Lambda zip (the library, {' and '.join(CONTROL_REQUIREMENTS)} for Lambda's Linux)")
+    if plan.dry_run:
+        return Path("<build>") / "control-<hash>.zip"
+    return control_package(build, wheel)
+
+
+def control_package(build: Path, wheel: Path) -> Path:
+    """The control plane Lambda's code as `control-<hash>.zip`: the library without its
+    dependencies, plus CONTROL_REQUIREMENTS for python3.11 on x86_64 Linux."""
+    target = build / "control"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(target)]
+    for command in ([*pip, "--no-deps", str(wheel)], [*pip, *LAMBDA_PLATFORM, *CONTROL_REQUIREMENTS]):
+        installed = subprocess.run(command, capture_output=True, text=True)
+        if installed.returncode:
+            raise DeployError(f"building the control plane package failed: {(installed.stdout + installed.stderr)[-2000:]}")
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    content = hashlib.sha256()
+    for path in files:
+        if ".dist-info" not in path.parent.name:   # pip's records name the temporary wheel path
+            content.update(path.relative_to(target).as_posix().encode() + path.read_bytes())
+    return _zip(build / f"control-{content.hexdigest()[:12]}.zip", target, [path.relative_to(target) for path in files])
+
+
 def ingest_package(build: Path) -> Path:
     """The ingest Lambda's code: `orchestration.ingest` alone, as `dist/ingest-<hash>.zip`."""
     digest = hashlib.sha256(b"".join((ROOT / module).read_bytes() for module in INGEST_MODULES)).hexdigest()[:12]
-    return _zip(build / f"ingest-{digest}.zip", [Path(module) for module in INGEST_MODULES])
+    return _zip(build / f"ingest-{digest}.zip", ROOT, [Path(module) for module in INGEST_MODULES])
 
 
-def _zip(target: Path, members: list[Path]) -> Path:
+def _zip(target: Path, root: Path, members: list[Path]) -> Path:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for member in members:
-            archive.write(ROOT / member, member.as_posix())
+            archive.write(root / member, member.as_posix())
     return target
 
 

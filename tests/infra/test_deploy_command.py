@@ -2,10 +2,12 @@
 
 The real deploy of a stage, and the pipeline on it, is in test_deployed_pipeline.py.
 """
+import re
 import uuid
 from pathlib import Path
 
 import boto3
+import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
@@ -16,6 +18,7 @@ from jobs.deploy import Deployment, _stack
 
 BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
 EXAMPLE_SECRET = "secret:audience-relay/google-dm"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def stage_config(tmp_path, stage: str) -> str:
@@ -94,3 +97,49 @@ def test_a_deploy_without_alert_email_or_schedule_keeps_what_the_stage_has(monke
             assert {"ParameterKey": "AlertEmail", "ParameterValue": "ops@example.com"} in parameters
         assert Deployment("keep", BOUNDARY, "c").parameters("orchestration") == {
             "Stage": "keep", "PermissionsBoundaryArn": BOUNDARY, "ScheduleExpression": None, "ScheduledInput": None, "ScheduleTimezone": None}
+
+
+def test_with_api_cidrs_the_control_stack_follows_orchestration(capsys, tmp_path):
+    command = ["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", stage_config(tmp_path, "dev"), "--dry-run"]
+    assert main([*command, "--api-cidrs", "10.0.0.0/8,192.0.2.0/24"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stacks = [line.split()[3] for line in lines if line.startswith("deploy: deploy stack")]
+    assert stacks[-2:] == ["audience-relay-dev-orchestration", "audience-relay-dev-control"]
+    assert "AllowedSourceCidrs=10.0.0.0/8,192.0.2.0/24" in lines[-1]
+    assert main(command) == 0
+    assert "no --api-cidrs: the control plane stack is not deployed" in capsys.readouterr().out
+
+
+def test_the_api_deployment_is_named_after_the_templates_content():
+    from jobs.deploy import control_template
+
+    rendered = control_template()
+    (name,) = set(re.findall(r"\bApiDeployment[0-9a-f]{12}\b", rendered))
+    assert "ApiDeployment\n" not in rendered and f"DeploymentId: !Ref {name}" in rendered
+
+
+@pytest.mark.integration
+def test_the_control_plane_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
+    """The zip has the library and pydantic/PyYAML for Lambda's Linux; the runtime adds only boto3."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import boto3 as runtime_boto3
+    from jobs.deploy import control_package
+
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)], check=True,
+                   capture_output=True)
+    (wheel,) = tmp_path.glob("audience_relay-*.whl")
+    archive = control_package(tmp_path, wheel)
+    assert re.fullmatch(r"control-[0-9a-f]{12}\.zip", archive.name)
+    zipfile.ZipFile(archive).extractall(tmp_path / "task")
+    runtime = tmp_path / "runtime"   # what the python3.11 runtime has: boto3 and its dependencies
+    runtime.mkdir()
+    site = Path(runtime_boto3.__file__).parents[1]
+    for package in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py"):
+        (runtime / package).symlink_to(site / package)
+    probe = "import sys, jobs.control.lambda_function; print(sorted(m for m in ('pyspark', 'pyarrow', 'pandas') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PYTHONPATH": f"{tmp_path / 'task'}:{runtime}", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]

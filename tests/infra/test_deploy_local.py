@@ -6,6 +6,7 @@ types it does not implement (Glue jobs and security configurations, bucket polic
 those, and the properties moto ignores (bucket versioning and lifecycle, table PITR and TTL), are
 checked by cfn-lint and tests/infra/policy.py only. What moto does create is checked here.
 """
+import json
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import boto3
 import pytest
 
 from jobs.cli import main
-from jobs.deploy import ingest_package
+from jobs.deploy import control_template, ingest_package
+from tests.infra.policy import load
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
 ORDER = ["keys", "messaging", "storage", "state", "compute"]
@@ -33,9 +35,13 @@ def deployed(moto_server, tmp_path_factory) -> dict:
     parameters["orchestration"]["IngestCodeKey"] = f"dist/{ingest.name}"
     rendered = build / "orchestration.json"
     assert main(["definitions", "--stack", str(rendered)]) == 0
-    bodies = {name: (TEMPLATES / f"{name}.yaml").read_text() for name in ORDER} | {"orchestration": rendered.read_text()}
+    control = ingest.with_name("control-0123456789ab.zip")   # moto stores the code; it runs no Lambda
+    control.write_bytes(ingest.read_bytes())
+    parameters["control"] = {"PermissionsBoundaryArn": BOUNDARY, "ControlCodeKey": f"dist/{control.name}", "AllowedSourceCidrs": "10.0.0.0/8"}
+    bodies = {name: (TEMPLATES / f"{name}.yaml").read_text() for name in ORDER} | {"orchestration": rendered.read_text(),
+                                                                                   "control": _control_without_api_deployment(build)}
     outputs = {}
-    for name in [*ORDER, "orchestration"]:
+    for name in [*ORDER, "orchestration", "control"]:
         stack = f"audience-relay-{stage}-{name}"
         given = {"Stage": stage, **parameters.get(name, {})}
         cloudformation.create_stack(
@@ -46,8 +52,20 @@ def deployed(moto_server, tmp_path_factory) -> dict:
         assert description["StackStatus"] == "CREATE_COMPLETE", (stack, description.get("StackStatusReason"))
         outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
         if name == "storage":  # the Lambda's code must be there before the orchestration stack
-            boto3.client("s3").upload_file(str(ingest), outputs[name]["ArtifactsBucket"], f"dist/{ingest.name}")
+            for code in (ingest, control):
+                boto3.client("s3").upload_file(str(code), outputs[name]["ArtifactsBucket"], f"dist/{code.name}")
     return {"stage": stage, "outputs": outputs}
+
+
+def _control_without_api_deployment(build: Path) -> str:
+    """moto ignores a REST API's OpenAPI `Body`, so it refuses a deployment of the API ("no methods"):
+    the deployment and stage are only linted."""
+    rendered = build / "control.yaml"
+    rendered.write_text(control_template())
+    template = load(rendered)
+    for name in [n for n, r in template["Resources"].items() if r["Type"] in ("AWS::ApiGateway::Deployment", "AWS::ApiGateway::Stage")]:
+        del template["Resources"][name]
+    return json.dumps(template)
 
 
 def test_the_key_rotates_and_every_queue_and_topic_uses_it(deployed):
@@ -95,7 +113,7 @@ def test_the_machines_are_created_under_their_role_from_the_rendered_definitions
 
 def test_every_role_is_created_with_the_permissions_boundary(deployed):
     iam = boto3.client("iam")
-    for role in ("prepare", "deliver", "emr-service", "emr-instance", "machines", "ingest"):
+    for role in ("prepare", "deliver", "emr-service", "emr-instance", "machines", "ingest", "control"):
         created = iam.get_role(RoleName=f"audience-relay-{deployed['stage']}-{role}")["Role"]
         assert created["PermissionsBoundary"]["PermissionsBoundaryArn"] == BOUNDARY
 
@@ -109,3 +127,12 @@ def test_the_ingest_lambda_runs_the_uploaded_handler_on_the_ingest_queue(deploye
     assert variables["CONSENT_URI"] == f"s3://{deployed['outputs']['storage']['InputBucket']}/consent/"
     (mapping,) = boto3.client("lambda").list_event_source_mappings(FunctionName=f"{prefix}ingest")["EventSourceMappings"]
     assert mapping["EventSourceArn"] == deployed["outputs"]["messaging"]["IngestQueueArn"]
+
+
+def test_the_control_api_is_created_with_its_lambda_and_stage(deployed):
+    prefix = f"audience-relay-{deployed['stage']}-"
+    (api,) = [a for a in boto3.client("apigateway").get_rest_apis()["items"] if a["name"] == f"{prefix}control"]
+    assert deployed["outputs"]["control"]["ControlApiUrl"].startswith(f"https://{api['id']}.execute-api.")
+    function = boto3.client("lambda").get_function_configuration(FunctionName=f"{prefix}control")
+    assert function["Handler"] == "jobs.control.lambda_function.handler"
+    assert function["Environment"]["Variables"]["REGISTRY_TABLE"] == deployed["outputs"]["state"]["RegistryTable"]
