@@ -50,9 +50,15 @@ def _error(status: int, message: str) -> Response:
 
 
 class ControlPlane:
-    def __init__(self, registry: DestinationRegistry, runs: Runs | None = None) -> None:
+    def __init__(self, registry: DestinationRegistry, runs: Runs | None = None, config_uri: str | None = None) -> None:
         self.registry = registry
         self.runs = runs   # None: this server manages destinations only
+        self.config_uri = config_uri   # the jobs' config file, rewritten after every change (None: not published)
+
+    def _changed(self, response: Response) -> Response:
+        if self.config_uri:
+            self.registry.publish(self.config_uri)
+        return response
 
     def handle(self, request: Request) -> Response:
         if not request.principal:
@@ -63,7 +69,7 @@ class ControlPlane:
                 if request.method == "GET":
                     return Response(200, [r.as_json() for r in self.registry.list()])
                 if request.method == "POST":
-                    return Response(201, self.registry.register(_body(request), request.principal).as_json())
+                    return self._changed(Response(201, self.registry.register(_body(request), request.principal).as_json()))
                 return _error(405, f"{request.method} {path}: use GET or POST")
             matched = _DESTINATION.match(path)
             if not matched:
@@ -74,12 +80,12 @@ class ControlPlane:
             if action:
                 if request.method != "POST":
                     return _error(405, f"{request.method} {path}: use POST")
-                return Response(200, self.registry.set_active(destination_id, action == "/resume", request.principal).as_json())
+                return self._changed(Response(200, self.registry.set_active(destination_id, action == "/resume", request.principal).as_json()))
             if request.method == "GET":
                 return Response(200, self.registry.get(destination_id).as_json())
             if request.method == "PUT":
                 updated = self.registry.update(destination_id, _body(request), request.principal, _if_match(request))
-                return Response(200, updated.as_json())
+                return self._changed(Response(200, updated.as_json()))
             return _error(405, f"{request.method} {path}: use GET or PUT")
         except RegistryError as error:
             return _error(error.status, str(error))

@@ -2,8 +2,9 @@
 
 API Gateway has checked the caller's SigV4 signature (IAM authorization on every method) and the
 source address (the API's resource policy) before the event arrives; the principal is the
-caller's IAM ARN from the request context. Configured by REGISTRY_TABLE and, for runs,
-DESTINATION_MACHINE_ARN_PREFIX, WORK_BUCKET and STATE_TABLE.
+caller's IAM ARN from the request context. Configured by REGISTRY_TABLE, CONFIG_URI (the jobs'
+config file it republishes after each change), DESTINATION_MACHINE_ARN_PREFIX, WORK_BUCKET and
+STATE_TABLE.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _plane() -> ControlPlane:
     global _PLANE
     if _PLANE is None:
         locations = RunLocations(os.environ["DESTINATION_MACHINE_ARN_PREFIX"], os.environ["WORK_BUCKET"], os.environ["STATE_TABLE"])
-        _PLANE = ControlPlane(DestinationRegistry(os.environ["REGISTRY_TABLE"]), Runs(locations))
+        _PLANE = ControlPlane(DestinationRegistry(os.environ["REGISTRY_TABLE"]), Runs(locations), os.environ["CONFIG_URI"])
     return _PLANE
 
 

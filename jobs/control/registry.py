@@ -7,8 +7,12 @@ config, the checks across destinations included (unique ids, one limit per share
 Every write is conditional on the item's version, so two operators changing one destination
 cannot overwrite each other unseen.
 
-Item: `destination_id` (the table's key), `spec` (JSON text of the mapping), `version`,
-`updated_at`, `updated_by` (the caller's principal).
+Item: `destination_id` (the table's key), `spec` (JSON text of the mapping), `active` (what
+the scheduler's fan-out reads), `version`, `updated_at`, `updated_by` (the caller's principal).
+
+The jobs read their config from one file (`config_uri`); `publish` rewrites its destinations
+from the registry after every change, keeping the file's other settings, so a run started after
+a registration prepares and delivers the new destination.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import time
 from dataclasses import dataclass
 
 import boto3
+import yaml
 from botocore.exceptions import ClientError
 
+from jobs import storage
 from jobs.config import Config, ConfigError, parse_config
 
 CONFIG_VERSION = 1
@@ -132,6 +138,33 @@ class DestinationRegistry:
             self._check_with_others(destination_id, spec)
         return self._write(destination_id, spec, principal, expected_version=current.version)
 
+    def seed(self, config_uri: str, principal: str) -> list[str]:
+        """Register or update every destination of a config file (what `deploy` uploads); returns
+        the ids it changed. Destinations registered only through the API stay, and a destination
+        paused through the API stays paused unless the file sets `active` itself."""
+        raw = yaml.safe_load(storage.read_text(config_uri) or "{}") or {}
+        changed = []
+        for spec in raw.get("destinations") or []:
+            try:
+                current = self.get(spec.get("id", ""))
+            except NotRegistered:
+                self.register(spec, principal)
+                changed.append(spec["id"])
+                continue
+            spec = spec if "active" in spec else {**spec, **({"active": False} if not current.active else {})}
+            if current.spec != spec:
+                self.update(current.id, spec, principal, current.version)
+                changed.append(current.id)
+        return changed
+
+    def publish(self, config_uri: str) -> None:
+        """Rewrite the jobs' config file with the registry's destinations, keeping its other settings."""
+        text = storage.read_text(config_uri)
+        raw = (yaml.safe_load(text) if text else None) or {"version": CONFIG_VERSION}
+        raw["destinations"] = [r.spec for r in self.list()]
+        parse_config(raw, config_uri)   # never publish a file the jobs could not load
+        storage.write_text(config_uri, yaml.safe_dump(raw, sort_keys=False))
+
     def _check_with_others(self, destination_id: str, spec: dict) -> None:
         others = [r.spec for r in self.list() if r.id != destination_id]
         try:
@@ -143,6 +176,7 @@ class DestinationRegistry:
         version = (expected_version or 0) + 1
         updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
         item = {"destination_id": {"S": destination_id}, "spec": {"S": json.dumps(spec, sort_keys=True)},
+                "active": {"BOOL": spec.get("active", True) is not False},
                 "version": {"N": str(version)}, "updated_at": {"S": updated_at}, "updated_by": {"S": principal}}
         if expected_version is None:
             condition = {"ConditionExpression": "attribute_not_exists(destination_id)"}

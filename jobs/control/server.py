@@ -88,6 +88,7 @@ def add_arguments(parser) -> None:
                         help="the stage's destination machines, e.g. arn:aws:states:R:A:stateMachine:audience-relay-dev-destination-; "
                              "with --work-bucket and --state-table, the server also starts runs and reports them")
     parser.add_argument("--work-bucket", "--work_bucket")
+    parser.add_argument("--config-uri", "--config_uri", help="the jobs' config file (local or s3://), rewritten from the registry after each change")
     parser.add_argument("--state-table", "--state_table")
 
 
@@ -102,7 +103,7 @@ def run_server(args) -> int:
         print("audience-relay control-plane: --machine-arn-prefix, --work-bucket and --state-table go together", file=sys.stderr)
         return 2
     runs = Runs(RunLocations(*stage)) if all(stage) else None
-    plane = ControlPlane(DestinationRegistry(args.registry_table), runs)
+    plane = ControlPlane(DestinationRegistry(args.registry_table), runs, args.config_uri)
     server = ControlPlaneServer(plane, load_keys(args.keys), args.region, args.host, args.port)
     print(f"control plane on {server.url} (registry {args.registry_table}, SigV4 for {args.region}/execute-api)", flush=True)
     try:

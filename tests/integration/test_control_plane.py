@@ -17,7 +17,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from jobs.config import DEFAULT_CONFIG
+from jobs.config import DEFAULT_CONFIG, load_config
 from jobs.control.api import ControlPlane
 from jobs.control.auth import Key
 from jobs.control.registry import DestinationRegistry, create_registry_table
@@ -31,11 +31,19 @@ EXAMPLE = {d["id"]: d for d in yaml.safe_load(DEFAULT_CONFIG.read_text())["desti
 
 
 @pytest.fixture
-def api(moto_server):
+def published(tmp_path):
+    """The jobs' config file the control plane republishes (the example's settings, its destinations replaced)."""
+    path = tmp_path / "destinations.yaml"
+    path.write_text(DEFAULT_CONFIG.read_text())
+    return path
+
+
+@pytest.fixture
+def api(moto_server, published):
     table = f"registry-{uuid.uuid4().hex[:8]}"
     create_registry_table(table, boto3.client("dynamodb"))
     keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "arn:aws:iam::123456789012:user/operator")}
-    with ControlPlaneServer(ControlPlane(DestinationRegistry(table)), keys, REGION) as server:
+    with ControlPlaneServer(ControlPlane(DestinationRegistry(table), config_uri=str(published)), keys, REGION) as server:
         yield server.url
 
 
@@ -55,7 +63,7 @@ def call(url: str, method: str, path: str, body: object = None, credentials: Cre
         return refused.code, json.loads(refused.read())
 
 
-def test_register_list_get_update_pause_and_resume_a_destination(api):
+def test_register_list_get_update_pause_and_resume_a_destination(api, published):
     status, created = call(api, "POST", "/destinations", EXAMPLE["meta_ads"])
     assert status == 201 and created["id"] == "meta_ads" and created["version"] == 1 and created["active"]
     assert created["updated_by"] == "arn:aws:iam::123456789012:user/operator"
@@ -69,9 +77,14 @@ def test_register_list_get_update_pause_and_resume_a_destination(api):
     status, stale = call(api, "PUT", "/destinations/meta_ads", changed, headers={"If-Match": "1"})
     assert status == 412 and "at version 2, not 1" in stale["error"]
 
+    # the jobs' config follows the registry: what a run started now prepares and delivers
+    assert [d.id for d in load_config(published).active_destinations] == ["google_dm", "meta_ads"]
+    assert load_config(published).destinations[1].max_batch_size == 5000 and load_config(published).quality.max_null_fraction == 0.01
+
     status, paused = call(api, "POST", "/destinations/meta_ads/pause")
     assert status == 200 and paused["active"] is False and paused["version"] == 3
     assert call(api, "GET", "/destinations/meta_ads")[1]["destination"]["active"] is False
+    assert [d.id for d in load_config(published).active_destinations] == ["google_dm"]
     assert call(api, "POST", "/destinations/meta_ads/resume")[1]["active"] is True
 
 
@@ -150,7 +163,7 @@ def test_the_control_plane_imports_without_spark_as_its_lambda_must():
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
-def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_server, monkeypatch):
+def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_server, monkeypatch, published):
     import base64
 
     from jobs.control import lambda_function
@@ -158,7 +171,7 @@ def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_serve
     table = f"registry-{uuid.uuid4().hex[:8]}"
     create_registry_table(table, boto3.client("dynamodb"))
     for name, value in {"REGISTRY_TABLE": table, "DESTINATION_MACHINE_ARN_PREFIX": "arn:aws:states:us-east-1:123456789012:stateMachine:x-",
-                        "WORK_BUCKET": "work", "STATE_TABLE": "state"}.items():
+                        "WORK_BUCKET": "work", "STATE_TABLE": "state", "CONFIG_URI": str(published)}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(lambda_function, "_PLANE", None)
     caller = {"identity": {"userArn": "arn:aws:iam::123456789012:role/operator"}}
@@ -168,3 +181,14 @@ def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_serve
     assert answer["statusCode"] == 201 and json.loads(answer["body"])["updated_by"] == caller["identity"]["userArn"]
     unsigned = {"httpMethod": "GET", "path": "/destinations", "requestContext": {"identity": {}}}
     assert lambda_function.handler(unsigned, None)["statusCode"] == 403   # API Gateway let it through: still refused
+
+
+def test_seeding_from_the_deployed_config_registers_and_updates_but_keeps_a_pause(moto_server, published):
+    registry = DestinationRegistry(f"registry-{uuid.uuid4().hex[:8]}")
+    create_registry_table(registry.table_name, boto3.client("dynamodb"))
+    assert registry.seed(str(published), "deploy") == ["meta_ads", "google_dm", "partner_sftp"]
+    assert registry.seed(str(published), "deploy") == []   # nothing changed
+    registry.set_active("google_dm", False, "operator")
+    published.write_text(published.read_text().replace("max_batch_size: 500000", "max_batch_size: 400000"))
+    assert registry.seed(str(published), "deploy") == ["partner_sftp"]
+    assert not registry.get("google_dm").active and registry.get("partner_sftp").spec["max_batch_size"] == 400000
