@@ -30,6 +30,7 @@ import boto3
 from botocore.exceptions import ClientError, WaiterError
 
 from jobs.config import DEFAULT_CONFIG, Config, load_config
+from jobs.control.registry import DestinationRegistry
 from orchestration.cloudformation import secret_name, stack_template
 from orchestration.definitions import machine_specs
 
@@ -164,6 +165,7 @@ def deploy(plan: Deployment, config: Config) -> None:
             _say(f"upload {source} to s3://{bucket}/{key}")
             if s3:
                 s3.upload_file(str(source), bucket, key)
+    _registry(plan, f"s3://{bucket}/config/destinations.yaml")
     _stack(plan, cloudformation, "compute", (TEMPLATES / "compute.yaml").read_text(), plan.parameters("compute", LibraryWheel=f"dist/{wheel.name}"))
     template = orchestration_stack(config)
     on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
@@ -174,6 +176,19 @@ def deploy(plan: Deployment, config: Config) -> None:
                plan.parameters("control", ControlCodeKey=f"dist/{control.name}", AllowedSourceCidrs=plan.api_cidrs))
     else:
         _say("no --api-cidrs: the control plane stack is not deployed")
+
+
+def _registry(plan: Deployment, config_uri: str) -> None:
+    """The config's destinations into the registry (the scheduler fans out to its active ones),
+    then the config file rewritten with every registered destination, API-registered ones too."""
+    table = plan.outputs.get("state", {}).get("RegistryTable", f"<RegistryTable of {plan.stack_name('state')}>")
+    _say(f"register the config's destinations in {table} and publish the registry to {config_uri}")
+    if plan.dry_run:
+        return
+    registry = DestinationRegistry(table)
+    changed = registry.seed(config_uri, "audience-relay deploy")
+    registry.publish(config_uri)
+    _say(f"registered or updated: {', '.join(changed) or 'none'}")
 
 
 def control_template() -> str:
@@ -253,10 +268,12 @@ def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: d
         _recreate(cloudformation, stack)
         existing = None
     exists = existing is not None
-    kept = {p["ParameterKey"] for p in existing.get("Parameters", [])} if existing else set()
-    request = {"StackName": stack, "TemplateBody": body, "Capabilities": ["CAPABILITY_NAMED_IAM"], "Parameters": [
-        {"ParameterKey": k, "ParameterValue": v} if v is not None else {"ParameterKey": k, "UsePreviousValue": True}
-        for k, v in parameters.items() if v is not None or k in kept]}
+    # A parameter not given keeps the stack's value, passed as it is (not UsePreviousValue: moto
+    # knows previous values only of parameters given explicitly; none of ours is NoEcho).
+    previous = {p["ParameterKey"]: p["ParameterValue"] for p in existing.get("Parameters", [])} if existing else {}
+    given = {k: v if v is not None else previous.get(k) for k, v in parameters.items()}
+    request = {"StackName": stack, "TemplateBody": body, "Capabilities": ["CAPABILITY_NAMED_IAM"],
+               "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in given.items() if v is not None]}
     try:
         if exists:
             cloudformation.update_stack(**request)

@@ -19,6 +19,7 @@ from orchestration.definitions import CLUSTER_STAGE_TAG, MachineSpec, Resources,
 
 PLACEHOLDERS = Resources(
     stage="${Stage}",
+    registry_table="${RegistryTable}",
     state_table="${StateTable}",
     prepare_job="${PrepareJob}",
     deliver_job="${DeliverJob}",
@@ -107,6 +108,7 @@ def _machines_role(names: list[str]) -> dict:
                    [_arn("states", f"execution:{STAGE}-destination-*:*")]),
         _statement("ContinueAsNew", ["states:StartExecution"], [_arn("states", f"stateMachine:{name}") for name in names]),
         _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")]),
+        _statement("ListRegisteredDestinations", ["dynamodb:Scan"], [_imported("RegistryTableArn")]),
         _statement("ReadSummaries", ["s3:GetObject"], [_bucket_objects("WorkBucket", "runs/")]),
         _statement("Alert", ["sns:Publish"], [_imported("AlertTopicArn")]),
         _statement("RecordFailure", ["sqs:SendMessage"], [_imported("FailuresQueueArn")]),

@@ -56,6 +56,7 @@ class Resources:
     """Names and ARNs the definitions point at; infra/ creates them per stage."""
 
     stage: str = "local"   # tags the EMR clusters a stage's machines create (and may drive)
+    registry_table: str | None = None   # the scheduler fans out to its active destinations (else the rendered list)
     state_table: str = "audience-relay-state"
     prepare_job: str = "audience-relay-prepare"
     deliver_job: str = "audience-relay-deliver"
@@ -404,8 +405,29 @@ SCHEDULED_RUN = (
 )
 
 
+def _registered_destinations(registry_table: str) -> dict:
+    """The fan-out's list read at run time: the registry's active destinations (one scan page:
+    1 MB of ids, tens of thousands of destinations)."""
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::aws-sdk:dynamodb:scan",
+        "Arguments": {"TableName": registry_table, "ConsistentRead": True, "ProjectionExpression": "destination_id",
+                      "FilterExpression": "active = :active", "ExpressionAttributeValues": {":active": {"BOOL": True}}},
+        # `[...]`: one item would otherwise be a string, none undefined.
+        "Assign": {"destinations": "{% [$states.result.Items.destination_id.S] %}"},
+        "Retry": [_retry_transient()],
+        "Catch": _catch("ListDestinations"),
+        "Next": "Prepare",
+    }
+
+
 def scheduler_machine(destinations: list[str], resources: Resources, max_concurrency: int = 10) -> dict:
-    """Prepare one input once, then run every active destination's lifecycle; a failure stays in its branch."""
+    """Prepare one input once, then run every active destination's lifecycle; a failure stays in its branch.
+
+    With a registry table the destinations are the registry's active ones at run time (the
+    control plane registers and pauses them); without, the rendered list.
+    """
+    listing = {"ListDestinations": _registered_destinations(resources.registry_table)} if resources.registry_table else {}
     return {
         "Comment": "audience-relay: prepare one input for every active destination, then deliver to each",
         "QueryLanguage": "JSONata",
@@ -415,14 +437,16 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                 "run": SCHEDULED_RUN,
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
-            }, "Next": "Prepare"},
+                "destinations": destinations,
+            }, "Next": "ListDestinations" if listing else "Prepare"},
+            **listing,
             "Prepare": _glue(resources.prepare_job, {
                 "--out": f"s3://{resources.work_bucket}", "--run_id": "{% $run.run_id %}", "--config": resources.config_uri,
                 "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--if_prepared": "skip",
             }, "Prepare", "Destinations", resources.job_timeout_seconds),
             "Destinations": {
                 "Type": "Map",
-                "Items": destinations,
+                "Items": "{% $destinations %}",
                 "MaxConcurrency": max_concurrency,
                 "ItemSelector": {"destination": "{% $states.context.Map.Item.Value %}",
                                  "run": "{% $merge([$run, {'prepared': true, 'via_scheduler': true}]) %}"},

@@ -41,6 +41,15 @@ def create_table(name: str, client=None) -> None:
     client.get_waiter("table_exists").wait(TableName=name)
 
 
+def create_registry_table(name: str, client=None) -> None:
+    """The destination registry's table (jobs/control/registry.py) for local runs and tests;
+    infra/templates/state.yaml makes it in AWS."""
+    client = client or boto3.client("dynamodb")
+    client.create_table(TableName=name, KeySchema=[{"AttributeName": "destination_id", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "destination_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    client.get_waiter("table_exists").wait(TableName=name)
+
+
 def _all_items(read) -> list[dict]:
     """Every item of a paginated query or scan (`read(**page_arguments)`)."""
     items, start = [], None

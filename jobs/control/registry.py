@@ -69,14 +69,6 @@ class Registered:
                 "updated_by": self.updated_by, "destination": self.spec}
 
 
-def create_registry_table(name: str, client=None) -> None:
-    """The registry table for local runs and tests (infra/templates/state.yaml makes it in AWS)."""
-    client = client or boto3.client("dynamodb")
-    client.create_table(TableName=name, KeySchema=[{"AttributeName": "destination_id", "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": "destination_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
-    client.get_waiter("table_exists").wait(TableName=name)
-
-
 def _validated_alone(spec: object) -> str:
     """The destination's own errors, named by their key in the request body; returns its id."""
     if not isinstance(spec, dict):

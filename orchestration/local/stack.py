@@ -20,7 +20,7 @@ import boto3
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
-from connectors.state.dynamodb import create_table
+from connectors.state.dynamodb import create_registry_table, create_table
 from orchestration.definitions import Resources
 from orchestration.local.moto_app import moto_app
 
@@ -100,6 +100,8 @@ class LocalAws:
     def create(self, resources: Resources) -> None:
         """The table, buckets, topic and queue the definitions name (infra/ makes them in AWS)."""
         create_table(resources.state_table, self.client("dynamodb"))
+        if resources.registry_table:
+            create_registry_table(resources.registry_table, self.client("dynamodb"))
         s3 = self.client("s3")
         for uri in (f"s3://{resources.work_bucket}", resources.config_uri, resources.prepare_script_uri):
             bucket = urlparse(uri).netloc

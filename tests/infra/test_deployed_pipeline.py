@@ -139,6 +139,16 @@ def test_the_job_scripts_run_from_the_uploaded_wheel_outside_the_checkout(stage,
     assert helped.returncode == 0 and "--input" in helped.stdout, helped.stderr
 
 
+def test_a_second_deploy_of_the_same_stage_updates_in_place(stage, capsys):
+    """Parameters not given keep the stage's values; the pipeline test below runs on the stage as this deploy left it."""
+    _, outputs, config = stage
+    plan = Deployment(STAGE, BOUNDARY, str(config))
+    deploy(plan, load_config(config))
+    assert "failed" not in capsys.readouterr().out
+    # moto replaces resources on an update (a new key each time); names are the stage's either way.
+    assert plan.outputs["storage"] == outputs["storage"] and plan.outputs["state"] == outputs["state"]
+
+
 def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deployed_stage(stage, spark, tmp_path, monkeypatch):
     aws, outputs, config = stage
     arns = _executable_machines(aws, config)
@@ -187,12 +197,3 @@ def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deplo
     assert sum(item["pk"]["S"] == f"RUN#{run_id}" for item in ledger) == len(delivered)
     lease = [item for item in ledger if item["pk"]["S"] == "LEASE#lake_drop"]
     assert lease and "owner" not in lease[0]
-
-
-def test_a_second_deploy_of_the_same_stage_updates_in_place(stage, capsys):
-    _, outputs, config = stage
-    plan = Deployment(STAGE, BOUNDARY, str(config))
-    deploy(plan, load_config(config))
-    assert "failed" not in capsys.readouterr().out
-    # moto replaces resources on an update (a new key each time); names are the stage's either way.
-    assert plan.outputs["storage"] == outputs["storage"] and plan.outputs["state"] == outputs["state"]

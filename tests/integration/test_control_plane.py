@@ -17,10 +17,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from connectors.state.dynamodb import create_registry_table
 from jobs.config import DEFAULT_CONFIG, load_config
 from jobs.control.api import ControlPlane
 from jobs.control.auth import Key
-from jobs.control.registry import DestinationRegistry, create_registry_table
+from jobs.control.registry import DestinationRegistry
 from jobs.control.server import ControlPlaneServer
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,8 @@
 """Runs through the control plane: started over HTTP, executed by the rendered destination machine in
-the local Step Functions (jobs played by `ScriptedJobs`), reported with summary and dead letters."""
+the local Step Functions (jobs played by `ScriptedJobs`), reported with summary and dead letters;
+and the scheduler fanning out to what the registry holds at run time."""
+import dataclasses
+
 import boto3
 import pytest
 
@@ -7,24 +10,24 @@ from connectors.state.dynamodb import DynamoStateStore
 from connectors.state.store import DeadLetter
 from jobs.control.api import ControlPlane
 from jobs.control.auth import Key
-from jobs.control.registry import DestinationRegistry, create_registry_table
+from jobs.control.registry import DestinationRegistry
 from jobs.control.runs import RunLocations, Runs
 from jobs.control.server import ControlPlaneServer
 from orchestration.local.runner import LocalStateMachines
 from orchestration.local.stack import REGION
 from tests.integration.test_control_plane import EXAMPLE, OPERATOR, call
-from tests.integration.test_state_machines import GOOGLE, RESOURCES, ScriptedJobs
+from tests.integration.test_state_machines import GOOGLE, META, RESOURCES, ScriptedJobs
 
 pytestmark = pytest.mark.integration
 
 RUN = {"input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
+REGISTERED = dataclasses.replace(RESOURCES, registry_table="registry")   # the scheduler reads the registry
 
 
 @pytest.fixture(scope="module")
 def stage():
-    with LocalStateMachines([GOOGLE], RESOURCES, retry_scale=0.0) as machines:
+    with LocalStateMachines([GOOGLE, META], REGISTERED, retry_scale=0.0) as machines:
         aws = machines.aws
-        create_registry_table("registry", aws.client("dynamodb"))
         dynamodb = boto3.resource("dynamodb", endpoint_url=aws.endpoint, region_name=REGION,
                                   aws_access_key_id="testing", aws_secret_access_key="testing")
         store = DynamoStateStore(RESOURCES.state_table, resource=dynamodb)
@@ -69,4 +72,19 @@ def test_a_paused_destination_starts_no_run(stage):
     status, refused = call(url, "POST", "/destinations/google_dm/runs", RUN)
     assert status == 409 and "is paused" in refused["error"]
     assert len(machines.executions("destination-google_dm")) == before
+    assert call(url, "POST", "/destinations/google_dm/resume")[0] == 200
+
+
+def test_the_scheduler_fans_out_to_the_registrys_active_destinations_at_run_time(stage):
+    machines, url, _ = stage
+    def fanned_out(run_id: str) -> list[str]:
+        execution = machines.run("scheduler", run_id, {**RUN, "run_id": run_id}, timeout=120)
+        assert execution.status == "SUCCEEDED", execution.cause
+        return sorted(result["destination"] for result in execution.output["destinations"])
+
+    assert fanned_out("s-1") == ["google_dm"]   # registered by the fixture
+    assert call(url, "POST", "/destinations", EXAMPLE["meta_ads"])[0] == 201
+    assert fanned_out("s-2") == ["google_dm", "meta_ads"]   # no render, no deploy (its machine exists)
+    assert call(url, "POST", "/destinations/google_dm/pause")[0] == 200
+    assert fanned_out("s-3") == ["meta_ads"]
     assert call(url, "POST", "/destinations/google_dm/resume")[0] == 200

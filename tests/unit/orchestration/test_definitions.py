@@ -55,7 +55,9 @@ def test_deferral_loop_is_bounded_and_continues_as_a_new_execution():
 def test_scheduler_fans_out_with_bounded_concurrency_and_isolates_failures():
     machine = scheduler_machine(["meta_ads", "google_dm"], Resources(), max_concurrency=3)
     fan_out = machine["States"]["Destinations"]
-    assert fan_out["MaxConcurrency"] == 3 and fan_out["Items"] == ["meta_ads", "google_dm"]
+    assert fan_out["MaxConcurrency"] == 3 and fan_out["Items"] == "{% $destinations %}"
+    assert machine["States"]["Init"]["Assign"]["destinations"] == ["meta_ads", "google_dm"]   # no registry: the rendered list
+    assert "ListDestinations" not in machine["States"]
     task = fan_out["ItemProcessor"]["States"]["RunDestination"]
     assert task["Resource"] == "arn:aws:states:::states:startExecution.sync:2"
     assert task["Catch"][0]["Next"] == "DestinationFailed"
