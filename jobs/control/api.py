@@ -20,7 +20,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from jobs.control.registry import DestinationRegistry, InvalidDestination, RegistryError
+from jobs.control.errors import Invalid, RequestRefused
+from jobs.control.registry import DestinationRegistry
 from jobs.control.runs import Runs
 
 MAX_BODY_BYTES = 256 * 1024
@@ -87,7 +88,7 @@ class ControlPlane:
                 updated = self.registry.update(destination_id, _body(request), request.principal, _if_match(request))
                 return self._changed(Response(200, updated.as_json()))
             return _error(405, f"{request.method} {path}: use GET or PUT")
-        except RegistryError as error:
+        except RequestRefused as error:
             return _error(error.status, str(error))
 
     def _runs(self, request: Request, destination_id: str, action: str | None, run_id: str | None) -> Response:
@@ -107,13 +108,13 @@ class ControlPlane:
 
 def _body(request: Request) -> object:
     if len(request.body.encode()) > MAX_BODY_BYTES:
-        raise InvalidDestination(f"the body is larger than {MAX_BODY_BYTES} bytes")
+        raise Invalid(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if request.headers.get("content-type", "application/json").split(";")[0].strip() != "application/json":
-        raise InvalidDestination("Content-Type must be application/json")
+        raise Invalid("Content-Type must be application/json")
     try:
         return json.loads(request.body or "null")
     except json.JSONDecodeError as error:
-        raise InvalidDestination(f"the body is not JSON: {error}") from None
+        raise Invalid(f"the body is not JSON: {error}") from None
 
 
 def _if_match(request: Request) -> int | None:
@@ -121,5 +122,5 @@ def _if_match(request: Request) -> int | None:
     if value is None:
         return None
     if not value.strip('"').isdigit():
-        raise InvalidDestination(f"If-Match: {value!r} is not a version number")
+        raise Invalid(f"If-Match: {value!r} is not a version number")
     return int(value.strip('"'))

@@ -25,31 +25,10 @@ import yaml
 from botocore.exceptions import ClientError
 
 from jobs import storage
-from jobs.config import Config, ConfigError, parse_config
+from jobs.config import ConfigError, parse_config
+from jobs.control.errors import Conflict, Invalid, NotFound, StaleVersion
 
 CONFIG_VERSION = 1
-
-
-class RegistryError(Exception):
-    """A request the registry refuses; `status` is the HTTP status the control plane answers with."""
-
-    status = 400
-
-
-class InvalidDestination(RegistryError):
-    status = 400
-
-
-class NotRegistered(RegistryError):
-    status = 404
-
-
-class AlreadyRegistered(RegistryError):
-    status = 409
-
-
-class StaleVersion(RegistryError):
-    status = 412
 
 
 @dataclass(frozen=True)
@@ -72,12 +51,12 @@ class Registered:
 def _validated_alone(spec: object) -> str:
     """The destination's own errors, named by their key in the request body; returns its id."""
     if not isinstance(spec, dict):
-        raise InvalidDestination("the body must be one destination's mapping, as in the YAML file's `destinations` list")
+        raise Invalid("the body must be one destination's mapping, as in the YAML file's `destinations` list")
     try:
         parse_config({"version": CONFIG_VERSION, "destinations": [spec]}, "body")
     except ConfigError as error:
         prefix = f"body: destinations[0] ({spec.get('id')})." if isinstance(spec.get("id"), str) else "body: destinations[0]."
-        raise InvalidDestination("\n".join(line.replace(prefix, "", 1) for line in str(error).splitlines())) from None
+        raise Invalid("\n".join(line.replace(prefix, "", 1) for line in str(error).splitlines())) from None
     return spec["id"]
 
 
@@ -100,12 +79,8 @@ class DestinationRegistry:
         item = self._client.get_item(TableName=self.table_name, Key={"destination_id": {"S": destination_id}},
                                      ConsistentRead=True).get("Item")
         if not item:
-            raise NotRegistered(f"destination {destination_id!r} is not registered")
+            raise NotFound(f"destination {destination_id!r} is not registered")
         return self._registered(item)
-
-    def config(self) -> Config:
-        """The registered destinations as one config (what the jobs and the fan-out read)."""
-        return parse_config({"version": CONFIG_VERSION, "destinations": [r.spec for r in self.list()]}, "registry")
 
     def register(self, spec: object, principal: str) -> Registered:
         destination_id = _validated_alone(spec)
@@ -115,7 +90,7 @@ class DestinationRegistry:
     def update(self, destination_id: str, spec: object, principal: str, expected_version: int | None = None) -> Registered:
         """Replace a destination's mapping; `expected_version` (If-Match) guards against a concurrent change."""
         if _validated_alone(spec) != destination_id:
-            raise InvalidDestination(f"id: {spec['id']!r} differs from the destination in the path, {destination_id!r}")
+            raise Invalid(f"id: {spec['id']!r} differs from the destination in the path, {destination_id!r}")
         current = self.get(destination_id)
         if expected_version is not None and expected_version != current.version:
             raise StaleVersion(f"destination {destination_id!r} is at version {current.version}, not {expected_version}")
@@ -139,7 +114,7 @@ class DestinationRegistry:
         for spec in raw.get("destinations") or []:
             try:
                 current = self.get(spec.get("id", ""))
-            except NotRegistered:
+            except NotFound:
                 self.register(spec, principal)
                 changed.append(spec["id"])
                 continue
@@ -162,7 +137,7 @@ class DestinationRegistry:
         try:
             parse_config({"version": CONFIG_VERSION, "destinations": [*others, spec]}, "registry")
         except ConfigError as error:
-            raise InvalidDestination(str(error).replace("registry: destinations: ", "", 1)) from None
+            raise Invalid(str(error).replace("registry: destinations: ", "", 1)) from None
 
     def _write(self, destination_id: str, spec: dict, principal: str, expected_version: int | None) -> Registered:
         version = (expected_version or 0) + 1
@@ -180,7 +155,7 @@ class DestinationRegistry:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             if expected_version is None:
-                raise AlreadyRegistered(f"destination {destination_id!r} is already registered; update it with PUT") from None
+                raise Conflict(f"destination {destination_id!r} is already registered; update it with PUT") from None
             raise StaleVersion(f"destination {destination_id!r} changed while this request was checked; read it and retry") from None
         return Registered(destination_id, spec, version, updated_at, principal)
 

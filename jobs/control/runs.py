@@ -18,23 +18,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from connectors.state.dynamodb import DynamoStateStore
-from jobs.control.registry import Registered, RegistryError
+from jobs.control.errors import Conflict, Invalid, NotFound
+from jobs.control.registry import Registered
 from jobs.paths import RUN_ID
 
 S3_FOLDER = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S*$")
 MAX_CONTINUATIONS = 100
-
-
-class InvalidRun(RegistryError):
-    status = 400
-
-
-class RunConflict(RegistryError):
-    status = 409
-
-
-class RunNotFound(RegistryError):
-    status = 404
 
 
 @dataclass(frozen=True)
@@ -55,18 +44,18 @@ class Runs:
 
     def start(self, destination: Registered, body: object) -> dict:
         if not isinstance(body, dict):
-            raise InvalidRun("the body must be a mapping: {\"input\": \"s3://...\", \"consent\": \"s3://...\", \"run_id\": optional}")
+            raise Invalid("the body must be a mapping: {\"input\": \"s3://...\", \"consent\": \"s3://...\", \"run_id\": optional}")
         unknown = sorted(set(body) - {"input", "consent", "run_id"})
         if unknown:
-            raise InvalidRun(f"{unknown[0]}: unknown key")
+            raise Invalid(f"{unknown[0]}: unknown key")
         for name in ("input", "consent"):
             if not isinstance(body.get(name), str) or not S3_FOLDER.match(body[name]):
-                raise InvalidRun(f"{name}: an s3://bucket/folder/ URI is required")
+                raise Invalid(f"{name}: an s3://bucket/folder/ URI is required")
         run_id = body.get("run_id") or f"api-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
-            raise InvalidRun(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
+            raise Invalid(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
         if not destination.active:
-            raise RunConflict(f"destination {destination.id!r} is paused; resume it first")
+            raise Conflict(f"destination {destination.id!r} is paused; resume it first")
         machine = self.locations.destination_machine_arn_prefix + destination.id
         payload = {"run_id": run_id, "input": body["input"], "consent": body["consent"]}
         try:
@@ -74,15 +63,15 @@ class Runs:
         except ClientError as error:
             code = error.response["Error"]["Code"]
             if code == "ExecutionAlreadyExists":
-                raise RunConflict(f"run {run_id!r} of {destination.id!r} was started before; give a new run_id") from None
+                raise Conflict(f"run {run_id!r} of {destination.id!r} was started before; give a new run_id") from None
             if code == "StateMachineDoesNotExist":
-                raise RunConflict(f"destination {destination.id!r} has no state machine in this stage yet") from None
+                raise Conflict(f"destination {destination.id!r} has no state machine in this stage yet") from None
             raise
         return {"run_id": run_id, "destination": destination.id, "execution_arn": started["executionArn"], "status": "RUNNING"}
 
     def status(self, destination_id: str, run_id: str) -> dict:
         if not RUN_ID.fullmatch(run_id):
-            raise InvalidRun(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
+            raise Invalid(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
         machine = self.locations.destination_machine_arn_prefix + destination_id
         arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + run_id
         executions = []
@@ -92,7 +81,7 @@ class Runs:
             except ClientError as error:
                 if error.response["Error"]["Code"] != "ExecutionDoesNotExist" or executions:
                     raise
-                raise RunNotFound(f"no run {run_id!r} of destination {destination_id!r}") from None
+                raise NotFound(f"no run {run_id!r} of destination {destination_id!r}") from None
             output = json.loads(described.get("output") or "null")
             executions.append({"execution_arn": arn, "status": described["status"], "error": described.get("error"),
                                "started_at": described["startDate"].isoformat(),

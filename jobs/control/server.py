@@ -58,7 +58,12 @@ def _handler(plane: ControlPlane, keys: dict[str, Key], region: str) -> type[Bas
                 self._answer(Response(403, {"error": f"unauthenticated: {refused}"}), None)
                 return
             path = self.path.split("?", 1)[0]
-            self._answer(plane.handle(Request(self.command, path, body.decode("utf-8", "replace"), headers, principal)), principal)
+            try:
+                response = plane.handle(Request(self.command, path, body.decode("utf-8", "replace"), headers, principal))
+            except Exception:  # noqa: BLE001 - answered as API Gateway answers a failed Lambda, the trace logged
+                LOG.exception(json.dumps({"event": "control.failed", "method": self.command, "path": path}))
+                response = Response(500, {"error": "internal error; see the server's log"})
+            self._answer(response, principal)
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve
 

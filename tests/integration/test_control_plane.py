@@ -193,3 +193,10 @@ def test_seeding_from_the_deployed_config_registers_and_updates_but_keeps_a_paus
     published.write_text(published.read_text().replace("max_batch_size: 500000", "max_batch_size: 400000"))
     assert registry.seed(str(published), "deploy") == ["partner_sftp"]
     assert not registry.get("google_dm").active and registry.get("partner_sftp").spec["max_batch_size"] == 400000
+
+
+def test_a_failure_behind_the_routes_is_answered_500_and_logged_not_dropped(moto_server, caplog):
+    keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "operator")}
+    with ControlPlaneServer(ControlPlane(DestinationRegistry("no-such-table")), keys, REGION) as server:
+        assert call(server.url, "GET", "/destinations") == (500, {"error": "internal error; see the server's log"})
+    assert any("control.failed" in record.getMessage() and record.exc_info for record in caplog.records)
