@@ -43,6 +43,8 @@ INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py")   # th
 CONTROL_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6")
 LAMBDA_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:")
 NO_CHANGES = "No updates are to be performed"
+DEPLOYED_CONFIG = "config/deployed.yaml"   # the file given to deploy, as given
+LIVE_CONFIG = "config/destinations.yaml"   # what the jobs read: its settings, the registry's destinations
 SCHEDULE_PARAMETERS = ("ScheduleExpression", "ScheduledInput", "ScheduleTimezone")
 SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
 
@@ -157,7 +159,7 @@ def deploy(plan: Deployment, config: Config) -> None:
             "emr/bootstrap.sh": ROOT / "infra" / "emr" / "bootstrap.sh",
             "jobs/prepare.py": ROOT / "jobs" / "prepare.py",
             "jobs/deliver.py": ROOT / "jobs" / "deliver.py",
-            "config/destinations.yaml": Path(plan.config),
+            DEPLOYED_CONFIG: Path(plan.config),
             **({f"dist/{control.name}": control} if control else {}),
         }
         s3 = None if plan.dry_run else boto3.client("s3")
@@ -165,38 +167,41 @@ def deploy(plan: Deployment, config: Config) -> None:
             _say(f"upload {source} to s3://{bucket}/{key}")
             if s3:
                 s3.upload_file(str(source), bucket, key)
-    _registry(plan, f"s3://{bucket}/config/destinations.yaml")
+    live = _registry(plan, f"s3://{bucket}/{DEPLOYED_CONFIG}", f"s3://{bucket}/{LIVE_CONFIG}")
+    config = live or config
     _stack(plan, cloudformation, "compute", (TEMPLATES / "compute.yaml").read_text(), plan.parameters("compute", LibraryWheel=f"dist/{wheel.name}"))
     template = orchestration_stack(config)
     on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
     _stack(plan, cloudformation, "orchestration", json.dumps(template),
            plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", **on_emr))
     if control:
-        _stack(plan, cloudformation, "control", control_template(),
+        _stack(plan, cloudformation, "control", control_template(plan.api_cidrs),
                plan.parameters("control", ControlCodeKey=f"dist/{control.name}", AllowedSourceCidrs=plan.api_cidrs))
     else:
         _say("no --api-cidrs: the control plane stack is not deployed")
 
 
-def _registry(plan: Deployment, config_uri: str) -> None:
-    """The config's destinations into the registry (the scheduler fans out to its active ones),
-    then the config file rewritten with every registered destination, API-registered ones too."""
+def _registry(plan: Deployment, deployed_uri: str, live_uri: str) -> Config | None:
+    """The deployed config's destinations into the registry (the scheduler fans out to its active
+    ones), then the live config the jobs read rewritten with every registered destination, those
+    registered through the API too; returns that config, which the machines are rendered from."""
     table = plan.outputs.get("state", {}).get("RegistryTable", f"<RegistryTable of {plan.stack_name('state')}>")
-    _say(f"register the config's destinations in {table} and publish the registry to {config_uri}")
+    _say(f"register {deployed_uri}'s destinations in {table} and publish the registry to {live_uri}")
     if plan.dry_run:
-        return
+        return None
     registry = DestinationRegistry(table)
-    changed = registry.seed(config_uri, "audience-relay deploy")
-    registry.publish(config_uri)
+    changed = registry.seed(deployed_uri, "audience-relay deploy")
+    registry.publish(live_uri, settings_from=deployed_uri)
     _say(f"registered or updated: {', '.join(changed) or 'none'}")
+    return load_config(live_uri)
 
 
-def control_template() -> str:
-    """infra/templates/control.yaml with its API deployment named after the template's content:
-    CloudFormation makes a new API Gateway deployment only for a new resource, so a changed
-    API gets a new deployment and an unchanged one keeps its own."""
+def control_template(allowed_cidrs: str = "") -> str:
+    """infra/templates/control.yaml with its API deployment named after the template's content
+    and the allowed ranges: CloudFormation makes a new API Gateway deployment only for a new
+    resource, and a changed API or resource policy applies only once deployed."""
     text = (TEMPLATES / "control.yaml").read_text()
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    digest = hashlib.sha256((text + allowed_cidrs).encode()).hexdigest()[:12]
     return re.sub(r"\bApiDeployment\b", f"ApiDeployment{digest}", text)
 
 

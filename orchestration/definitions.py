@@ -57,6 +57,7 @@ class Resources:
 
     stage: str = "local"   # tags the EMR clusters a stage's machines create (and may drive)
     registry_table: str | None = None   # the scheduler fans out to its active destinations (else the rendered list)
+    registry_page_size: int | None = None   # items per registry scan page (tests); DynamoDB's 1 MB page otherwise
     state_table: str = "audience-relay-state"
     prepare_job: str = "audience-relay-prepare"
     deliver_job: str = "audience-relay-deliver"
@@ -405,19 +406,28 @@ SCHEDULED_RUN = (
 )
 
 
-def _registered_destinations(registry_table: str) -> dict:
-    """The fan-out's list read at run time: the registry's active destinations (one scan page:
-    1 MB of ids, tens of thousands of destinations)."""
+def _registered_destinations(resources: Resources) -> dict[str, dict]:
+    """The fan-out's list read at run time: the registry's active destinations, page after page."""
+    scan = {"TableName": resources.registry_table, "ConsistentRead": True, "ProjectionExpression": "destination_id",
+            "FilterExpression": "active = :active", "ExpressionAttributeValues": {":active": {"BOOL": True}},
+            **({"Limit": resources.registry_page_size} if resources.registry_page_size else {})}
     return {
-        "Type": "Task",
-        "Resource": "arn:aws:states:::aws-sdk:dynamodb:scan",
-        "Arguments": {"TableName": registry_table, "ConsistentRead": True, "ProjectionExpression": "destination_id",
-                      "FilterExpression": "active = :active", "ExpressionAttributeValues": {":active": {"BOOL": True}}},
-        # `[...]`: one item would otherwise be a string, none undefined.
-        "Assign": {"destinations": "{% [$states.result.Items.destination_id.S] %}"},
-        "Retry": [_retry_transient()],
-        "Catch": _catch("ListDestinations"),
-        "Next": "Prepare",
+        "ListDestinations": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::aws-sdk:dynamodb:scan",
+            "Arguments": "{% $merge([" + json.dumps(scan) + ", $registry_page ? {'ExclusiveStartKey': $registry_page} : {}]) %}",
+            # `[...]`: one item would otherwise be a string, none undefined.
+            "Assign": {"destinations": "{% $append($destinations, [$states.result.Items.destination_id.S]) %}",
+                       "registry_page": "{% $exists($states.result.LastEvaluatedKey) ? $states.result.LastEvaluatedKey : null %}"},
+            "Retry": [_retry_transient()],
+            "Catch": _catch("ListDestinations"),
+            "Next": "MoreDestinations?",
+        },
+        "MoreDestinations?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": "{% $registry_page != null %}", "Next": "ListDestinations"}],
+            "Default": "Prepare",
+        },
     }
 
 
@@ -427,7 +437,7 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
     With a registry table the destinations are the registry's active ones at run time (the
     control plane registers and pauses them); without, the rendered list.
     """
-    listing = {"ListDestinations": _registered_destinations(resources.registry_table)} if resources.registry_table else {}
+    listing = _registered_destinations(resources) if resources.registry_table else {}
     return {
         "Comment": "audience-relay: prepare one input for every active destination, then deliver to each",
         "QueryLanguage": "JSONata",
@@ -437,7 +447,8 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                 "run": SCHEDULED_RUN,
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
-                "destinations": destinations,
+                "destinations": [] if listing else destinations,
+                **({"registry_page": None} if listing else {}),
             }, "Next": "ListDestinations" if listing else "Prepare"},
             **listing,
             "Prepare": _glue(resources.prepare_job, {

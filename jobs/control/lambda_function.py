@@ -13,7 +13,7 @@ import json
 import logging
 import os
 
-from jobs.control.api import ControlPlane, Request
+from jobs.control.api import ControlPlane, Request, Response
 from jobs.control.registry import DestinationRegistry
 from jobs.control.runs import RunLocations, Runs
 
@@ -41,7 +41,11 @@ def request_from_event(event: dict) -> Request:
 
 def handler(event: dict, context: object) -> dict:
     request = request_from_event(event)
-    response = _plane().handle(request)
+    try:
+        response = _plane().handle(request)
+    except Exception:  # noqa: BLE001 - the caller gets a JSON 500, the trace goes to the log
+        LOG.exception(json.dumps({"event": "control.failed", "method": request.method, "path": request.path}))
+        response = Response(500, {"error": "internal error; see the control plane's log"})
     LOG.info(json.dumps({"event": "control.request", "method": request.method, "path": request.path,
                          "status": response.status, "principal": request.principal}))
     return {"statusCode": response.status, "headers": {"Content-Type": "application/json"}, "body": response.text()}

@@ -94,6 +94,8 @@ class DestinationRegistry:
         current = self.get(destination_id)
         if expected_version is not None and expected_version != current.version:
             raise StaleVersion(f"destination {destination_id!r} is at version {current.version}, not {expected_version}")
+        if "active" not in spec and not current.active:
+            spec = {**spec, "active": False}   # an edit does not undo a pause; resume does
         self._check_with_others(destination_id, spec)
         return self._write(destination_id, spec, principal, expected_version=current.version)
 
@@ -124,9 +126,10 @@ class DestinationRegistry:
                 changed.append(current.id)
         return changed
 
-    def publish(self, config_uri: str) -> None:
-        """Rewrite the jobs' config file with the registry's destinations, keeping its other settings."""
-        text = storage.read_text(config_uri)
+    def publish(self, config_uri: str, settings_from: str | None = None) -> None:
+        """Rewrite the jobs' config file with the registry's destinations, keeping the other
+        settings of that file (or of `settings_from`)."""
+        text = storage.read_text(settings_from or config_uri)
         raw = (yaml.safe_load(text) if text else None) or {"version": CONFIG_VERSION}
         raw["destinations"] = [r.spec for r in self.list()]
         parse_config(raw, config_uri)   # never publish a file the jobs could not load

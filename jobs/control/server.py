@@ -46,7 +46,11 @@ class ControlPlaneServer:
 def _handler(plane: ControlPlane, keys: dict[str, Key], region: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = self.headers.get("Content-Length") or "0"
+            if not length.isdigit():
+                self._answer(Response(400, {"error": "Content-Length must be a number of bytes"}), None)
+                return
+            length = int(length)
             if length > MAX_BODY_BYTES:
                 self._answer(Response(413, {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}), None)
                 return

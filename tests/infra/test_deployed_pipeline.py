@@ -105,7 +105,7 @@ def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zi
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=artifacts)["Contents"]}
     (ingest_zip,) = [k for k in keys if k.startswith("dist/ingest-")]
     assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "emr/bootstrap.sh", "jobs/prepare.py", "jobs/deliver.py",
-                    "config/destinations.yaml", ingest_zip}
+                    "config/deployed.yaml", "config/destinations.yaml", ingest_zip}
     handler = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key=ingest_zip)["Body"].read()))
     assert sorted(handler.namelist()) == ["orchestration/__init__.py", "orchestration/ingest.py"]
     wheel = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()))

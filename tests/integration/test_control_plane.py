@@ -84,6 +84,8 @@ def test_register_list_get_update_pause_and_resume_a_destination(api, published)
 
     status, paused = call(api, "POST", "/destinations/meta_ads/pause")
     assert status == 200 and paused["active"] is False and paused["version"] == 3
+    status, edited = call(api, "PUT", "/destinations/meta_ads", changed)   # an edit is not a resume
+    assert status == 200 and edited["active"] is False and edited["version"] == 4
     assert call(api, "GET", "/destinations/meta_ads")[1]["destination"]["active"] is False
     assert [d.id for d in load_config(published).active_destinations] == ["google_dm"]
     assert call(api, "POST", "/destinations/meta_ads/resume")[1]["active"] is True

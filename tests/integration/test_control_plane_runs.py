@@ -21,7 +21,8 @@ from tests.integration.test_state_machines import GOOGLE, META, RESOURCES, Scrip
 pytestmark = pytest.mark.integration
 
 RUN = {"input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
-REGISTERED = dataclasses.replace(RESOURCES, registry_table="registry")   # the scheduler reads the registry
+# The scheduler reads the registry, one destination per scan page: the fan-out follows every page.
+REGISTERED = dataclasses.replace(RESOURCES, registry_table="registry", registry_page_size=1)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_a_bad_run_request_is_refused_naming_the_field(stage):
         400, {"error": "input: an s3://bucket/folder/ URI is required"})
     assert call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "../x"})[0] == 400
     assert call(url, "POST", "/destinations/google_dm/runs", {**RUN, "colour": "blue"}) == (400, {"error": "colour: unknown key"})
-    assert call(url, "POST", "/destinations/meta_ads/runs", RUN)[0] == 404   # not registered
+    assert call(url, "POST", "/destinations/partner_sftp/runs", RUN)[0] == 404   # not registered
     assert call(url, "GET", "/destinations/google_dm/runs/never-started")[0] == 404
 
 
