@@ -81,9 +81,14 @@ class Deployment:
 
 
 def orchestration_stack(config: Config) -> dict:
-    """The orchestration stack for a config's active destinations (`definitions --stack`, deploy)."""
-    active = config.active_destinations
-    return stack_template(machine_specs(active), [d.id for d in active if d.credentials.secret_arn])
+    """The orchestration stack for a config's destinations (`definitions --stack`, deploy). Paused
+    ones too: the scheduler reads which are active when it runs, and a resumed one needs its machine."""
+    destinations = config.destinations
+    return stack_template(machine_specs(destinations), [d.id for d in destinations if _secret_arn(d)])
+
+
+def _secret_arn(destination) -> str | None:
+    return destination.credentials.secret_arn if destination.credentials else None
 
 
 def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str]]:
@@ -91,7 +96,9 @@ def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str
     errors, warnings = [], []
     for destination in config.active_destinations:
         expected = secret_name(stage, destination.id)
-        if destination.credentials.secret_arn:
+        if destination.credentials is None:
+            continue   # no credential to keep: an S3 destination writes with the deliver role
+        if _secret_arn(destination):
             name = destination.credentials.secret_arn.split(":secret:", 1)[1]
             if not re.fullmatch(re.escape(expected) + SECRET_SUFFIX, name):
                 errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; the stage's deliver "

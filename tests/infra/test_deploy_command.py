@@ -143,3 +143,20 @@ def test_the_control_plane_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_p
     done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                           env={"PYTHONPATH": f"{tmp_path / 'task'}:{runtime}", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+def test_a_destination_without_credentials_and_a_paused_one_deploy_with_their_machines(capsys, tmp_path):
+    import yaml
+
+    from jobs.config import load_config
+    from jobs.deploy import orchestration_stack
+
+    config = yaml.safe_load(Path(stage_config(tmp_path, "dev")).read_text())
+    config["destinations"].append({"id": "lake_drop", "kind": "s3", "profile": "s3_objects", "active": False,
+                                   "connection": {"bucket": "partner-bucket"}, "audiences": {"lake_all": ["seg_0001"]}})
+    (tmp_path / "with-s3.yaml").write_text(yaml.safe_dump(config))
+    assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", str(tmp_path / "with-s3.yaml"), "--dry-run"]) == 0
+    assert "lake_drop" not in capsys.readouterr().err   # an S3 destination writes with the deliver role: nothing to warn of
+    machines = [r["Properties"]["StateMachineName"]["Fn::Sub"] for r in orchestration_stack(load_config(tmp_path / "with-s3.yaml"))[
+        "Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert "audience-relay-${Stage}-destination-lake_drop" in machines   # paused: resuming it needs no deploy
