@@ -14,6 +14,7 @@ from jobs import dead_letters
 from jobs import deploy as deploy_command
 from jobs import deliver as deliver_job
 from jobs import generate as generator
+from jobs import ingest as ingest_command
 from jobs import lease as lease_command
 from jobs import prepare as prepare_job
 from jobs import report as run_report
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     control = commands.add_parser("control-plane", help="serve the control plane API locally (SigV4-signed requests only)")
     control_server.add_arguments(control)
     control.set_defaults(handler=control_server.run_server)
+
+    ingest = commands.add_parser("ingest", help="gather windows of landed files from the ingest queue and start one run per window")
+    ingest_command.add_arguments(ingest)
+    ingest.set_defaults(handler=ingest_command.run_ingest)
 
     report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
     run_report.add_arguments(report)

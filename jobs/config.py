@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors.profiles import PROFILES, IdentifierRule, Profile
 from jobs import storage
 from orchestration.definitions import EmrCluster as _EmrDefaults
+from transforms.contract import format_of
 from transforms.id_types import ID_TYPES
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -255,11 +256,60 @@ class Defaults(_Strict):
     default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
 
 
+S3_FOLDER = r"^([A-Za-z0-9_=.-]+/)+$"
+MAX_COPY_BYTES = 5 * 1024**3   # one CopyObject call copies at most 5 GiB
+
+
+class Ingest(_Strict):
+    """How files landing under the input bucket's prefix start runs (orchestration/ingest*.py).
+
+    `marker`: a folder is an input once its `_SUCCESS` marker lands, one run per marker.
+    `window`: every file whose name ends in `suffix` is checked on its own, and the files of one
+    window (up to `window_files`, gathered for up to `window_seconds`) become one run.
+    """
+
+    mode: Literal["marker", "window"] = "marker"
+    prefix: Annotated[str, Field(pattern=S3_FOLDER)] = "incoming/"
+    suffix: Annotated[str, Field(pattern=r"^[.][A-Za-z0-9.]{1,20}$")] = ".csv.gz"
+    window_files: Annotated[int, Field(ge=1, le=10_000)] = 100       # Lambda's SQS BatchSize bounds
+    window_seconds: Annotated[int, Field(ge=0, le=300)] = 60         # MaximumBatchingWindowInSeconds bounds
+    max_file_bytes: Annotated[int, Field(ge=1, le=MAX_COPY_BYTES)] = 1024**3
+    quarantine_prefix: Annotated[str, Field(pattern=S3_FOLDER)] = "quarantine/"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Ingest:
+        if format_of("file" + self.suffix) is None:
+            raise ValueError(f"suffix: {self.suffix!r} names no input format: use .parquet, .csv, .jsonl, .ndjson or .json, "
+                             "optionally followed by .gz")
+        if self.quarantine_prefix.startswith(self.prefix) or self.prefix.startswith(self.quarantine_prefix):
+            raise ValueError(f"quarantine_prefix: {self.quarantine_prefix!r} and prefix {self.prefix!r} overlap: a "
+                             "quarantined file would be ingested again")
+        if self.window_files > 10 and self.window_seconds < 1:
+            raise ValueError("window_seconds: must be at least 1 when window_files is above 10 (Lambda's SQS batching rule)")
+        return self
+
+
 class Config(_Strict):
     version: Literal[1]
     defaults: Defaults = Defaults()
     quality: Quality = Quality()
+    ingest: Ingest = Ingest()
     destinations: list[Destination]
+
+    @model_validator(mode="after")
+    def _windows_add_only(self) -> Config:
+        """A window holds some of the day's files, not all of it: mirror mode would remove everyone
+        missing from it, and the row count band would compare windows of any size."""
+        if self.ingest.mode != "window":
+            return self
+        mirrored = [d.id for d in self.destinations if d.sync_mode == "mirror"]
+        if mirrored:
+            raise ValueError(f"ingest.mode: window makes each window a run of some files: destinations {mirrored} have "
+                             "sync_mode mirror, which would remove everyone missing from a window; set sync_mode: upsert")
+        if self.quality.row_count_band is not None:
+            raise ValueError("quality.row_count_band: with ingest.mode window it compares a run's rows with the previous run's, "
+                             "and windows differ in size by design; set it to null")
+        return self
 
     @field_validator("destinations")
     @classmethod
@@ -339,8 +389,9 @@ def parse_config(raw: object, source: str) -> Config:
             # A check across keys says which key it is about ("max_batch_size: 20000 is above ..."):
             # part of the path.
             own_key = re.match(r"^([a-z_]+(\.[a-z_]+)*): ", message) if detail["type"] == "value_error" else None
-            if own_key and where != "(top level)":
-                where, message = f"{where}.{own_key.group(1)}", message[own_key.end():]
+            if own_key:
+                where = own_key.group(1) if where == "(top level)" else f"{where}.{own_key.group(1)}"
+                message = message[own_key.end():]
             lines.append(f"{source}: {where}: {message}")
         raise ConfigError("\n".join(lines)) from None
 

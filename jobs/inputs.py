@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
 from jobs import storage
+from transforms.contract import column_names, format_of, missing_columns_error
 from transforms.identifiers import strip_whitespace
 from transforms.schemas import CONSENT, MEMBERSHIP
 
@@ -33,11 +34,6 @@ CORRUPT = "_corrupt_record"
 TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]['Z']"
 # The membership columns the data contract types as strings (Parquet must store them so).
 STRING_COLUMNS = ("user_id", "id_type", "id_value", "segment_id")
-FORMATS = {
-    r"\.parquet$": "parquet",
-    r"\.csv(\.gz)?$": "csv",
-    r"\.(jsonl|ndjson|json)(\.gz)?$": "jsonl",
-}
 
 
 class InputError(ValueError):
@@ -60,9 +56,8 @@ def detect_format(path: str) -> str:
         if not candidates:
             raise InputError(f"{path}: no data files in this directory")
     for candidate in candidates:
-        for pattern, name in FORMATS.items():
-            if re.search(pattern, candidate):
-                return name
+        if found := format_of(candidate):
+            return found
     raise InputError(f"{path}: cannot tell the format from the file names; pass --format parquet|csv|jsonl")
 
 
@@ -70,25 +65,9 @@ def _string_schema(columns: list[str]) -> StructType:
     return StructType([StructField(c, StringType()) for c in columns] + [StructField(CORRUPT, StringType())])
 
 
-# What a column name looks like. A "header" that is really data (a CSV file without a header
-# line, a JSON line that is an array) would otherwise quote identifiers in the error: other
-# names are counted, not shown.
-_SHOWN_COLUMN = re.compile(r"[A-Za-z_][A-Za-z_ ]{0,63}")
-
-
-def _column_names(found: list) -> tuple[list[str], str]:
-    """The names an error may show, and a note on those it may not (they look like data)."""
-    shown = [c for c in found if isinstance(c, str) and _SHOWN_COLUMN.fullmatch(c)]
-    hidden = len(found) - len(shown)
-    return shown, f" and {hidden} name(s) not shown (digits or punctuation: data, not a header?)" if hidden else ""
-
-
 def _require_columns(path: str, found: list[str], contract: StructType, optional: set[str]) -> None:
-    required = [f.name for f in contract.fields if f.name not in optional]
-    missing = [c for c in required if c not in found]
-    if missing:
-        shown, others = _column_names(found)
-        raise InputError(f"{path}: missing required column(s) {missing}; found {shown}{others}")
+    if error := missing_columns_error(found, tuple(f.name for f in contract.fields if f.name not in optional)):
+        raise InputError(f"{path}: {error}")
 
 
 def _read_text_format(spark: SparkSession, located: Located, data_format: str, contract: StructType, optional: set[str]) -> DataFrame:
@@ -224,7 +203,7 @@ def unreadable_file_error(error: BaseException, source: str) -> InputError | Non
         if found:
             fields = {k: v.strip() for k, v in found.groupdict().items()}
             if "header" in fields:  # a file's first line: data when the file has no header line
-                shown, others = _column_names(fields["header"].split(", "))
+                shown, others = column_names(fields["header"].split(", "))
                 fields["header"] = ", ".join(shown) + others
             file = fields["file"]
             # The first line of the deepest cause, cut short: a parser's error may go on to quote

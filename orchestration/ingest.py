@@ -55,8 +55,9 @@ def notification_configuration(queue_arn: str, prefix: str, marker: str = COMPLE
     ]}
 
 
-def new_inputs(message_body: str, marker: str = COMPLETION_MARKER) -> list[NewInput]:
-    """The completed input folders named by one SQS message; other objects and S3's test event name none.
+def parse_s3_event(message_body: str) -> list[tuple[str, str, dict, str]]:
+    """(bucket, key, object, event time) of each created object one SQS message names; S3's test
+    event names none. Keys arrive URL-encoded ('+' for spaces) and are returned decoded.
 
     Raises ValueError for a body that is not an S3 event notification.
     """
@@ -68,22 +69,27 @@ def new_inputs(message_body: str, marker: str = COMPLETION_MARKER) -> list[NewIn
         return []
     if not isinstance(event.get("Records"), list):
         raise ValueError("not an S3 event notification: no Records")
+    return [(record["s3"]["bucket"]["name"], unquote_plus(record["s3"]["object"]["key"]), record["s3"]["object"], record["eventTime"])
+            for record in event["Records"] if str(record.get("eventName", "")).startswith("ObjectCreated:")]
+
+
+def new_inputs(message_body: str, marker: str = COMPLETION_MARKER) -> list[NewInput]:
+    """The completed input folders named by one SQS message; other objects and S3's test event name none.
+
+    Raises ValueError for a body that is not an S3 event notification.
+    """
     found = []
-    for record in event["Records"]:
-        if not str(record.get("eventName", "")).startswith("ObjectCreated:"):
-            continue
-        s3 = record["s3"]
-        key = unquote_plus(s3["object"]["key"])  # keys arrive URL-encoded, '+' for spaces
+    for bucket, key, obj, event_time in parse_s3_event(message_body):
         folder, _, name = key.rpartition("/")
         if name != marker:
             continue
         # S3 keys are names: `in/../other/` is an ordinary key, but Hadoop's Path (Glue, EMR)
         # and the local runner normalize it to `other/`, outside the notified prefix.
         if not folder or any(part in ("", ".", "..") for part in folder.split("/")):
-            raise ValueError(f"S3 event key {key!r} in bucket {s3['bucket']['name']!r}: the input folder may not be the "
+            raise ValueError(f"S3 event key {key!r} in bucket {bucket!r}: the input folder may not be the "
                              "bucket root or hold '.', '..' or empty segments")
-        version = s3["object"].get("versionId") or s3["object"].get("sequencer") or s3["object"].get("eTag", "")
-        found.append(NewInput(s3["bucket"]["name"], folder + "/", version, record["eventTime"]))
+        version = obj.get("versionId") or obj.get("sequencer") or obj.get("eTag", "")
+        found.append(NewInput(bucket, folder + "/", version, event_time))
     return found
 
 

@@ -149,3 +149,37 @@ def test_an_emr_destination_sizes_its_cluster_and_a_bad_size_is_named():
     assert cluster["Instances"]["Ec2SubnetId"] == "subnet-0123456789abcdef0"
     message = broken(lambda r: r["destinations"][2].update(orchestration={"prepare_engine": "emr", "emr": {"core_instances": 0}}))
     assert "core_instances" in message and "partner_sftp" in message
+
+
+def window_ingest(raw, **ingest):
+    raw["ingest"] = {"mode": "window", **ingest}
+    raw["quality"] = {"row_count_band": None}
+    for destination in raw["destinations"]:
+        destination["sync_mode"] = "upsert"
+
+
+def test_window_ingest_is_checked_key_by_key():
+    raw = copy.deepcopy(EXAMPLE)
+    window_ingest(raw, suffix=".parquet", window_files=500, window_seconds=30)
+    ingest = parse_config(raw, "destinations.yaml").ingest
+    assert (ingest.mode, ingest.prefix, ingest.quarantine_prefix, ingest.window_files) == ("window", "incoming/", "quarantine/", 500)
+    assert "destinations.yaml: ingest.suffix: '.txt' names no input format" in broken(lambda raw: window_ingest(raw, suffix=".txt"))
+    assert "ingest.quarantine_prefix: 'incoming/bad/' and prefix 'incoming/' overlap" in broken(
+        lambda raw: window_ingest(raw, quarantine_prefix="incoming/bad/"))
+    assert "ingest.window_seconds: must be at least 1 when window_files is above 10" in broken(
+        lambda raw: window_ingest(raw, window_files=11, window_seconds=0))
+    assert "ingest.max_file_bytes: Input should be less than or equal to 5368709120" in broken(
+        lambda raw: window_ingest(raw, max_file_bytes=6 * 1024**3))
+
+
+def test_window_ingest_refuses_mirror_destinations_and_the_row_count_band():
+    def mirrored(raw):
+        window_ingest(raw)
+        raw["destinations"][1]["sync_mode"] = "mirror"
+    assert "destinations.yaml: ingest.mode: window makes each window a run of some files: destinations ['google_dm'] have sync_mode mirror" in broken(mirrored)
+
+    def banded(raw):
+        window_ingest(raw)
+        raw["quality"] = {}
+    assert "destinations.yaml: quality.row_count_band: with ingest.mode window" in broken(banded)
+    assert parse_config(copy.deepcopy(EXAMPLE), "destinations.yaml").ingest.mode == "marker"   # the default

@@ -1,0 +1,211 @@
+"""Windowed file ingest against the moto server: S3 notifies SQS, windows are gathered as Lambda's
+event source mapping gathers them, bad files are quarantined, repeated events change nothing,
+and a window's files are one prepare run."""
+import gzip
+import json
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from connectors.state.dynamodb import create_table
+from jobs.config import DEFAULT_CONFIG, parse_config
+from jobs.prepare import PrepareRequest, run_prepare
+from orchestration.file_checks import LandedFile
+from orchestration.file_claims import FileClaims
+from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
+from orchestration.local.window_poller import receive_window, run_window
+
+pytestmark = pytest.mark.integration
+
+HEADER = "user_id,id_type,id_value,segment_id\n"
+
+
+def members(first: int, count: int) -> bytes:
+    rows = "".join(f"user{n},email,person{n}@example.com,seg_0001\n" for n in range(first, first + count))
+    return gzip.compress((HEADER + rows).encode())
+
+
+class Stage:
+    """An input bucket notifying an ingest queue (with its DLQ), a work bucket, a state table and a scheduler."""
+
+    def __init__(self, window_files: int = 100, window_seconds: float = 1, visibility_seconds: int = 30) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.s3, self.sqs, self.sfn = boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions")
+        self.input, self.work, table = f"input-{tag}", f"work-{tag}", f"state-{tag}"
+        for bucket in (self.input, self.work):
+            self.s3.create_bucket(Bucket=bucket)
+        self.dlq = self.sqs.create_queue(QueueName=f"ingest-dlq-{tag}")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue = self.sqs.create_queue(QueueName=f"ingest-{tag}", Attributes={
+            "VisibilityTimeout": str(visibility_seconds), "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.s3.put_bucket_notification_configuration(Bucket=self.input, NotificationConfiguration={"QueueConfigurations": [{
+            "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
+            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}, {"Name": "suffix", "Value": ".csv.gz"}]}}}]})
+        create_table(table)
+        self.scheduler = self.sfn.create_state_machine(
+            name=f"scheduler-{tag}", roleArn="arn:aws:iam::123456789012:role/machines",
+            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
+        self.settings = WindowSettings(
+            scheduler_arn=self.scheduler, consent_uri=f"s3://{self.input}/consent/", state_table=table, work_bucket=self.work,
+            quarantine_prefix="quarantine/", dead_letter_queue_url=self.dlq, max_file_bytes=1_000_000, stale_seconds=60)
+        self.window_files, self.window_seconds = window_files, window_seconds
+        self.claims = FileClaims(table, "inspector", 60)
+        self.drain_test_event()
+
+    def drain_test_event(self) -> None:
+        """S3 sends `s3:TestEvent` when the notification is set; a window acknowledges it."""
+        assert self.window().retried == 0
+
+    def land(self, key: str, body: bytes) -> LandedFile:
+        etag = self.s3.put_object(Bucket=self.input, Key=key, Body=body)["ETag"].strip('"')
+        return LandedFile(self.input, key, etag, len(body), "")
+
+    def window(self):
+        return run_window(self.sqs, self.queue, self.window_files, self.window_seconds,
+                          lambda records: gather_window(records, self.settings, AwsClients.default()), idle_seconds=1)
+
+    def executions(self) -> list[dict]:
+        found = self.sfn.list_executions(stateMachineArn=self.scheduler)["executions"]
+        return sorted((json.loads(self.sfn.describe_execution(executionArn=e["executionArn"])["input"]) for e in found),
+                      key=lambda payload: payload["run_id"])
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        return sorted(o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+    def dead_letters(self) -> list[dict]:
+        found = self.sqs.receive_message(QueueUrl=self.dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        return sorted((json.loads(m["Body"]) for m in found), key=lambda body: body["file"])
+
+
+def window_config(tmp_path: Path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["ingest"] = {"mode": "window", "suffix": ".csv.gz", "window_files": 100, "window_seconds": 1}
+    raw["quality"] = {"row_count_band": None, "max_rejected_fraction": 1.0}
+    for destination in raw["destinations"]:
+        destination["sync_mode"] = "upsert"
+    path = tmp_path / "window.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return parse_config(raw, str(path)), path
+
+
+def test_one_window_becomes_one_run_bad_files_are_quarantined_and_repeated_events_change_nothing(moto_server, spark, tmp_path, caplog):
+    caplog.set_level("INFO", logger="audience_relay.ingest")
+    stage = Stage()
+    good = [stage.land(f"incoming/2026-12-01/part-{n}.csv.gz", members(100 * n, 10 + n)) for n in range(3)]
+    headless = stage.land("incoming/2026-12-01/headless.csv.gz", gzip.compress(b"user9,email,nine@example.com,seg_0001\n"))
+    cut = members(0, 2000)
+    truncated = stage.land("incoming/2026-12-01/cut.csv.gz", cut[: len(cut) // 2])
+    stage.land("incoming/2026-12-01/notes.txt", b"not notified: S3 filters by suffix at the source")
+    stage.land("elsewhere/part-9.csv.gz", members(900, 5))   # not under the prefix: not notified
+    events = stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    assert len(events) == 5
+    stage.sqs.send_message(QueueUrl=stage.queue, MessageBody=events[0]["Body"])   # S3 delivers at least once
+
+    result = stage.window()
+
+    assert (result.messages, result.retried) == (6, 0) and stage.window() is None
+    [run] = stage.executions()
+    assert run["run_id"].startswith("w-") and run["input"] == f"s3://{stage.work}/runs/{run['run_id']}/input/"
+    assert run["consent"] == f"s3://{stage.input}/consent/"
+    copied = stage.keys(stage.work, f"runs/{run['run_id']}/input/")
+    assert [Path(k).name for k in copied] == ["00000-part-0.csv.gz", "00001-part-1.csv.gz", "00002-part-2.csv.gz", "_sources.json"]
+    sources = json.loads(stage.s3.get_object(Bucket=stage.work, Key=copied[-1])["Body"].read())
+    assert [s["file"] for s in sources.values()] == [f.uri for f in good] and [s["etag"] for s in sources.values()] == [f.etag for f in good]
+    # The bad files are moved to quarantine with their reasons, and reported on the dead-letter queue.
+    assert stage.keys(stage.input, "quarantine/") == ["quarantine/" + truncated.key, "quarantine/" + headless.key]
+    assert headless.key not in stage.keys(stage.input) and truncated.key not in stage.keys(stage.input)
+    letters = stage.dead_letters()
+    assert [(d["file"], d["etag"], d["quarantined_to"]) for d in letters] == [
+        (truncated.uri, truncated.etag, f"s3://{stage.input}/quarantine/{truncated.key}"),
+        (headless.uri, headless.etag, f"s3://{stage.input}/quarantine/{headless.key}")]
+    assert "truncated" in letters[0]["reason"] and "missing required column(s)" in letters[1]["reason"]
+    assert "example.com" not in json.dumps(letters)   # the headless file's first row is data: not quoted
+    kept = stage.s3.head_object(Bucket=stage.input, Key="quarantine/" + headless.key)["Metadata"]
+    assert kept["audience-relay-source-etag"] == headless.etag and "missing required" in kept["audience-relay-reason"]
+    assert [stage.claims.outcome(f)["state"] for f in (*good, headless, truncated)] == ["started"] * 3 + ["quarantined"] * 2
+    assert {stage.claims.outcome(f)["run_id"] for f in good} == {run["run_id"]}
+
+    # Every event again (S3 redelivers): nothing starts, nothing is quarantined or reported twice.
+    for event in events:
+        stage.sqs.send_message(QueueUrl=stage.queue, MessageBody=event["Body"])
+    caplog.clear()
+    assert stage.window().retried == 0
+    judged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "audience_relay.ingest"]
+    assert sorted(e["claim"] for e in judged if e["event"] == "ingest.file") == ["done"] * 5
+    assert [e["event"] for e in judged if e["event"] != "ingest.file"] == []   # no check, copy, quarantine or start
+    assert len(stage.executions()) == 1 and stage.dead_letters() == []
+
+    # The window's folder is one prepare run over all three good files.
+    config, config_path = window_config(tmp_path)
+    summary = run_prepare(spark, PrepareRequest(input=run["input"], out=str(tmp_path / "out"), config=config,
+                                                config_source=str(config_path), run_id=run["run_id"]))
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["input_rows"] == 10 + 11 + 12
+    assert sorted(Path(f).name for f in manifest["inputs"]["files"]) == [Path(k).name for k in copied[:3]]
+
+
+def test_windows_close_at_their_file_count_and_every_file_runs_once(moto_server):
+    stage = Stage(window_files=2)
+    files = [stage.land(f"incoming/f{n}.csv.gz", members(10 * n, 3)) for n in range(5)]
+    results = []
+    while result := stage.window():
+        results.append(result)
+    assert [r.messages for r in results] == [2, 2, 1]
+    runs = stage.executions()
+    assert len(runs) == 3
+    inputs = [json.loads(stage.s3.get_object(Bucket=stage.work, Key=f"runs/{r['run_id']}/input/_sources.json")["Body"].read())
+              for r in runs]
+    assert sorted(s["file"] for found in inputs for s in found.values()) == sorted(f.uri for f in files)
+
+
+def test_a_window_closes_at_its_time_limit_with_fewer_files(moto_server):
+    stage = Stage(window_files=50, window_seconds=2)
+    for n in range(3):
+        stage.land(f"incoming/f{n}.csv.gz", members(n, 2))
+    started = time.monotonic()
+    gathered = receive_window(stage.sqs, stage.queue, 50, 2, idle_seconds=1)
+    assert len(gathered) == 3 and time.monotonic() - started < 15
+    assert receive_window(stage.sqs, stage.queue, 50, 2, idle_seconds=1) == []   # invisible now; an empty queue gives no window
+
+
+def test_a_file_another_live_window_holds_is_retried_and_a_stale_claim_is_taken_over(moto_server):
+    stage = Stage(visibility_seconds=1)
+    held = stage.land("incoming/held.csv.gz", members(0, 3))
+    live = FileClaims(stage.settings.state_table, "a-live-window", 60)
+    assert live.claim(held).value == "ours"
+    assert stage.window().retried == 1 and stage.executions() == []   # left on the queue, not dropped
+    # That window died (a Lambda timeout): once its claim is stale, the retry takes the file over.
+    dead = FileClaims(stage.settings.state_table, "a-dead-window", 60, clock=lambda: time.time() - 3600)
+    dead.release(held)
+    live.release(held)
+    assert dead.claim(held).value == "ours"
+    time.sleep(1.5)   # the message's visibility timeout (1 s)
+    assert stage.window().retried == 0
+    [run] = stage.executions()
+    assert stage.claims.outcome(held)["run_id"] == run["run_id"]
+
+
+def test_a_window_whose_run_cannot_start_gives_its_files_back_for_the_retry(moto_server):
+    stage = Stage()
+    landed = stage.land("incoming/a.csv.gz", members(0, 3))
+    [message] = stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    record = [{"messageId": message["MessageId"], "body": message["Body"]}]
+    broken = WindowSettings(**{**stage.settings.__dict__, "scheduler_arn": stage.scheduler + "-missing"})
+    assert gather_window(record, broken, AwsClients.default()) == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert stage.claims.outcome(landed) is None   # released: the retry judges it again
+    assert gather_window(record, stage.settings, AwsClients.default()) == {"batchItemFailures": []}
+    assert stage.claims.outcome(landed)["state"] == "started" and len(stage.executions()) == 1
+
+
+def test_a_message_that_is_not_an_s3_event_is_retried_and_named(moto_server):
+    assert landed_files(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})) == []
+    with pytest.raises(ValueError, match="not an S3 event"):
+        landed_files("not json")
+    stage = Stage()
+    response = gather_window([{"messageId": "m-1", "body": "{}"}], stage.settings, AwsClients.default())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
