@@ -29,15 +29,20 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 
-from jobs.config import DEFAULT_CONFIG, Config, load_config
+from jobs.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
-from orchestration.cloudformation import secret_name, stack_template
+from orchestration.cloudformation import ingest_visibility_timeout, secret_name, stack_template
+from orchestration.ingest import COMPLETION_MARKER
 from orchestration.definitions import machine_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"
 BASE_STACKS = ("keys", "messaging", "storage", "state")
-INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py")   # the Lambda runtime brings boto3
+# The ingest Lambda's code; the runtime brings boto3. Windows of Parquet files also need pyarrow
+# (their footers are checked), built for Lambda's Linux.
+INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py", "orchestration/ingest_window.py",
+                  "orchestration/file_checks.py", "orchestration/file_claims.py", "transforms/__init__.py", "transforms/contract.py")
+PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
 # The control plane Lambda validates destinations with jobs.config: beyond the runtime's boto3 it
 # needs these, built for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
 CONTROL_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6")
@@ -62,6 +67,7 @@ class Deployment:
     dry_run: bool = False
     schedule: dict[str, str] | None = None   # the orchestration stack's Schedule* parameters; None: keep them
     api_cidrs: str = ""   # the control plane's allowed source ranges; empty: no control plane stack
+    ingest: Ingest = Ingest()   # the config's ingest section: the notification filter and the queue's timeout
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def stack_name(self, name: str) -> str:
@@ -75,6 +81,10 @@ class Deployment:
             given["PermissionsBoundaryArn"] = self.boundary
         if name == "messaging":
             given["AlertEmail"] = self.alert_email
+            given["IngestVisibilityTimeout"] = str(ingest_visibility_timeout(self.ingest.mode))
+        if name == "storage":
+            given["InputPrefix"] = self.ingest.prefix
+            given["InputSuffix"] = self.ingest.suffix if self.ingest.mode == "window" else f"/{COMPLETION_MARKER}"
         if name == "orchestration":
             given.update(self.schedule if self.schedule is not None else dict.fromkeys(SCHEDULE_PARAMETERS))
         return given
@@ -84,7 +94,8 @@ def orchestration_stack(config: Config) -> dict:
     """The orchestration stack for a config's destinations (`definitions --stack`, deploy). Paused
     ones too: the scheduler reads which are active when it runs, and a resumed one needs its machine."""
     destinations = config.destinations
-    return stack_template(machine_specs(destinations), [d.id for d in destinations if _secret_arn(d)])
+    window = config.ingest.model_dump() if config.ingest.mode == "window" else None
+    return stack_template(machine_specs(destinations), [d.id for d in destinations if _secret_arn(d)], window)
 
 
 def _secret_arn(destination) -> str | None:
@@ -145,7 +156,8 @@ def run_deploy(args: argparse.Namespace) -> int:
     if args.schedule or args.no_schedule:
         schedule = dict(zip(SCHEDULE_PARAMETERS, (args.schedule, args.scheduled_input, args.timezone)))
     try:
-        deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule, args.api_cidrs), config)
+        deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule, args.api_cidrs,
+                          config.ingest), config)
     except DeployError as error:
         print(f"audience-relay deploy: {error}", file=sys.stderr)
         return 1
@@ -230,7 +242,7 @@ def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
     if built.returncode:
         raise DeployError(f"python -m build failed: {(built.stdout + built.stderr)[-2000:]}")
     (wheel,) = build.glob("audience_relay-*.whl")
-    return wheel, ingest_package(build)
+    return wheel, ingest_package(build, parquet=plan.ingest.mode == "window" and plan.ingest.suffix.startswith(".parquet"))
 
 
 def _build_control(plan: Deployment, build: Path, wheel: Path) -> Path:
@@ -244,23 +256,39 @@ def control_package(build: Path, wheel: Path) -> Path:
     """The control plane Lambda's code as `control-<hash>.zip`: the library without its
     dependencies, plus CONTROL_REQUIREMENTS for python3.11 on x86_64 Linux."""
     target = build / "control"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(target)]
-    for command in ([*pip, "--no-deps", str(wheel)], [*pip, *LAMBDA_PLATFORM, *CONTROL_REQUIREMENTS]):
-        installed = subprocess.run(command, capture_output=True, text=True)
-        if installed.returncode:
-            raise DeployError(f"building the control plane package failed: {(installed.stdout + installed.stderr)[-2000:]}")
+    _pip_install(target, ["--no-deps", str(wheel)], "the control plane package")
+    _pip_install(target, [*LAMBDA_PLATFORM, *CONTROL_REQUIREMENTS], "the control plane package")
+    return _hashed_zip(build, "control", target)
+
+
+def ingest_package(build: Path, parquet: bool = False) -> Path:
+    """The ingest Lambda's code as `ingest-<hash>.zip`: INGEST_MODULES, and pyarrow for Lambda's
+    Linux when windows take Parquet files."""
+    target = build / "ingest"
+    for module in INGEST_MODULES:
+        (target / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / module, target / module)
+    if parquet:
+        _pip_install(target, [*LAMBDA_PLATFORM, *PARQUET_REQUIREMENTS], "the ingest package")
+    return _hashed_zip(build, "ingest", target)
+
+
+def _pip_install(target: Path, arguments: list[str], what: str) -> None:
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(target), *arguments]
+    installed = subprocess.run(command, capture_output=True, text=True)
+    if installed.returncode:
+        raise DeployError(f"building {what} failed: {(installed.stdout + installed.stderr)[-2000:]}")
+
+
+def _hashed_zip(build: Path, stem: str, target: Path) -> Path:
+    """`<stem>-<hash>.zip` of a folder, named by its content: a changed package changes the stack's
+    parameter, and CloudFormation updates the function."""
     files = sorted(p for p in target.rglob("*") if p.is_file())
     content = hashlib.sha256()
     for path in files:
         if ".dist-info" not in path.parent.name:   # pip's records name the temporary wheel path
             content.update(path.relative_to(target).as_posix().encode() + path.read_bytes())
-    return _zip(build / f"control-{content.hexdigest()[:12]}.zip", target, [path.relative_to(target) for path in files])
-
-
-def ingest_package(build: Path) -> Path:
-    """The ingest Lambda's code: `orchestration.ingest` alone, as `dist/ingest-<hash>.zip`."""
-    digest = hashlib.sha256(b"".join((ROOT / module).read_bytes() for module in INGEST_MODULES)).hexdigest()[:12]
-    return _zip(build / f"ingest-{digest}.zip", ROOT, [Path(module) for module in INGEST_MODULES])
+    return _zip(build / f"{stem}-{content.hexdigest()[:12]}.zip", target, [path.relative_to(target) for path in files])
 
 
 def _zip(target: Path, root: Path, members: list[Path]) -> Path:

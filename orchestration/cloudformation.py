@@ -176,8 +176,40 @@ def _failed_executions_alarm(logical_id: str, name: str) -> dict:
     }
 
 
-def _ingest_resources() -> dict[str, dict]:
-    """The Lambda behind the ingest queue (`orchestration.ingest.handler`), its role and log group."""
+# The ingest Lambda's timeout per mode; the ingest queue's visibility timeout is six times it
+# (messaging.yaml's IngestVisibilityTimeout, which deploy sets), and a window's unsettled claims
+# may be taken over after twice it (orchestration/file_claims.py), long before its retry.
+INGEST_TIMEOUT_SECONDS = {"marker": 50, "window": 150}
+
+
+def ingest_visibility_timeout(mode: str) -> int:
+    return 6 * INGEST_TIMEOUT_SECONDS[mode]
+
+
+def _objects(bucket_export: str, path: dict | str) -> dict:
+    """The ARN of objects under `path` in the bucket another stack exports."""
+    return {"Fn::Join": ["", [{"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Bucket}/", {"Bucket": _imported(bucket_export)}]}, path]]}
+
+
+def _window_statements(window: dict) -> list[dict]:
+    """What a window does beyond starting the scheduler: claims, checks, quarantine, copies, reports."""
+    return [
+        _statement("ClaimFiles", ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                   [_imported("StateTableArn")]),
+        _statement("ReadAndMoveLandedFiles", ["s3:GetObject", "s3:DeleteObject"],
+                   [_objects("InputBucket", {"Fn::Sub": ["${Prefix}*", {"Prefix": _imported("InputPrefix")}]})]),
+        _statement("Quarantine", ["s3:PutObject"], [_objects("InputBucket", f"{window['quarantine_prefix']}*")]),
+        _statement("WriteRunInputs", ["s3:PutObject"], [_objects("WorkBucket", "runs/*/input/*")]),
+        _statement("ReportQuarantined", ["sqs:SendMessage"], [_imported("IngestDeadLetterQueueArn")]),
+        _statement("EncryptedBuckets", ["kms:GenerateDataKey"], [_imported("DataKeyArn")]),
+    ]
+
+
+def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
+    """The Lambda behind the ingest queue, its role and log group: `orchestration.ingest.handler`
+    (a completion marker starts a run), or with `window` (the config's `ingest` section in window
+    mode) `orchestration.ingest_window.handler`, the event source mapping gathering the windows."""
+    mode = "window" if window else "marker"
     log_group = f"/aws/lambda/{STAGE}-ingest"
     statements = [
         _statement("ConsumeIngestQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
@@ -186,8 +218,16 @@ def _ingest_resources() -> dict[str, dict]:
         _statement("EncryptedQueueAndEnvironment", ["kms:Decrypt"], [_imported("DataKeyArn")]),
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
         _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
+        *(_window_statements(window) if window else []),
     ]
     consent = {"Fn::Sub": ["s3://${Bucket}/${ConsentPath}", {"Bucket": _imported("InputBucket")}]}
+    environment = {"SCHEDULER_ARN": {"Ref": "SchedulerMachine"}, "CONSENT_URI": consent}
+    if window:
+        environment.update({
+            "STATE_TABLE": _imported("StateTable"), "WORK_BUCKET": _imported("WorkBucket"),
+            "QUARANTINE_PREFIX": window["quarantine_prefix"], "DEAD_LETTER_QUEUE_URL": _imported("IngestDeadLetterQueueUrl"),
+            "MAX_FILE_BYTES": str(window["max_file_bytes"]), "CLAIM_STALE_SECONDS": str(2 * INGEST_TIMEOUT_SECONDS[mode]),
+        })
     return {
         "IngestRole": _role("ingest", "lambda.amazonaws.com", statements,
                             {"Tracing": "X-Ray actions have no resource-level permissions"}),
@@ -199,15 +239,16 @@ def _ingest_resources() -> dict[str, dict]:
             "Type": "AWS::Lambda::Function",
             "Properties": {
                 "FunctionName": {"Fn::Sub": f"{STAGE}-ingest"},
-                "Description": "S3 completion markers (via the ingest queue) start the scheduler, once per marker event",
+                "Description": ("landed files (via the ingest queue) are checked and each window of them starts one run"
+                                if window else "S3 completion markers (via the ingest queue) start the scheduler, once per marker event"),
                 "Runtime": "python3.11",
-                "Handler": "orchestration.ingest.handler",
+                "Handler": "orchestration.ingest_window.handler" if window else "orchestration.ingest.handler",
                 "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": "IngestCodeKey"}},
                 "Role": {"Fn::GetAtt": ["IngestRole", "Arn"]},
-                "Timeout": 50,   # the ingest queue's visibility timeout is six times this
-                "MemorySize": 256,
+                "Timeout": INGEST_TIMEOUT_SECONDS[mode],
+                "MemorySize": 1024 if window else 256,
                 "KmsKeyArn": _imported("DataKeyArn"),
-                "Environment": {"Variables": {"SCHEDULER_ARN": {"Ref": "SchedulerMachine"}, "CONSENT_URI": consent}},
+                "Environment": {"Variables": environment},
                 "TracingConfig": {"Mode": "Active"},
                 "LoggingConfig": {"LogGroup": {"Ref": "IngestLogGroup"}, "LogFormat": "JSON"},
             },
@@ -217,8 +258,8 @@ def _ingest_resources() -> dict[str, dict]:
             "Properties": {
                 "EventSourceArn": _imported("IngestQueueArn"),
                 "FunctionName": {"Ref": "IngestFunction"},
-                "BatchSize": 10,
-                "MaximumBatchingWindowInSeconds": 5,
+                "BatchSize": window["window_files"] if window else 10,   # one invocation is one window
+                "MaximumBatchingWindowInSeconds": window["window_seconds"] if window else 5,
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],   # only the failing messages are retried
                 "ScalingConfig": {"MaximumConcurrency": 5},
             },
@@ -301,10 +342,11 @@ PARAMETERS = {
 }
 
 
-def stack_template(destinations: list[MachineSpec], secret_destinations: list[str] = ()) -> dict:
+def stack_template(destinations: list[MachineSpec], secret_destinations: list[str] = (), ingest_window: dict | None = None) -> dict:
     """The orchestration stack for these destinations (CloudFormation JSON as a dict).
 
     `secret_destinations`: ids of the destinations whose credentials are in Secrets Manager.
+    `ingest_window`: the config's `ingest` section when files are ingested in windows.
     """
     definitions = machines(destinations, PLACEHOLDERS)
     names = [f"{STAGE}-{name}" for name in definitions]
@@ -322,7 +364,7 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
         logical_id = _logical_id(name)
         resources[logical_id] = _state_machine(name, definition)
         resources[logical_id.removesuffix("Machine") + "FailedAlarm"] = _failed_executions_alarm(logical_id, name)
-    resources.update(_ingest_resources())
+    resources.update(_ingest_resources(ingest_window))
     resources.update(_schedule_resources())
     for destination in secret_destinations:
         resources[_secret_logical_id(destination)] = _secret(destination)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from jobs.config import load_config
-from jobs.deploy import Deployment, deploy, orchestration_stack
+from jobs.deploy import INGEST_MODULES, Deployment, deploy, orchestration_stack
 from jobs.generate import GeneratorSpec, generate
 from orchestration import ingest
 from orchestration.local import engine
@@ -107,7 +107,7 @@ def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zi
     assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "emr/bootstrap.sh", "jobs/prepare.py", "jobs/deliver.py",
                     "config/deployed.yaml", "config/destinations.yaml", ingest_zip}
     handler = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key=ingest_zip)["Body"].read()))
-    assert sorted(handler.namelist()) == ["orchestration/__init__.py", "orchestration/ingest.py"]
+    assert sorted(handler.namelist()) == sorted(INGEST_MODULES)
     wheel = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()))
     metadata = wheel.read("audience_relay-0.1.0.dist-info/METADATA").decode()
     pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]

@@ -33,6 +33,21 @@ def emr_stack(tmp_path_factory) -> Path:
     return folder / "orchestration.json"
 
 
+@pytest.fixture(scope="module")
+def window_stack(tmp_path_factory) -> Path:
+    """The embedded config ingesting windows of Parquet files (adds only, no row count band)."""
+    folder = tmp_path_factory.mktemp("window")
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["ingest"] = {"mode": "window", "suffix": ".parquet", "window_files": 250, "window_seconds": 45,
+                        "quarantine_prefix": "rejected-files/"}
+    config["quality"] = {"row_count_band": None}
+    for destination in config["destinations"]:
+        destination["sync_mode"] = "upsert"
+    (folder / "destinations.yaml").write_text(yaml.safe_dump(config))
+    assert main(["definitions", "--config", str(folder / "destinations.yaml"), "--stack", str(folder / "orchestration.json")]) == 0
+    return folder / "orchestration.json"
+
+
 def _imports(value) -> set[str]:
     if isinstance(value, dict):
         if "Fn::ImportValue" in value:
@@ -56,8 +71,8 @@ def machines(template: dict) -> dict:
     return {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::StepFunctions::StateMachine"}
 
 
-def test_cfn_lint_and_the_project_rules_pass(stack, emr_stack):
-    for rendered in (stack, emr_stack):
+def test_cfn_lint_and_the_project_rules_pass(stack, emr_stack, window_stack):
+    for rendered in (stack, emr_stack, window_stack):
         assert cfn_lint(rendered) == ""
         assert problems(load(rendered)) == []
 
@@ -75,9 +90,9 @@ def test_one_machine_per_destination_and_the_scheduler_each_logged_traced_and_al
         assert logical_id in alarmed
 
 
-def test_every_import_is_exported_by_a_base_stack_and_every_placeholder_is_substituted(stack, emr_stack):
+def test_every_import_is_exported_by_a_base_stack_and_every_placeholder_is_substituted(stack, emr_stack, window_stack):
     exported = _exports()
-    for rendered in (stack, emr_stack):
+    for rendered in (stack, emr_stack, window_stack):
         template = json.loads(rendered.read_text())
         imported = _imports(template["Resources"])
         assert imported and imported <= exported, imported - exported
@@ -113,6 +128,24 @@ def test_the_ingest_lambda_consumes_the_ingest_queue_and_may_start_only_the_sche
     assert source["EventSourceArn"] == {"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-IngestQueueArn"}}
     statements = {s["Sid"]: s for s in resources["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
     assert statements["StartScheduler"]["Resource"] == [{"Ref": "SchedulerMachine"}]
+
+
+def test_in_window_mode_one_invocation_is_one_window_and_the_role_reaches_only_what_a_window_touches(window_stack):
+    resources = json.loads(window_stack.read_text())["Resources"]
+    function = resources["IngestFunction"]["Properties"]
+    assert function["Handler"] == "orchestration.ingest_window.handler" and function["Timeout"] == 150
+    variables = function["Environment"]["Variables"]
+    assert (variables["QUARANTINE_PREFIX"], variables["MAX_FILE_BYTES"], variables["CLAIM_STALE_SECONDS"]) == ("rejected-files/", str(1024**3), "300")
+    source = resources["IngestEventSource"]["Properties"]
+    assert (source["BatchSize"], source["MaximumBatchingWindowInSeconds"]) == (250, 45)
+    statements = {s["Sid"]: s for s in resources["IngestRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+    assert statements["Quarantine"]["Action"] == ["s3:PutObject"]
+    assert json.dumps(statements["Quarantine"]["Resource"]).endswith('"rejected-files/*"]]}]')
+    assert json.dumps(statements["WriteRunInputs"]["Resource"]).endswith('"runs/*/input/*"]]}]')
+    assert statements["ClaimFiles"]["Resource"] == [{"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-StateTableArn"}}]
+    # The queue's visibility timeout (set by deploy) is six times the function's.
+    from orchestration.cloudformation import ingest_visibility_timeout
+    assert ingest_visibility_timeout("window") == 6 * function["Timeout"]
 
 
 def test_the_schedule_exists_only_with_an_expression_and_hands_the_scheduler_its_time(stack):
