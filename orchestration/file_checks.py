@@ -10,11 +10,13 @@ its own event. Reasons never quote file content beyond what looks like a column 
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import struct
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
@@ -22,18 +24,21 @@ from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of, m
 
 HEAD_BYTES = 64 * 1024   # a header line or first record longer than this is refused
 STREAM_CHUNK = 8 * 1024 * 1024
+MAX_FOOTER_BYTES = 16 * 1024 * 1024
 PARQUET_MAGIC = b"PAR1"
+UTF8_BOM = codecs.BOM_UTF8
 
 
 @dataclass(frozen=True)
 class LandedFile:
-    """One object an S3 event named, at the version (ETag) the event saw."""
+    """One object an S3 event named, at the version (ETag) the event saw; equal to another event's
+    for the same version."""
 
     bucket: str
     key: str
     etag: str   # without quotes, as S3 events give it
-    size: int
-    event_time: str
+    size: int = field(compare=False)
+    event_time: str = field(compare=False)
 
     @property
     def uri(self) -> str:
@@ -48,8 +53,22 @@ class Superseded(Exception):
     """The object changed or vanished after its event: a newer version has an event of its own."""
 
 
-def check_file(s3, landed: LandedFile, max_bytes: int) -> str:
-    """The file's format when it may join a window; raises Rejected (with the reason) or Superseded."""
+class OutOfTime(Exception):
+    """The check did not finish before the caller's deadline; the file is judged again later."""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """How prepare will read the file: files of one window are one input only if their shapes match
+    (Spark reads every CSV file of an input with one header)."""
+
+    data_format: str
+    header: str | None = None   # a CSV file's header line, exactly
+
+
+def check_file(s3, landed: LandedFile, max_bytes: int, deadline: float | None = None) -> Admitted:
+    """How the file may join a window; raises Rejected (with the reason), Superseded, or OutOfTime
+    once `time.monotonic()` passes `deadline` while a gzip file is being streamed."""
     data_format = format_of(landed.key)
     if data_format is None:
         raise Rejected("unknown file type: the name must end in .parquet, .csv, .jsonl, .ndjson or .json (optionally .gz)")
@@ -59,11 +78,9 @@ def check_file(s3, landed: LandedFile, max_bytes: int) -> str:
         raise Rejected(f"{landed.size} bytes, over the {max_bytes}-byte limit for one file")
     if data_format == "parquet":
         _check_parquet(s3, landed)
-    elif landed.key.endswith(".gz"):
-        _check_text(_gunzip_head(s3, landed), data_format)
-    else:
-        _check_text(_read(s3, landed, f"bytes=0-{HEAD_BYTES - 1}"), data_format)
-    return data_format
+        return Admitted(data_format)
+    head = _gunzip_head(s3, landed, deadline) if landed.key.endswith(".gz") else _read(s3, landed, f"bytes=0-{HEAD_BYTES - 1}")
+    return Admitted(data_format, _check_text(head, data_format, complete=len(head) < HEAD_BYTES))
 
 
 def _read(s3, landed: LandedFile, byte_range: str | None = None) -> bytes:
@@ -85,15 +102,21 @@ def _get(s3, landed: LandedFile, byte_range: str | None = None) -> dict:
         raise
 
 
-def _gunzip_head(s3, landed: LandedFile) -> bytes:
+def _gunzip_head(s3, landed: LandedFile, deadline: float | None) -> bytes:
     """The first HEAD_BYTES of the decompressed text. The whole file is streamed through zlib, so a
-    truncated or corrupt file (the usual broken upload) is found here, not in the window's run."""
+    truncated or corrupt file (the usual broken upload) is found here, not in the window's run.
+    Memory stays bounded (one chunk in, one chunk out); time is bounded by `deadline`, which also
+    stops a gzip bomb."""
     body = _get(s3, landed)["Body"]
-    inflater, head = zlib.decompressobj(wbits=31), b""
+    inflater, head, magic = zlib.decompressobj(wbits=31), b"", b""
     try:
-        for number, chunk in enumerate(iter(lambda: body.read(STREAM_CHUNK), b"")):
-            if number == 0 and not chunk.startswith(b"\x1f\x8b"):
-                raise Rejected("named .gz but not gzip-compressed")
+        for chunk in iter(lambda: body.read(STREAM_CHUNK), b""):
+            if len(magic) < 2:
+                magic += chunk[: 2 - len(magic)]
+                if len(magic) == 2 and magic != b"\x1f\x8b":
+                    raise Rejected("named .gz but not gzip-compressed")
+            if deadline is not None and time.monotonic() > deadline:
+                raise OutOfTime(f"{landed.uri}: not streamed through before the deadline")
             while chunk:
                 out = inflater.decompress(chunk, STREAM_CHUNK)   # bounded: a small file may inflate a lot
                 head += out[: max(0, HEAD_BYTES - len(head))]
@@ -104,22 +127,23 @@ def _gunzip_head(s3, landed: LandedFile) -> bytes:
         raise Rejected(f"gzip stream is corrupt ({error})") from None
     finally:
         body.close()
-    if not inflater.eof:
+    if not inflater.eof or len(magic) < 2:
         raise Rejected("gzip stream ends early: the file is truncated")
     return head
 
 
-def _first_line(data: bytes) -> str | None:
-    """The first non-empty line, decoded; None for a file of blank lines."""
+def _first_line(data: bytes, complete: bool) -> str | None:
+    """The first non-empty line, decoded (without a byte-order mark); None for a file of blank
+    lines. `complete`: `data` is the whole file, not its first HEAD_BYTES."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    body = data.removeprefix(UTF8_BOM)
     try:
-        text = data.decode("utf-8-sig")
+        text = decoder.decode(body, final=complete)   # a character cut by the read's end waits
     except UnicodeDecodeError as error:
-        if error.start < len(data) - 3:   # not just a character cut by the read's end
-            raise Rejected(f"not UTF-8 text (byte {error.start})") from None
-        text = data[: error.start].decode("utf-8-sig")
+        raise Rejected(f"not UTF-8 text (byte {error.start + len(data) - len(body)})") from None
     lines = text.splitlines()
-    complete = lines if len(data) < HEAD_BYTES or text.endswith(("\n", "\r")) else lines[:-1]
-    for line in complete:
+    whole_lines = lines if complete or text.endswith(("\n", "\r")) else lines[:-1]
+    for line in whole_lines:
         if line.strip():
             return line
     if any(line.strip() for line in lines):
@@ -127,14 +151,15 @@ def _first_line(data: bytes) -> str | None:
     return None
 
 
-def _check_text(head: bytes, data_format: str) -> None:
-    line = _first_line(head)
+def _check_text(head: bytes, data_format: str, complete: bool) -> str | None:
+    """The CSV header line as prepare will read it; raises Rejected."""
+    line = _first_line(head, complete)
     if line is None:
         if data_format == "csv":
             raise Rejected("no header line")
-        return   # a JSON Lines file without records is a file without rows
+        return None   # a JSON Lines file without records is a file without rows
     if data_format == "csv":
-        found = [name.strip() for name in next(csv.reader([line]))]
+        found = next(csv.reader([line]))   # as Spark reads it: ' id_type' is not 'id_type'
     else:
         try:
             record = json.loads(line)
@@ -145,6 +170,7 @@ def _check_text(head: bytes, data_format: str) -> None:
         found = list(record)
     if error := missing_columns_error(found):
         raise Rejected(error)
+    return line if data_format == "csv" else None
 
 
 def _check_parquet(s3, landed: LandedFile) -> None:
@@ -158,18 +184,19 @@ def _check_parquet(s3, landed: LandedFile) -> None:
     if tail[4:] != PARQUET_MAGIC or _read(s3, landed, "bytes=0-3") != PARQUET_MAGIC:
         raise Rejected("not a Parquet file (no PAR1 magic): truncated or another format")
     (footer_length,) = struct.unpack("<I", tail[:4])
-    if footer_length > landed.size - 12:
-        raise Rejected("not a Parquet file: the footer length points outside the file")
+    if not 0 < footer_length <= min(landed.size - 12, MAX_FOOTER_BYTES):
+        raise Rejected(f"unreadable Parquet footer (length {footer_length}; at most {MAX_FOOTER_BYTES} bytes within the file)")
     footer = _read(s3, landed, f"bytes={landed.size - 8 - footer_length}-{landed.size - 9}")
     try:
         schema = pq.read_schema(pa.BufferReader(PARQUET_MAGIC + footer + tail))
-    except (pa.ArrowException, OSError) as error:
-        raise Rejected(f"unreadable Parquet footer ({str(error)[:200]})") from None
+    except (pa.ArrowException, OSError):
+        raise Rejected("unreadable Parquet footer (pyarrow cannot decode its metadata)") from None
     if error := missing_columns_error(schema.names):
         raise Rejected(error)
     for name in REQUIRED_COLUMNS:
         found = schema.field(name).type
-        if not (pa.types.is_string(found) or pa.types.is_large_string(found)):
+        values = found.value_type if pa.types.is_dictionary(found) else found   # pandas categoricals: strings to Spark
+        if not (pa.types.is_string(values) or pa.types.is_large_string(values)):
             raise Rejected(f"column {name!r} is stored as {found}, expected string")
     for name in OPTIONAL_COLUMNS:
         if name in schema.names and pa.types.is_nested(schema.field(name).type):

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +38,13 @@ from pathlib import PurePosixPath
 import boto3
 from botocore.exceptions import ClientError
 
-from orchestration.file_checks import LandedFile, Rejected, Superseded, check_file
-from orchestration.file_claims import Claim, FileClaims
+from orchestration.file_checks import Admitted, LandedFile, Rejected, Superseded, check_file
+from orchestration.file_claims import Claim, ClaimLost, FileClaims, Found
 from orchestration.ingest import parse_s3_event
 
 LOG = logging.getLogger("audience_relay.ingest")
 PARALLEL_FILES = 16   # S3 calls in flight per window (checks, copies)
+DEADLINE_MARGIN_SECONDS = 30   # kept for copying, starting and settling after the last check
 
 
 @dataclass(frozen=True)
@@ -95,62 +97,89 @@ def _log(event: str, **fields) -> None:
 
 
 class Window:
-    """One invocation's messages, judged and started as one run."""
+    """One invocation's messages, judged and started as runs (one per file shape, usually one).
 
-    def __init__(self, settings: WindowSettings, clients: AwsClients) -> None:
-        self.settings, self.clients = settings, clients
+    Every claim this window takes is settled (`started`, `quarantined`) or given back before it
+    returns, whatever fails; a message is reported for retry when one of its files was given back.
+    Claims are read and written from this thread only; S3 work runs in a pool.
+    """
+
+    def __init__(self, settings: WindowSettings, clients: AwsClients, deadline: float | None = None) -> None:
+        self.settings, self.clients, self.deadline = settings, clients, deadline
         self.window_id = uuid.uuid4().hex
         self.claims = FileClaims(settings.state_table, self.window_id, settings.stale_seconds, clients.dynamodb)
         self.failed_messages: set[str] = set()
+        self.carriers: dict[LandedFile, list[str]] = defaultdict(list)   # file version -> the messages naming it
+        self.settled: set[LandedFile] = set()   # claims settled or given back
 
     def gather(self, messages: list[dict]) -> dict:
-        carriers: dict[tuple[str, str], list[str]] = defaultdict(list)   # (uri, etag) -> message ids
-        files: dict[tuple[str, str], LandedFile] = {}
         for message in messages:
             try:
                 for landed in landed_files(message["body"]):
-                    files.setdefault((landed.uri, landed.etag), landed)
-                    carriers[(landed.uri, landed.etag)].append(message["messageId"])
+                    self.carriers[landed].append(message["messageId"])
             except (ValueError, KeyError) as error:
                 # Retried by SQS, then moved to the dead-letter queue with the message intact.
                 LOG.error(json.dumps({"event": "ingest.bad_message", "message_id": message["messageId"], "error": str(error)[:500]}))
                 self.failed_messages.add(message["messageId"])
-        ours = []
-        for version, landed in files.items():
-            claim = self.claims.claim(landed)
-            if claim is Claim.OURS:
-                ours.append(landed)
-            elif claim is Claim.HELD:
-                self.failed_messages.update(carriers[version])
-            _log("ingest.file", file=landed.uri, etag=landed.etag, claim=claim.value, window=self.window_id)
-        with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-            verdicts = list(pool.map(self._judge, ours))
-        accepted = [landed for landed, verdict in zip(ours, verdicts) if verdict == "accepted"]
-        for landed, verdict in zip(ours, verdicts):
-            if verdict == "failed":
-                self.failed_messages.update(carriers[(landed.uri, landed.etag)])
-        if accepted and not self._start(accepted):
-            for landed in accepted:
-                self.failed_messages.update(carriers[(landed.uri, landed.etag)])
+        ours = [landed for landed in self.carriers if self._claim(landed)]
+        try:
+            with ThreadPoolExecutor(PARALLEL_FILES) as pool:
+                verdicts = list(pool.map(self._judge, ours))
+            shapes: dict[Admitted, list[LandedFile]] = defaultdict(list)
+            for landed, verdict in zip(ours, verdicts):
+                if isinstance(verdict, Admitted):
+                    shapes[verdict].append(landed)
+                elif verdict == "quarantined":
+                    self._settle(landed, "quarantined")
+                else:   # superseded, or not judged: given back
+                    self._give_back(landed, retry=verdict != "superseded")
+            for shape, files in shapes.items():
+                self._start(files)
+        except Exception as error:   # noqa: BLE001 - whatever failed, no claim of ours stays behind
+            LOG.error(json.dumps({"event": "ingest.window_failed", "error": str(error)[:500], "window": self.window_id}))
+            for landed in ours:
+                if landed not in self.settled:
+                    self._give_back(landed, retry=True)
         return {"batchItemFailures": [{"itemIdentifier": m} for m in sorted(self.failed_messages)]}
 
-    def _judge(self, landed: LandedFile) -> str:
-        """accepted | quarantined | superseded | failed (released, to be retried)."""
+    def _claim(self, landed: LandedFile) -> bool:
+        """True when this window judges the file; otherwise its messages are acknowledged or retried."""
         try:
-            check_file(self.clients.s3, landed, self.settings.max_file_bytes)
-            return "accepted"
+            found = self.claims.claim(landed)
+            if found.claim is Claim.STARTING:   # a window died starting a run with it: did the run start?
+                if self._execution_exists(found.run_id):
+                    self.claims.confirm_started(landed, found.run_id)
+                    found = Found(Claim.DONE)
+                elif self.claims.take_over(landed, found.run_id):
+                    found = Found(Claim.OURS)
+                else:
+                    found = Found(Claim.HELD)
+        except Exception as error:   # noqa: BLE001 - a failed call: retry the message
+            LOG.error(json.dumps({"event": "ingest.claim_failed", "file": landed.uri, "error": str(error)[:500]}))
+            found = Found(Claim.HELD)
+        if found.claim is Claim.HELD:
+            self.failed_messages.update(self.carriers[landed])
+        _log("ingest.file", file=landed.uri, etag=landed.etag, claim=found.claim.value, window=self.window_id)
+        return found.claim is Claim.OURS
+
+    def _judge(self, landed: LandedFile) -> Admitted | str:
+        """Admitted, or quarantined | superseded | failed. Runs in the pool: S3 and SQS only."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return "failed"   # out of time: judged by the retry
+        try:
+            return check_file(self.clients.s3, landed, self.settings.max_file_bytes, self.deadline)
         except Superseded as why:
-            self.claims.settle(landed, "superseded", reason=str(why))
-            _log("ingest.superseded", file=landed.uri, etag=landed.etag, window=self.window_id)
+            _log("ingest.superseded", file=landed.uri, etag=landed.etag, reason=str(why), window=self.window_id)
             return "superseded"
         except Rejected as why:
             return self._quarantine(landed, str(why))
-        except Exception as error:   # noqa: BLE001 - a failed call: give the file back, retry its message
-            return self._give_back(landed, error)
+        except Exception as error:   # noqa: BLE001 - OutOfTime or a failed call: the retry judges it again
+            LOG.error(json.dumps({"event": "ingest.file_failed", "file": landed.uri, "error": str(error)[:500], "window": self.window_id}))
+            return "failed"
 
     def _quarantine(self, landed: LandedFile, reason: str) -> str:
-        """Move the file under the quarantine prefix and report it on the dead-letter queue."""
-        target = self.settings.quarantine_prefix + landed.key
+        """Move the file to `<quarantine prefix><etag>/<key>` and report it on the dead-letter queue."""
+        target = f"{self.settings.quarantine_prefix}{landed.etag}/{landed.key}"
         try:
             self.clients.s3.copy_object(
                 Bucket=landed.bucket, Key=target, CopySource={"Bucket": landed.bucket, "Key": landed.key},
@@ -162,60 +191,117 @@ class Window:
                 "event": "ingest.quarantined", "file": landed.uri, "etag": landed.etag, "size": landed.size,
                 "reason": reason, "quarantined_to": f"s3://{landed.bucket}/{target}", "window": self.window_id,
             }))
-            self.claims.settle(landed, "quarantined", reason=reason)
         except Exception as error:   # noqa: BLE001 - nothing is settled: the retry quarantines it
-            return self._give_back(landed, error)
-        try:   # last: a newer version under the same key (another ETag) is left alone
+            LOG.error(json.dumps({"event": "ingest.file_failed", "file": landed.uri, "error": str(error)[:500], "window": self.window_id}))
+            return "failed"
+        try:   # last, and only this version: a newer one under the same key is left alone
             self.clients.s3.delete_object(Bucket=landed.bucket, Key=landed.key, IfMatch=f'"{landed.etag}"')
-        except ClientError as error:
-            _log("ingest.quarantine_kept_source", file=landed.uri, error=error.response["Error"]["Code"])
+        except Exception as error:   # noqa: BLE001 - the copy and the report are what count
+            _log("ingest.quarantine_kept_source", file=landed.uri, error=str(error)[:200])
         LOG.warning(json.dumps({"event": "ingest.quarantined", "file": landed.uri, "etag": landed.etag, "reason": reason,
                                 "window": self.window_id}))
         return "quarantined"
 
-    def _give_back(self, landed: LandedFile, error: Exception) -> str:
-        LOG.error(json.dumps({"event": "ingest.file_failed", "file": landed.uri, "error": str(error)[:500], "window": self.window_id}))
-        self.claims.release(landed)
-        return "failed"
-
-    def _start(self, accepted: list[LandedFile]) -> bool:
-        """Copy the accepted files into the run's input folder and start the scheduler on it."""
-        run_id = window_run_id(accepted)
-        folder = f"runs/{run_id}/input/"
-        names = {landed: f"{number:05d}-{PurePosixPath(landed.key).name}" for number, landed in enumerate(sorted(accepted, key=lambda f: f.uri))}
-        s3 = self.clients.s3
+    def _settle(self, landed: LandedFile, state: str, **details: str) -> None:
         try:
-            with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-                list(pool.map(lambda landed: s3.copy_object(
-                    Bucket=self.settings.work_bucket, Key=folder + names[landed],
-                    CopySource={"Bucket": landed.bucket, "Key": landed.key}, CopySourceIfMatch=f'"{landed.etag}"'), accepted))
-            sources = {name: {"file": landed.uri, "etag": landed.etag, "size": landed.size} for landed, name in names.items()}
-            s3.put_object(Bucket=self.settings.work_bucket, Key=folder + "_sources.json",
-                          Body=json.dumps(dict(sorted(sources.items())), indent=2).encode())
-            payload = {"run_id": run_id, "input": f"s3://{self.settings.work_bucket}/{folder}", "consent": self.settings.consent_uri}
-            try:
-                self.clients.sfn.start_execution(stateMachineArn=self.settings.scheduler_arn, name=run_id, input=json.dumps(payload))
-                outcome = "started"
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
-                    raise
-                outcome = "duplicate"
-        except Exception as error:   # noqa: BLE001 - give every file back; the messages are retried
-            LOG.error(json.dumps({"event": "ingest.window_failed", "run_id": run_id, "error": str(error)[:500], "window": self.window_id}))
+            self.claims.settle(landed, state, **details)
+        except ClaimLost:   # another window took it over; that window settles it
+            pass
+        self.settled.add(landed)
+
+    def _give_back(self, landed: LandedFile, retry: bool) -> None:
+        """Release the claim (best effort: a claim left behind is taken over once stale)."""
+        try:
+            self.claims.release(landed)
+        except Exception as error:   # noqa: BLE001
+            LOG.error(json.dumps({"event": "ingest.release_failed", "file": landed.uri, "error": str(error)[:500]}))
+        self.settled.add(landed)
+        if retry:
+            self.failed_messages.update(self.carriers[landed])
+
+    def _execution_arn(self, run_id: str) -> str:
+        machine = self.settings.scheduler_arn
+        return machine.replace(":stateMachine:", ":execution:", 1) + ":" + run_id
+
+    def _execution_exists(self, run_id: str) -> bool:
+        try:
+            self.clients.sfn.describe_execution(executionArn=self._execution_arn(run_id))
+            return True
+        except ClientError as error:
+            if error.response["Error"]["Code"] == "ExecutionDoesNotExist":
+                return False
+            raise
+
+    def _start(self, accepted: list[LandedFile]) -> None:
+        """Record the run in the claims (`starting`), copy the files into its input folder pinned to
+        the checked ETags, start the scheduler on it, then mark the claims `started`."""
+        run_id = window_run_id(accepted)
+        try:
             for landed in accepted:
-                self.claims.release(landed)
-            return False
+                self.claims.settle(landed, "starting", run_id=run_id)
+        except ClaimLost:   # one went stale and was taken over: give the rest back, retry them
+            for landed in accepted:
+                self._give_back(landed, retry=True)
+            return
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            for landed in accepted:
+                self._give_back(landed, retry=True)
+            return
+        try:
+            outcome = self._copy_and_start(run_id, accepted)
+        except Exception as error:   # noqa: BLE001 - did the execution start anyway (a lost answer)?
+            LOG.error(json.dumps({"event": "ingest.start_failed", "run_id": run_id, "error": str(error)[:500], "window": self.window_id}))
+            try:
+                started = self._execution_exists(run_id)
+            except Exception:   # noqa: BLE001 - unknown: leave the claims `starting`; whoever finds them checks
+                self.settled.update(accepted)
+                for landed in accepted:
+                    self.failed_messages.update(self.carriers[landed])
+                return
+            if not started:
+                for landed in accepted:
+                    self._give_back(landed, retry=True)
+                return
+            outcome = "started"
         for landed in accepted:
-            self.claims.settle(landed, "started", run_id=run_id)
+            try:
+                self._settle(landed, "started", run_id=run_id)
+            except Exception as error:   # noqa: BLE001 - `starting` with a started run is found as done
+                LOG.error(json.dumps({"event": "ingest.settle_failed", "file": landed.uri, "error": str(error)[:500]}))
+                self.settled.add(landed)
         _log("ingest.window", outcome=outcome, run_id=run_id, files=len(accepted), window=self.window_id)
-        return True
+
+    def _copy_and_start(self, run_id: str, accepted: list[LandedFile]) -> str:
+        folder = f"runs/{run_id}/input/"
+        names = {landed: f"{number:05d}-{PurePosixPath(landed.key).name}"
+                 for number, landed in enumerate(sorted(accepted, key=lambda f: f.uri))}
+        s3 = self.clients.s3
+        with ThreadPoolExecutor(PARALLEL_FILES) as pool:
+            list(pool.map(lambda landed: s3.copy_object(
+                Bucket=self.settings.work_bucket, Key=folder + names[landed],
+                CopySource={"Bucket": landed.bucket, "Key": landed.key}, CopySourceIfMatch=f'"{landed.etag}"'), accepted))
+        sources = {name: {"file": landed.uri, "etag": landed.etag, "size": landed.size} for landed, name in names.items()}
+        s3.put_object(Bucket=self.settings.work_bucket, Key=folder + "_sources.json",
+                      Body=json.dumps(dict(sorted(sources.items())), indent=2).encode())
+        payload = {"run_id": run_id, "input": f"s3://{self.settings.work_bucket}/{folder}", "consent": self.settings.consent_uri}
+        try:
+            self.clients.sfn.start_execution(stateMachineArn=self.settings.scheduler_arn, name=run_id, input=json.dumps(payload))
+            return "started"
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+            return "duplicate"
 
 
-def gather_window(messages: list[dict], settings: WindowSettings, clients: AwsClients | None = None) -> dict:
-    """Judge and start one window of SQS messages; the Lambda batch response lists messages to retry."""
-    return Window(settings, clients or AwsClients.default()).gather(messages)
+def gather_window(messages: list[dict], settings: WindowSettings, clients: AwsClients | None = None,
+                  deadline: float | None = None) -> dict:
+    """Judge and start one window of SQS messages; the Lambda batch response lists messages to retry.
+    Past `deadline` (time.monotonic()), files not yet judged are given back for the retry."""
+    return Window(settings, clients or AwsClients.default(), deadline).gather(messages)
 
 
-def handler(event: dict, context: object) -> dict:
-    """Lambda entry point, configured by the environment (WindowSettings.from_environment)."""
-    return gather_window(event["Records"], WindowSettings.from_environment())
+def handler(event: dict, context) -> dict:
+    """Lambda entry point, configured by the environment (WindowSettings.from_environment). Stops
+    judging and starting with a margin before the function's timeout, giving the rest back."""
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - DEADLINE_MARGIN_SECONDS
+    return gather_window(event["Records"], WindowSettings.from_environment(), deadline=deadline)

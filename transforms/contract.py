@@ -18,10 +18,10 @@ FORMATS = {
     r"\.(jsonl|ndjson|json)(\.gz)?$": "jsonl",
 }
 
-# What a column name looks like. A "header" that is really data (a CSV file without a header
-# line, a JSON line that is an array) would otherwise quote identifiers in an error: other
-# names are counted, not shown.
-_SHOWN_COLUMN = re.compile(r"[A-Za-z_][A-Za-z_ ]{0,63}")
+# The names an error may quote. A "header" that is really data (a CSV file without a header
+# line, a JSON line that is an array) would otherwise quote identifiers, and an external id or
+# a user name can look like any column name: names outside the contract are counted, not shown.
+KNOWN_COLUMNS = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ("scope",))
 
 
 def format_of(name: str) -> str | None:
@@ -34,9 +34,9 @@ def format_of(name: str) -> str | None:
 
 def column_names(found: list) -> tuple[list[str], str]:
     """The names an error may show, and a note on those it may not (they look like data)."""
-    shown = [c for c in found if isinstance(c, str) and _SHOWN_COLUMN.fullmatch(c)]
+    shown = [c for c in found if c in KNOWN_COLUMNS]
     hidden = len(found) - len(shown)
-    return shown, f" and {hidden} name(s) not shown (digits or punctuation: data, not a header?)" if hidden else ""
+    return shown, f" and {hidden} other name(s), not shown (they may be data, not a header)" if hidden else ""
 
 
 def missing_columns_error(found: list, required: tuple[str, ...] = REQUIRED_COLUMNS) -> str | None:

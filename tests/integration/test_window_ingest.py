@@ -117,15 +117,15 @@ def test_one_window_becomes_one_run_bad_files_are_quarantined_and_repeated_event
     sources = json.loads(stage.s3.get_object(Bucket=stage.work, Key=copied[-1])["Body"].read())
     assert [s["file"] for s in sources.values()] == [f.uri for f in good] and [s["etag"] for s in sources.values()] == [f.etag for f in good]
     # The bad files are moved to quarantine with their reasons, and reported on the dead-letter queue.
-    assert stage.keys(stage.input, "quarantine/") == ["quarantine/" + truncated.key, "quarantine/" + headless.key]
+    quarantined = {f: f"quarantine/{f.etag}/{f.key}" for f in (headless, truncated)}
+    assert stage.keys(stage.input, "quarantine/") == sorted(quarantined.values())
     assert headless.key not in stage.keys(stage.input) and truncated.key not in stage.keys(stage.input)
     letters = stage.dead_letters()
     assert [(d["file"], d["etag"], d["quarantined_to"]) for d in letters] == [
-        (truncated.uri, truncated.etag, f"s3://{stage.input}/quarantine/{truncated.key}"),
-        (headless.uri, headless.etag, f"s3://{stage.input}/quarantine/{headless.key}")]
+        (f.uri, f.etag, f"s3://{stage.input}/{quarantined[f]}") for f in (truncated, headless)]
     assert "truncated" in letters[0]["reason"] and "missing required column(s)" in letters[1]["reason"]
     assert "example.com" not in json.dumps(letters)   # the headless file's first row is data: not quoted
-    kept = stage.s3.head_object(Bucket=stage.input, Key="quarantine/" + headless.key)["Metadata"]
+    kept = stage.s3.head_object(Bucket=stage.input, Key=quarantined[headless])["Metadata"]
     assert kept["audience-relay-source-etag"] == headless.etag and "missing required" in kept["audience-relay-reason"]
     assert [stage.claims.outcome(f)["state"] for f in (*good, headless, truncated)] == ["started"] * 3 + ["quarantined"] * 2
     assert {stage.claims.outcome(f)["run_id"] for f in good} == {run["run_id"]}
@@ -177,13 +177,13 @@ def test_a_file_another_live_window_holds_is_retried_and_a_stale_claim_is_taken_
     stage = Stage(visibility_seconds=1)
     held = stage.land("incoming/held.csv.gz", members(0, 3))
     live = FileClaims(stage.settings.state_table, "a-live-window", 60)
-    assert live.claim(held).value == "ours"
+    assert live.claim(held).claim.value == "ours"
     assert stage.window().retried == 1 and stage.executions() == []   # left on the queue, not dropped
     # That window died (a Lambda timeout): once its claim is stale, the retry takes the file over.
     dead = FileClaims(stage.settings.state_table, "a-dead-window", 60, clock=lambda: time.time() - 3600)
     dead.release(held)
     live.release(held)
-    assert dead.claim(held).value == "ours"
+    assert dead.claim(held).claim.value == "ours"
     time.sleep(1.5)   # the message's visibility timeout (1 s)
     assert stage.window().retried == 0
     [run] = stage.executions()
@@ -209,3 +209,81 @@ def test_a_message_that_is_not_an_s3_event_is_retried_and_named(moto_server):
     stage = Stage()
     response = gather_window([{"messageId": "m-1", "body": "{}"}], stage.settings, AwsClients.default())
     assert response == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+
+
+def test_files_with_different_headers_become_separate_runs_and_an_overwritten_file_waits_for_its_own_event(moto_server):
+    stage = Stage()
+    plain = [stage.land(f"incoming/plain-{n}.csv.gz", members(10 * n, 2)) for n in range(2)]
+    dated = stage.land("incoming/dated.csv.gz", gzip.compress(b"user_id,id_type,id_value,segment_id,updated_at\nu,email,x@y.z,seg_0001,\n"))
+    stale = stage.land("incoming/rewritten.csv.gz", members(50, 2))
+    [*_, event] = stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    assert landed_files(event["Body"])[0] == stale
+    newer = stage.land("incoming/rewritten.csv.gz", members(60, 3))   # overwritten before the window judged it
+    assert stage.window().retried == 0
+    runs = stage.executions()
+    inputs = sorted(sorted(s["file"] for s in json.loads(stage.s3.get_object(
+        Bucket=stage.work, Key=f"runs/{r['run_id']}/input/_sources.json")["Body"].read()).values()) for r in runs)
+    # Spark reads every CSV file of an input with one header: one run per header. The stale
+    # version is skipped and its claim given back; the newer version ran from its own event.
+    assert inputs == [[dated.uri], sorted([plain[0].uri, plain[1].uri, newer.uri])]
+    assert stage.claims.outcome(stale) is None and stage.claims.outcome(newer)["state"] == "started"
+
+
+class StartsThenFails:
+    """Step Functions starting the execution but the answer getting lost (a timeout)."""
+
+    def __init__(self, sfn) -> None:
+        self.sfn = sfn
+
+    def start_execution(self, **request):
+        self.sfn.start_execution(**request)
+        raise ConnectionError("read timeout")
+
+    def __getattr__(self, name):
+        return getattr(self.sfn, name)
+
+
+def test_a_run_that_started_though_its_start_failed_is_not_started_again_with_other_files(moto_server):
+    stage = Stage()
+    first = stage.land("incoming/a.csv.gz", members(0, 3))
+    [message] = stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    record = {"messageId": message["MessageId"], "body": message["Body"]}
+    lossy = AwsClients(boto3.client("s3"), boto3.client("sqs"), StartsThenFails(boto3.client("stepfunctions")), boto3.resource("dynamodb"))
+    # The window checks whether the execution exists: it does, so the file is settled as started.
+    assert gather_window([record], stage.settings, lossy) == {"batchItemFailures": []}
+    [run] = stage.executions()
+    assert stage.claims.outcome(first)["run_id"] == run["run_id"]
+    # A window dying between the start and the settle leaves the claim `starting`; once stale, the
+    # next window finds that run started and does not prepare the file again with other files.
+    table = boto3.resource("dynamodb").Table(stage.settings.state_table)
+    table.update_item(Key={"pk": f"FILE#{first.uri}", "sk": f"ETAG#{first.etag}"}, UpdateExpression="SET #s = :s, claimed_at = :t",
+                      ExpressionAttributeNames={"#s": "state"}, ExpressionAttributeValues={":s": "starting", ":t": int(time.time()) - 3600})
+    second = stage.land("incoming/b.csv.gz", members(10, 3))
+    [message_b] = [m for m in stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+                   if landed_files(m["Body"]) == [second]]
+    records = [record, {"messageId": message_b["MessageId"], "body": message_b["Body"]}]
+    assert gather_window(records, stage.settings, AwsClients.default()) == {"batchItemFailures": []}
+    assert stage.claims.outcome(first)["state"] == "started" and stage.claims.outcome(first)["run_id"] == run["run_id"]
+    runs = stage.executions()
+    assert len(runs) == 2 and stage.claims.outcome(second)["run_id"] != run["run_id"]
+
+
+def test_a_slow_window_whose_claim_was_taken_over_starts_nothing_with_that_file(moto_server, monkeypatch):
+    stage = Stage()
+    landed = stage.land("incoming/a.csv.gz", members(0, 3))
+    [message] = stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
+    from orchestration import ingest_window
+
+    real_judge = ingest_window.Window._judge
+
+    def judged_while_another_window_takes_over(window, file):
+        verdict = real_judge(window, file)
+        boto3.resource("dynamodb").Table(stage.settings.state_table).update_item(
+            Key={"pk": f"FILE#{file.uri}", "sk": f"ETAG#{file.etag}"}, UpdateExpression="SET #w = :w",
+            ExpressionAttributeNames={"#w": "window"}, ExpressionAttributeValues={":w": "the-window-that-took-over"})
+        return verdict
+
+    monkeypatch.setattr(ingest_window.Window, "_judge", judged_while_another_window_takes_over)
+    response = gather_window([{"messageId": message["MessageId"], "body": message["Body"]}], stage.settings, AwsClients.default())
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert stage.executions() == [] and stage.claims.outcome(landed)["window"] == "the-window-that-took-over"
