@@ -31,6 +31,12 @@ LOCAL = [
     "moto[server]==5.2.5",
     "jsonata-python==0.7.1",
 ]
+# The run catalog (`audience-relay catalog`, the ingest windows' records): PostgreSQL through
+# psycopg 3, schema changes applied by yoyo-migrations.
+CATALOG = [
+    "psycopg[binary]>=3.2,<4",
+    "yoyo-migrations>=9,<10",
+]
 # bench/: the peers (DuckDB), process-tree memory sampling and the plot.
 BENCH = [
     "duckdb==1.1.3",
@@ -42,7 +48,7 @@ DEPLOY = [
     "build>=1.2",
     "setuptools>=70.1",  # builds wheels itself (no `wheel` package)
 ]
-DEV = TEST + LOCAL + BENCH + DEPLOY
+DEV = TEST + LOCAL + BENCH + DEPLOY + CATALOG
 
 setup(
     name="audience-relay",
@@ -50,8 +56,8 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "jobs*"]),
-    package_data={"jobs": ["defaults/*.yaml", "log4j2-redacting.properties"]},
+    package_data={"jobs": ["defaults/*.yaml", "log4j2-redacting.properties"], "connectors.catalog": ["migrations/*.sql"]},
     install_requires=RUNTIME,
-    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY, "local": SPARK + LOCAL, "bench": BENCH, "dev": SPARK + DEV},
+    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY + CATALOG, "local": SPARK + LOCAL, "bench": BENCH, "catalog": CATALOG, "dev": SPARK + DEV},
     entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
 )

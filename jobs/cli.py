@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from connectors.secrets import SecretUnavailable
+from jobs import catalog as catalog_command
 from jobs import dead_letters
 from jobs import deploy as deploy_command
 from jobs import deliver as deliver_job
@@ -32,7 +33,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
     deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
-    lease_command.LeaseCommandError,
+    lease_command.LeaseCommandError, catalog_command.CatalogUsageError,
     UnsafePath,
 )
 
@@ -164,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="gather windows of landed files from the ingest queue and start one run per window")
     ingest_command.add_arguments(ingest)
     ingest.set_defaults(handler=ingest_command.run_ingest)
+
+    catalog = commands.add_parser("catalog", help="the run catalog (PostgreSQL): migrate its schema, record a run, show one")
+    catalog_command.add_arguments(catalog)
+    catalog.set_defaults(handler=catalog_command.run_catalog)
 
     report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
     run_report.add_arguments(report)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import boto3
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="destinations YAML whose `ingest` section sizes windows")
     parser.add_argument("--claim-stale-seconds", "--claim_stale_seconds", type=int, default=DEFAULT_STALE_SECONDS,
                         help="a claim this old that was never settled may be taken over")
+    parser.add_argument("--catalog-dsn", "--catalog_dsn", default=os.environ.get("CATALOG_DSN"),
+                        help="record each window's runs and files in this run catalog (default: CATALOG_DSN; none: not recorded)")
     parser.add_argument("--once", action="store_true", help="run one window, then stop (default: until the queue is empty)")
 
 
@@ -38,7 +41,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     settings = WindowSettings(
         scheduler_arn=args.scheduler_arn, consent_uri=args.consent, state_table=args.state_table, work_bucket=args.work_bucket,
         quarantine_prefix=ingest.quarantine_prefix, dead_letter_queue_url=args.dead_letter_queue_url,
-        max_file_bytes=ingest.max_file_bytes, stale_seconds=args.claim_stale_seconds,
+        max_file_bytes=ingest.max_file_bytes, stale_seconds=args.claim_stale_seconds, catalog_dsn=args.catalog_dsn,
     )
     clients = AwsClients.default()
     sqs = boto3.client("sqs")

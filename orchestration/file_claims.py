@@ -44,6 +44,7 @@ class Claim(Enum):
 class Found:
     claim: Claim
     run_id: str | None = None
+    settled: dict | None = None   # DONE: the claim as an earlier window settled it
 
 
 class ClaimLost(Exception):
@@ -83,7 +84,9 @@ class FileClaims:
             return Found(Claim.HELD)
         if held["state"] == "starting" and held["claimed_at"] < now - self._stale_seconds:
             return Found(Claim.STARTING, held["run_id"])
-        return Found(Claim.HELD if held["state"] in ("claimed", "starting") else Claim.DONE)
+        if held["state"] in ("claimed", "starting"):
+            return Found(Claim.HELD)
+        return Found(Claim.DONE, held.get("run_id"), held)
 
     def take_over(self, landed: LandedFile, run_id: str) -> bool:
         """Claim a stale `starting` claim whose run never started; False if someone else moved first."""
@@ -95,14 +98,21 @@ class FileClaims:
             ExpressionAttributeValues={":starting": "starting", ":run": run_id, ":stale": now - self._stale_seconds},
         ))
 
-    def confirm_started(self, landed: LandedFile, run_id: str) -> bool:
-        """A stale `starting` claim whose run did start: record it as `started` (for any window)."""
-        return self._conditional(lambda: self._table.update_item(
-            Key=self._key(landed), UpdateExpression="SET #state = :started",
-            ConditionExpression="#state = :starting AND run_id = :run",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={":started": "started", ":starting": "starting", ":run": run_id},
-        ))
+    def confirm_started(self, landed: LandedFile, run_id: str) -> dict | None:
+        """A stale `starting` claim whose run did start: record it as `started` (for any window);
+        the claim as now stored, or None if someone else moved first."""
+        try:
+            return self._table.update_item(
+                Key=self._key(landed), UpdateExpression="SET #state = :started",
+                ConditionExpression="#state = :starting AND run_id = :run",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":started": "started", ":starting": "starting", ":run": run_id},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as error:
+            if error.response["Error"]["Code"] != CONDITION_FAILED:
+                raise
+            return None
 
     def settle(self, landed: LandedFile, state: str, **details: str) -> None:
         """Move this window's claim to `state` (`starting`, `started`, `quarantined`); ClaimLost if

@@ -57,6 +57,7 @@ class WindowSettings:
     dead_letter_queue_url: str
     max_file_bytes: int
     stale_seconds: int           # a claim older than this, never settled, may be taken over
+    catalog_dsn: str | None = None   # the run catalog (PostgreSQL): each window's runs and files
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] = os.environ) -> WindowSettings:
@@ -64,7 +65,7 @@ class WindowSettings:
             scheduler_arn=environ["SCHEDULER_ARN"], consent_uri=environ["CONSENT_URI"], state_table=environ["STATE_TABLE"],
             work_bucket=environ["WORK_BUCKET"], quarantine_prefix=environ["QUARANTINE_PREFIX"],
             dead_letter_queue_url=environ["DEAD_LETTER_QUEUE_URL"], max_file_bytes=int(environ["MAX_FILE_BYTES"]),
-            stale_seconds=int(environ["CLAIM_STALE_SECONDS"]),
+            stale_seconds=int(environ["CLAIM_STALE_SECONDS"]), catalog_dsn=environ.get("CATALOG_DSN") or None,
         )
 
 
@@ -78,6 +79,11 @@ class AwsClients:
     @classmethod
     def default(cls) -> AwsClients:
         return cls(boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions"), boto3.resource("dynamodb"))
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    reason: str
 
 
 def landed_files(message_body: str) -> list[LandedFile]:
@@ -111,6 +117,8 @@ class Window:
         self.failed_messages: set[str] = set()
         self.carriers: dict[LandedFile, list[str]] = defaultdict(list)   # file version -> the messages naming it
         self.settled: set[LandedFile] = set()   # claims settled or given back
+        self.catalog_runs: dict[str, object] = {}   # run id -> RunRecord, when the catalog is configured
+        self.catalog_files: dict[LandedFile, object] = {}   # -> FileRecord
 
     def gather(self, messages: list[dict]) -> dict:
         for message in messages:
@@ -129,12 +137,14 @@ class Window:
             for landed, verdict in zip(ours, verdicts):
                 if isinstance(verdict, Admitted):
                     shapes[verdict].append(landed)
-                elif verdict == "quarantined":
-                    self._settle(landed, "quarantined")
+                elif isinstance(verdict, Quarantined):
+                    self._settle(landed, "quarantined", reason=verdict.reason)
+                    self._catalogued(landed, {"state": "quarantined", "reason": verdict.reason, "window": self.window_id})
                 else:   # superseded, or not judged: given back
                     self._give_back(landed, retry=verdict != "superseded")
-            for shape, files in shapes.items():
+            for files in shapes.values():
                 self._start(files)
+            self._record_in_catalog()
         except Exception as error:   # noqa: BLE001 - whatever failed, no claim of ours stays behind
             LOG.error(json.dumps({"event": "ingest.window_failed", "error": str(error)[:500], "window": self.window_id}))
             for landed in ours:
@@ -148,8 +158,7 @@ class Window:
             found = self.claims.claim(landed)
             if found.claim is Claim.STARTING:   # a window died starting a run with it: did the run start?
                 if self._execution_exists(found.run_id):
-                    self.claims.confirm_started(landed, found.run_id)
-                    found = Found(Claim.DONE)
+                    found = Found(Claim.DONE, found.run_id, self.claims.confirm_started(landed, found.run_id))
                 elif self.claims.take_over(landed, found.run_id):
                     found = Found(Claim.OURS)
                 else:
@@ -157,13 +166,15 @@ class Window:
         except Exception as error:   # noqa: BLE001 - a failed call: retry the message
             LOG.error(json.dumps({"event": "ingest.claim_failed", "file": landed.uri, "error": str(error)[:500]}))
             found = Found(Claim.HELD)
-        if found.claim is Claim.HELD:
+        if found.claim is Claim.HELD or (found.claim is Claim.DONE and found.settled is None):
             self.failed_messages.update(self.carriers[landed])
+        elif found.claim is Claim.DONE:
+            self._catalogued(landed, found.settled)   # recorded again: a failed catalog write is retried so
         _log("ingest.file", file=landed.uri, etag=landed.etag, claim=found.claim.value, window=self.window_id)
         return found.claim is Claim.OURS
 
-    def _judge(self, landed: LandedFile) -> Admitted | str:
-        """Admitted, or quarantined | superseded | failed. Runs in the pool: S3 and SQS only."""
+    def _judge(self, landed: LandedFile) -> Admitted | Quarantined | str:
+        """Admitted, Quarantined, or superseded | failed. Runs in the pool: S3 and SQS only."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             return "failed"   # out of time: judged by the retry
         try:
@@ -177,7 +188,7 @@ class Window:
             LOG.error(json.dumps({"event": "ingest.file_failed", "file": landed.uri, "error": str(error)[:500], "window": self.window_id}))
             return "failed"
 
-    def _quarantine(self, landed: LandedFile, reason: str) -> str:
+    def _quarantine(self, landed: LandedFile, reason: str) -> Quarantined | str:
         """Move the file to `<quarantine prefix><etag>/<key>` and report it on the dead-letter queue."""
         target = f"{self.settings.quarantine_prefix}{landed.etag}/{landed.key}"
         try:
@@ -200,7 +211,7 @@ class Window:
             _log("ingest.quarantine_kept_source", file=landed.uri, error=str(error)[:200])
         LOG.warning(json.dumps({"event": "ingest.quarantined", "file": landed.uri, "etag": landed.etag, "reason": reason,
                                 "window": self.window_id}))
-        return "quarantined"
+        return Quarantined(reason)
 
     def _settle(self, landed: LandedFile, state: str, **details: str) -> None:
         try:
@@ -218,6 +229,39 @@ class Window:
         self.settled.add(landed)
         if retry:
             self.failed_messages.update(self.carriers[landed])
+
+    def _catalogued(self, landed: LandedFile, claim: dict) -> None:
+        """Keep the file's outcome for the run catalog (written once, at the window's end)."""
+        if self.settings.catalog_dsn is None:
+            return
+        from connectors.catalog.postgres import FileRecord, RunRecord
+
+        run_id = claim.get("run_id") if claim["state"] == "started" else None
+        if run_id:
+            self.catalog_runs[run_id] = RunRecord(run_id, "window", self._run_input(run_id), claim["window"])
+        self.catalog_files[landed] = FileRecord(
+            landed.uri, landed.etag, landed.size, "accepted" if run_id else "quarantined", run_id,
+            None if run_id else claim.get("reason", ""), claim["window"])
+
+    def _record_in_catalog(self) -> None:
+        """One connection, one INSERT per table, for the whole window. Idempotent: on failure the
+        window's messages are retried, find their files done, and record them again."""
+        if not self.catalog_files:
+            return
+        from connectors.catalog.postgres import RunCatalog
+
+        try:
+            RunCatalog(self.settings.catalog_dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
+        except Exception as error:   # noqa: BLE001 - the runs have started; only the record is retried
+            LOG.error(json.dumps({"event": "ingest.catalog_failed", "files": len(self.catalog_files), "error": str(error)[:500],
+                                  "window": self.window_id}))
+            for landed in self.catalog_files:
+                self.failed_messages.update(self.carriers[landed])
+            return
+        _log("ingest.catalogued", runs=len(self.catalog_runs), files=len(self.catalog_files), window=self.window_id)
+
+    def _run_input(self, run_id: str) -> str:
+        return f"s3://{self.settings.work_bucket}/runs/{run_id}/input/"
 
     def _execution_arn(self, run_id: str) -> str:
         machine = self.settings.scheduler_arn
@@ -269,6 +313,7 @@ class Window:
             except Exception as error:   # noqa: BLE001 - `starting` with a started run is found as done
                 LOG.error(json.dumps({"event": "ingest.settle_failed", "file": landed.uri, "error": str(error)[:500]}))
                 self.settled.add(landed)
+            self._catalogued(landed, {"state": "started", "run_id": run_id, "window": self.window_id})
         _log("ingest.window", outcome=outcome, run_id=run_id, files=len(accepted), window=self.window_id)
 
     def _copy_and_start(self, run_id: str, accepted: list[LandedFile]) -> str:
@@ -283,7 +328,7 @@ class Window:
         sources = {name: {"file": landed.uri, "etag": landed.etag, "size": landed.size} for landed, name in names.items()}
         s3.put_object(Bucket=self.settings.work_bucket, Key=folder + "_sources.json",
                       Body=json.dumps(dict(sorted(sources.items())), indent=2).encode())
-        payload = {"run_id": run_id, "input": f"s3://{self.settings.work_bucket}/{folder}", "consent": self.settings.consent_uri}
+        payload = {"run_id": run_id, "input": self._run_input(run_id), "consent": self.settings.consent_uri}
         try:
             self.clients.sfn.start_execution(stateMachineArn=self.settings.scheduler_arn, name=run_id, input=json.dumps(payload))
             return "started"

@@ -67,6 +67,16 @@ def moto_server():
 
 
 @pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on loopback (the run catalog's database in AWS is Aurora PostgreSQL)."""
+    from tests.emulators.postgres_server import start_postgres_server
+
+    server = start_postgres_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 with generated host and client keys."""
     from tests.emulators.sftp_server import start_sftp_server

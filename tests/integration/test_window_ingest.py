@@ -4,83 +4,21 @@ and a window's files are one prepare run."""
 import gzip
 import json
 import time
-import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 
-from connectors.state.dynamodb import create_table
+from jobs.cli import main
 from jobs.config import DEFAULT_CONFIG, parse_config
 from jobs.prepare import PrepareRequest, run_prepare
-from orchestration.file_checks import LandedFile
 from orchestration.file_claims import FileClaims
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
-from orchestration.local.window_poller import receive_window, run_window
+from orchestration.local.window_poller import receive_window
+from tests.integration.ingest_stage import Stage, members
 
 pytestmark = pytest.mark.integration
-
-HEADER = "user_id,id_type,id_value,segment_id\n"
-
-
-def members(first: int, count: int) -> bytes:
-    rows = "".join(f"user{n},email,person{n}@example.com,seg_0001\n" for n in range(first, first + count))
-    return gzip.compress((HEADER + rows).encode())
-
-
-class Stage:
-    """An input bucket notifying an ingest queue (with its DLQ), a work bucket, a state table and a scheduler."""
-
-    def __init__(self, window_files: int = 100, window_seconds: float = 1, visibility_seconds: int = 30) -> None:
-        tag = uuid.uuid4().hex[:8]
-        self.s3, self.sqs, self.sfn = boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions")
-        self.input, self.work, table = f"input-{tag}", f"work-{tag}", f"state-{tag}"
-        for bucket in (self.input, self.work):
-            self.s3.create_bucket(Bucket=bucket)
-        self.dlq = self.sqs.create_queue(QueueName=f"ingest-dlq-{tag}")["QueueUrl"]
-        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.queue = self.sqs.create_queue(QueueName=f"ingest-{tag}", Attributes={
-            "VisibilityTimeout": str(visibility_seconds), "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
-        queue_arn = self.sqs.get_queue_attributes(QueueUrl=self.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        self.s3.put_bucket_notification_configuration(Bucket=self.input, NotificationConfiguration={"QueueConfigurations": [{
-            "QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}, {"Name": "suffix", "Value": ".csv.gz"}]}}}]})
-        create_table(table)
-        self.scheduler = self.sfn.create_state_machine(
-            name=f"scheduler-{tag}", roleArn="arn:aws:iam::123456789012:role/machines",
-            definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}))["stateMachineArn"]
-        self.settings = WindowSettings(
-            scheduler_arn=self.scheduler, consent_uri=f"s3://{self.input}/consent/", state_table=table, work_bucket=self.work,
-            quarantine_prefix="quarantine/", dead_letter_queue_url=self.dlq, max_file_bytes=1_000_000, stale_seconds=60)
-        self.window_files, self.window_seconds = window_files, window_seconds
-        self.claims = FileClaims(table, "inspector", 60)
-        self.drain_test_event()
-
-    def drain_test_event(self) -> None:
-        """S3 sends `s3:TestEvent` when the notification is set; a window acknowledges it."""
-        assert self.window().retried == 0
-
-    def land(self, key: str, body: bytes) -> LandedFile:
-        etag = self.s3.put_object(Bucket=self.input, Key=key, Body=body)["ETag"].strip('"')
-        return LandedFile(self.input, key, etag, len(body), "")
-
-    def window(self):
-        return run_window(self.sqs, self.queue, self.window_files, self.window_seconds,
-                          lambda records: gather_window(records, self.settings, AwsClients.default()), idle_seconds=1)
-
-    def executions(self) -> list[dict]:
-        found = self.sfn.list_executions(stateMachineArn=self.scheduler)["executions"]
-        return sorted((json.loads(self.sfn.describe_execution(executionArn=e["executionArn"])["input"]) for e in found),
-                      key=lambda payload: payload["run_id"])
-
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        return sorted(o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
-
-    def dead_letters(self) -> list[dict]:
-        found = self.sqs.receive_message(QueueUrl=self.dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-        return sorted((json.loads(m["Body"]) for m in found), key=lambda body: body["file"])
-
 
 def window_config(tmp_path: Path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -93,7 +31,8 @@ def window_config(tmp_path: Path):
     return parse_config(raw, str(path)), path
 
 
-def test_one_window_becomes_one_run_bad_files_are_quarantined_and_repeated_events_change_nothing(moto_server, spark, tmp_path, caplog):
+def test_one_window_becomes_one_run_bad_files_are_quarantined_and_repeated_events_change_nothing(moto_server, spark, tmp_path, caplog,
+                                                                                                 postgres_server, capsys):
     caplog.set_level("INFO", logger="audience_relay.ingest")
     stage = Stage()
     good = [stage.land(f"incoming/2026-12-01/part-{n}.csv.gz", members(100 * n, 10 + n)) for n in range(3)]
@@ -147,6 +86,16 @@ def test_one_window_becomes_one_run_bad_files_are_quarantined_and_repeated_event
     manifest = json.loads(Path(summary["manifest"]).read_text())
     assert manifest["input_rows"] == 10 + 11 + 12
     assert sorted(Path(f).name for f in manifest["inputs"]["files"]) == [Path(k).name for k in copied[:3]]
+    # The run catalog records the run's accounting, the numbers `report` shows.
+    dsn = postgres_server.create_database("window_run")
+    assert main(["catalog", "--dsn", dsn, "migrate"]) == 0
+    assert main(["catalog", "--dsn", dsn, "record", "--out", str(tmp_path / "out"), "--run", run["run_id"]]) == 0
+    capsys.readouterr()
+    assert main(["catalog", "--dsn", dsn, "show", "--run", run["run_id"]]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["trigger"], shown["input_uri"]) == ("window", run["input"])
+    assert {line["destination_id"] for line in shown["accounting"]} == {d.id for d in config.active_destinations}
+    assert all(line["input_rows"] == 33 and line["reconciles"] and line["status"] == "NOT_DELIVERED" for line in shown["accounting"])
 
 
 def test_windows_close_at_their_file_count_and_every_file_runs_once(moto_server):

@@ -1,0 +1,3 @@
+DROP TABLE run_accounting;
+DROP TABLE ingested_files;
+DROP TABLE runs;

@@ -1,0 +1,97 @@
+"""A real PostgreSQL server (Debian's postgresql package) on 127.0.0.1, for the run catalog tests.
+
+initdb refuses to run as root: as root, the cluster belongs to the `postgres` system user and
+the server runs as it (`runuser`). Password authentication (scram-sha-256) on loopback only,
+as an Aurora cluster is reached with a user and password.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+USER = "relay"
+DATABASE = "catalog"
+
+
+def _binaries() -> Path:
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None)
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries (initdb, postgres) not found: install them (apt-get install postgresql)")
+    return Path(os.path.realpath(found)).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    root: Path
+    port: int
+    password: str
+    process: subprocess.Popen
+
+    def dsn(self, database: str = DATABASE) -> str:
+        return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A fresh database (one per test), returning its DSN."""
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_postgres_server() -> PostgresServer:
+    binaries = _binaries()
+    root = Path(tempfile.mkdtemp(prefix="audience-relay-postgres-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    password = secrets.token_urlsafe(16)
+    (root / "password").write_text(password)
+    if as_owner:
+        shutil.chown(root / "password", "postgres", "postgres")
+    subprocess.run([*as_owner, str(binaries / "initdb"), "-D", str(root / "data"), "-U", USER, "--auth=scram-sha-256",
+                    f"--pwfile={root / 'password'}", "--encoding=UTF8", "--no-sync"], check=True, capture_output=True)
+    port = _free_port()
+    log = open(root / "server.log", "w")   # noqa: SIM115 - the server writes it until it stops
+    process = subprocess.Popen(
+        [*as_owner, str(binaries / "postgres"), "-D", str(root / "data"), "-h", "127.0.0.1", "-p", str(port),
+         "-k", str(root), "-c", "fsync=off", "-c", "max_connections=50"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    server = PostgresServer(root, port, password, process)
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with psycopg.connect(server.dsn("postgres"), connect_timeout=2, autocommit=True) as connection:
+                connection.execute(f"CREATE DATABASE {DATABASE}")
+            return server
+        except psycopg.OperationalError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"PostgreSQL did not start: {(root / 'server.log').read_text()[-1000:]}") from None
+            time.sleep(0.3)
