@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a claim this old that was never settled may be taken over")
     parser.add_argument("--catalog-dsn", "--catalog_dsn", default=os.environ.get("CATALOG_DSN"),
                         help="record each window's runs and files in this run catalog (default: CATALOG_DSN; none: not recorded)")
+    parser.add_argument("--idle-seconds", "--idle_seconds", type=int, default=20, choices=range(0, 21), metavar="0-20",
+                        help="the queue is empty once a long poll this long brings nothing (default 20, SQS's longest)")
     parser.add_argument("--once", action="store_true", help="run one window, then stop (default: until the queue is empty)")
 
 
@@ -47,7 +49,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     sqs = boto3.client("sqs")
     windows = 0
     while result := run_window(sqs, args.queue_url, ingest.window_files, ingest.window_seconds,
-                               lambda records: gather_window(records, settings, clients)):
+                               lambda records: gather_window(records, settings, clients), args.idle_seconds):
         windows += 1
         print(json.dumps({"window": windows, "messages": result.messages, "retried": result.retried}))
         if args.once:

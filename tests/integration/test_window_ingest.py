@@ -236,3 +236,17 @@ def test_a_slow_window_whose_claim_was_taken_over_starts_nothing_with_that_file(
     response = gather_window([{"messageId": message["MessageId"], "body": message["Body"]}], stage.settings, AwsClients.default())
     assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     assert stage.executions() == [] and stage.claims.outcome(landed)["window"] == "the-window-that-took-over"
+
+
+def test_the_ingest_command_runs_windows_from_the_queue_until_it_is_empty(moto_server, tmp_path, capsys):
+    stage = Stage()
+    files = [stage.land(f"incoming/f{n}.csv.gz", members(10 * n, 2)) for n in range(3)]
+    _, config_path = window_config(tmp_path)
+    settings = stage.settings
+    assert main(["ingest", "--queue-url", stage.queue, "--scheduler-arn", settings.scheduler_arn, "--consent", settings.consent_uri,
+                 "--state-table", settings.state_table, "--work-bucket", settings.work_bucket,
+                 "--dead-letter-queue-url", settings.dead_letter_queue_url, "--config", str(config_path), "--idle-seconds", "1"]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == [{"window": 1, "messages": 3, "retried": 0}, {"windows": 1}]
+    [run] = stage.executions()
+    assert {stage.claims.outcome(f)["run_id"] for f in files} == {run["run_id"]}
