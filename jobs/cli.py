@@ -12,6 +12,7 @@ from typing import Callable
 from connectors.secrets import SecretUnavailable
 from jobs import catalog as catalog_command
 from jobs import dead_letters
+from jobs import feedback as feedback_command
 from jobs import deploy as deploy_command
 from jobs import deliver as deliver_job
 from jobs import generate as generator
@@ -33,7 +34,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
     deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
-    lease_command.LeaseCommandError, catalog_command.CatalogUsageError,
+    lease_command.LeaseCommandError, catalog_command.CatalogUsageError, feedback_command.FeedbackError,
     UnsafePath,
 )
 
@@ -169,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser("catalog", help="the run catalog (PostgreSQL): migrate its schema, record a run, show one")
     catalog_command.add_arguments(catalog)
     catalog.set_defaults(handler=catalog_command.run_catalog)
+
+    feedback = commands.add_parser("feedback", help="ask each destination what it holds of a run's audiences; write the feedback table")
+    feedback_command.add_arguments(feedback)
+    feedback.set_defaults(handler=feedback_command.run_feedback)
 
     report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
     run_report.add_arguments(report)

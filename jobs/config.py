@@ -59,11 +59,17 @@ class DailyQuota(_Strict):
 
 class Guards(_Strict):
     min_audience_size: Annotated[int, Field(ge=0)] = 0
+    # `feedback` flags an audience the destination reports matching less of than this share of
+    # the ids it was sent (its match rate, or reported size / ids sent).
+    min_match_rate: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class HttpConnection(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
     account_id: str | None = None
+    # Where the audience reports are read (`feedback`), when not at base_url: Google's come from
+    # the Google Ads API (https://googleads.googleapis.com), not the Data Manager API.
+    report_base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     # The API's own id of each audience (Meta custom audience id, Google user list id);
     # audiences not listed are sent under their configured name.
     # One URL path segment (Meta puts it in the path): never `.` or `..`.

@@ -75,6 +75,19 @@ class DeliverAttempt:
 
 
 @dataclass(frozen=True)
+class FeedbackLine:
+    """What a destination reported of one audience after the run (`audience-relay feedback`)."""
+
+    destination: str
+    audience: str
+    ids_sent: int
+    reported_size: int | None   # None: the destination did not report the audience
+    match_rate: float | None
+    below_threshold: bool | None   # None: no threshold configured, or nothing reported
+    min_match_rate: float | None
+
+
+@dataclass(frozen=True)
 class RunReport:
     run_id: str
     created_at: str | None
@@ -82,6 +95,12 @@ class RunReport:
     rejected_by_reason: dict[str, int]  # run-wide: rows no destination can use
     destinations: list[DestinationLine]
     attempts: list[DeliverAttempt]
+    feedback: list[FeedbackLine] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[FeedbackLine]:
+        """Audiences the destination matched less of than their threshold, or did not report."""
+        return [line for line in self.feedback if line.below_threshold or line.reported_size is None]
 
     @property
     def status(self) -> str:
@@ -142,6 +161,23 @@ def read_attempts(run_dir: str) -> list[DeliverAttempt]:
     return sorted(attempts, key=lambda a: (a.finished_at or datetime.max.replace(tzinfo=timezone.utc), a.folder))
 
 
+FEEDBACK_COLUMNS = ["destination_id", "audience_id", "ids_sent", "reported_size", "match_rate", "below_threshold", "min_match_rate"]
+
+
+def read_feedback(run_dir: str) -> list[FeedbackLine]:
+    """The run's feedback table (none before `audience-relay feedback` ran)."""
+    root = storage.join(run_dir, "feedback", "table")
+    lines = []
+    for uri in sorted(u for u in storage.list_files(root) if u.endswith(".parquet") and "/." not in u and "/_" not in u):
+        try:
+            table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)), columns=FEEDBACK_COLUMNS)
+        except (pa.ArrowException, TypeError) as error:
+            raise ReportError(f"{uri}: unreadable feedback table ({type(error).__name__})") from None
+        lines.extend(FeedbackLine(r["destination_id"], r["audience_id"], r["ids_sent"], r["reported_size"], r["match_rate"],
+                                  r["below_threshold"], r["min_match_rate"]) for r in table.to_pylist())
+    return sorted(lines, key=lambda line: (line.destination, line.audience))
+
+
 def _destination_line(destination: str, section: dict, summary: dict | None, attempts: list[DeliverAttempt]) -> DestinationLine:
     prepared = section["accounting"]
     if summary is None:  # nothing sent yet: every row to deliver is still pending
@@ -178,7 +214,8 @@ def load_report(out: str, run_id: str) -> RunReport:
             # only by a deliver of all destinations at once, so it may be older.
             summary = _read_json(storage.join(run_dir, "delivery", destination, "summary.json"), required=False)
             lines.append(_destination_line(destination, section, summary or run_summary.get("destinations", {}).get(destination), attempts))
-        return RunReport(run_id, manifest.get("created_at"), manifest["input_rows"], manifest["rejected"]["by_reason"], lines, attempts)
+        return RunReport(run_id, manifest.get("created_at"), manifest["input_rows"], manifest["rejected"]["by_reason"], lines, attempts,
+                         read_feedback(run_dir))
     except (KeyError, TypeError) as error:
         raise ReportError(f"{run_dir}: manifest or delivery summary lacks {error} (written by another version?)") from None
 
@@ -208,17 +245,31 @@ def rejected_table(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def feedback_table(report: RunReport) -> str:
+    lines = [f"  {'destination':<15}{'audience':<26}{'ids sent':>10}{'reported':>10}{'match':>8}  flag"]
+    for line in report.feedback:
+        reported = "-" if line.reported_size is None else str(line.reported_size)
+        rate = "-" if line.match_rate is None else f"{line.match_rate:.0%}"
+        flag = ("NOT REPORTED" if line.reported_size is None
+                else f"LOW (< {line.min_match_rate:.0%})" if line.below_threshold else "")
+        lines.append(f"  {line.destination:<15}{line.audience:<26}{line.ids_sent:>10}{reported:>10}{rate:>8}  {flag}".rstrip())
+    return "\n".join(lines)
+
+
 def text_report(report: RunReport) -> str:
     when = f", prepared {report.created_at}" if report.created_at else ""
     attempts = (f"{len(report.attempts)} deliver attempt(s), the last finished {report.attempts[-1].label} UTC"
                 if report.attempts else "not delivered yet")
-    return "\n".join([
+    sections = [
         f"run {report.run_id}{when}: {report.input_rows} input rows, status {report.status}, {attempts}",
         "rows per destination (delivered + pending + unchanged + consent + unmapped + rejected = input):",
         accounting_table(report),
         "rejected rows by reason (`all`: unusable for every destination):",
         rejected_table(report),
-    ])
+    ]
+    if report.feedback:
+        sections += ["what the destinations report holding (ids sent: the audience's members after the run):", feedback_table(report)]
+    return "\n".join(sections)
 
 
 # --- HTML -----------------------------------------------------------------------------------
@@ -370,6 +421,9 @@ def run_report(args: argparse.Namespace) -> int:
     storage.write_text(target, html_report(report))
     print(text_report(report))
     print(f"html report: {target}")
+    for line in report.flagged:
+        why = "not reported" if line.reported_size is None else f"match rate {line.match_rate:.0%} below {line.min_match_rate:.0%}"
+        print(f"audience-relay: warning: {line.destination}/{line.audience}: {why}", file=sys.stderr)
     if not report.reconciles:
         print(f"audience-relay: run {args.run}: rows of {[l.destination for l in report.destinations if not l.reconciles]} "
               "do not sum to the input", file=sys.stderr)

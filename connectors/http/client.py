@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlparse
@@ -31,6 +32,7 @@ class UnsafeAudienceId(ValueError):
 
 
 # An audience id goes into the URL path (`/{audience}/users`): one segment, never `.` or `..`.
+REPORT_ATTEMPTS = 4
 AUDIENCE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 REDACTED = "[redacted]"
 # Shapes of identifiers, redacted from error answers on top of the batch's own ids: an API may
@@ -70,8 +72,18 @@ def redact(answer: object, sent: list[str]) -> object:
 class HttpRequest:
     method: str
     path: str
-    json: dict
+    json: dict | None
     headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ReportedAudience:
+    """What the destination itself says of one audience it holds."""
+
+    audience: str               # the API's id of the audience
+    size: int                   # people it matched (Meta: the lower bound of its estimate)
+    match_rate: float | None    # matched / uploaded, where the API reports it (Google)
+    status: str
 
 
 class HttpError(Exception):
@@ -91,6 +103,12 @@ class HttpProfile(Protocol):
     def classify(self, error: HttpError) -> Failure: ...
 
     def receipt(self, body: dict, batch: Batch) -> Receipt: ...
+
+    def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
+        """One page of the account's audience report; `page_token` None is the first page."""
+
+    def read_report(self, body: dict) -> tuple[list[ReportedAudience], str | None]:
+        """The audiences on a report page, and the next page's token (None: the last page)."""
 
 
 def require_secure(base_url: str) -> None:
@@ -151,6 +169,41 @@ class HttpApiDestination(Destination):
         if response.status_code >= 300:
             raise HttpError(response.status_code, redact(body, [key for _, key in batch.members]), dict(response.headers))
         return self.profile.receipt(body, batch)
+
+    def audience_reports(self, account_id: str, report_base_url: str | None = None, max_pages: int = 1000) -> list[ReportedAudience]:
+        """Every page of the account's audience report (the destination's own view of what it holds).
+
+        A page the API throttles or fails transiently is asked again after its wait (up to
+        REPORT_ATTEMPTS times); anything else raises HttpError.
+        """
+        base = (report_base_url or self.base_url).rstrip("/")
+        require_secure(base)
+        found, token = [], None
+        for _ in range(max_pages):
+            request = self.profile.report_request(account_id, token)
+            body = self._report_page(base, request)
+            audiences, token = self.profile.read_report(body)
+            found.extend(audiences)
+            if token is None:
+                return found
+        raise HttpError(0, {"error": f"more than {max_pages} report pages"}, {})
+
+    def _report_page(self, base: str, request: HttpRequest) -> dict:
+        for attempt in range(1, REPORT_ATTEMPTS + 1):
+            response = self._session.request(request.method, f"{base}{request.path}", json=request.json, headers=request.headers,
+                                             timeout=self.timeout, allow_redirects=False)
+            try:
+                body = response.json() if response.content else {}
+            except ValueError:
+                body = {"raw": response.text[:500]}
+            if response.status_code < 300:
+                return body
+            error = HttpError(response.status_code, body, dict(response.headers))
+            failure = self.profile.classify(error)
+            if failure.kind not in (FailureKind.RETRYABLE, FailureKind.RATE_LIMITED) or attempt == REPORT_ATTEMPTS:
+                raise error
+            time.sleep(min(failure.retry_after or 2.0 ** attempt, 60.0))
+        raise AssertionError("unreachable")
 
     def classify(self, error: Exception) -> Failure:
         if isinstance(error, HttpError):

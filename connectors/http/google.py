@@ -9,10 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connectors.destination import Batch, Receipt
-from connectors.http.client import HttpError, HttpRequest, retry_after_seconds
+from connectors.http.client import HttpError, HttpRequest, ReportedAudience, retry_after_seconds
 from connectors.retry import Failure, FailureKind
 
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
+# Customer Match lists as the Google Ads API reports them (GAQL over `user_list`).
+REPORT_QUERY = "SELECT user_list.id, user_list.size_for_search, user_list.match_rate_percentage FROM user_list WHERE user_list.type = CRM_BASED"
+ADS_API_VERSION = "v21"
 
 
 def _member(id_type: str, key: str) -> dict:
@@ -66,3 +69,17 @@ class GoogleDataManager:
 
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(len(batch.members), f"requestId={body.get('requestId', '')}")
+
+    def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
+        """A page of the customer's Customer Match lists with their size and match rate (page tokens)."""
+        body = {"query": REPORT_QUERY, **({"pageToken": page_token} if page_token else {})}
+        return HttpRequest("POST", f"/{ADS_API_VERSION}/customers/{account_id}/googleAds:search", body, {})
+
+    def read_report(self, body: dict) -> tuple[list[ReportedAudience], str | None]:
+        audiences = []
+        for result in body.get("results", []):
+            listed = result.get("userList") or {}
+            rate = listed.get("matchRatePercentage")
+            audiences.append(ReportedAudience(str(listed["id"]), int(listed.get("sizeForSearch") or 0),
+                                              None if rate is None else float(rate) / 100, "ENABLED"))
+        return audiences, body.get("nextPageToken") or None

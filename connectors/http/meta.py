@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from connectors.destination import Batch, Receipt
-from connectors.http.client import HttpError, HttpRequest, retry_after_seconds
+from connectors.http.client import HttpError, HttpRequest, ReportedAudience, retry_after_seconds
 from connectors.retry import Failure, FailureKind
 
 SCHEMA_KEYS = {"email": "EMAIL", "phone": "PHONE", "maid": "MADID", "external_id": "EXTERN_ID"}
 THROTTLING_CODES = {4, 17, 613, 80003, 80004}
+REPORT_FIELDS = "id,approximate_count_lower_bound,approximate_count_upper_bound,operation_status"
+REPORT_PAGE_SIZE = 100
 TRANSIENT_CODES = {1, 2}
 
 
@@ -69,3 +72,16 @@ class MetaCustomAudiences:
 
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(int(body.get("num_received", len(batch.members))), f"invalid={body.get('num_invalid_entries', 0)}")
+
+    def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
+        """A page of the ad account's custom audiences with Meta's size estimate (cursor paging)."""
+        query = {"fields": REPORT_FIELDS, "limit": REPORT_PAGE_SIZE, **({"after": page_token} if page_token else {})}
+        return HttpRequest("GET", f"/act_{account_id.removeprefix('act_')}/customaudiences?{urlencode(query)}", None, {})
+
+    def read_report(self, body: dict) -> tuple[list[ReportedAudience], str | None]:
+        """Meta gives no match rate, only a range of matched people: the lower bound is the size."""
+        audiences = [ReportedAudience(str(entry["id"]), int(entry.get("approximate_count_lower_bound") or 0), None,
+                                      str((entry.get("operation_status") or {}).get("description", "")))
+                     for entry in body.get("data", [])]
+        following = (body.get("paging") or {}).get("next")
+        return audiences, parse_qs(urlparse(following).query).get("after", [None])[0] if following else None

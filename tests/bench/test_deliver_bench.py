@@ -1,4 +1,7 @@
-"""The deliver benchmark end to end on a small run: every kind delivered once, the rate kept."""
+"""The deliver benchmark end to end on a small run: HTTP and file delivery, each batch once, the rate kept.
+
+SFTP is left out here (`--skip sftp`): it takes the same file path as S3 and costs another
+deliver process; tests/integration/test_sftp_delivery.py covers it."""
 import json
 
 import pytest
@@ -11,11 +14,10 @@ pytestmark = pytest.mark.integration
 def test_deliver_benchmark_delivers_every_batch_once_within_the_rate(tmp_path, monkeypatch, capsys):
     for name in ("DATA", "WORK", "RESULTS"):
         monkeypatch.setattr(bench, name, tmp_path / name.lower())
-    assert bench.main(["--ids", "25000", "--rpm", "120"]) == 0
+    assert bench.main(["--ids", "25000", "--rpm", "120", "--skip", "sftp"]) == 0
     saved = json.loads((tmp_path / "results" / "deliver-25000.json").read_text())
-    http, sftp, s3 = saved["results"]
+    http, s3 = saved["results"]
     assert http["batches"] == 3 and http["requests"] == 3 and http["max_in_60s"] <= 120 and not http["refused"]
     assert http["job_cpu_seconds"] > 0 and http["rate_fraction"] > 0
-    assert (sftp["kind"], sftp["files"]) == ("sftp", 1) and (s3["kind"], s3["files"]) == ("s3", 1)
-    assert sftp["gb"] > 0 and s3["gb"] == sftp["gb"]  # the same bytes on both
+    assert (s3["kind"], s3["files"]) == ("s3", 1) and s3["gb"] > 0
     assert "meta_ads (HTTP)" in capsys.readouterr().out

@@ -1,4 +1,8 @@
-"""The prepare benchmark's peers compute what prepare computes: checked on a small input."""
+"""The prepare benchmark's harness measures a real prepare run (phases, shuffle, memory).
+
+That the benchmark's peers compute what prepare computes is checked on the two prepared days of
+tests/integration/test_prepare_two_days.py, without starting prepare again here.
+"""
 import pytest
 
 from bench import prepare as bench
@@ -7,17 +11,9 @@ from jobs.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_the_duckdb_peer_and_ours_agree_on_adds_and_removes_for_both_days(spark, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "DATA", tmp_path / "data")
-    generated = tmp_path / "data" / "3000"  # in this process's Spark: the benchmark starts one per day
-    assert main(["generate", "--records", "3000", "--out", str(generated / "day1")]) == 0
-    assert main(["generate", "--previous", str(generated / "day1"), "--out", str(generated / "day2")]) == 0
-    days = bench.ensure_data(3000)
-    assert days["day1"] == generated / "day1"
-    ours = bench.ours(days, tmp_path / "ours", "local[2]")
-    peer = bench.duckdb_peer(days, tmp_path / "duckdb", 2)
-    for day in ("day1", "day2"):
-        expected = bench.fingerprint(ours[day][1])
-        assert expected and bench.fingerprint(peer[day][1]) == expected
-    assert {op for _, _, op, *_ in bench.fingerprint(ours["day2"][1])} == {"add", "remove"}  # day 2 is a delta
-    assert ours["day1"][0].phases and ours["day1"][0].shuffle_mb > 0
+def test_the_prepare_benchmark_measures_a_real_prepare_run(spark, tmp_path):
+    day = tmp_path / "day1"
+    assert main(["generate", "--records", "3000", "--out", str(day)]) == 0   # in this process's Spark
+    measured, batches = bench.ours({"day1": day}, tmp_path / "ours", "local[2]")["day1"]
+    assert measured.phases and measured.shuffle_mb > 0 and measured.peak_rss_mb > 0 and measured.cpu_seconds > 0
+    assert {op for _, _, op, *_ in bench.fingerprint(batches)} == {"add"}   # day 1 is a full load

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import threading
 import time
@@ -18,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
 
 
 @dataclass
@@ -39,6 +41,10 @@ class EmulatorConfig:
     # the request, as the real APIs do: Meta's `invalid_entry_samples` and message, Google's
     # field violation. What a client stores of such an error must not hold them raw.
     refuse_echoing: bool = False
+    # The share of an audience's members the platform matches to its users: what its reports
+    # (audience size, match rate) say, deterministic per member.
+    match_rate: float = 0.8
+    report_page_size: int = 25   # audiences per report page (Meta's `limit`, Google's fixed page)
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Scoreboard:
     members: dict[tuple[str, str], set] = field(default_factory=lambda: defaultdict(set))  # (audience, op) -> keys
     member_count: Counter = field(default_factory=Counter)  # (audience, op) -> members in accepted requests
     refused: Counter = field(default_factory=Counter)  # reason -> count
+    report_pages: int = 0  # audience report pages served
 
     @property
     def duplicates(self) -> int:
@@ -173,6 +180,25 @@ class HttpDestinationEmulator:
         if self.config.on_accept:
             self.config.on_accept(accepted)
 
+    def matched_sizes(self) -> dict[str, tuple[int, int]]:
+        """audience -> (members now, members the platform matched): adds minus removes, and of
+        those the ones whose hash falls under the match rate."""
+        with self._lock:
+            audiences = sorted({audience for audience, _ in self.score.members})
+            held = {a: self.score.members[(a, "add")] - self.score.members[(a, "remove")] for a in audiences}
+        cut = int(self.config.match_rate * 2**16)
+        return {a: (len(keys), sum(1 for key in keys if int(hashlib.sha256(repr(key).encode()).hexdigest()[:4], 16) < cut))
+                for a, keys in held.items()}
+
+    def _report_page(self, token: str | None, size: int) -> tuple[list[tuple[str, int, int]], str | None]:
+        """One page of (audience, members, matched), and the token of the next page (None: last)."""
+        with self._lock:
+            self.score.report_pages += 1
+        rows = [(audience, *counts) for audience, counts in self.matched_sizes().items()]
+        start = int(token) if token else 0
+        end = start + size
+        return rows[start:end], str(end) if end < len(rows) else None
+
     def _handler(self):
         emulator = self
 
@@ -196,7 +222,38 @@ class HttpDestinationEmulator:
                 return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
 
             def do_POST(self) -> None:
+                if self.path.rstrip("/").endswith("/googleAds:search"):
+                    return self._google_report()
                 self._handle("POST")
+
+            def do_GET(self) -> None:
+                if "/customaudiences" in self.path:
+                    return self._meta_report()
+                self._reply(404, {"error": {"code": 803, "message": f"unknown path {self.path}"}})
+
+            def _meta_report(self) -> None:
+                """`GET /act_<account>/customaudiences?fields=...&limit=N&after=CURSOR` (Graph API cursor paging)."""
+                query = parse_qs(urlparse(self.path).query)
+                limit = min(int(query.get("limit", ["25"])[0]), emulator.config.report_page_size)   # a page holds at most this
+                page, after = emulator._report_page(query.get("after", [None])[0], limit)
+                data = [{"id": audience, "approximate_count_lower_bound": int(matched * 0.9),
+                         "approximate_count_upper_bound": math.ceil(matched * 1.1),
+                         "operation_status": {"code": 200, "description": "Normal"}} for audience, _, matched in page]
+                paging = {"cursors": {"before": "0", "after": after or ""}}
+                if after:
+                    paging["next"] = f"{emulator.url}{urlparse(self.path).path}?limit={limit}&after={after}"
+                return self._reply(200, {"data": data, "paging": paging})
+
+            def _google_report(self) -> None:
+                """`POST /v*/customers/<id>/googleAds:search` over user_list, `nextPageToken` paging."""
+                body = self._body()
+                customer = self.path.strip("/").split("/")[-2]
+                page, token = emulator._report_page(body.get("pageToken") or None, emulator.config.report_page_size)
+                results = [{"userList": {"resourceName": f"customers/{customer}/userLists/{audience}", "id": audience,
+                                         "sizeForSearch": str(matched),
+                                         "matchRatePercentage": round(100 * matched / members) if members else 0}}
+                           for audience, members, matched in page]
+                return self._reply(200, {"results": results, **({"nextPageToken": token} if token else {})})
 
             def do_DELETE(self) -> None:
                 self._handle("DELETE")

@@ -10,12 +10,13 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.emulators.ports import free_port
 
 USER = "relay"
 DATABASE = "catalog"
@@ -26,12 +27,6 @@ def _binaries() -> Path:
     if not found:
         raise RuntimeError("PostgreSQL server binaries (initdb, postgres) not found: install them (apt-get install postgresql)")
     return Path(os.path.realpath(found)).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -74,7 +69,7 @@ def start_postgres_server() -> PostgresServer:
         shutil.chown(root / "password", "postgres", "postgres")
     subprocess.run([*as_owner, str(binaries / "initdb"), "-D", str(root / "data"), "-U", USER, "--auth=scram-sha-256",
                     f"--pwfile={root / 'password'}", "--encoding=UTF8", "--no-sync"], check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = open(root / "server.log", "w")   # noqa: SIM115 - the server writes it until it stops
     process = subprocess.Popen(
         [*as_owner, str(binaries / "postgres"), "-D", str(root / "data"), "-h", "127.0.0.1", "-p", str(port),

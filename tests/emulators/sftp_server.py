@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.emulators.ports import free_port
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -23,12 +25,6 @@ class SftpServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_sftp_server(workdir: Path, host: str = "127.0.0.1", port: int | None = None) -> SftpServer:
@@ -47,7 +43,7 @@ def start_sftp_server(workdir: Path, host: str = "127.0.0.1", port: int | None =
     authorized.chmod(0o600)
     root = workdir / "sftp-root"
     root.mkdir(exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     config = workdir / "sshd_config"
     config.write_text(
         f"ListenAddress {host}\nPort {port}\nHostKey {host_key}\nPidFile {workdir / 'sshd.pid'}\n"

@@ -127,6 +127,19 @@ def _groups(batch_list):
     return groups
 
 
+def test_the_benchmarks_duckdb_peer_computes_what_prepare_computes(two_days, tmp_path):
+    """bench/prepare.py compares our throughput with a DuckDB SQL pipeline: only fair if it does the same work."""
+    from bench import prepare as bench
+
+    out, _, day1, day2, _ = two_days
+    days = {"day1": Path(day1["membership"]).parent, "day2": Path(day2["membership"]).parent}
+    peer = bench.duckdb_peer(days, tmp_path / "duckdb", 2)
+    for day in days:
+        expected = bench.fingerprint(out / "runs" / day / "batches")
+        assert expected and bench.fingerprint(peer[day][1]) == expected
+    assert {op for _, _, op, *_ in bench.fingerprint(out / "runs" / "day2" / "batches")} == {"add", "remove"}   # a delta
+
+
 def test_preparing_a_run_twice_is_refused(spark, two_days):
     from jobs.prepare import PrepareError
 

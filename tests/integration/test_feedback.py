@@ -1,0 +1,123 @@
+"""Delivery feedback against the HTTP emulators: every report page read, partial results kept per
+destination, the PySpark consolidation into the feedback table, and `report` flagging audiences
+the destination matched too little of."""
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from jobs import feedback
+from jobs.cli import main
+from jobs.config import DEFAULT_CONFIG, parse_config
+from jobs.report import ReportError, RunReport, read_feedback, text_report
+from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+
+pytestmark = pytest.mark.integration
+
+# Members each audience holds after the run (the manifest's adds and unchanged).
+SENT = {("meta_ads", "meta_high_value"): 400, ("meta_ads", "meta_sports_fans"): 300, ("meta_ads", "meta_long_tail"): 0,
+        ("google_dm", "google_high_value"): 500, ("google_dm", "google_in_market"): 200}
+
+
+def feedback_config(tmp_path: Path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for destination in raw["destinations"]:
+        if destination["id"] == "meta_ads":
+            destination["guards"] = {"min_match_rate": 0.5}
+        if destination["id"] == "google_dm":
+            destination["credentials"] = {"env": "GOOGLE_DM_TOKEN"}
+            destination["connection"]["account_id"] = "1234567890"
+            destination["guards"] = {"min_match_rate": 0.9}
+    path = tmp_path / "destinations.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return parse_config(raw, str(path))
+
+
+def run_with_manifest(out: Path, run_id: str) -> None:
+    audiences = {}
+    for (destination, audience), members in SENT.items():
+        audiences.setdefault(destination, {})[audience] = {"members": {"add": members - members // 4, "unchanged": members // 4, "remove": 7}}
+    manifest = {"destinations": {d: {"audiences": a} for d, a in audiences.items()}}
+    (out / "runs" / run_id).mkdir(parents=True)
+    (out / "runs" / run_id / "manifest.json").write_text(json.dumps(manifest))
+
+
+def holding(emulator: HttpDestinationEmulator, audience: str, count: int) -> None:
+    """What a delivery would have left in the emulator: `count` members added, a few removed."""
+    emulator.score.members[(audience, "add")] = {("email", f"{audience}-{n:06d}") for n in range(count + 5)}
+    emulator.score.members[(audience, "remove")] = {("email", f"{audience}-{n:06d}") for n in range(5)}
+
+
+def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(spark, tmp_path, monkeypatch):
+    monkeypatch.setenv("GOOGLE_DM_TOKEN", "test-google-token")
+    config = feedback_config(tmp_path)
+    out = tmp_path / "out"
+    run_with_manifest(out, "r1")
+    with HttpDestinationEmulator(EmulatorConfig(match_rate=0.8, report_page_size=1)) as meta, \
+            HttpDestinationEmulator(EmulatorConfig(match_rate=0.8, report_page_size=1)) as google:
+        # Meta knows meta_high_value by its own id (connection.audience_ids); it also holds an audience not ours.
+        holding(meta, "23851234567890123", 400)
+        holding(meta, "meta_sports_fans", 300)
+        holding(meta, "someone_elses_audience", 50)
+        holding(google, "google_high_value", 500)   # google_in_market was never created there
+        endpoints = {"meta_ads": meta.url, "google_dm": google.url}
+        assert feedback.collect(config, str(out), "r1", endpoints) == {"meta_ads": 2, "google_dm": 1}
+        pages = meta.score.report_pages, google.score.report_pages
+    assert pages == (3, 1)   # one audience per page: Meta holds 3 audiences, Google 1
+
+    parts = out / "runs" / "r1" / "feedback" / "parts"
+    meta_part = json.loads((parts / "meta_ads.json").read_text())
+    assert {row["audience_id"]: row["platform_audience_id"] for row in meta_part} == {
+        "meta_high_value": "23851234567890123", "meta_sports_fans": "meta_sports_fans"}
+    # A second collect asks nobody: the parts are kept (a retry asks only for missing ones).
+    assert feedback.collect(config, str(out), "r1", {"meta_ads": "http://127.0.0.1:1", "google_dm": "http://127.0.0.1:1"}) == {}
+
+    table = feedback.consolidate(spark, config, str(out), "r1")
+    lines = {(line.destination, line.audience): line for line in read_feedback(str(out / "runs" / "r1"))}
+    assert table.endswith("feedback/table") and set(lines) == set(SENT)
+    high = lines[("meta_ads", "meta_high_value")]
+    assert high.ids_sent == 400 and 0.6 < high.match_rate < 0.8 and high.below_threshold is False   # Meta: lower bound / sent
+    google_high = lines[("google_dm", "google_high_value")]
+    assert google_high.match_rate == pytest.approx(0.8, abs=0.05) and google_high.below_threshold is True   # the API's own rate, under 0.9
+    assert lines[("google_dm", "google_in_market")].reported_size is None   # not there at all
+    assert lines[("meta_ads", "meta_long_tail")].reported_size is None and lines[("meta_ads", "meta_long_tail")].ids_sent == 0
+
+    report = RunReport("r1", None, 0, {}, [], [], list(lines.values()))
+    printed = text_report(report)
+    assert "what the destinations report holding" in printed
+    assert sorted(f"{line.destination}/{line.audience}" for line in report.flagged) == [
+        "google_dm/google_high_value", "google_dm/google_in_market", "meta_ads/meta_long_tail"]
+    assert "LOW (< 90%)" in printed and "NOT REPORTED" in printed
+
+
+def test_a_destination_failing_its_report_keeps_the_others_parts_and_the_retry_asks_only_it(spark, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GOOGLE_DM_TOKEN", "test-google-token")
+    config = feedback_config(tmp_path)
+    out = tmp_path / "out"
+    run_with_manifest(out, "r2")
+    with HttpDestinationEmulator(EmulatorConfig(report_page_size=10)) as meta:
+        holding(meta, "meta_sports_fans", 10)
+        with pytest.raises(requests.ConnectionError):   # google_dm's endpoint is not there
+            feedback.collect(config, str(out), "r2", {"meta_ads": meta.url, "google_dm": "http://127.0.0.1:1"})
+    parts = out / "runs" / "r2" / "feedback" / "parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["meta_ads.json"]
+    with HttpDestinationEmulator(EmulatorConfig(report_page_size=10)) as google:
+        holding(google, "google_in_market", 20)
+        command = ["feedback", "--out", str(out), "--run", "r2", "--config", str(tmp_path / "destinations.yaml"),
+                   "--endpoint", f"google_dm={google.url}", "--endpoint", "meta_ads=http://127.0.0.1:1"]   # Meta is not asked again
+        assert main(command) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["asked"] == {"google_dm": 1}
+    assert {(l.audience, l.reported_size is not None) for l in read_feedback(str(out / "runs" / "r2"))} >= {
+        ("meta_sports_fans", True), ("google_in_market", True), ("google_high_value", False)}
+    assert main([*command[:-2], "--endpoint", "meta_ads"]) == 2
+    assert "--endpoint takes DESTINATION=URL" in capsys.readouterr().err
+
+
+def test_an_unreadable_feedback_table_is_named(tmp_path):
+    table = tmp_path / "runs" / "r3" / "feedback" / "table"
+    table.mkdir(parents=True)
+    (table / "part-0.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ReportError, match="part-0.parquet: unreadable feedback table"):
+        read_feedback(str(tmp_path / "runs" / "r3"))
