@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from jobs import storage
 from jobs.report import load_report
@@ -42,10 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_catalog(args: argparse.Namespace) -> int:
     # psycopg is the `catalog` extra: the jobs' wheel on Glue and EMR runs without it.
-    from connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord, migrate
+    from connectors.catalog.postgres import CatalogDsnError, CatalogError
 
     if not args.dsn:
         raise CatalogUsageError("no catalog: pass --dsn or set CATALOG_DSN")
+    try:
+        return _act(args)
+    except CatalogDsnError as error:
+        raise CatalogUsageError(str(error)) from None
+    except CatalogError as error:   # unreachable or refused: said plainly, exit 1
+        print(f"audience-relay: {error}", file=sys.stderr)
+        return 1
+
+
+def _act(args: argparse.Namespace) -> int:
+    from connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord, migrate
+
     if args.action == "migrate":
         applied = migrate(args.dsn)
         print(json.dumps({"applied": applied}))

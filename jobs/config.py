@@ -66,10 +66,13 @@ class Guards(_Strict):
 
 class HttpConnection(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
-    account_id: str | None = None
+    account_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None   # goes into URL paths
     # Where the audience reports are read (`feedback`), when not at base_url: Google's come from
-    # the Google Ads API (https://googleads.googleapis.com), not the Data Manager API.
+    # the Google Ads API with its version (https://googleads.googleapis.com/v21), not the Data
+    # Manager API, and need its developer token (and a manager account's id, if through one).
     report_base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    developer_token: Credentials | None = None
+    login_customer_id: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")] | None = None
     # The API's own id of each audience (Meta custom audience id, Google user list id);
     # audiences not listed are sent under their configured name.
     # One URL path segment (Meta puts it in the path): never `.` or `..`.

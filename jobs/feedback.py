@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
@@ -21,9 +22,11 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
 from jobs import storage
+from connectors.secrets import resolve_secret
 from jobs.config import DEFAULT_CONFIG, Config, HttpDestination, load_config
 from jobs.destinations import build_destination
 from jobs.paths import RUN_ID
+from transforms.delta import SNAPSHOT_STATUSES   # what an audience holds after the run: added, unchanged, retained
 
 REPORTED = StructType([
     StructField("destination_id", StringType(), False),
@@ -40,11 +43,15 @@ EXPECTED = StructType([
     StructField("ids_sent", LongType(), False),
     StructField("min_match_rate", DoubleType(), True),
 ])
-HELD_STATUSES = ("add", "unchanged")   # the members an audience holds after the run
 
 
 class FeedbackError(ValueError):
-    """The run cannot be asked about: a bad run id, or no destination reports audiences."""
+    """The run cannot be asked about: a bad run id, no destination reports audiences, a destination
+    lacks what its report API needs."""
+
+
+class FeedbackIncomplete(RuntimeError):
+    """Some destinations did not answer; the others' parts are kept and consolidated."""
 
 
 def _parts_dir(out: str, run_id: str) -> str:
@@ -57,21 +64,43 @@ def reporting_destinations(config: Config) -> list[HttpDestination]:
             if isinstance(d, HttpDestination) and d.connection is not None and d.connection.account_id]
 
 
-def collect(config: Config, out: str, run_id: str, endpoints: dict[str, str] | None = None) -> dict[str, int]:
-    """Ask each reporting destination for its audience report (all pages); write one part per
+def _report_access(destination: HttpDestination, endpoint: str | None) -> tuple[str | None, dict[str, str]]:
+    """Where the destination's report API is, and the headers it needs beyond the bearer token."""
+    connection = destination.connection
+    if destination.profile != "google_data_manager":
+        return endpoint or connection.report_base_url, {}
+    if not endpoint and not connection.report_base_url:
+        raise FeedbackError(f"destinations.{destination.id}.connection.report_base_url: Google's audience reports come from "
+                            "the Google Ads API, not the Data Manager API: set it (https://googleads.googleapis.com/v21)")
+    if connection.developer_token is None:
+        raise FeedbackError(f"destinations.{destination.id}.connection.developer_token: the Google Ads API needs the "
+                            "developer token (env or secret_arn)")
+    headers = {"developer-token": resolve_secret(connection.developer_token.env, connection.developer_token.secret_arn)}
+    if connection.login_customer_id:
+        headers["login-customer-id"] = connection.login_customer_id
+    return endpoint or connection.report_base_url, headers
+
+
+def collect(config: Config, out: str, run_id: str, endpoints: dict[str, str] | None = None, refresh: bool = False) -> dict[str, int]:
+    """Ask each reporting destination for its audience report (all pages) and write one part per
     destination; returns destination -> audiences found. A destination with a part already is
-    not asked again."""
-    written = {}
+    not asked again unless `refresh`. A destination that fails does not stop the others:
+    FeedbackIncomplete names them at the end."""
+    written, failed = {}, {}
     for destination in reporting_destinations(config):
         part = storage.join(_parts_dir(out, run_id), f"{destination.id}.json")
-        if storage.read_text(part) is not None:
+        if not refresh and storage.read_text(part) is not None:
             continue
-        connector = build_destination(destination, (endpoints or {}).get(destination.id))
+        endpoint = (endpoints or {}).get(destination.id)
+        report_base, headers = _report_access(destination, endpoint)
+        connector = build_destination(destination, endpoint)
         ours = {platform_id: audience for audience, platform_id in destination.connection.audience_ids.items()}
         connector.open()
         try:
-            report_base = (endpoints or {}).get(destination.id) or destination.connection.report_base_url
-            reported = connector.audience_reports(destination.connection.account_id, report_base)
+            reported = connector.audience_reports(destination.connection.account_id, report_base, headers)
+        except Exception as error:   # noqa: BLE001 - a report answer holds counts and ids of audiences, no identifiers
+            failed[destination.id] = f"{type(error).__name__}: {str(error)[:200]}"
+            continue
         finally:
             connector.close()
         fetched_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -81,6 +110,8 @@ def collect(config: Config, out: str, run_id: str, endpoints: dict[str, str] | N
                 for entry in reported if ours.get(entry.audience, entry.audience) in destination.audiences]
         storage.write_text(part, json.dumps(rows, indent=1) + "\n")
         written[destination.id] = len(rows)
+    if failed:
+        raise FeedbackIncomplete(f"no audience report from {failed}; asked and kept: {written}")
     return written
 
 
@@ -91,7 +122,7 @@ def expected_sizes(config: Config, manifest: dict) -> list[tuple]:
         audiences = manifest["destinations"].get(destination.id, {}).get("audiences", {})
         for audience in destination.audiences:
             members = audiences.get(audience, {}).get("members", {})
-            rows.append((destination.id, audience, sum(members.get(status, 0) for status in HELD_STATUSES),
+            rows.append((destination.id, audience, sum(members.get(status, 0) for status in SNAPSHOT_STATUSES),
                          destination.guards.min_match_rate))
     return rows
 
@@ -135,6 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="destinations YAML")
     parser.add_argument("--endpoint", action="append", default=[], metavar="D=URL",
                         help="ask destination D at URL instead (an emulator); repeatable")
+    parser.add_argument("--refresh", action="store_true", help="ask every destination again, also those with an answer kept")
     parser.add_argument("--master", help="Spark master (default local[*])")
 
 
@@ -147,9 +179,16 @@ def run_feedback(args: argparse.Namespace) -> int:
     if any("=" not in item for item in args.endpoint):
         raise FeedbackError(f"--endpoint takes DESTINATION=URL, got {args.endpoint}")
     endpoints = dict(item.split("=", 1) for item in args.endpoint)
-    found = collect(config, args.out, args.run, endpoints)
+    try:
+        found, missing = collect(config, args.out, args.run, endpoints, args.refresh), None
+    except FeedbackIncomplete as error:
+        found, missing = None, str(error)
     from jobs.session import build_session
 
+    # What did answer is consolidated either way; the others show as not reported.
     table = consolidate(build_session("audience-relay-feedback", args.master), config, args.out, args.run)
     print(json.dumps({"asked": found, "table": table}))
+    if missing:
+        print(f"audience-relay feedback: {missing}", file=sys.stderr)
+        return 1
     return 0

@@ -168,7 +168,7 @@ def read_feedback(run_dir: str) -> list[FeedbackLine]:
     """The run's feedback table (none before `audience-relay feedback` ran)."""
     root = storage.join(run_dir, "feedback", "table")
     lines = []
-    for uri in sorted(u for u in storage.list_files(root) if u.endswith(".parquet") and "/." not in u and "/_" not in u):
+    for uri in sorted(u for u in storage.list_files(root) if u.endswith(".parquet") and not u.rsplit("/", 1)[-1].startswith((".", "_"))):
         try:
             table = pq.read_table(pa.BufferReader(storage.read_bytes(uri)), columns=FEEDBACK_COLUMNS)
         except (pa.ArrowException, TypeError) as error:

@@ -119,6 +119,13 @@ class Window:
         self.settled: set[LandedFile] = set()   # claims settled or given back
         self.catalog_runs: dict[str, object] = {}   # run id -> RunRecord, when the catalog is configured
         self.catalog_files: dict[LandedFile, object] = {}   # -> FileRecord
+        self.catalog = None
+        if settings.catalog_dsn:
+            # Here, before any claim: without psycopg (an install without the `catalog` extra)
+            # the window fails whole and nothing is half started.
+            from connectors.catalog import postgres
+
+            self.catalog = postgres
 
     def gather(self, messages: list[dict]) -> dict:
         for message in messages:
@@ -232,14 +239,12 @@ class Window:
 
     def _catalogued(self, landed: LandedFile, claim: dict) -> None:
         """Keep the file's outcome for the run catalog (written once, at the window's end)."""
-        if self.settings.catalog_dsn is None:
+        if self.catalog is None:
             return
-        from connectors.catalog.postgres import FileRecord, RunRecord
-
         run_id = claim.get("run_id") if claim["state"] == "started" else None
         if run_id:
-            self.catalog_runs[run_id] = RunRecord(run_id, "window", self._run_input(run_id), claim["window"])
-        self.catalog_files[landed] = FileRecord(
+            self.catalog_runs[run_id] = self.catalog.RunRecord(run_id, "window", self._run_input(run_id), claim["window"])
+        self.catalog_files[landed] = self.catalog.FileRecord(
             landed.uri, landed.etag, landed.size, "accepted" if run_id else "quarantined", run_id,
             None if run_id else claim.get("reason", ""), claim["window"])
 
@@ -248,10 +253,8 @@ class Window:
         window's messages are retried, find their files done, and record them again."""
         if not self.catalog_files:
             return
-        from connectors.catalog.postgres import RunCatalog
-
         try:
-            RunCatalog(self.settings.catalog_dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
+            self.catalog.RunCatalog(self.settings.catalog_dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
         except Exception as error:   # noqa: BLE001 - the runs have started; only the record is retried
             LOG.error(json.dumps({"event": "ingest.catalog_failed", "files": len(self.catalog_files), "error": str(error)[:500],
                                   "window": self.window_id}))

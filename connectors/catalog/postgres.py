@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg.rows import dict_row
@@ -22,6 +22,14 @@ ROW_KINDS = ("delivered", "pending", "unchanged", "consent_filtered", "unmapped"
 
 class CatalogError(RuntimeError):
     """The catalog cannot be reached or refused a write; the message names the database, never a password."""
+
+
+class CatalogDsnError(CatalogError, ValueError):
+    """The DSN is not a PostgreSQL connection string (it is not quoted: it holds the password)."""
+
+
+CONNECT_TIMEOUT_SECONDS = "10"
+URL_KEYS = ("user", "password", "host", "port", "dbname")
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,8 @@ def _bulk_insert(table: str, record_type, types: list[str], conflict: str) -> st
     return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) {conflict}"
 
 
-RUNS_INSERT = _bulk_insert("runs", RunRecord, ["text"] * 4, "ON CONFLICT (run_id) DO NOTHING")
+RUNS_INSERT = _bulk_insert("runs", RunRecord, ["text"] * 4,
+                           "ON CONFLICT (run_id) DO UPDATE SET window_id = COALESCE(runs.window_id, excluded.window_id)")
 FILES_INSERT = _bulk_insert("ingested_files", FileRecord, ["text", "text", "bigint", "text", "text", "text", "text"],
                             "ON CONFLICT (file_uri, etag) DO NOTHING")
 ACCOUNTING_UPSERT = (
@@ -77,18 +86,32 @@ def _transposed(records: list, record_type) -> list[list]:
     return [[getattr(record, name) for record in records] for name in _columns(record_type)]
 
 
+def _conninfo(dsn: str) -> dict:
+    """The DSN's parts (a URL or `key=value` pairs), with a connect timeout unless it sets one."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        raise CatalogDsnError("the catalog DSN is not a PostgreSQL connection string (postgresql://user:password@host:port/db); "
+                              "not shown, since it holds the password") from None
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **info}
+
+
 def _where(dsn: str) -> str:
     """host:port/dbname of a DSN, for errors (never the password)."""
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info = _conninfo(dsn)
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
 def _yoyo_url(dsn: str) -> str:
-    """yoyo names a database by URL; a psycopg DSN may be a URL or `key=value` pairs."""
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    """yoyo names a database by URL: user, password, host, port and database in it, every other
+    option (sslmode, sslrootcert, connect_timeout) as a query argument yoyo hands to psycopg."""
+    info = _conninfo(dsn)
     user, password = quote(info.get("user", ""), safe=""), quote(info.get("password", ""), safe="")
     credentials = f"{user}:{password}@" if user else ""
-    return f"postgresql+psycopg://{credentials}{info.get('host', 'localhost')}:{info.get('port', 5432)}/{quote(info.get('dbname', ''), safe='')}"
+    host = info.get("host", "localhost")
+    host = f"[{host}]" if ":" in host else quote(host, safe="")
+    options = urlencode({key: value for key, value in info.items() if key not in URL_KEYS})
+    return f"postgresql+psycopg://{credentials}{host}:{info.get('port', 5432)}/{info.get('dbname', '')}?{options}"
 
 
 def migrate(dsn: str) -> list[str]:
@@ -111,8 +134,9 @@ class RunCatalog:
         self._dsn = dsn
 
     def _connect(self) -> psycopg.Connection:
+        info = _conninfo(self._dsn)
         try:
-            return psycopg.connect(self._dsn, connect_timeout=10)
+            return psycopg.connect(**info)
         except psycopg.OperationalError as error:
             raise CatalogError(f"run catalog {_where(self._dsn)}: cannot connect ({str(error).splitlines()[0][:300]})") from None
 

@@ -33,6 +33,7 @@ class UnsafeAudienceId(ValueError):
 
 # An audience id goes into the URL path (`/{audience}/users`): one segment, never `.` or `..`.
 REPORT_ATTEMPTS = 4
+REPORT_BACKOFF_SECONDS = 0.5   # doubled per attempt: 1, 2, 4 s
 AUDIENCE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 REDACTED = "[redacted]"
 # Shapes of identifiers, redacted from error answers on top of the batch's own ids: an API may
@@ -170,18 +171,19 @@ class HttpApiDestination(Destination):
             raise HttpError(response.status_code, redact(body, [key for _, key in batch.members]), dict(response.headers))
         return self.profile.receipt(body, batch)
 
-    def audience_reports(self, account_id: str, report_base_url: str | None = None, max_pages: int = 1000) -> list[ReportedAudience]:
+    def audience_reports(self, account_id: str, report_base_url: str | None = None, headers: dict[str, str] | None = None,
+                         max_pages: int = 1000) -> list[ReportedAudience]:
         """Every page of the account's audience report (the destination's own view of what it holds).
 
-        A page the API throttles or fails transiently is asked again after its wait (up to
-        REPORT_ATTEMPTS times); anything else raises HttpError.
+        A page the API throttles or fails transiently, or whose connection fails, is asked again
+        after its wait (up to REPORT_ATTEMPTS times); anything else raises HttpError.
         """
         base = (report_base_url or self.base_url).rstrip("/")
         require_secure(base)
         found, token = [], None
         for _ in range(max_pages):
             request = self.profile.report_request(account_id, token)
-            body = self._report_page(base, request)
+            body = self._report_page(base, HttpRequest(request.method, request.path, request.json, {**request.headers, **(headers or {})}))
             audiences, token = self.profile.read_report(body)
             found.extend(audiences)
             if token is None:
@@ -190,8 +192,14 @@ class HttpApiDestination(Destination):
 
     def _report_page(self, base: str, request: HttpRequest) -> dict:
         for attempt in range(1, REPORT_ATTEMPTS + 1):
-            response = self._session.request(request.method, f"{base}{request.path}", json=request.json, headers=request.headers,
-                                             timeout=self.timeout, allow_redirects=False)
+            try:
+                response = self._session.request(request.method, f"{base}{request.path}", json=request.json,
+                                                 headers=request.headers, timeout=self.timeout, allow_redirects=False)
+            except (requests.ConnectionError, requests.Timeout):
+                if attempt == REPORT_ATTEMPTS:
+                    raise
+                time.sleep(REPORT_BACKOFF_SECONDS * 2 ** attempt)
+                continue
             try:
                 body = response.json() if response.content else {}
             except ValueError:
@@ -202,7 +210,7 @@ class HttpApiDestination(Destination):
             failure = self.profile.classify(error)
             if failure.kind not in (FailureKind.RETRYABLE, FailureKind.RATE_LIMITED) or attempt == REPORT_ATTEMPTS:
                 raise error
-            time.sleep(min(failure.retry_after or 2.0 ** attempt, 60.0))
+            time.sleep(max(0.0, min(failure.retry_after or REPORT_BACKOFF_SECONDS * 2 ** attempt, 60.0)))
         raise AssertionError("unreachable")
 
     def classify(self, error: Exception) -> Failure:

@@ -15,7 +15,6 @@ from connectors.retry import Failure, FailureKind
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
 # Customer Match lists as the Google Ads API reports them (GAQL over `user_list`).
 REPORT_QUERY = "SELECT user_list.id, user_list.size_for_search, user_list.match_rate_percentage FROM user_list WHERE user_list.type = CRM_BASED"
-ADS_API_VERSION = "v21"
 
 
 def _member(id_type: str, key: str) -> dict:
@@ -71,9 +70,10 @@ class GoogleDataManager:
         return Receipt(len(batch.members), f"requestId={body.get('requestId', '')}")
 
     def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
-        """A page of the customer's Customer Match lists with their size and match rate (page tokens)."""
+        """A page of the customer's Customer Match lists with their size and match rate (page tokens),
+        relative to the Google Ads API root with its version (`https://googleads.googleapis.com/v21`)."""
         body = {"query": REPORT_QUERY, **({"pageToken": page_token} if page_token else {})}
-        return HttpRequest("POST", f"/{ADS_API_VERSION}/customers/{account_id}/googleAds:search", body, {})
+        return HttpRequest("POST", f"/customers/{account_id}/googleAds:search", body, {})
 
     def read_report(self, body: dict) -> tuple[list[ReportedAudience], str | None]:
         audiences = []

@@ -45,6 +45,7 @@ class EmulatorConfig:
     # (audience size, match rate) say, deterministic per member.
     match_rate: float = 0.8
     report_page_size: int = 25   # audiences per report page (Meta's `limit`, Google's fixed page)
+    report_failures: int = 0     # the first report requests answered as a transient server error
 
 
 @dataclass
@@ -231,8 +232,21 @@ class HttpDestinationEmulator:
                     return self._meta_report()
                 self._reply(404, {"error": {"code": 803, "message": f"unknown path {self.path}"}})
 
+            def _report_fails(self, google: bool) -> bool:
+                with emulator._lock:
+                    failing = emulator.config.report_failures > emulator.score.refused["report"]
+                    if failing:
+                        emulator.score.refused["report"] += 1
+                if failing:
+                    error = {"code": 503, "status": "UNAVAILABLE", "message": "backend unavailable"} if google else {
+                        "code": 2, "is_transient": True, "message": "Service temporarily unavailable"}
+                    self._reply(503 if google else 500, {"error": error})
+                return failing
+
             def _meta_report(self) -> None:
                 """`GET /act_<account>/customaudiences?fields=...&limit=N&after=CURSOR` (Graph API cursor paging)."""
+                if self._report_fails(google=False):
+                    return
                 query = parse_qs(urlparse(self.path).query)
                 limit = min(int(query.get("limit", ["25"])[0]), emulator.config.report_page_size)   # a page holds at most this
                 page, after = emulator._report_page(query.get("after", [None])[0], limit)
@@ -247,6 +261,10 @@ class HttpDestinationEmulator:
             def _google_report(self) -> None:
                 """`POST /v*/customers/<id>/googleAds:search` over user_list, `nextPageToken` paging."""
                 body = self._body()
+                if not self.headers.get("developer-token"):
+                    return self._reply(401, {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "developer-token missing"}})
+                if self._report_fails(google=True):
+                    return
                 customer = self.path.strip("/").split("/")[-2]
                 page, token = emulator._report_page(body.get("pageToken") or None, emulator.config.report_page_size)
                 results = [{"userList": {"resourceName": f"customers/{customer}/userLists/{audience}", "id": audience,

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from jobs import feedback
@@ -29,6 +28,7 @@ def feedback_config(tmp_path: Path):
         if destination["id"] == "google_dm":
             destination["credentials"] = {"env": "GOOGLE_DM_TOKEN"}
             destination["connection"]["account_id"] = "1234567890"
+            destination["connection"]["developer_token"] = {"env": "GOOGLE_ADS_DEVELOPER_TOKEN"}
             destination["guards"] = {"min_match_rate": 0.9}
     path = tmp_path / "destinations.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -38,7 +38,9 @@ def feedback_config(tmp_path: Path):
 def run_with_manifest(out: Path, run_id: str) -> None:
     audiences = {}
     for (destination, audience), members in SENT.items():
-        audiences.setdefault(destination, {})[audience] = {"members": {"add": members - members // 4, "unchanged": members // 4, "remove": 7}}
+        # upsert keeps members it no longer sends (retained): the destination still holds them.
+        held = {"add": members - members // 4 - members // 8, "unchanged": members // 4, "retained": members // 8}
+        audiences.setdefault(destination, {})[audience] = {"members": {**held, "remove": 7}}
     manifest = {"destinations": {d: {"audiences": a} for d, a in audiences.items()}}
     (out / "runs" / run_id).mkdir(parents=True)
     (out / "runs" / run_id / "manifest.json").write_text(json.dumps(manifest))
@@ -50,12 +52,18 @@ def holding(emulator: HttpDestinationEmulator, audience: str, count: int) -> Non
     emulator.score.members[(audience, "remove")] = {("email", f"{audience}-{n:06d}") for n in range(5)}
 
 
-def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(spark, tmp_path, monkeypatch):
+@pytest.fixture(autouse=True)
+def tokens(monkeypatch):
     monkeypatch.setenv("GOOGLE_DM_TOKEN", "test-google-token")
+    monkeypatch.setenv("GOOGLE_ADS_DEVELOPER_TOKEN", "test-developer-token")
+
+
+def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(spark, tmp_path):
     config = feedback_config(tmp_path)
     out = tmp_path / "out"
     run_with_manifest(out, "r1")
-    with HttpDestinationEmulator(EmulatorConfig(match_rate=0.8, report_page_size=1)) as meta, \
+    # Meta's first two report pages fail (a 500, transient): asked again.
+    with HttpDestinationEmulator(EmulatorConfig(match_rate=0.8, report_page_size=1, report_failures=2)) as meta, \
             HttpDestinationEmulator(EmulatorConfig(match_rate=0.8, report_page_size=1)) as google:
         # Meta knows meta_high_value by its own id (connection.audience_ids); it also holds an audience not ours.
         holding(meta, "23851234567890123", 400)
@@ -65,7 +73,7 @@ def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(sp
         endpoints = {"meta_ads": meta.url, "google_dm": google.url}
         assert feedback.collect(config, str(out), "r1", endpoints) == {"meta_ads": 2, "google_dm": 1}
         pages = meta.score.report_pages, google.score.report_pages
-    assert pages == (3, 1)   # one audience per page: Meta holds 3 audiences, Google 1
+    assert pages == (3, 1)   # one audience per page: Meta holds 3 audiences, Google 1 (failed answers not counted)
 
     parts = out / "runs" / "r1" / "feedback" / "parts"
     meta_part = json.loads((parts / "meta_ads.json").read_text())
@@ -92,15 +100,14 @@ def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(sp
     assert "LOW (< 90%)" in printed and "NOT REPORTED" in printed
 
 
-def test_a_destination_failing_its_report_keeps_the_others_parts_and_the_retry_asks_only_it(spark, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("GOOGLE_DM_TOKEN", "test-google-token")
+def test_a_destination_failing_its_report_keeps_the_others_parts_and_the_retry_asks_only_it(spark, tmp_path, capsys):
     config = feedback_config(tmp_path)
     out = tmp_path / "out"
     run_with_manifest(out, "r2")
     with HttpDestinationEmulator(EmulatorConfig(report_page_size=10)) as meta:
         holding(meta, "meta_sports_fans", 10)
-        with pytest.raises(requests.ConnectionError):   # google_dm's endpoint is not there
-            feedback.collect(config, str(out), "r2", {"meta_ads": meta.url, "google_dm": "http://127.0.0.1:1"})
+        with pytest.raises(feedback.FeedbackIncomplete, match="google_dm.*ConnectionError"):   # its endpoint is not there
+            feedback.collect(config, str(out), "r2", {"google_dm": "http://127.0.0.1:1", "meta_ads": meta.url})
     parts = out / "runs" / "r2" / "feedback" / "parts"
     assert sorted(p.name for p in parts.iterdir()) == ["meta_ads.json"]
     with HttpDestinationEmulator(EmulatorConfig(report_page_size=10)) as google:
@@ -121,3 +128,14 @@ def test_an_unreadable_feedback_table_is_named(tmp_path):
     (table / "part-0.parquet").write_bytes(b"not parquet")
     with pytest.raises(ReportError, match="part-0.parquet: unreadable feedback table"):
         read_feedback(str(tmp_path / "runs" / "r3"))
+
+
+def test_google_reports_need_the_ads_api_and_its_developer_token(tmp_path, monkeypatch):
+    config = feedback_config(tmp_path)
+    google = next(d for d in config.destinations if d.id == "google_dm")
+    with pytest.raises(feedback.FeedbackError, match=r"destinations\.google_dm\.connection\.report_base_url: .*Google Ads API"):
+        feedback.collect(config, str(tmp_path), "r4", {"meta_ads": "http://127.0.0.1:1"})
+    without_token = google.connection.model_copy(update={"report_base_url": "https://googleads.googleapis.com/v21", "developer_token": None})
+    config = config.model_copy(update={"destinations": [google.model_copy(update={"connection": without_token})]})
+    with pytest.raises(feedback.FeedbackError, match=r"google_dm\.connection\.developer_token"):
+        feedback.collect(config, str(tmp_path), "r4")

@@ -92,3 +92,11 @@ def test_the_command_needs_a_catalog_and_names_a_missing_run(catalog_dsn, monkey
     monkeypatch.setenv("CATALOG_DSN", catalog_dsn)
     assert main(["catalog", "show", "--run", "nope"]) == 2
     assert "the catalog has no run 'nope'" in capsys.readouterr().err
+    # A malformed DSN is bad input, and is never echoed (it holds the password).
+    assert main(["catalog", "--dsn", "relay:s3cret@db.example.com/catalog", "migrate"]) == 2
+    assert "not a PostgreSQL connection string" in (err := capsys.readouterr().err) and "s3cret" not in err
+    # An unreachable catalog is said plainly (exit 1), naming where, not how to log in.
+    unreachable = catalog_dsn.rsplit(":", 1)[0] + ":1/" + catalog_dsn.rsplit("/", 1)[1]
+    assert main(["catalog", "--dsn", unreachable, "show", "--run", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1:1/" in err and "cannot connect" in err and catalog_dsn.split(":")[2].split("@")[0] not in err
