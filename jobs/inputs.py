@@ -202,9 +202,10 @@ def unreadable_file_error(error: BaseException, source: str) -> InputError | Non
         found = pattern.search(text)
         if found:
             fields = {k: v.strip() for k, v in found.groupdict().items()}
-            if "header" in fields:  # a file's first line: data when the file has no header line
-                shown, others = column_names(fields["header"].split(", "))
-                fields["header"] = ", ".join(shown) + others
+            for line in ("header", "schema"):  # files' first lines: data when a file has no header line
+                if line in fields:
+                    shown, others = column_names(fields[line].split(", "))
+                    fields[line] = ", ".join(shown) + others
             file = fields["file"]
             # The first line of the deepest cause, cut short: a parser's error may go on to quote
             # what it read, and identifiers must not reach the logs.
