@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
     deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
-    lease_command.LeaseCommandError, catalog_command.CatalogUsageError, feedback_command.FeedbackError,
+    lease_command.LeaseCommandError, catalog_command.CatalogUsageError, feedback_command.FeedbackError, ingest_command.IngestModeError,
     UnsafePath,
 )
 

@@ -20,6 +20,10 @@ from orchestration.local.window_poller import run_window
 DEFAULT_STALE_SECONDS = 900   # the ingest Lambda's longest run (its timeout) with room
 
 
+class IngestModeError(ValueError):
+    """The config does not ingest windows of files (windows need its `ingest.mode: window` checks)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue-url", "--queue_url", required=True, help="the ingest queue S3 notifies of landed files")
     parser.add_argument("--scheduler-arn", "--scheduler_arn", required=True, help="the scheduler state machine a window starts")
@@ -40,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_ingest(args: argparse.Namespace) -> int:
     ingest = load_config(args.config).ingest
+    if ingest.mode != "window":
+        # Only a window-mode config is checked for upsert destinations: a window of files run
+        # against a mirror destination would remove everyone missing from the window.
+        raise IngestModeError(f"{args.config}: ingest.mode is {ingest.mode!r}; windows of files need ingest.mode: window "
+                              "(which requires sync_mode: upsert for every destination)")
     settings = WindowSettings(
         scheduler_arn=args.scheduler_arn, consent_uri=args.consent, state_table=args.state_table, work_bucket=args.work_bucket,
         quarantine_prefix=ingest.quarantine_prefix, dead_letter_queue_url=args.dead_letter_queue_url,

@@ -250,3 +250,8 @@ def test_the_ingest_command_runs_windows_from_the_queue_until_it_is_empty(moto_s
     assert printed == [{"window": 1, "messages": 3, "retried": 0}, {"windows": 1}]
     [run] = stage.executions()
     assert {stage.claims.outcome(f)["run_id"] for f in files} == {run["run_id"]}
+    # A config not in window mode is refused: its mirror destinations would lose everyone missing from a window.
+    assert main(["ingest", "--queue-url", stage.queue, "--scheduler-arn", settings.scheduler_arn, "--consent", settings.consent_uri,
+                 "--state-table", settings.state_table, "--work-bucket", settings.work_bucket,
+                 "--dead-letter-queue-url", settings.dead_letter_queue_url, "--idle-seconds", "1"]) == 2
+    assert "ingest.mode is 'marker'; windows of files need ingest.mode: window" in capsys.readouterr().err
