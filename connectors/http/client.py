@@ -130,6 +130,14 @@ def retry_after_seconds(headers: dict[str, str]) -> float | None:
         return None  # an HTTP-date; the backoff applies instead
 
 
+def _answer(response: requests.Response) -> dict:
+    """The answer's JSON, or its first characters when it is not JSON (a proxy's HTML page)."""
+    try:
+        return response.json() if response.content else {}
+    except ValueError:
+        return {"raw": response.text[:500]}
+
+
 class HttpApiDestination(Destination):
     def __init__(
         self, base_url: str, profile: HttpProfile, token: str, timeout_seconds: float = 30.0, audience_ids: dict[str, str] | None = None,
@@ -163,10 +171,7 @@ class HttpApiDestination(Destination):
             request.method, f"{self.base_url}{request.path}", json=request.json, headers=request.headers, timeout=self.timeout,
             allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
         )
-        try:
-            body = response.json() if response.content else {}
-        except ValueError:
-            body = {"raw": response.text[:500]}
+        body = _answer(response)
         if response.status_code >= 300:
             raise HttpError(response.status_code, redact(body, [key for _, key in batch.members]), dict(response.headers))
         return self.profile.receipt(body, batch)
@@ -200,10 +205,7 @@ class HttpApiDestination(Destination):
                     raise
                 time.sleep(REPORT_BACKOFF_SECONDS * 2 ** attempt)
                 continue
-            try:
-                body = response.json() if response.content else {}
-            except ValueError:
-                body = {"raw": response.text[:500]}
+            body = _answer(response)
             if response.status_code < 300:
                 return body
             error = HttpError(response.status_code, body, dict(response.headers))
