@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from orchestration.definitions import CLUSTER_STAGE_TAG, MachineSpec, Resources, machines
+from orchestration.definitions import CLUSTER_STAGE_TAG, REGISTERED_MACHINE, MachineSpec, Resources, machines
 
 PLACEHOLDERS = Resources(
     stage="${Stage}",
@@ -49,6 +49,8 @@ def _arn(service: str, resource: str) -> dict:
 
 
 def _logical_id(name: str) -> str:
+    if name == REGISTERED_MACHINE:   # `destination-registered` would be a destination's
+        return "RegisteredDestinationsMachine"
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Machine"
 
 

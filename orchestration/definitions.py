@@ -15,6 +15,12 @@ billions of rows once, not once per destination), then fans out to the per-desti
 machines with a Map (`states:startExecution.sync:2`, bounded concurrency), so one slow or
 failing destination never stalls the others; it fails at the end, naming the destinations
 that failed.
+
+A destination registered through the control plane after the last deploy has no machine of its
+own yet: the scheduler, and the control plane's run start, run it on `destination-_registered`,
+the same lifecycle reading the destination and its quota key from the execution input and
+preparing on Glue. Every machine takes the quota key from its input when given (the scheduler
+passes the registry's), so a quota change through the control plane needs no deploy either.
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# Destination ids are lower case and start with a letter or digit: no destination's machine takes this name.
+REGISTERED = "_registered"
+REGISTERED_MACHINE = f"destination-{REGISTERED}"
 TRANSIENT = ["States.Timeout", "Glue.AWSGlueException", "Glue.ConcurrentRunsExceededException", "States.TaskFailed"]
 GLUE_SYNC = "arn:aws:states:::glue:startJobRun.sync"
 
@@ -157,7 +166,7 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
             "Type": "Task",
             "Resource": "arn:aws:states:::elasticmapreduce:createCluster.sync",
             "Arguments": {
-                "Name": "{% 'audience-relay-" + destination.id + "-' & $run.run_id %}",
+                "Name": "{% 'audience-relay-' & $destination_id & '-' & $run.run_id %}",
                 "ReleaseLabel": destination.emr.release,
                 "Applications": [{"Name": "Spark"}],
                 "ServiceRole": resources.emr_service_role,
@@ -222,7 +231,7 @@ def _emr_prepare(destination: MachineSpec, resources: Resources, job_args: list[
 def _own_prepare(destination: MachineSpec, resources: Resources, common: dict) -> dict:
     """Prepare this destination's own run (input without the scheduler), then the optional transform."""
     after_prepare = "Transform" if destination.transform_job else "MarkPrepared"
-    arguments = {**common, "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--destinations": destination.id,
+    arguments = {**common, "--input": "{% $run.input %}", "--consent": "{% $run.consent %}", "--destinations": "{% $destination_id %}",
                  "--if_prepared": "skip"}
     if destination.prepare_engine == "emr":
         states = _emr_prepare(destination, resources, [item for pair in arguments.items() for item in pair], after_prepare)
@@ -231,7 +240,7 @@ def _own_prepare(destination: MachineSpec, resources: Resources, common: dict) -
         states = {"Prepare": _glue(resources.prepare_job, arguments, "Prepare", after_prepare, resources.job_timeout_seconds)}
         first = "Prepare"
     if destination.transform_job:
-        states["Transform"] = _glue(destination.transform_job, {**common, "--destination": destination.id}, "Transform", "MarkPrepared",
+        states["Transform"] = _glue(destination.transform_job, {**common, "--destination": "{% $destination_id %}"}, "Transform", "MarkPrepared",
                                     resources.job_timeout_seconds)
     states["MarkPrepared"] = {"Type": "Pass", "Assign": {"prepared": True}, "Next": "AcquireLease"}
     return {"AlreadyPrepared": {
@@ -241,11 +250,27 @@ def _own_prepare(destination: MachineSpec, resources: Resources, common: dict) -
     }, **states}
 
 
-def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
+# The machine of registered destinations without their own: prepares on Glue, no transform job.
+_REGISTERED_SHAPE = MachineSpec(id="", kind="any", profile="any", quota_key="")
+
+
+def _identity(destination: MachineSpec | None) -> dict:
+    """Init's `destination_id` and `quota_key`: the machine's own, or the input's (`destination`,
+    `quota_key`); a quota key in the input wins, as the registry holds it now."""
+    if destination is None:
+        return {"destination_id": "{% $states.input.destination %}",
+                "quota_key": "{% $exists($states.input.quota_key) ? $states.input.quota_key : $states.input.destination %}"}
+    return {"destination_id": destination.id,
+            "quota_key": f"{{% $exists($states.input.quota_key) ? $states.input.quota_key : '{destination.quota_key}' %}}"}
+
+
+def destination_machine(destination: MachineSpec | None, resources: Resources) -> dict:
     """The per-destination lifecycle; the execution input holds `run_id`, `input` and `consent`
-    (and `prepared: true` when the scheduler prepared the run)."""
+    (and `prepared: true` when the scheduler prepared the run). `None` renders REGISTERED_MACHINE,
+    whose input also names the `destination` (and its `quota_key`)."""
+    shape = destination or _REGISTERED_SHAPE
     out = f"s3://{resources.work_bucket}"
-    lease_key = {"pk": {"S": f"LEASE#{destination.quota_key}"}, "sk": {"S": "LEASE"}}
+    lease_key = {"pk": {"S": "{% 'LEASE#' & $quota_key %}"}, "sk": {"S": "LEASE"}}
     now = "{% $string($floor($millis() / 1000)) %}"
     common = {"--out": out, "--run_id": "{% $run.run_id %}", "--config": resources.config_uri}
     release = {
@@ -266,6 +291,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Type": "Pass",
             "Assign": {
                 "run": "{% $states.input %}",
+                **_identity(destination),
                 # The execution ARN: unique across machines and continuations sharing a quota key.
                 "owner": "{% $states.context.Execution.Id %}",
                 "deferrals": "{% $exists($states.input.deferrals) ? $states.input.deferrals : 0 %}",
@@ -279,7 +305,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Next": "AlreadyPrepared",
         },
         # Prepare first: the shared quota's lease is taken only for delivering.
-        **_own_prepare(destination, resources, common),
+        **_own_prepare(shape, resources, common),
         "AcquireLease": {
             "Type": "Task",
             "Resource": "arn:aws:states:::dynamodb:updateItem",
@@ -305,7 +331,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Next": "Deliver",
         },
         "Deliver": _glue(resources.deliver_job, {
-            **common, "--destination": destination.id, "--state": f"dynamodb://{resources.state_table}",
+            **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
             # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
             "--deferred_exit_code": "0", "--failed_exit_code": "0",
             "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
@@ -314,7 +340,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
             "Arguments": {"Bucket": resources.work_bucket,
-                          "Key": "{% 'runs/' & $run.run_id & '/delivery/" + destination.id + "/summary.json' %}"},
+                          "Key": "{% 'runs/' & $run.run_id & '/delivery/' & $destination_id & '/summary.json' %}"},
             "Assign": {"summary": "{% $parse($states.result.Body) %}",
                        "retries": "{% $sum([$retries, $parse($states.result.Body).retries]) %}"},
             "Retry": [_retry_transient()],
@@ -337,7 +363,7 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
         },
         "ReleaseLease": {**release, "Assign": held, "Retry": [_retry_transient()], "Catch": _catch("Release"), "Next": "Done"},
         "Done": {"Type": "Succeed", "Output": {
-            "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "{% $summary.status %}",
+            "destination": "{% $destination_id %}", "run_id": "{% $run.run_id %}", "status": "{% $summary.status %}",
             "deferrals": "{% $deferrals %}", "retries": "{% $retries %}"}},
         "LeaseLost": {"Type": "Pass", "Assign": {"deferrals": "{% $deferrals + 1 %}", "lease_held": False}, "Next": "AcquireLease"},
         "CountDeferral": {"Type": "Pass", "Assign": {"deferrals": "{% $deferrals + 1 %}"}, "Next": "ReleaseBeforeWait"},
@@ -363,14 +389,14 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Default": "ContinueAsNew",
         },
         "HandBack": {"Type": "Succeed", "Output": {
-            "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "CONTINUE", "deferrals": "{% $deferrals %}",
+            "destination": "{% $destination_id %}", "run_id": "{% $run.run_id %}", "status": "CONTINUE", "deferrals": "{% $deferrals %}",
             "continue_with": "{% $merge([$run, {'deferrals': $deferrals, 'retries': $retries, 'prepared': $prepared}]) %}"}},
         "ContinueAsNew": {
             "Type": "Task",
             "Resource": "arn:aws:states:::states:startExecution",
             "Arguments": {
                 "StateMachineArn": "{% $states.context.StateMachine.Id %}",
-                "Name": "{% $run.run_id & '-" + destination.id + "-' & $string($deferrals) %}",
+                "Name": "{% $run.run_id & '-' & $destination_id & '-' & $string($deferrals) %}",
                 "Input": "{% $merge([$run, {'deferrals': $deferrals, 'retries': $retries, 'prepared': $prepared}]) %}",
             },
             "Assign": {"continued_as": "{% $states.result.ExecutionArn %}"},
@@ -378,16 +404,18 @@ def destination_machine(destination: MachineSpec, resources: Resources) -> dict:
             "Next": "Continued",
         },
         "Continued": {"Type": "Succeed", "Output": {
-            "destination": destination.id, "run_id": "{% $run.run_id %}", "status": "CONTINUED_AS_NEW",
+            "destination": "{% $destination_id %}", "run_id": "{% $run.run_id %}", "status": "CONTINUED_AS_NEW",
             "execution": "{% $continued_as %}", "deferrals": "{% $deferrals %}"}},
         "DeferralLimitReached": {"Type": "Pass", "Assign": {"failed_phase": "DeferralLimit", "failure": "{% $summary %}"},
                                  "Next": "RecordFailure"},
         "DeliveryFailed": {"Type": "Pass", "Assign": {"failed_phase": "Delivery", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
-        **_failure_tail(f"audience-relay {destination.id}: delivery lifecycle failed", release,
-                        f"'destination': '{destination.id}', 'run_id': $run.run_id, 'deferrals': $deferrals, 'retries': $retries"),
+        **_failure_tail("{% 'audience-relay ' & $destination_id & ': delivery lifecycle failed' %}", release,
+                        "'destination': $destination_id, 'run_id': $run.run_id, 'deferrals': $deferrals, 'retries': $retries"),
     }
+    about = (f"{destination.id} ({destination.kind}/{destination.profile})" if destination
+             else "a registered destination without a machine of its own (named in the input; prepares on Glue)")
     return {
-        "Comment": f"audience-relay: delivery lifecycle of {destination.id} ({destination.kind}/{destination.profile})",
+        "Comment": f"audience-relay: delivery lifecycle of {about}",
         "QueryLanguage": "JSONata",
         "StartAt": "Init",
         "States": states,
@@ -408,7 +436,7 @@ SCHEDULED_RUN = (
 
 def _registered_destinations(resources: Resources) -> dict[str, dict]:
     """The fan-out's list read at run time: the registry's active destinations, page after page."""
-    scan = {"TableName": resources.registry_table, "ConsistentRead": True, "ProjectionExpression": "destination_id",
+    scan = {"TableName": resources.registry_table, "ConsistentRead": True, "ProjectionExpression": "destination_id, quota_key",
             "FilterExpression": "active = :active", "ExpressionAttributeValues": {":active": {"BOOL": True}},
             **({"Limit": resources.registry_page_size} if resources.registry_page_size else {})}
     return {
@@ -416,8 +444,10 @@ def _registered_destinations(resources: Resources) -> dict[str, dict]:
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:dynamodb:scan",
             "Arguments": "{% $merge([" + json.dumps(scan) + ", $registry_page ? {'ExclusiveStartKey': $registry_page} : {}]) %}",
-            # `[...]`: one item would otherwise be a string, none undefined.
-            "Assign": {"destinations": "{% $append($destinations, [$states.result.Items.destination_id.S]) %}",
+            # `[...]`: one item would otherwise be an object, none undefined. An item written before
+            # the registry kept quota keys has none: its machine's own applies.
+            "Assign": {"destinations": "{% $append($destinations, [$states.result.Items.{'destination': destination_id.S, "
+                                       "'quota_key': quota_key.S}]) %}",
                        "registry_page": "{% $exists($states.result.LastEvaluatedKey) ? $states.result.LastEvaluatedKey : null %}"},
             "Retry": [_retry_transient()],
             "Catch": _catch("ListDestinations"),
@@ -431,13 +461,42 @@ def _registered_destinations(resources: Resources) -> dict[str, dict]:
     }
 
 
-def scheduler_machine(destinations: list[str], resources: Resources, max_concurrency: int = 10) -> dict:
+def _run_destination(machine_arn: str, catch_missing_machine: bool) -> dict:
+    """One destination's lifecycle, started and waited for; its failure is reported, not raised."""
+    missing = [{"ErrorEquals": ["StepFunctions.StateMachineDoesNotExistException"], "Next": "RunRegistered",
+                "Output": "{% $states.input %}"}] if catch_missing_machine else []
+    return {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::states:startExecution.sync:2",
+        "Arguments": {
+            "StateMachineArn": machine_arn,
+            # A continuation (after `continue_every` deferrals) gets its own name.
+            "Name": "{% $states.input.run.run_id & '-' & $states.input.destination & "
+                    "($exists($states.input.run.deferrals) and $states.input.run.deferrals > 0 "
+                    "? '-' & $string($states.input.run.deferrals) : '') %}",
+            "Input": "{% $states.input.run %}",
+        },
+        # One destination's failure is reported, not allowed to stop the others.
+        "Catch": [*missing, {"ErrorEquals": ["States.ALL"], "Next": "DestinationFailed",
+                             "Output": {"destination": "{% $states.input.destination %}", "status": "FAILED",
+                                        "error": "{% $states.errorOutput %}"}}],
+        "Output": {"destination": "{% $states.input.destination %}",
+                   "status": "{% $states.result.Output.status = 'CONTINUE' ? 'CONTINUE' : 'SUCCEEDED' %}",
+                   "run": "{% $exists($states.result.Output.continue_with) ? $states.result.Output.continue_with : null %}",
+                   "result": "{% $states.result.Output %}"},
+        "Next": "Continue?",
+    }
+
+
+def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max_concurrency: int = 10) -> dict:
     """Prepare one input once, then run every active destination's lifecycle; a failure stays in its branch.
 
     With a registry table the destinations are the registry's active ones at run time (the
-    control plane registers and pauses them); without, the rendered list.
+    control plane registers and pauses them); without, the rendered list. A destination runs on
+    its own machine, or on REGISTERED_MACHINE when it was registered after the last deploy.
     """
     listing = _registered_destinations(resources) if resources.registry_table else {}
+    rendered = [{"destination": d.id, "quota_key": d.quota_key} for d in destinations]
     return {
         "Comment": "audience-relay: prepare one input for every active destination, then deliver to each",
         "QueryLanguage": "JSONata",
@@ -447,7 +506,7 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                 "run": SCHEDULED_RUN,
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
-                "destinations": [] if listing else destinations,
+                "destinations": [] if listing else rendered,
                 **({"registry_page": None} if listing else {}),
             }, "Next": "ListDestinations" if listing else "Prepare"},
             **listing,
@@ -459,33 +518,17 @@ def scheduler_machine(destinations: list[str], resources: Resources, max_concurr
                 "Type": "Map",
                 "Items": "{% $destinations %}",
                 "MaxConcurrency": max_concurrency,
-                "ItemSelector": {"destination": "{% $states.context.Map.Item.Value %}",
-                                 "run": "{% $merge([$run, {'prepared': true, 'via_scheduler': true}]) %}"},
+                # The run carries the destination and its quota key: REGISTERED_MACHINE needs them.
+                "ItemSelector": {"destination": "{% $states.context.Map.Item.Value.destination %}",
+                                 "run": "{% $merge([$run, $states.context.Map.Item.Value, {'prepared': true, 'via_scheduler': true}]) %}"},
                 "ItemProcessor": {
                     "ProcessorConfig": {"Mode": "INLINE"},
                     "StartAt": "RunDestination",
                     "States": {
-                        "RunDestination": {
-                            "Type": "Task",
-                            "Resource": "arn:aws:states:::states:startExecution.sync:2",
-                            "Arguments": {
-                                "StateMachineArn": f"{{% '{resources.destination_machine_arn_prefix}' & $states.input.destination %}}",
-                                # A continuation (after `continue_every` deferrals) gets its own name.
-                                "Name": "{% $states.input.run.run_id & '-' & $states.input.destination & "
-                                        "($exists($states.input.run.deferrals) and $states.input.run.deferrals > 0 "
-                                        "? '-' & $string($states.input.run.deferrals) : '') %}",
-                                "Input": "{% $states.input.run %}",
-                            },
-                            # One destination's failure is reported, not allowed to stop the others.
-                            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "DestinationFailed",
-                                       "Output": {"destination": "{% $states.input.destination %}", "status": "FAILED",
-                                                  "error": "{% $states.errorOutput %}"}}],
-                            "Output": {"destination": "{% $states.input.destination %}",
-                                       "status": "{% $states.result.Output.status = 'CONTINUE' ? 'CONTINUE' : 'SUCCEEDED' %}",
-                                       "run": "{% $exists($states.result.Output.continue_with) ? $states.result.Output.continue_with : null %}",
-                                       "result": "{% $states.result.Output %}"},
-                            "Next": "Continue?",
-                        },
+                        "RunDestination": _run_destination(
+                            f"{{% '{resources.destination_machine_arn_prefix}' & $states.input.destination %}}", True),
+                        "RunRegistered": _run_destination(
+                            resources.destination_machine_arn_prefix + REGISTERED, False),
                         "Continue?": {
                             "Type": "Choice",
                             "Choices": [{"Condition": "{% $states.input.status = 'CONTINUE' %}", "Next": "RunDestination"}],
@@ -534,7 +577,8 @@ def render(destinations: list[MachineSpec], resources: Resources, out: str | Pat
 
 
 def machines(destinations: list[MachineSpec], resources: Resources) -> dict[str, dict]:
-    """Every machine's definition by name: `destination-<id>` for each destination, and `scheduler`."""
+    """Every machine's definition by name: `destination-<id>` for each destination, REGISTERED_MACHINE and `scheduler`."""
     found = {f"destination-{d.id}": destination_machine(d, resources) for d in destinations}
-    found["scheduler"] = scheduler_machine([d.id for d in destinations], resources)
+    found[REGISTERED_MACHINE] = destination_machine(None, resources)
+    found["scheduler"] = scheduler_machine(destinations, resources)
     return found

@@ -7,8 +7,9 @@ config, the checks across destinations included (unique ids, one limit per share
 Every write is conditional on the item's version, so two operators changing one destination
 cannot overwrite each other unseen.
 
-Item: `destination_id` (the table's key), `spec` (JSON text of the mapping), `active` (what
-the scheduler's fan-out reads), `version`, `updated_at`, `updated_by` (the caller's principal).
+Item: `destination_id` (the table's key), `spec` (JSON text of the mapping), `active` and
+`quota_key` (what the scheduler's fan-out reads: the lease its delivery takes is the quota's),
+`version`, `updated_at`, `updated_by` (the caller's principal).
 
 The jobs read their config from one file (`config_uri`); `publish` rewrites its destinations
 from the registry after every change, keeping the file's other settings, so a run started after
@@ -25,7 +26,7 @@ import yaml
 from botocore.exceptions import ClientError
 
 from jobs import storage
-from jobs.config import ConfigError, parse_config
+from jobs.config import ConfigError, Destination, parse_config
 from jobs.control.errors import Conflict, Invalid, NotFound, StaleVersion
 
 CONFIG_VERSION = 1
@@ -42,6 +43,11 @@ class Registered:
     @property
     def active(self) -> bool:
         return self.spec.get("active", True) is not False
+
+    @property
+    def destination(self) -> Destination:
+        """The mapping as the jobs read it (it was validated when written)."""
+        return parse_config({"version": CONFIG_VERSION, "destinations": [self.spec]}, "registry").destinations[0]
 
     def as_json(self) -> dict:
         return {"id": self.id, "active": self.active, "version": self.version, "updated_at": self.updated_at,
@@ -145,8 +151,9 @@ class DestinationRegistry:
     def _write(self, destination_id: str, spec: dict, principal: str, expected_version: int | None) -> Registered:
         version = (expected_version or 0) + 1
         updated_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._clock()))
+        written = Registered(destination_id, spec, version, updated_at, principal)
         item = {"destination_id": {"S": destination_id}, "spec": {"S": json.dumps(spec, sort_keys=True)},
-                "active": {"BOOL": spec.get("active", True) is not False},
+                "active": {"BOOL": written.active}, "quota_key": {"S": written.destination.quota_key},
                 "version": {"N": str(version)}, "updated_at": {"S": updated_at}, "updated_by": {"S": principal}}
         if expected_version is None:
             condition = {"ConditionExpression": "attribute_not_exists(destination_id)"}
@@ -160,7 +167,7 @@ class DestinationRegistry:
             if expected_version is None:
                 raise Conflict(f"destination {destination_id!r} is already registered; update it with PUT") from None
             raise StaleVersion(f"destination {destination_id!r} changed while this request was checked; read it and retry") from None
-        return Registered(destination_id, spec, version, updated_at, principal)
+        return written
 
     @staticmethod
     def _registered(item: dict) -> Registered:

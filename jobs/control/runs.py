@@ -2,7 +2,10 @@
 
 A run started here is the destination machine's own run (it prepares the input for that
 destination alone, then delivers), named by its run id, so a second start of the same run id is
-refused rather than run twice. How it went comes from where the pipeline keeps it: the
+refused rather than run twice. A destination registered after the last deploy has no machine of
+its own: its run goes to the registered destinations' machine (orchestration.definitions
+REGISTERED_MACHINE), named `<run id>-<destination>`, unless it needs a shape only its own machine
+has (an EMR prepare, a transform job). How it went comes from where the pipeline keeps it: the
 execution (followed through continue-as-new), the delivery summary in the work bucket
 (status, batches, row accounting) and the run's dead letters in the state table.
 """
@@ -21,6 +24,7 @@ from connectors.state.dynamodb import DynamoStateStore
 from jobs.control.errors import Conflict, Invalid, NotFound
 from jobs.control.registry import Registered
 from jobs.paths import RUN_ID
+from orchestration.definitions import REGISTERED
 
 S3_FOLDER = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S*$")
 MAX_CONTINUATIONS = 100
@@ -56,32 +60,52 @@ class Runs:
             raise Invalid(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
         if not destination.active:
             raise Conflict(f"destination {destination.id!r} is paused; resume it first")
-        machine = self.locations.destination_machine_arn_prefix + destination.id
         payload = {"run_id": run_id, "input": body["input"], "consent": body["consent"]}
         try:
-            started = self._sfn.start_execution(stateMachineArn=machine, name=run_id, input=json.dumps(payload))
+            try:
+                started = self._start(destination.id, run_id, payload)
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "StateMachineDoesNotExist":
+                    raise
+                started = self._start_registered(destination, run_id, payload)
         except ClientError as error:
-            code = error.response["Error"]["Code"]
-            if code == "ExecutionAlreadyExists":
+            if error.response["Error"]["Code"] == "ExecutionAlreadyExists":
                 raise Conflict(f"run {run_id!r} of {destination.id!r} was started before; give a new run_id") from None
-            if code == "StateMachineDoesNotExist":
-                raise Conflict(f"destination {destination.id!r} has no state machine in this stage yet") from None
             raise
         return {"run_id": run_id, "destination": destination.id, "execution_arn": started["executionArn"], "status": "RUNNING"}
+
+    def _start(self, machine_id: str, name: str, payload: dict) -> dict:
+        machine = self.locations.destination_machine_arn_prefix + machine_id
+        return self._sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(payload))
+
+    def _start_registered(self, destination: Registered, run_id: str, payload: dict) -> dict:
+        """A destination without its own machine yet runs on the registered destinations' machine."""
+        settings = destination.destination
+        if settings.orchestration.prepare_engine != "glue" or settings.orchestration.transform_job:
+            raise Conflict(f"destination {destination.id!r} prepares on EMR or runs a transform job, which only a machine of "
+                           "its own does, and it has none in this stage yet: deploy first")
+        payload = {**payload, "destination": destination.id, "quota_key": settings.quota_key}
+        return self._start(REGISTERED, f"{run_id}-{destination.id}", payload)
+
+    def _execution(self, destination_id: str, run_id: str) -> tuple[str, dict]:
+        """The run's first execution: on the destination's own machine, else on the registered destinations' one."""
+        prefix = self.locations.destination_machine_arn_prefix.replace(":stateMachine:", ":execution:", 1)
+        for arn in (f"{prefix}{destination_id}:{run_id}", f"{prefix}{REGISTERED}:{run_id}-{destination_id}"):
+            try:
+                return arn, self._sfn.describe_execution(executionArn=arn)
+            except ClientError as error:
+                if error.response["Error"]["Code"] not in ("ExecutionDoesNotExist", "StateMachineDoesNotExist"):
+                    raise
+        raise NotFound(f"no run {run_id!r} of destination {destination_id!r}")
 
     def status(self, destination_id: str, run_id: str) -> dict:
         if not RUN_ID.fullmatch(run_id):
             raise Invalid(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
-        machine = self.locations.destination_machine_arn_prefix + destination_id
-        arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + run_id
+        arn, described = self._execution(destination_id, run_id)
         executions = []
         for _ in range(MAX_CONTINUATIONS):
-            try:
+            if executions:
                 described = self._sfn.describe_execution(executionArn=arn)
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "ExecutionDoesNotExist" or executions:
-                    raise
-                raise NotFound(f"no run {run_id!r} of destination {destination_id!r}") from None
             output = json.loads(described.get("output") or "null")
             executions.append({"execution_arn": arn, "status": described["status"], "error": described.get("error"),
                                "started_at": described["startDate"].isoformat(),

@@ -89,3 +89,33 @@ def test_the_scheduler_fans_out_to_the_registrys_active_destinations_at_run_time
     assert call(url, "POST", "/destinations/google_dm/pause")[0] == 200
     assert fanned_out("s-3") == ["meta_ads"]
     assert call(url, "POST", "/destinations/google_dm/resume")[0] == 200
+
+
+def test_a_destination_registered_after_the_deploy_runs_on_the_registered_destinations_machine(stage):
+    """No machine was rendered for it: the scheduler and the run API start the registered
+    destinations' machine, which delivers it under the quota key the registry holds."""
+    machines, url, _ = stage
+    newcomer = {**EXAMPLE["meta_ads"], "id": "meta_eu", "daily_quota": {"key": "meta_shared", "requests": 5000}}
+    assert call(url, "POST", "/destinations", newcomer)[0] == 201
+    execution = machines.run("scheduler", "s-4", {**RUN, "run_id": "s-4"}, timeout=120)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert {"destination": "meta_eu", "status": "SUCCEEDED"}.items() <= next(
+        result for result in execution.output["destinations"] if result["destination"] == "meta_eu").items()
+    [registered] = machines.executions("destination-_registered")
+    assert (registered.name, registered.status, registered.output["destination"]) == ("s-4-meta_eu", "SUCCEEDED", "meta_eu")
+    lease = machines.lease("meta_shared")   # the registry's quota key, taken and released
+    assert lease["fencing_token"] == "1" and "owner" not in lease
+
+    status, started = call(url, "POST", "/destinations/meta_eu/runs", {**RUN, "run_id": "api-r2"})
+    assert status == 202 and started["execution_arn"].endswith(":audience-relay-destination-_registered:api-r2-meta_eu")
+    machines.aws.wait(started["execution_arn"], timeout=60)
+    status, report = call(url, "GET", "/destinations/meta_eu/runs/api-r2")
+    assert status == 200 and report["status"] == "SUCCEEDED" and report["summary"]["status"] == "SUCCEEDED"
+    assert call(url, "POST", "/destinations/meta_eu/runs", {**RUN, "run_id": "api-r2"})[0] == 409   # never twice
+
+    on_emr = {**newcomer, "id": "meta_emr", "orchestration": {"prepare_engine": "emr"}}
+    assert call(url, "POST", "/destinations", on_emr)[0] == 201
+    status, refused = call(url, "POST", "/destinations/meta_emr/runs", RUN)
+    assert status == 409 and "deploy first" in refused["error"]
+    for destination in ("meta_eu", "meta_emr"):
+        assert call(url, "POST", f"/destinations/{destination}/pause")[0] == 200

@@ -8,6 +8,7 @@ from jobs.cli import main
 from orchestration.definitions import MachineSpec, Resources, destination_machine, scheduler_machine
 
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
+META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")
 ON_EMR = MachineSpec("partner_sftp", "sftp", "sftp_gzip_csv", "partner_sftp", prepare_engine="emr", transform_job="enrich")
 
 
@@ -17,9 +18,9 @@ def targets(state: dict) -> list[str]:
     return [t for t in found if t]
 
 
-@pytest.mark.parametrize("spec", [GOOGLE, ON_EMR], ids=["glue", "emr"])
-def test_every_transition_lands_on_a_state_and_every_state_is_reachable(spec):
-    machine = destination_machine(spec, Resources())
+@pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), destination_machine(ON_EMR, Resources()),
+                                     destination_machine(None, Resources())], ids=["glue", "emr", "registered"])
+def test_every_transition_lands_on_a_state_and_every_state_is_reachable(machine):
     states = machine["States"]
     seen, todo = set(), [machine["StartAt"]]
     while todo:
@@ -39,8 +40,20 @@ def test_each_phase_is_retried_with_jitter_and_caught_by_name():
         assert states[phase]["Catch"][0]["Assign"]["failed_phase"] == phase
     assert states["Prepare"]["Resource"] == states["Deliver"]["Resource"] == "arn:aws:states:::glue:startJobRun.sync"
     assert states["Failed"]["Error"] == "{% $failed_phase & 'Failed' %}"
-    lease = states["AcquireLease"]["Arguments"]
-    assert lease["Key"]["pk"]["S"] == "LEASE#google_ads_project"  # the lease is the shared quota's, not the destination's
+    assert states["AcquireLease"]["Arguments"]["Key"]["pk"]["S"] == "{% 'LEASE#' & $quota_key %}"
+    # The lease is the shared quota's, not the destination's; the registry's key (in the input) wins.
+    assert states["Init"]["Assign"]["quota_key"] == "{% $exists($states.input.quota_key) ? $states.input.quota_key : 'google_ads_project' %}"
+    assert states["Init"]["Assign"]["destination_id"] == "google_dm"
+
+
+def test_the_registered_destinations_machine_takes_the_destination_from_its_input_and_prepares_on_glue():
+    machine = destination_machine(None, Resources())
+    states = machine["States"]
+    assert states["Init"]["Assign"]["destination_id"] == "{% $states.input.destination %}"
+    assert states["AlreadyPrepared"]["Default"] == "Prepare" and states["Prepare"]["Next"] == "MarkPrepared"
+    assert states["Prepare"]["Arguments"]["Arguments"]["--destinations"] == "{% $destination_id %}"
+    assert states["Deliver"]["Arguments"]["Arguments"]["--destination"] == "{% $destination_id %}"
+    assert "$destination_id" in states["ReadSummary"]["Arguments"]["Key"] and "google" not in json.dumps(machine)
 
 
 def test_deferral_loop_is_bounded_and_continues_as_a_new_execution():
@@ -53,14 +66,20 @@ def test_deferral_loop_is_bounded_and_continues_as_a_new_execution():
 
 
 def test_scheduler_fans_out_with_bounded_concurrency_and_isolates_failures():
-    machine = scheduler_machine(["meta_ads", "google_dm"], Resources(), max_concurrency=3)
+    machine = scheduler_machine([META, GOOGLE], Resources(), max_concurrency=3)
     fan_out = machine["States"]["Destinations"]
     assert fan_out["MaxConcurrency"] == 3 and fan_out["Items"] == "{% $destinations %}"
-    assert machine["States"]["Init"]["Assign"]["destinations"] == ["meta_ads", "google_dm"]   # no registry: the rendered list
+    assert machine["States"]["Init"]["Assign"]["destinations"] == [   # no registry: the rendered list
+        {"destination": "meta_ads", "quota_key": "meta_ads"}, {"destination": "google_dm", "quota_key": "google_ads_project"}]
     assert "ListDestinations" not in machine["States"]
-    task = fan_out["ItemProcessor"]["States"]["RunDestination"]
-    assert task["Resource"] == "arn:aws:states:::states:startExecution.sync:2"
-    assert task["Catch"][0]["Next"] == "DestinationFailed"
+    processor = fan_out["ItemProcessor"]["States"]
+    task = processor["RunDestination"]
+    assert task["Resource"] == processor["RunRegistered"]["Resource"] == "arn:aws:states:::states:startExecution.sync:2"
+    # A destination registered after the deploy has no machine yet: it runs on the registered destinations' machine.
+    assert task["Catch"][0] == {"ErrorEquals": ["StepFunctions.StateMachineDoesNotExistException"], "Next": "RunRegistered",
+                                "Output": "{% $states.input %}"}
+    assert processor["RunRegistered"]["Arguments"]["StateMachineArn"].endswith(":stateMachine:audience-relay-destination-_registered")
+    assert task["Catch"][1]["Next"] == processor["RunRegistered"]["Catch"][0]["Next"] == "DestinationFailed"
 
 
 def test_emr_prepare_terminates_its_cluster_on_success_and_on_failure():
@@ -74,14 +93,15 @@ def test_emr_prepare_terminates_its_cluster_on_success_and_on_failure():
 
 
 def test_scheduler_prepares_once_before_fanning_out_prepared_runs():
-    states = scheduler_machine(["google_dm"], Resources())["States"]
+    states = scheduler_machine([GOOGLE], Resources())["States"]
     assert states["Prepare"]["Next"] == "Destinations" and "--destinations" not in states["Prepare"]["Arguments"]["Arguments"]
     assert "'prepared': true" in states["Destinations"]["ItemSelector"]["run"]
     assert states["AllDelivered?"]["Choices"][0]["Next"] == "SomeDestinationsFailed"
 
 
 @pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), destination_machine(ON_EMR, Resources()),
-                                     scheduler_machine(["google_dm"], Resources())], ids=["glue", "emr", "scheduler"])
+                                     destination_machine(None, Resources()), scheduler_machine([GOOGLE], Resources())],
+                         ids=["glue", "emr", "registered", "scheduler"])
 def test_definitions_pass_cfn_lint(machine):
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
@@ -95,5 +115,6 @@ def test_definitions_pass_cfn_lint(machine):
 def test_definitions_command_renders_one_machine_per_active_destination(tmp_path, capsys):
     assert main(["definitions", "--out", str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["destination-google_dm.asl.json", "destination-meta_ads.asl.json", "destination-partner_sftp.asl.json", "scheduler.asl.json"]
+    assert names == ["destination-_registered.asl.json", "destination-google_dm.asl.json", "destination-meta_ads.asl.json",
+                     "destination-partner_sftp.asl.json", "scheduler.asl.json"]
     assert json.loads((tmp_path / "scheduler.asl.json").read_text())["QueryLanguage"] == "JSONata"
