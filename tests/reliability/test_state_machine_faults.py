@@ -3,7 +3,8 @@
 The cases are not listed by hand: they are enumerated from the definitions `machines()` renders
 (states nested in a Map's ItemProcessor or a Parallel's Branches included) for the three kinds of
 machine we deploy: a destination prepared by Glue, one prepared on EMR with a transform job, and
-the scheduler. `CATCHES` and `RETRIES` say how each one is made to fail: a Catch or Retry added to
+the scheduler. The registered destinations' machine has the Glue machine's states (only Init
+differs) and runs here under the scheduler, for a destination without a machine of its own. `CATCHES` and `RETRIES` say how each one is made to fail: a Catch or Retry added to
 the definitions without an entry there fails its own case, and
 `test_every_catch_and_retry_of_the_definitions_has_a_case` fails on entries they no longer have.
 
@@ -31,7 +32,7 @@ from botocore.exceptions import ClientError
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import StateTaskServiceAwsSdk
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_dynamodb import StateTaskServiceDynamoDB
 
-from orchestration.definitions import machines
+from orchestration.definitions import REGISTERED_MACHINE, MachineSpec, machines
 from orchestration.local.engine import JobFailed, LocalClusters
 from orchestration.local.runner import ALERT_TAP_QUEUE, LocalStateMachines
 from orchestration.local.stack import Execution
@@ -40,9 +41,12 @@ from tests.integration.test_state_machines import GOOGLE, RESOURCES, RUN, SFTP_O
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 SPECS = [GOOGLE, SFTP_ON_EMR]
+# Registered after the deploy: the scheduler fans out to it, but its machine is not deployed, so
+# it runs on the registered destinations' machine (whose states are the glue machine's).
+NEWCOMER = MachineSpec("newcomer", "http_api", "meta_custom_audiences", "newcomer_quota")
 MACHINES = {"glue": f"destination-{GOOGLE.id}", "emr": f"destination-{SFTP_ON_EMR.id}", "scheduler": "scheduler"}
-DEFINITIONS = machines(SPECS, RESOURCES)
-QUOTA_KEYS = {spec.id: spec.quota_key for spec in SPECS}
+DEFINITIONS = machines([*SPECS, NEWCOMER], RESOURCES)
+QUOTA_KEYS = {spec.id: spec.quota_key for spec in [*SPECS, NEWCOMER]}
 OTHER_JOB = "arn:aws:states:us-east-1:123456789012:execution:audience-relay-destination-other:holder"
 TAKEN_OVER_BY = "arn:aws:states:us-east-1:123456789012:execution:audience-relay-destination-other:took-over"
 CONDITION_FAILED = "DynamoDB.ConditionalCheckFailedException"
@@ -250,7 +254,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def local():
-    with LocalStateMachines(SPECS, RESOURCES, retry_scale=0.0) as machines_:
+    with LocalStateMachines([*SPECS, NEWCOMER], RESOURCES, retry_scale=0.0) as machines_:
+        machines_.aws.client("stepfunctions").delete_state_machine(stateMachineArn=machines_.arns.pop(f"destination-{NEWCOMER.id}"))
         yield machines_
 
 
@@ -359,9 +364,12 @@ def _clusters_left(*states: str, step: bool = True) -> Callable[[World, Executio
 
 
 def _destinations_started(**statuses: str) -> Callable[[World, Execution], None]:
+    """Each destination's execution: on its own machine, or (NEWCOMER) on the registered destinations' one."""
     def check(world: World, execution: Execution) -> None:
         started = {spec.id: e for spec in SPECS for e in world.local.executions(f"destination-{spec.id}")
                    if e.name.startswith(world.run_id)}
+        started |= {e.output["destination"] if e.output else NEWCOMER.id: e for e in world.local.executions(REGISTERED_MACHINE)
+                    if e.name.startswith(world.run_id)}
         assert {d: e.error or e.status for d, e in started.items()} == statuses
     return check
 
@@ -430,7 +438,14 @@ CATCHES: dict[tuple[str, str, str], Fault] = {
     ("scheduler", "Destinations/RunDestination", ALL): Fault(
         f"{GOOGLE.id}'s deliver job fails on every attempt", _destination_job_fails(DELIVER, GOOGLE.id), "States.TaskFailed",
         "DestinationsFailed", reported=f"destinations {GOOGLE.id}", start=fresh,
-        check=_destinations_started(**{GOOGLE.id: "DeliverFailed", SFTP_ON_EMR.id: "SUCCEEDED"})),
+        check=_destinations_started(**{GOOGLE.id: "DeliverFailed", SFTP_ON_EMR.id: "SUCCEEDED", NEWCOMER.id: "SUCCEEDED"})),
+    # The fallback to the registered destinations' machine, then that execution failing.
+    **{("scheduler", path, errors): Fault(
+        f"{NEWCOMER.id} has no machine of its own, and its deliver job fails on every attempt", _destination_job_fails(DELIVER, NEWCOMER.id),
+        "States.TaskFailed", "DestinationsFailed", reported=f"destinations {NEWCOMER.id}", start=fresh,
+        check=_destinations_started(**{GOOGLE.id: "SUCCEEDED", SFTP_ON_EMR.id: "SUCCEEDED", NEWCOMER.id: "DeliverFailed"}))
+       for path, errors in (("Destinations/RunDestination", "StepFunctions.StateMachineDoesNotExistException"),
+                            ("Destinations/RunRegistered", ALL))},
     ("scheduler", "Alert", ALL): Fault("the alert topic is gone; prepare failed", _prepare_fails_and(World.without_alert_topic),
                                        "SNS.NotFoundException", "PrepareFailed", reported="States.TaskFailed", start=fresh,
                                        alert=False),
@@ -458,14 +473,14 @@ def entered_after(states: list[str], state: str, following: str, nested: bool) -
 
 @pytest.mark.parametrize("key", sorted(CATCH_PAIRS), ids=lambda key: slug(*key))
 def test_catch(key, world):
-    kind, path, _ = key
+    kind, path, errors = key
     if key not in CATCHES:
         pytest.fail(f"no way to cause the Catch {key}: add it to CATCHES")
     fault, (state, catch) = CATCHES[key], CATCH_PAIRS[key]
     phase = fault.fails_as.removesuffix("Failed")
     if "Assign" in catch:
         assert catch["Assign"]["failed_phase"] == phase
-    world.use(kind, slug("c", kind, path))
+    world.use(kind, slug("c", kind, path, *([] if errors == ALL else [errors.rsplit(".", 1)[-1][:20]])))
     fault.arrange(world)
 
     execution = world.run(fault.start)
