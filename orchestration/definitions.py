@@ -88,6 +88,17 @@ class Resources:
     retry_wait_seconds: int = 900   # deferred without a resume_at (nothing sent yet): look again after this
     max_deferrals: int = 30
     continue_every: int = 10
+    # Delivery feedback: the scheduler starts the feedback machine after a run delivered everywhere
+    # (when its ARN is set), which waits for the platforms to count the uploads, then asks them.
+    feedback_machine_arn: str | None = None
+    feedback_delay_seconds: int = 6 * 3600
+    feedback_function: str = "audience-relay-feedback"
+    feedback_job: str = "audience-relay-feedback"
+    feedback_concurrency: int = 10
+
+
+LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+                    "Lambda.TooManyRequestsException"]
 
 
 def _retry_transient() -> dict:
@@ -545,14 +556,102 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
             "AllDelivered?": {
                 "Type": "Choice",
                 "Choices": [{"Condition": "{% $count($results[status = 'FAILED']) > 0 %}", "Next": "SomeDestinationsFailed"}],
-                "Default": "Done",
+                "Default": "StartFeedback" if resources.feedback_machine_arn else "Done",
             },
+            **({"StartFeedback": {
+                # Not waited for: the feedback machine waits hours for the platforms' counts. A
+                # start that fails is alerted and dead-lettered; the delivery stands.
+                "Type": "Task",
+                "Resource": "arn:aws:states:::states:startExecution",
+                "Arguments": {"StateMachineArn": resources.feedback_machine_arn, "Name": "{% $run.run_id %}",
+                              "Input": {"run_id": "{% $run.run_id %}", "wait_seconds": resources.feedback_delay_seconds}},
+                "Retry": [_retry_transient()],
+                "Catch": _catch("StartFeedback"),
+                "Next": "Done",
+            }} if resources.feedback_machine_arn else {}),
             "Done": {"Type": "Succeed", "Output": {"run_id": "{% $run.run_id %}", "destinations": "{% $results %}"}},
             # `[...]`: a JSONata filter matching one item yields the item itself; the dead letter
             # always carries a list of failed destinations.
             "SomeDestinationsFailed": {"Type": "Pass", "Assign": {
                 "failed_phase": "Destinations", "failure": "{% [$results[status = 'FAILED']] %}"}, "Next": "RecordFailure"},
             **_failure_tail("audience-relay: scheduled run failed", None, "'run_id': $run.run_id"),
+        },
+    }
+
+
+def _invoke_feedback(resources: Resources, payload: dict) -> dict:
+    return {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+            "Arguments": {"FunctionName": resources.feedback_function, "Payload": payload},
+            "Retry": [{"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 2, "BackoffRate": 2.0, "MaxAttempts": 6,
+                       "MaxDelaySeconds": 60, "JitterStrategy": "FULL"}]}
+
+
+def feedback_machine(resources: Resources) -> dict:
+    """Ask every reporting destination what it holds of a run, at once, then consolidate.
+
+    Input: `run_id` and optional `wait_seconds` (the platforms count uploads hours later). A
+    Distributed Map runs one Express child per destination (the report calls are short and
+    bursty: Express is billed by duration, not by state transition); each child's Lambda reads
+    every report page and writes the destination's part to S3, and a failure stays that
+    destination's answer. The Glue job `feedback` (`--ask none`) consolidates the parts into the
+    feedback table; the machine then fails as `FeedbackFailed` naming the destinations that did
+    not answer, with an alert and a dead letter, their parts missing, the others' kept.
+    """
+    run_id = "{% $run.run_id %}"
+    return {
+        "Comment": "audience-relay: delivery feedback of a run (what each destination reports holding), consolidated by Glue",
+        "QueryLanguage": "JSONata",
+        "StartAt": "Init",
+        "States": {
+            "Init": {"Type": "Pass", "Assign": {
+                "run": "{% $states.input %}",
+                "alert_topic": resources.alert_topic_arn,
+                "dead_letter_queue": resources.dead_letter_queue_url,
+            }, "Next": "WaitForCounts"},
+            "WaitForCounts": {"Type": "Wait",
+                              "Seconds": "{% $exists($states.input.wait_seconds) ? $states.input.wait_seconds : 0 %}",
+                              "Next": "ListDestinations"},
+            "ListDestinations": {**_invoke_feedback(resources, {"action": "list", "run_id": run_id}),
+                                 "Assign": {"destinations": "{% [$states.result.Payload.destinations] %}"},
+                                 "Catch": _catch("ListDestinations"), "Next": "AnyToAsk?"},
+            "AnyToAsk?": {"Type": "Choice", "Choices": [{"Condition": "{% $count($destinations) = 0 %}", "Next": "Done"}],
+                          "Default": "AskDestinations"},
+            "AskDestinations": {
+                "Type": "Map",
+                "Items": "{% $destinations %}",
+                "MaxConcurrency": resources.feedback_concurrency,
+                "ItemSelector": {"run_id": run_id, "destination": "{% $states.context.Map.Item.Value %}"},
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"},
+                    "StartAt": "Ask",
+                    "States": {
+                        "Ask": {**_invoke_feedback(resources, {"action": "ask", "run_id": "{% $states.input.run_id %}",
+                                                               "destination": "{% $states.input.destination %}"}),
+                                "Output": "{% $states.result.Payload %}",
+                                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Unanswered",
+                                           "Output": {"destination": "{% $states.input.destination %}",
+                                                      "error": "{% $states.errorOutput %}"}}],
+                                "End": True},
+                        "Unanswered": {"Type": "Pass", "End": True},
+                    },
+                },
+                "Label": "AskDestinations",
+                "Assign": {"answers": "{% $states.result %}"},
+                "Catch": _catch("AskDestinations"),
+                "Next": "Consolidate",
+            },
+            "Consolidate": _glue(resources.feedback_job, {
+                "--out": f"s3://{resources.work_bucket}", "--run": run_id, "--config": resources.config_uri, "--ask": "none",
+            }, "Consolidate", "AllAnswered?", resources.job_timeout_seconds),
+            "AllAnswered?": {
+                "Type": "Choice",
+                "Choices": [{"Condition": "{% $count($answers[$exists(error)]) > 0 %}", "Next": "SomeUnanswered"}],
+                "Default": "Done",
+            },
+            "Done": {"Type": "Succeed", "Output": {"run_id": run_id, "answers": "{% $exists($answers) ? $answers : [] %}"}},
+            "SomeUnanswered": {"Type": "Pass", "Assign": {"failed_phase": "Feedback", "failure": "{% [$answers[$exists(error)]] %}"},
+                               "Next": "RecordFailure"},
+            **_failure_tail("audience-relay: delivery feedback incomplete", None, "'run_id': $run.run_id"),
         },
     }
 
@@ -577,8 +676,9 @@ def render(destinations: list[MachineSpec], resources: Resources, out: str | Pat
 
 
 def machines(destinations: list[MachineSpec], resources: Resources) -> dict[str, dict]:
-    """Every machine's definition by name: `destination-<id>` for each destination, REGISTERED_MACHINE and `scheduler`."""
+    """Every machine's definition by name: `destination-<id>` for each destination, REGISTERED_MACHINE, `scheduler` and `feedback`."""
     found = {f"destination-{d.id}": destination_machine(d, resources) for d in destinations}
     found[REGISTERED_MACHINE] = destination_machine(None, resources)
     found["scheduler"] = scheduler_machine(destinations, resources)
+    found["feedback"] = feedback_machine(resources)
     return found

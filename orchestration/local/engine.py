@@ -1,6 +1,6 @@
 """Make moto's Step Functions engine (moto 5.2.5) run our definitions, with local compute.
 
-moto ships LocalStack's ASL interpreter; five gaps stop it from running a JSONata definition
+moto ships LocalStack's ASL interpreter; six gaps stop it from running a JSONata definition
 end to end (orchestration/docs/local-runner-findings.md has each one with the error it
 gives). `install()` closes them:
 
@@ -10,6 +10,7 @@ gives). `install()` closes them:
 3. `aws-sdk:s3:getObject` returns a stream object instead of the body text.
 4. `states:startExecution` sends SFN-cased parameters to a camelCase API.
 5. Retry back-off sleeps are real sleeps; they are scaled by `retry_scale`.
+6. `lambda:invoke` needs Docker in moto: the compute's `invoke_function` answers it in this process.
 
 Patches are process-wide and installed once; `install()` may be called again to swap the
 compute or the scale.
@@ -34,11 +35,12 @@ from moto.stepfunctions.parser.asl.component.common.error_name.failure_event imp
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
 from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name_type import StatesErrorNameType
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils, state_task_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import StateTaskServiceAwsSdk
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import StateTaskServiceCallback
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import StateTaskServiceLambda
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import StateTaskServiceSfn
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.jsonata import jsonata as moto_jsonata
@@ -57,6 +59,9 @@ class LocalCompute(Protocol):
 
     def run_emr_step(self, cluster_id: str, args: list[str]) -> None:
         """Run a `command-runner.jar` step (`spark-submit script --k v ...`); raise JobFailed when it fails."""
+
+    def invoke_function(self, name: str, payload: Any) -> Any:
+        """Lambda's handler result for the payload; what it raises is the function's error (its type the error name)."""
 
 
 @dataclass
@@ -213,6 +218,22 @@ class LocalEmr(_LocalTaskService):
         return {"Step": {"Id": step["Id"], "Name": step["Name"], "Status": {"State": "COMPLETED"}}}
 
 
+class LocalLambda(StateTaskServiceLambda):
+    """`lambda:invoke` (request-response): the bound compute's `invoke_function`, as Lambda answers it."""
+
+    def _eval_service_task(self, env, resource_runtime_part, normalised_parameters, state_credentials) -> None:
+        compute = BINDING.compute
+        if compute is None or not hasattr(compute, "invoke_function"):
+            raise RuntimeError("no local compute with invoke_function bound: lambda:invoke cannot run locally")
+        payload = json.loads(normalised_parameters.get("Payload") or b"{}")
+        try:
+            result = compute.invoke_function(normalised_parameters["FunctionName"], payload)
+        except Exception as error:  # noqa: BLE001 - Lambda reports any exception as the function's error
+            raise lambda_eval_utils.LambdaFunctionErrorException(
+                "Unhandled", json.dumps({"errorType": type(error).__name__, "errorMessage": str(error)})) from None
+        env.stack.append({"StatusCode": 200, "ExecutedVersion": "$LATEST", "Payload": json.loads(json.dumps(result))})
+
+
 def _eval_jsonata(expression: str) -> Any:
     """jsonata-python, with the JSON round trip and error type of moto's (removed) JVM bridge."""
     try:
@@ -264,6 +285,8 @@ def _service_for(service_name: str):
         return LocalGlue()
     if service_name == "elasticmapreduce":
         return LocalEmr()
+    if service_name == "lambda":
+        return LocalLambda()
     return _original_service_for(service_name)
 
 

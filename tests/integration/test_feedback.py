@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import feedback
+from jobs import feedback, feedback_lambda
 from jobs.cli import main
 from jobs.config import DEFAULT_CONFIG, parse_config
 from jobs.report import ReportError, RunReport, read_feedback, text_report
+from orchestration.definitions import Resources
+from orchestration.local.engine import JobFailed
+from orchestration.local.runner import LocalStateMachines
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
@@ -139,3 +142,68 @@ def test_google_reports_need_the_ads_api_and_its_developer_token(tmp_path, monke
     config = config.model_copy(update={"destinations": [google.model_copy(update={"connection": without_token})]})
     with pytest.raises(feedback.FeedbackError, match=r"google_dm\.connection\.developer_token"):
         feedback.collect(config, str(tmp_path), "r4")
+
+
+class FeedbackCompute:
+    """The feedback machine's Lambda and Glue job, run here against a local run layout (the work
+    bucket and the config object map to local paths, as ScriptCompute maps them)."""
+
+    def __init__(self, spark, resources: Resources, out: Path, config: Path) -> None:
+        self.spark, self.resources, self.out, self.config = spark, resources, out, config
+        self.invocations: list[dict] = []
+
+    def _local(self, value: str) -> str:
+        return {f"s3://{self.resources.work_bucket}": str(self.out), self.resources.config_uri: str(self.config)}.get(value, value)
+
+    def invoke_function(self, name: str, payload: dict) -> dict:
+        assert name == self.resources.feedback_function
+        self.invocations.append(payload)
+        return feedback_lambda.handle(payload, str(self.config), str(self.out))
+
+    def run_glue_job(self, job_name: str, arguments: dict[str, str]) -> None:
+        assert job_name == self.resources.feedback_job
+        argv = [item for key, value in arguments.items() for item in (key, self._local(value))]
+        if feedback.main(argv) != 0:
+            raise JobFailed(f"{job_name} {argv} failed")
+
+    def run_emr_step(self, cluster_id: str, args: list[str]) -> None:
+        raise JobFailed("no EMR here")
+
+
+def test_the_feedback_machine_asks_every_destination_at_once_and_consolidates_what_answered(spark, tmp_path):
+    """Distributed Map, one Express child per destination: Google never answers its report (every
+    page a 500), Meta does; Meta's part is kept and consolidated, and the machine fails naming
+    Google, alerted and dead-lettered."""
+    config = feedback_config(tmp_path)
+    out = tmp_path / "work"
+    run_with_manifest(out, "r5")
+    resources = Resources(feedback_concurrency=2)
+    with HttpDestinationEmulator(EmulatorConfig(match_rate=0.8, report_page_size=2)) as meta, \
+            HttpDestinationEmulator(EmulatorConfig(report_failures=99)) as google, \
+            LocalStateMachines([], resources, retry_scale=0.0) as machines:
+        holding(meta, "meta_sports_fans", 300)
+        raw = yaml.safe_load((tmp_path / "destinations.yaml").read_text())
+        for destination in raw["destinations"]:
+            if destination["id"] == "meta_ads":
+                destination["connection"]["base_url"] = meta.url
+            if destination["id"] == "google_dm":
+                destination["connection"]["report_base_url"] = google.url
+        (tmp_path / "destinations.yaml").write_text(yaml.safe_dump(raw))
+        compute = FeedbackCompute(spark, resources, out, tmp_path / "destinations.yaml")
+        machines.bind(compute)
+        execution = machines.run("feedback", "r5", {"run_id": "r5"}, timeout=300)
+        history = machines.aws.client("stepfunctions").get_execution_history(executionArn=execution.arn, maxResults=1000)["events"]
+        letters, alerts = machines.dead_letters(), machines.alerts()
+
+    assert execution.status == "FAILED" and execution.error == "FeedbackFailed", execution.cause
+    assert {"MapRunStarted", "MapRunSucceeded"} <= {event["type"] for event in history}   # a Distributed Map run
+    assert sorted((i["action"], i.get("destination")) for i in compute.invocations) == [
+        ("ask", "google_dm"), ("ask", "meta_ads"), ("list", None)]
+    [letter] = letters
+    assert letter["phase"] == "Feedback" and [answer["destination"] for answer in letter["error"]] == ["google_dm"]
+    assert [alert["subject"] for alert in alerts] == ["audience-relay: delivery feedback incomplete"]
+    parts = out / "runs" / "r5" / "feedback" / "parts"
+    assert sorted(p.name for p in parts.iterdir()) == ["meta_ads.json"]
+    lines = {(line.destination, line.audience): line for line in read_feedback(str(out / "runs" / "r5"))}
+    assert lines[("meta_ads", "meta_sports_fans")].reported_size is not None
+    assert lines[("google_dm", "google_high_value")].reported_size is None   # not answered: NOT REPORTED in `report`

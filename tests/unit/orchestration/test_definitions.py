@@ -5,7 +5,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 
 from jobs.cli import main
-from orchestration.definitions import MachineSpec, Resources, destination_machine, scheduler_machine
+from orchestration.definitions import MachineSpec, Resources, destination_machine, feedback_machine, scheduler_machine
 
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
 META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")
@@ -19,7 +19,8 @@ def targets(state: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), destination_machine(ON_EMR, Resources()),
-                                     destination_machine(None, Resources())], ids=["glue", "emr", "registered"])
+                                     destination_machine(None, Resources()), feedback_machine(Resources())],
+                         ids=["glue", "emr", "registered", "feedback"])
 def test_every_transition_lands_on_a_state_and_every_state_is_reachable(machine):
     states = machine["States"]
     seen, todo = set(), [machine["StartAt"]]
@@ -99,9 +100,13 @@ def test_scheduler_prepares_once_before_fanning_out_prepared_runs():
     assert states["AllDelivered?"]["Choices"][0]["Next"] == "SomeDestinationsFailed"
 
 
+WITH_FEEDBACK = Resources(feedback_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:audience-relay-feedback")
+
+
 @pytest.mark.parametrize("machine", [destination_machine(GOOGLE, Resources()), destination_machine(ON_EMR, Resources()),
-                                     destination_machine(None, Resources()), scheduler_machine([GOOGLE], Resources())],
-                         ids=["glue", "emr", "registered", "scheduler"])
+                                     destination_machine(None, Resources()), scheduler_machine([GOOGLE], WITH_FEEDBACK),
+                                     feedback_machine(Resources())],
+                         ids=["glue", "emr", "registered", "scheduler", "feedback"])
 def test_definitions_pass_cfn_lint(machine):
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
@@ -116,5 +121,26 @@ def test_definitions_command_renders_one_machine_per_active_destination(tmp_path
     assert main(["definitions", "--out", str(tmp_path)]) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["destination-_registered.asl.json", "destination-google_dm.asl.json", "destination-meta_ads.asl.json",
-                     "destination-partner_sftp.asl.json", "scheduler.asl.json"]
+                     "destination-partner_sftp.asl.json", "feedback.asl.json", "scheduler.asl.json"]
     assert json.loads((tmp_path / "scheduler.asl.json").read_text())["QueryLanguage"] == "JSONata"
+
+
+def test_feedback_asks_destinations_in_express_children_of_a_distributed_map_then_consolidates_on_glue():
+    states = feedback_machine(Resources(feedback_concurrency=4))["States"]
+    ask = states["AskDestinations"]
+    assert ask["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"}
+    assert ask["MaxConcurrency"] == 4 and ask["Next"] == "Consolidate"
+    child = ask["ItemProcessor"]["States"]["Ask"]
+    assert child["Resource"] == "arn:aws:states:::lambda:invoke" and child["Catch"][0]["Next"] == "Unanswered"   # an answer either way
+    assert child["Retry"][0]["ErrorEquals"][-1] == "Lambda.TooManyRequestsException"
+    assert states["Consolidate"]["Arguments"]["Arguments"]["--ask"] == "none"   # the Map asked; Glue only consolidates
+    assert states["AllAnswered?"]["Choices"][0]["Next"] == "SomeUnanswered"
+
+
+def test_the_scheduler_starts_feedback_after_delivering_everywhere_without_waiting_for_it():
+    assert "StartFeedback" not in scheduler_machine([GOOGLE], Resources())["States"]   # locally: no feedback machine
+    states = scheduler_machine([GOOGLE], WITH_FEEDBACK)["States"]
+    assert states["AllDelivered?"]["Default"] == "StartFeedback" and states["StartFeedback"]["Next"] == "Done"
+    start = states["StartFeedback"]
+    assert start["Resource"] == "arn:aws:states:::states:startExecution"   # not .sync: it waits hours for the counts
+    assert start["Arguments"]["Input"]["wait_seconds"] == WITH_FEEDBACK.feedback_delay_seconds
