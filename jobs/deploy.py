@@ -43,9 +43,10 @@ BASE_STACKS = ("keys", "messaging", "storage", "state")
 INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py", "orchestration/ingest_window.py",
                   "orchestration/file_checks.py", "orchestration/file_claims.py", "transforms/__init__.py", "transforms/contract.py")
 PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
-# The control plane Lambda validates destinations with jobs.config: beyond the runtime's boto3 it
-# needs these, built for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
-CONTROL_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6")
+# The library's Lambdas (the control plane, the feedback Lambda) validate the config with
+# jobs.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
+# for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
+LAMBDA_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6", "requests>=2.31,<3")
 LAMBDA_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:")
 NO_CHANGES = "No updates are to be performed"
 DEPLOYED_CONFIG = "config/deployed.yaml"   # the file given to deploy, as given
@@ -170,7 +171,7 @@ def deploy(plan: Deployment, config: Config) -> None:
         _stack(plan, cloudformation, name, (TEMPLATES / f"{name}.yaml").read_text(), plan.parameters(name))
     with tempfile.TemporaryDirectory(prefix="audience-relay-deploy-") as build:
         wheel, ingest = _build(plan, Path(build))
-        control = _build_control(plan, Path(build), wheel) if plan.api_cidrs else None
+        library = _build_lambda(plan, Path(build), wheel)
         bucket = plan.outputs.get("storage", {}).get("ArtifactsBucket", f"<ArtifactsBucket of {plan.stack_name('storage')}>")
         uploads = {
             f"dist/{wheel.name}": wheel,
@@ -178,8 +179,9 @@ def deploy(plan: Deployment, config: Config) -> None:
             "emr/bootstrap.sh": ROOT / "infra" / "emr" / "bootstrap.sh",
             "jobs/prepare.py": ROOT / "jobs" / "prepare.py",
             "jobs/deliver.py": ROOT / "jobs" / "deliver.py",
+            "jobs/feedback.py": ROOT / "jobs" / "feedback.py",
             DEPLOYED_CONFIG: Path(plan.config),
-            **({f"dist/{control.name}": control} if control else {}),
+            f"dist/{library.name}": library,
         }
         s3 = None if plan.dry_run else boto3.client("s3")
         for key, source in uploads.items():
@@ -192,10 +194,10 @@ def deploy(plan: Deployment, config: Config) -> None:
     template = orchestration_stack(config)
     on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
     _stack(plan, cloudformation, "orchestration", json.dumps(template),
-           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", **on_emr))
-    if control:
+           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", LambdaCodeKey=f"dist/{library.name}", **on_emr))
+    if plan.api_cidrs:
         _stack(plan, cloudformation, "control", control_template(plan.api_cidrs),
-               plan.parameters("control", ControlCodeKey=f"dist/{control.name}", AllowedSourceCidrs=plan.api_cidrs))
+               plan.parameters("control", ControlCodeKey=f"dist/{library.name}", AllowedSourceCidrs=plan.api_cidrs))
     else:
         _say("no --api-cidrs: the control plane stack is not deployed")
 
@@ -245,20 +247,20 @@ def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
     return wheel, ingest_package(build, parquet=plan.ingest.mode == "window" and plan.ingest.suffix.startswith(".parquet"))
 
 
-def _build_control(plan: Deployment, build: Path, wheel: Path) -> Path:
-    _say(f"build the control plane Lambda zip (the library, {' and '.join(CONTROL_REQUIREMENTS)} for Lambda's Linux)")
+def _build_lambda(plan: Deployment, build: Path, wheel: Path) -> Path:
+    _say(f"build the library's Lambda zip (the library, {', '.join(LAMBDA_REQUIREMENTS)} for Lambda's Linux)")
     if plan.dry_run:
-        return Path("<build>") / "control-<hash>.zip"
-    return control_package(build, wheel)
+        return Path("<build>") / "lambda-<hash>.zip"
+    return lambda_package(build, wheel)
 
 
-def control_package(build: Path, wheel: Path) -> Path:
-    """The control plane Lambda's code as `control-<hash>.zip`: the library without its
-    dependencies, plus CONTROL_REQUIREMENTS for python3.11 on x86_64 Linux."""
-    target = build / "control"
-    _pip_install(target, ["--no-deps", str(wheel)], "the control plane package")
-    _pip_install(target, [*LAMBDA_PLATFORM, *CONTROL_REQUIREMENTS], "the control plane package")
-    return _hashed_zip(build, "control", target)
+def lambda_package(build: Path, wheel: Path) -> Path:
+    """The code of the library's Lambdas (control plane, feedback) as `lambda-<hash>.zip`: the
+    library without its dependencies, plus LAMBDA_REQUIREMENTS for python3.11 on x86_64 Linux."""
+    target = build / "lambda"
+    _pip_install(target, ["--no-deps", str(wheel)], "the library's Lambda package")
+    _pip_install(target, [*LAMBDA_PLATFORM, *LAMBDA_REQUIREMENTS], "the library's Lambda package")
+    return _hashed_zip(build, "lambda", target)
 
 
 def ingest_package(build: Path, parquet: bool = False) -> Path:

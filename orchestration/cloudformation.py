@@ -34,6 +34,9 @@ PLACEHOLDERS = Resources(
     emr_service_role="${EmrServiceRoleArn}",
     emr_instance_profile="${EmrInstanceProfile}",
     emr_log_uri="s3://${ArtifactsBucket}/emr-logs/",
+    feedback_machine_arn="${FeedbackMachineArn}",
+    feedback_function="${FeedbackFunction}",
+    feedback_job="${FeedbackJob}",
 )
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
 STAGE = "audience-relay-${Stage}"
@@ -88,7 +91,7 @@ def _machines_role(names: list[str]) -> dict:
     """What the definitions call: Glue .sync, EMR .sync, child executions, the lease, the
     summary, the alert and the failures queue; plus log delivery and X-Ray, which have no
     resource-level permissions."""
-    glue_jobs = [_arn("glue", f"job/{STAGE}-prepare"), _arn("glue", f"job/{STAGE}-deliver")]
+    glue_jobs = [_arn("glue", f"job/{STAGE}-prepare"), _arn("glue", f"job/{STAGE}-deliver"), _arn("glue", f"job/{STAGE}-feedback")]
     destination_machines = _arn("states", f"stateMachine:{STAGE}-destination-*")
     statements = [
         _statement("RunGlueJobs", ["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns", "glue:BatchStopJobRun"], glue_jobs),
@@ -109,6 +112,10 @@ def _machines_role(names: list[str]) -> dict:
         _statement("FollowDestinationExecutions", ["states:DescribeExecution", "states:StopExecution"],
                    [_arn("states", f"execution:{STAGE}-destination-*:*")]),
         _statement("ContinueAsNew", ["states:StartExecution"], [_arn("states", f"stateMachine:{name}") for name in names]),
+        # The feedback machine's Distributed Map runs its children as executions of itself.
+        _statement("FeedbackMapRuns", ["states:DescribeExecution", "states:StopExecution"],
+                   [_arn("states", f"execution:{STAGE}-feedback/*")]),
+        _statement("AskDestinations", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-feedback")]),
         _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")]),
         _statement("ListRegisteredDestinations", ["dynamodb:Scan"], [_imported("RegistryTableArn")]),
         _statement("ReadSummaries", ["s3:GetObject"], [_bucket_objects("WorkBucket", "runs/")]),
@@ -132,6 +139,8 @@ def _machines_role(names: list[str]) -> dict:
 # CloudFormation refuses to change an export another stack imports, and each release has a new key.
 OWN = {
     "DestinationMachineArnPrefix": _arn("states", f"stateMachine:{STAGE}-destination-"),
+    "FeedbackMachineArn": _arn("states", f"stateMachine:{STAGE}-feedback"),
+    "FeedbackFunction": {"Fn::Sub": f"{STAGE}-feedback"},
     "LibraryWheel": {"Ref": "LibraryWheel"},
     "Stage": {"Ref": "Stage"},
 }
@@ -269,6 +278,49 @@ def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
     }
 
 
+def _feedback_resources() -> dict[str, dict]:
+    """The Lambda the feedback machine asks the destinations with (jobs.feedback_lambda), its role
+    and log group: it reads the config, the destinations' credentials, and writes their parts."""
+    log_group = f"/aws/lambda/{STAGE}-feedback"
+    statements = [
+        _statement("ReadConfig", ["s3:GetObject"], [_objects("ArtifactsBucket", "config/*")]),
+        _statement("WriteParts", ["s3:PutObject"], [_objects("WorkBucket", "runs/*/feedback/parts/*")]),
+        _statement("ReadDestinationCredentials", ["secretsmanager:GetSecretValue"],
+                   [_arn("secretsmanager", f"secret:{secret_name('${Stage}', '*')}")]),
+        _statement("EncryptedBucketsAndSecrets", ["kms:Decrypt", "kms:GenerateDataKey"], [_imported("DataKeyArn")]),
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
+        _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
+    ]
+    return {
+        "FeedbackRole": _role("feedback", "lambda.amazonaws.com", statements,
+                              {"Tracing": "X-Ray actions have no resource-level permissions"}),
+        "FeedbackLogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {"LogGroupName": {"Fn::Sub": log_group}, "RetentionInDays": 90, "KmsKeyId": _imported("DataKeyArn")},
+        },
+        "FeedbackFunction": {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {
+                "FunctionName": {"Fn::Sub": f"{STAGE}-feedback"},
+                "Description": "asks one destination for its audience report (every page) and writes its part of a run's feedback",
+                "Runtime": "python3.11",
+                "Handler": "jobs.feedback_lambda.handler",
+                "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": "LambdaCodeKey"}},
+                "Role": {"Fn::GetAtt": ["FeedbackRole", "Arn"]},
+                "Timeout": 300,   # a report of many pages, each retried
+                "MemorySize": 512,
+                "KmsKeyArn": _imported("DataKeyArn"),
+                "Environment": {"Variables": {
+                    "CONFIG_URI": {"Fn::Sub": ["s3://${Bucket}/config/destinations.yaml", {"Bucket": _imported("ArtifactsBucket")}]},
+                    "WORK_BUCKET": _imported("WorkBucket"),
+                }},
+                "TracingConfig": {"Mode": "Active"},
+                "LoggingConfig": {"LogGroup": {"Ref": "FeedbackLogGroup"}, "LogFormat": "JSON"},
+            },
+        },
+    }
+
+
 def _schedule_resources() -> dict[str, dict]:
     """An EventBridge schedule starting the scheduler with its scheduled time (see SCHEDULED_RUN)."""
     statements = [
@@ -334,6 +386,8 @@ PARAMETERS = {
                      "Description": "key of the library wheel in the artifacts bucket, installed on EMR clusters (`audience-relay deploy` uploads it)"},
     "IngestCodeKey": {"Type": "String", "AllowedPattern": "^dist/ingest-[0-9a-f]{12}[.]zip$",
                       "Description": "key of the ingest Lambda's zip in the artifacts bucket (`audience-relay deploy` uploads it)"},
+    "LambdaCodeKey": {"Type": "String", "AllowedPattern": "^dist/lambda-[0-9a-f]{12}[.]zip$",
+                      "Description": "key of the library's Lambda zip (the feedback Lambda's code) in the artifacts bucket"},
     "ConsentPath": {"Type": "String", "Default": "consent/", "AllowedPattern": "^([A-Za-z0-9=_.-]+/)+$",
                     "Description": "the consent folder in the input bucket that every run reads"},
     "ScheduleExpression": {"Type": "String", "Default": "", "AllowedPattern": "^((cron|rate)[(][^()]+[)])?$",
@@ -367,14 +421,16 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
         resources[logical_id] = _state_machine(name, definition)
         resources[logical_id.removesuffix("Machine") + "FailedAlarm"] = _failed_executions_alarm(logical_id, name)
     resources.update(_ingest_resources(ingest_window))
+    resources.update(_feedback_resources())
     resources.update(_schedule_resources())
     for destination in secret_destinations:
         resources[_secret_logical_id(destination)] = _secret(destination)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine per "
-                       "destination and the scheduler, their log group, role and failure alarms; the ingest Lambda, the "
-                       "optional schedule, the destinations' secrets.",
+                       "destination, one for destinations registered since, the scheduler and the delivery feedback, their log "
+                       "group, role and failure alarms; the ingest and feedback Lambdas, the optional schedule, the "
+                       "destinations' secrets.",
         # LibraryWheel only when a machine prepares on EMR (cfn-lint reports unused parameters).
         "Parameters": {k: v for k, v in PARAMETERS.items() if k != "LibraryWheel" or "${LibraryWheel}" in json.dumps(definitions)},
         "Conditions": {"HasSchedule": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]}},

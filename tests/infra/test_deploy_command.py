@@ -119,27 +119,29 @@ def test_the_api_deployment_is_named_after_the_templates_content():
 
 
 @pytest.mark.integration
-def test_the_control_plane_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
-    """The zip has the library and pydantic/PyYAML for Lambda's Linux; the runtime adds only boto3."""
+def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
+    """The zip has the library and pydantic/PyYAML/requests for Lambda's Linux; the runtime adds only boto3.
+    Both Lambdas import from it: the control plane's and the feedback one."""
     import subprocess
     import sys
     import zipfile
 
     import boto3 as runtime_boto3
-    from jobs.deploy import control_package
+    from jobs.deploy import lambda_package
 
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)], check=True,
                    capture_output=True)
     (wheel,) = tmp_path.glob("audience_relay-*.whl")
-    archive = control_package(tmp_path, wheel)
-    assert re.fullmatch(r"control-[0-9a-f]{12}\.zip", archive.name)
+    archive = lambda_package(tmp_path, wheel)
+    assert re.fullmatch(r"lambda-[0-9a-f]{12}\.zip", archive.name)
     zipfile.ZipFile(archive).extractall(tmp_path / "task")
     runtime = tmp_path / "runtime"   # what the python3.11 runtime has: boto3 and its dependencies
     runtime.mkdir()
     site = Path(runtime_boto3.__file__).parents[1]
     for package in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py"):
         (runtime / package).symlink_to(site / package)
-    probe = "import sys, jobs.control.lambda_function; print(sorted(m for m in ('pyspark', 'pyarrow', 'pandas') if m in sys.modules))"
+    probe = ("import sys, jobs.control.lambda_function, jobs.feedback_lambda; "
+             "print(sorted(m for m in ('pyspark', 'pyarrow', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                           env={"PYTHONPATH": f"{tmp_path / 'task'}:{runtime}", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]

@@ -35,9 +35,10 @@ def deployed(moto_server, tmp_path_factory) -> dict:
     parameters["orchestration"]["IngestCodeKey"] = f"dist/{ingest.name}"
     rendered = build / "orchestration.json"
     assert main(["definitions", "--stack", str(rendered)]) == 0
-    control = ingest.with_name("control-0123456789ab.zip")   # moto stores the code; it runs no Lambda
-    control.write_bytes(ingest.read_bytes())
-    parameters["control"] = {"PermissionsBoundaryArn": BOUNDARY, "ControlCodeKey": f"dist/{control.name}", "AllowedSourceCidrs": "10.0.0.0/8"}
+    library = ingest.with_name("lambda-0123456789ab.zip")   # moto stores the code; it runs no Lambda
+    library.write_bytes(ingest.read_bytes())
+    parameters["orchestration"]["LambdaCodeKey"] = f"dist/{library.name}"
+    parameters["control"] = {"PermissionsBoundaryArn": BOUNDARY, "ControlCodeKey": f"dist/{library.name}", "AllowedSourceCidrs": "10.0.0.0/8"}
     bodies = {name: (TEMPLATES / f"{name}.yaml").read_text() for name in ORDER} | {"orchestration": rendered.read_text(),
                                                                                    "control": _control_without_api_deployment(build)}
     outputs = {}
@@ -52,7 +53,7 @@ def deployed(moto_server, tmp_path_factory) -> dict:
         assert description["StackStatus"] == "CREATE_COMPLETE", (stack, description.get("StackStatusReason"))
         outputs[name] = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
         if name == "storage":  # the Lambda's code must be there before the orchestration stack
-            for code in (ingest, control):
+            for code in (ingest, library):
                 boto3.client("s3").upload_file(str(code), outputs[name]["ArtifactsBucket"], f"dist/{code.name}")
     return {"stage": stage, "outputs": outputs}
 

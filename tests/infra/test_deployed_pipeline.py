@@ -104,8 +104,9 @@ def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zi
     artifacts = outputs["storage"]["ArtifactsBucket"]
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=artifacts)["Contents"]}
     (ingest_zip,) = [k for k in keys if k.startswith("dist/ingest-")]
+    (lambda_zip,) = [k for k in keys if k.startswith("dist/lambda-")]   # the feedback Lambda's (and the control plane's)
     assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "emr/bootstrap.sh", "jobs/prepare.py", "jobs/deliver.py",
-                    "config/deployed.yaml", "config/destinations.yaml", ingest_zip}
+                    "jobs/feedback.py", "config/deployed.yaml", "config/destinations.yaml", ingest_zip, lambda_zip}
     handler = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key=ingest_zip)["Body"].read()))
     assert sorted(handler.namelist()) == sorted(INGEST_MODULES)
     wheel = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()))

@@ -77,12 +77,13 @@ def test_cfn_lint_and_the_project_rules_pass(stack, emr_stack, window_stack):
         assert problems(load(rendered)) == []
 
 
-def test_one_machine_per_destination_and_the_scheduler_each_logged_traced_and_alarmed(stack):
+def test_one_machine_per_destination_the_scheduler_and_feedback_each_logged_traced_and_alarmed(stack):
     template = json.loads(stack.read_text())
     found = machines(template)
     names = {r["Properties"]["StateMachineName"]["Fn::Sub"] for r in found.values()}
     assert names == {f"audience-relay-${{Stage}}-{n}" for n in
-                     ("scheduler", "destination-meta_ads", "destination-google_dm", "destination-partner_sftp", "destination-_registered")}
+                     ("scheduler", "feedback", "destination-meta_ads", "destination-google_dm", "destination-partner_sftp",
+                      "destination-_registered")}
     assert "RegisteredDestinationsMachine" in found   # not `DestinationRegisteredMachine`: a destination `registered` has that
     alarmed = {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in template["Resources"].values() if a["Type"] == "AWS::CloudWatch::Alarm"}
     for logical_id, machine in found.items():
