@@ -11,9 +11,7 @@ from connectors.destination import Destination
 from connectors.http.client import HttpApiDestination
 from connectors.http.google import GoogleDataManager
 from connectors.http.meta import MetaCustomAudiences
-from connectors.s3 import S3Destination
 from connectors.secrets import resolve_secret
-from connectors.sftp import KnownHostsError, SftpDestination as SftpConnector
 from jobs.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
 
 SUPPORTED_KINDS = ("http_api", "s3", "sftp")
@@ -45,11 +43,17 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
         return HttpApiDestination(
             base_url, profiles[destination.profile](), token=_secret(destination), timeout_seconds=timeout, audience_ids=audience_ids,
         )
+    # The S3 and SFTP connectors are imported when built: the feedback Lambda asks HTTP
+    # destinations only, and its zip has no paramiko.
     if isinstance(destination, S3DestinationConfig):
+        from connectors.s3 import S3Destination
+
         if destination.connection is None:
             raise UnsupportedDestination(f"destination {destination.id}: connection.bucket is required")
         return S3Destination(destination.connection.bucket, destination.connection.prefix, destination.connection.kms_key_id)
     if isinstance(destination, SftpDestination):
+        from connectors.sftp import KnownHostsError, SftpDestination as SftpConnector
+
         if destination.connection is None:
             raise UnsupportedDestination(f"destination {destination.id}: connection (host, username, remote_dir, known_hosts) is required")
         connection = destination.connection

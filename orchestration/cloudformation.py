@@ -292,7 +292,7 @@ def _feedback_resources() -> dict[str, dict]:
         _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
     ]
     return {
-        "FeedbackRole": _role("feedback", "lambda.amazonaws.com", statements,
+        "FeedbackRole": _role("feedback-lambda", "lambda.amazonaws.com", statements,
                               {"Tracing": "X-Ray actions have no resource-level permissions"}),
         "FeedbackLogGroup": {
             "Type": "AWS::Logs::LogGroup",

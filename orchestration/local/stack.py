@@ -117,7 +117,7 @@ class LocalAws:
         existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
         arns = {}
         for name, definition in definitions.items():
-            definition = _standard_children(definition)
+            definition = standard_children(definition)
             full = prefix + name
             if full in existing:
                 sfn.update_state_machine(stateMachineArn=existing[full], definition=json.dumps(definition))
@@ -179,7 +179,7 @@ class LocalAws:
         return self.client("sqs").get_queue_url(QueueName=queue.rsplit("/", 1)[-1])["QueueUrl"]
 
 
-def _standard_children(definition: dict) -> dict:
+def standard_children(definition: dict) -> dict:
     """moto's ASL grammar accepts only STANDARD child executions for a Distributed Map; AWS runs
     our EXPRESS ones. Locally they run as STANDARD: the same states, the same answers."""
     text = json.dumps(definition)

@@ -36,7 +36,7 @@ def test_a_dry_run_prints_the_steps_in_order_and_calls_nothing(moto_server, caps
     lines = capsys.readouterr().out.splitlines()
     stacks = [line.split()[3] for line in lines if line.startswith("deploy: deploy stack")]
     assert stacks == [f"audience-relay-{stage}-{name}" for name in ("keys", "messaging", "storage", "state", "compute", "orchestration")]
-    assert sum(line.startswith("deploy: upload") for line in lines) == 6
+    assert sum(line.startswith("deploy: upload") for line in lines) == 8
     assert not [s for s in boto3.client("cloudformation").list_stacks()["StackSummaries"] if stage in s["StackName"]]
 
 

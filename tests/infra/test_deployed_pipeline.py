@@ -30,7 +30,7 @@ from jobs.generate import GeneratorSpec, generate
 from orchestration import ingest
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
-from orchestration.local.stack import REGION, LocalAws
+from orchestration.local.stack import REGION, LocalAws, standard_children
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +94,7 @@ def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
         for placeholder, value in properties["DefinitionSubstitutions"].items():
             definition = definition.replace(f"${{{placeholder}}}", _resolve(value, exports))
         assert "${" not in definition, name
+        definition = json.dumps(standard_children(json.loads(definition)))
         arns[name.removeprefix(PREFIX)] = sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]
     return arns
 
@@ -198,3 +199,8 @@ def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deplo
     assert sum(item["pk"]["S"] == f"RUN#{run_id}" for item in ledger) == len(delivered)
     lease = [item for item in ledger if item["pk"]["S"] == "LEASE#lake_drop"]
     assert lease and "owner" not in lease[0]
+    # Then the scheduler started the run's delivery feedback, which waits for the platforms' counts.
+    (feedback,) = aws.executions(arns["feedback"])
+    assert feedback["name"] == run_id and feedback["status"] == "RUNNING"
+    assert json.loads(aws.client("stepfunctions").describe_execution(executionArn=feedback["executionArn"])["input"]) == {
+        "run_id": run_id, "wait_seconds": 6 * 3600}
