@@ -245,13 +245,18 @@ def rejected_table(report: RunReport) -> str:
     return "\n".join(lines)
 
 
+def _flag(line: FeedbackLine) -> str:
+    if line.reported_size is None:
+        return "NOT REPORTED"
+    return f"LOW (< {line.min_match_rate:.0%})" if line.below_threshold else ""
+
+
 def feedback_table(report: RunReport) -> str:
     lines = [f"  {'destination':<15}{'audience':<26}{'ids sent':>10}{'reported':>10}{'match':>8}  flag"]
     for line in report.feedback:
         reported = "-" if line.reported_size is None else str(line.reported_size)
         rate = "-" if line.match_rate is None else f"{line.match_rate:.0%}"
-        flag = ("NOT REPORTED" if line.reported_size is None
-                else f"LOW (< {line.min_match_rate:.0%})" if line.below_threshold else "")
+        flag = _flag(line)
         lines.append(f"  {line.destination:<15}{line.audience:<26}{line.ids_sent:>10}{reported:>10}{rate:>8}  {flag}".rstrip())
     return "\n".join(lines)
 
@@ -379,6 +384,18 @@ def html_report(report: RunReport) -> str:
         bar_chart("Rejected rows by reason (unusable for every destination)", by_count,
                   {"rows": [report.rejected_by_reason[r] for r in by_count]}, "rows", "no rejected rows"),
     ]
+    feedback = ""
+    if report.feedback:
+        audiences = [f"{line.destination}/{line.audience}" for line in report.feedback]
+        feedback = "<h2>What the destinations report holding</h2>\n<p>Ids sent: the audience's members after the run; " \
+                   "reported: the destination's own count (Meta's matched-people estimate, Google's list size).</p>\n" + _html_table(
+            ["destination", "audience", "ids sent", "reported", "match rate", "flag"],
+            [[line.destination, line.audience, line.ids_sent, "-" if line.reported_size is None else line.reported_size,
+              "-" if line.match_rate is None else f"{line.match_rate:.0%}", _flag(line)] for line in report.feedback],
+            numeric_from=2,
+        ) + bar_chart("Ids sent and reported, per audience", audiences,
+                      {"ids sent": [line.ids_sent for line in report.feedback],
+                       "reported": [line.reported_size or 0 for line in report.feedback]}, "ids")
     verdict = ("every destination's rows sum to the input" if report.reconciles
                else "SOME DESTINATION'S ROWS DO NOT SUM TO THE INPUT")
     title = f"audience-relay run {report.run_id}"
@@ -400,10 +417,11 @@ filtered by consent, unmapped (its segment feeds none of the destination's audie
 {accounting}
 <h2>Rejected rows by reason</h2>
 {rejected}
+{feedback}
 <h2>Charts</h2>
 {"".join(charts)}
 <p><small>Generated {datetime.now(timezone.utc).isoformat(timespec="seconds")} by <code>audience-relay report</code>
-from the run's manifest, delivery summaries and outcomes.</small></p>
+from the run's manifest, delivery summaries, outcomes and feedback table.</small></p>
 </body></html>
 """
 

@@ -10,7 +10,7 @@ import yaml
 from jobs import feedback, feedback_lambda
 from jobs.cli import main
 from jobs.config import DEFAULT_CONFIG, parse_config
-from jobs.report import ReportError, RunReport, read_feedback, text_report
+from jobs.report import ReportError, RunReport, html_report, read_feedback, text_report
 from orchestration.definitions import Resources
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
@@ -101,6 +101,9 @@ def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(sp
     assert sorted(f"{line.destination}/{line.audience}" for line in report.flagged) == [
         "google_dm/google_high_value", "google_dm/google_in_market", "meta_ads/meta_long_tail"]
     assert "LOW (< 90%)" in printed and "NOT REPORTED" in printed
+    page = html_report(report)   # report.html: the same table and flags, and a chart of sent vs reported
+    assert "What the destinations report holding" in page and page.count("NOT REPORTED") == 2 and "LOW (&lt; 90%)" in page
+    assert "Ids sent and reported, per audience" in page and "google_dm/google_high_value" in page
 
 
 def test_a_destination_failing_its_report_keeps_the_others_parts_and_the_retry_asks_only_it(spark, tmp_path, capsys):
