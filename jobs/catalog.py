@@ -14,7 +14,6 @@ import json
 import os
 import sys
 
-from jobs import storage
 from jobs.report import load_report
 
 # Run ids as the ways of starting a run name them (orchestration/ingest*.py, the scheduler).
@@ -66,8 +65,7 @@ def _act(args: argparse.Namespace) -> int:
     catalog = RunCatalog(args.dsn)
     if args.action == "record":
         report = load_report(args.out, args.run)
-        manifest = json.loads(storage.read_text(storage.join(args.out, "runs", args.run, "manifest.json")))
-        run = RunRecord(args.run, trigger_of(args.run), manifest["inputs"]["membership"])
+        run = RunRecord(args.run, trigger_of(args.run), report.input_uri)
         catalog.record_accounting(run, [AccountingRecord(line.destination, line.status, line.input_rows, line.rows)
                                         for line in report.destinations])
         print(json.dumps({"recorded": args.run, "destinations": len(report.destinations)}))

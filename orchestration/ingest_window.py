@@ -98,8 +98,13 @@ def window_run_id(files: list[LandedFile]) -> str:
     return f"w-{min(f.event_time for f in files)[:10].replace('-', '')}-{digest}"
 
 
-def _log(event: str, **fields) -> None:
-    LOG.info(json.dumps({"event": event, **fields}))
+def _log(event: str, level: int = logging.INFO, **fields) -> None:
+    LOG.log(level, json.dumps({"event": event, **fields}))
+
+
+def _failure(error: Exception) -> str:
+    """What a log line says of an error: its text, cut (S3 and SQS errors quote keys, not contents)."""
+    return str(error)[:500]
 
 
 class Window:
@@ -134,7 +139,7 @@ class Window:
                     self.carriers[landed].append(message["messageId"])
             except (ValueError, KeyError) as error:
                 # Retried by SQS, then moved to the dead-letter queue with the message intact.
-                LOG.error(json.dumps({"event": "ingest.bad_message", "message_id": message["messageId"], "error": str(error)[:500]}))
+                _log("ingest.bad_message", logging.ERROR, message_id=message["messageId"], error=_failure(error))
                 self.failed_messages.add(message["messageId"])
         ours = [landed for landed in self.carriers if self._claim(landed)]
         try:
@@ -153,7 +158,7 @@ class Window:
                 self._start(files)
             self._record_in_catalog()
         except Exception as error:   # noqa: BLE001 - whatever failed, no claim of ours stays behind
-            LOG.error(json.dumps({"event": "ingest.window_failed", "error": str(error)[:500], "window": self.window_id}))
+            _log("ingest.window_failed", logging.ERROR, error=_failure(error), window=self.window_id)
             for landed in ours:
                 if landed not in self.settled:
                     self._give_back(landed, retry=True)
@@ -171,7 +176,7 @@ class Window:
                 else:
                     found = Found(Claim.HELD)
         except Exception as error:   # noqa: BLE001 - a failed call: retry the message
-            LOG.error(json.dumps({"event": "ingest.claim_failed", "file": landed.uri, "error": str(error)[:500]}))
+            _log("ingest.claim_failed", logging.ERROR, file=landed.uri, error=_failure(error))
             found = Found(Claim.HELD)
         if found.claim is Claim.HELD or (found.claim is Claim.DONE and found.settled is None):
             self.failed_messages.update(self.carriers[landed])
@@ -192,7 +197,7 @@ class Window:
         except Rejected as why:
             return self._quarantine(landed, str(why))
         except Exception as error:   # noqa: BLE001 - OutOfTime or a failed call: the retry judges it again
-            LOG.error(json.dumps({"event": "ingest.file_failed", "file": landed.uri, "error": str(error)[:500], "window": self.window_id}))
+            _log("ingest.file_failed", logging.ERROR, file=landed.uri, error=_failure(error), window=self.window_id)
             return "failed"
 
     def _quarantine(self, landed: LandedFile, reason: str) -> Quarantined | str:
@@ -210,14 +215,13 @@ class Window:
                 "reason": reason, "quarantined_to": f"s3://{landed.bucket}/{target}", "window": self.window_id,
             }))
         except Exception as error:   # noqa: BLE001 - nothing is settled: the retry quarantines it
-            LOG.error(json.dumps({"event": "ingest.file_failed", "file": landed.uri, "error": str(error)[:500], "window": self.window_id}))
+            _log("ingest.file_failed", logging.ERROR, file=landed.uri, error=_failure(error), window=self.window_id)
             return "failed"
         try:   # last, and only this version: a newer one under the same key is left alone
             self.clients.s3.delete_object(Bucket=landed.bucket, Key=landed.key, IfMatch=f'"{landed.etag}"')
         except Exception as error:   # noqa: BLE001 - the copy and the report are what count
             _log("ingest.quarantine_kept_source", file=landed.uri, error=str(error)[:200])
-        LOG.warning(json.dumps({"event": "ingest.quarantined", "file": landed.uri, "etag": landed.etag, "reason": reason,
-                                "window": self.window_id}))
+        _log("ingest.quarantined", logging.WARNING, file=landed.uri, etag=landed.etag, reason=reason, window=self.window_id)
         return Quarantined(reason)
 
     def _settle(self, landed: LandedFile, state: str, **details: str) -> None:
@@ -232,10 +236,14 @@ class Window:
         try:
             self.claims.release(landed)
         except Exception as error:   # noqa: BLE001
-            LOG.error(json.dumps({"event": "ingest.release_failed", "file": landed.uri, "error": str(error)[:500]}))
+            _log("ingest.release_failed", logging.ERROR, file=landed.uri, error=_failure(error))
         self.settled.add(landed)
         if retry:
             self.failed_messages.update(self.carriers[landed])
+
+    def _give_back_all(self, landed_files: list[LandedFile]) -> None:
+        for landed in landed_files:
+            self._give_back(landed, retry=True)
 
     def _catalogued(self, landed: LandedFile, claim: dict) -> None:
         """Keep the file's outcome for the run catalog (written once, at the window's end)."""
@@ -256,8 +264,7 @@ class Window:
         try:
             self.catalog.RunCatalog(self.settings.catalog_dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
         except Exception as error:   # noqa: BLE001 - the runs have started; only the record is retried
-            LOG.error(json.dumps({"event": "ingest.catalog_failed", "files": len(self.catalog_files), "error": str(error)[:500],
-                                  "window": self.window_id}))
+            _log("ingest.catalog_failed", logging.ERROR, files=len(self.catalog_files), error=_failure(error), window=self.window_id)
             for landed in self.catalog_files:
                 self.failed_messages.update(self.carriers[landed])
             return
@@ -287,17 +294,13 @@ class Window:
             for landed in accepted:
                 self.claims.settle(landed, "starting", run_id=run_id)
         except ClaimLost:   # one went stale and was taken over: give the rest back, retry them
-            for landed in accepted:
-                self._give_back(landed, retry=True)
-            return
+            return self._give_back_all(accepted)
         if self.deadline is not None and time.monotonic() > self.deadline:
-            for landed in accepted:
-                self._give_back(landed, retry=True)
-            return
+            return self._give_back_all(accepted)
         try:
             outcome = self._copy_and_start(run_id, accepted)
         except Exception as error:   # noqa: BLE001 - did the execution start anyway (a lost answer)?
-            LOG.error(json.dumps({"event": "ingest.start_failed", "run_id": run_id, "error": str(error)[:500], "window": self.window_id}))
+            _log("ingest.start_failed", logging.ERROR, run_id=run_id, error=_failure(error), window=self.window_id)
             try:
                 started = self._execution_exists(run_id)
             except Exception:   # noqa: BLE001 - unknown: leave the claims `starting`; whoever finds them checks
@@ -306,15 +309,13 @@ class Window:
                     self.failed_messages.update(self.carriers[landed])
                 return
             if not started:
-                for landed in accepted:
-                    self._give_back(landed, retry=True)
-                return
+                return self._give_back_all(accepted)
             outcome = "started"
         for landed in accepted:
             try:
                 self._settle(landed, "started", run_id=run_id)
             except Exception as error:   # noqa: BLE001 - `starting` with a started run is found as done
-                LOG.error(json.dumps({"event": "ingest.settle_failed", "file": landed.uri, "error": str(error)[:500]}))
+                _log("ingest.settle_failed", logging.ERROR, file=landed.uri, error=_failure(error))
                 self.settled.add(landed)
             self._catalogued(landed, {"state": "started", "run_id": run_id, "window": self.window_id})
         _log("ingest.window", outcome=outcome, run_id=run_id, files=len(accepted), window=self.window_id)

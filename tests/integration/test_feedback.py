@@ -177,7 +177,7 @@ def test_the_feedback_machine_asks_every_destination_at_once_and_consolidates_wh
     """Distributed Map, one Express child per destination: Google never answers its report (every
     page a 500), Meta does; Meta's part is kept and consolidated, and the machine fails naming
     Google, alerted and dead-lettered."""
-    config = feedback_config(tmp_path)
+    feedback_config(tmp_path)   # writes destinations.yaml, pointed at the emulators below
     out = tmp_path / "work"
     run_with_manifest(out, "r5")
     resources = Resources(feedback_concurrency=2)
