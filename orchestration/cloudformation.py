@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from orchestration.definitions import CLUSTER_STAGE_TAG, REGISTERED_MACHINE, MachineSpec, Resources, machines
+from orchestration.definitions import CLUSTER_STAGE_TAG, FEEDBACK_LAMBDA_SECONDS, REGISTERED_MACHINE, MachineSpec, Resources, machines
 
 PLACEHOLDERS = Resources(
     stage="${Stage}",
@@ -307,7 +307,7 @@ def _feedback_resources() -> dict[str, dict]:
                 "Handler": "jobs.feedback_lambda.handler",
                 "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": "LambdaCodeKey"}},
                 "Role": {"Fn::GetAtt": ["FeedbackRole", "Arn"]},
-                "Timeout": 300,   # a report of many pages, each retried
+                "Timeout": FEEDBACK_LAMBDA_SECONDS,   # inside an Express child's 5 minutes, with a retry
                 "MemorySize": 512,
                 "KmsKeyArn": _imported("DataKeyArn"),
                 "Environment": {"Variables": {

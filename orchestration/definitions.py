@@ -565,8 +565,11 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
                 "Resource": "arn:aws:states:::states:startExecution",
                 "Arguments": {"StateMachineArn": resources.feedback_machine_arn, "Name": "{% $run.run_id %}",
                               "Input": {"run_id": "{% $run.run_id %}", "wait_seconds": resources.feedback_delay_seconds}},
-                "Retry": [_retry_transient()],
-                "Catch": _catch("StartFeedback"),
+                # A repeated start of the run (same run id) finds its feedback started already: not
+                # retried (States.TaskFailed in TRANSIENT would match it), not a failure.
+                "Retry": [{"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "MaxAttempts": 0}, _retry_transient()],
+                "Catch": [{"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "Next": "Done"},
+                          *_catch("StartFeedback")],
                 "Next": "Done",
             }} if resources.feedback_machine_arn else {}),
             "Done": {"Type": "Succeed", "Output": {"run_id": "{% $run.run_id %}", "destinations": "{% $results %}"}},
@@ -579,11 +582,18 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
     }
 
 
+# An Express execution lives at most 5 minutes: the feedback Lambda's timeout (120 s, the
+# orchestration stack) twice, and a retry's wait, fit in it.
+FEEDBACK_LAMBDA_SECONDS = 120
+
+
 def _invoke_feedback(resources: Resources, payload: dict) -> dict:
     return {"Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
             "Arguments": {"FunctionName": resources.feedback_function, "Payload": payload},
-            "Retry": [{"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 2, "BackoffRate": 2.0, "MaxAttempts": 6,
-                       "MaxDelaySeconds": 60, "JitterStrategy": "FULL"}]}
+            "TimeoutSeconds": FEEDBACK_LAMBDA_SECONDS + 10,
+            # Lambda's own transient errors answer at once; a slow report is not asked twice.
+            "Retry": [{"ErrorEquals": LAMBDA_TRANSIENT, "IntervalSeconds": 2, "BackoffRate": 2.0, "MaxAttempts": 1,
+                       "JitterStrategy": "FULL"}]}
 
 
 def feedback_machine(resources: Resources) -> dict:
@@ -593,7 +603,7 @@ def feedback_machine(resources: Resources) -> dict:
     Distributed Map runs one Express child per destination (the report calls are short and
     bursty: Express is billed by duration, not by state transition); each child's Lambda reads
     every report page and writes the destination's part to S3, and a failure stays that
-    destination's answer. The Glue job `feedback` (`--ask none`) consolidates the parts into the
+    destination's answer (a child that fails past Express's 5 minutes is tolerated, unanswered). The Glue job `feedback` (`--ask none`) consolidates the parts into the
     feedback table; the machine then fails as `FeedbackFailed` naming the destinations that did
     not answer, with an alert and a dead letter, their parts missing, the others' kept.
     """
@@ -636,6 +646,9 @@ def feedback_machine(resources: Resources) -> dict:
                     },
                 },
                 "Label": "AskDestinations",
+                # A child that fails anyway (past Express's 5 minutes) leaves its item without an
+                # answer; the others are still consolidated.
+                "ToleratedFailurePercentage": 100,
                 "Assign": {"answers": "{% $states.result %}"},
                 "Catch": _catch("AskDestinations"),
                 "Next": "Consolidate",
@@ -645,12 +658,14 @@ def feedback_machine(resources: Resources) -> dict:
             }, "Consolidate", "AllAnswered?", resources.job_timeout_seconds),
             "AllAnswered?": {
                 "Type": "Choice",
-                "Choices": [{"Condition": "{% $count($answers[$exists(error)]) > 0 %}", "Next": "SomeUnanswered"}],
+                "Choices": [{"Condition": "{% $count($answers[$exists(audiences)]) < $count($destinations) %}", "Next": "SomeUnanswered"}],
                 "Default": "Done",
             },
             "Done": {"Type": "Succeed", "Output": {"run_id": run_id, "answers": "{% $exists($answers) ? $answers : [] %}"}},
-            "SomeUnanswered": {"Type": "Pass", "Assign": {"failed_phase": "Feedback", "failure": "{% [$answers[$exists(error)]] %}"},
-                               "Next": "RecordFailure"},
+            # Who did not answer, and what the failed children said (a caught error, or a child's own failure).
+            "SomeUnanswered": {"Type": "Pass", "Assign": {"failed_phase": "Feedback", "failure": (
+                "{% {'unanswered': [$filter($destinations, function($d) { $not($d in $answers[$exists(audiences)].destination) })], "
+                "'errors': [$answers[$not($exists(audiences))]]} %}")}, "Next": "RecordFailure"},
             **_failure_tail("audience-relay: delivery feedback incomplete", None, "'run_id': $run.run_id"),
         },
     }

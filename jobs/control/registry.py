@@ -130,7 +130,28 @@ class DestinationRegistry:
             if current.spec != spec:
                 self.update(current.id, spec, principal, current.version)
                 changed.append(current.id)
+        self._backfill_quota_keys()
         return changed
+
+    def _backfill_quota_keys(self) -> None:
+        """Items written before the registry kept quota keys get theirs (the scheduler passes it on)."""
+        start = None
+        while True:
+            page = self._client.scan(TableName=self.table_name, ConsistentRead=True, FilterExpression="attribute_not_exists(quota_key)",
+                                     **({"ExclusiveStartKey": start} if start else {}))
+            for item in page["Items"]:
+                registered = self._registered(item)
+                try:
+                    self._client.update_item(
+                        TableName=self.table_name, Key={"destination_id": item["destination_id"]},
+                        UpdateExpression="SET quota_key = :key", ConditionExpression="version = :version",
+                        ExpressionAttributeValues={":key": {"S": registered.destination.quota_key}, ":version": item["version"]})
+                except ClientError as error:   # changed meanwhile: that write set it
+                    if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                        raise
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return
 
     def publish(self, config_uri: str, settings_from: str | None = None) -> None:
         """Rewrite the jobs' config file with the registry's destinations, keeping the other

@@ -60,7 +60,8 @@ class Runs:
             raise Invalid(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
         if not destination.active:
             raise Conflict(f"destination {destination.id!r} is paused; resume it first")
-        payload = {"run_id": run_id, "input": body["input"], "consent": body["consent"]}
+        # The registry's quota key: the lease the delivery takes is the one the live config names.
+        payload = {"run_id": run_id, "input": body["input"], "consent": body["consent"], "quota_key": destination.destination.quota_key}
         try:
             try:
                 started = self._start(destination.id, run_id, payload)
@@ -84,7 +85,7 @@ class Runs:
         if settings.orchestration.prepare_engine != "glue" or settings.orchestration.transform_job:
             raise Conflict(f"destination {destination.id!r} prepares on EMR or runs a transform job, which only a machine of "
                            "its own does, and it has none in this stage yet: deploy first")
-        payload = {**payload, "destination": destination.id, "quota_key": settings.quota_key}
+        payload = {**payload, "destination": destination.id}
         return self._start(REGISTERED, f"{run_id}-{destination.id}", payload)
 
     def _execution(self, destination_id: str, run_id: str) -> tuple[str, dict]:

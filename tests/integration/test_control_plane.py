@@ -197,6 +197,20 @@ def test_seeding_from_the_deployed_config_registers_and_updates_but_keeps_a_paus
     assert not registry.get("google_dm").active and registry.get("partner_sftp").spec["max_batch_size"] == 400000
 
 
+def test_every_item_carries_its_quota_key_and_a_deploy_fills_in_older_ones(moto_server, published):
+    """The scheduler hands each machine the registry's quota key; items from before it was kept get it at the next deploy."""
+    client = boto3.client("dynamodb")
+    registry = DestinationRegistry(f"registry-{uuid.uuid4().hex[:8]}")
+    create_registry_table(registry.table_name, client)
+    registry.seed(str(published), "deploy")
+    def quota_keys() -> dict:
+        return {i["destination_id"]["S"]: i.get("quota_key", {}).get("S") for i in client.scan(TableName=registry.table_name)["Items"]}
+
+    assert quota_keys() == {"meta_ads": "meta_ads", "google_dm": "google_ads_project", "partner_sftp": "partner_sftp"}
+    client.update_item(TableName=registry.table_name, Key={"destination_id": {"S": "google_dm"}}, UpdateExpression="REMOVE quota_key")
+    assert registry.seed(str(published), "deploy") == [] and quota_keys()["google_dm"] == "google_ads_project"
+
+
 def test_a_failure_behind_the_routes_is_answered_500_and_logged_not_dropped(moto_server, caplog):
     keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "operator")}
     with ControlPlaneServer(ControlPlane(DestinationRegistry("no-such-table")), keys, REGION) as server:

@@ -203,7 +203,8 @@ def test_the_feedback_machine_asks_every_destination_at_once_and_consolidates_wh
     assert sorted((i["action"], i.get("destination")) for i in compute.invocations) == [
         ("ask", "google_dm"), ("ask", "meta_ads"), ("list", None)]
     [letter] = letters
-    assert letter["phase"] == "Feedback" and [answer["destination"] for answer in letter["error"]] == ["google_dm"]
+    assert letter["phase"] == "Feedback" and letter["error"]["unanswered"] == ["google_dm"]
+    assert [answer["destination"] for answer in letter["error"]["errors"]] == ["google_dm"]   # with what its child caught
     assert [alert["subject"] for alert in alerts] == ["audience-relay: delivery feedback incomplete"]
     parts = out / "runs" / "r5" / "feedback" / "parts"
     assert sorted(p.name for p in parts.iterdir()) == ["meta_ads.json"]

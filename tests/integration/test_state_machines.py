@@ -3,6 +3,7 @@
 The jobs are played by `ScriptedJobs`, which writes the delivery summary a real deliver
 job would write; `test_run_command.py` runs the same machines with the real job scripts.
 """
+import dataclasses
 import datetime
 import json
 from collections import defaultdict
@@ -303,3 +304,18 @@ def test_a_scheduled_start_names_its_run_after_the_scheduled_time_and_reads_that
     prepare_args = jobs.calls[0][1]
     assert prepare_args["--run_id"] == "daily-202612010600" and prepare_args["--input"] == "s3://lake/segments/dt=2026-12-01/"
     assert "daily-202612010600-google_dm" in {e.name for e in machines.executions("destination-google_dm")}
+
+
+def test_a_run_that_delivered_everywhere_starts_its_feedback_once_also_when_the_run_is_started_again():
+    """The scheduler starts the feedback machine (not waited for: it waits hours for the counts);
+    the same run started again, as a repeated schedule start is, succeeds without a second one."""
+    arn = RESOURCES.destination_machine_arn_prefix.replace("destination-", "feedback")
+    resources = dataclasses.replace(RESOURCES, feedback_machine_arn=arn)
+    with LocalStateMachines([GOOGLE], resources, retry_scale=0.0) as local:
+        local.bind(ScriptedJobs(local.aws.client("s3")))
+        first = local.run("scheduler", "fb-1", {**RUN, "run_id": "fb"}, timeout=60)
+        again = local.run("scheduler", "fb-2", {**RUN, "run_id": "fb"}, timeout=60)
+        feedback = local.executions("feedback")
+    assert first.status == again.status == "SUCCEEDED", (first.cause, again.cause)
+    assert "StartFeedback" in first.states and "StartFeedback" in again.states and "RecordFailure" not in again.states
+    assert [(e.name, e.status) for e in feedback] == [("fb", "RUNNING")]   # waiting for the platforms' counts

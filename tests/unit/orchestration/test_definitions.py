@@ -133,6 +133,8 @@ def test_feedback_asks_destinations_in_express_children_of_a_distributed_map_the
     child = ask["ItemProcessor"]["States"]["Ask"]
     assert child["Resource"] == "arn:aws:states:::lambda:invoke" and child["Catch"][0]["Next"] == "Unanswered"   # an answer either way
     assert child["Retry"][0]["ErrorEquals"][-1] == "Lambda.TooManyRequestsException"
+    # An Express child lives 5 minutes at most: two bounded attempts fit, and a child failing past it is tolerated.
+    assert child["TimeoutSeconds"] * (1 + child["Retry"][0]["MaxAttempts"]) + 10 < 300 and ask["ToleratedFailurePercentage"] == 100
     assert states["Consolidate"]["Arguments"]["Arguments"]["--ask"] == "none"   # the Map asked; Glue only consolidates
     assert states["AllAnswered?"]["Choices"][0]["Next"] == "SomeUnanswered"
 
@@ -144,3 +146,6 @@ def test_the_scheduler_starts_feedback_after_delivering_everywhere_without_waiti
     start = states["StartFeedback"]
     assert start["Resource"] == "arn:aws:states:::states:startExecution"   # not .sync: it waits hours for the counts
     assert start["Arguments"]["Input"]["wait_seconds"] == WITH_FEEDBACK.feedback_delay_seconds
+    # A repeated start of the same run (a schedule started twice) is not a failure: its feedback runs once.
+    assert start["Catch"][0] == {"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "Next": "Done"}
+    assert start["Retry"][0] == {"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "MaxAttempts": 0}   # not retried
