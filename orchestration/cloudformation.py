@@ -216,6 +216,38 @@ def _window_statements(window: dict) -> list[dict]:
     ]
 
 
+def _lambda_function(logical: str, role: str, statements: list[dict], *, code_key: str, handler: str, description: str,
+                     timeout: int, memory: int, environment: dict) -> dict[str, dict]:
+    """`<logical>Role`, `<logical>LogGroup` (/aws/lambda/<stage>-<name>, KMS) and `<logical>Function`
+    (python3.11, the code at the key parameter `code_key` in the artifacts bucket, X-Ray, JSON logs)."""
+    name = logical.lower()
+    return {
+        f"{logical}Role": _role(role, "lambda.amazonaws.com", statements, {"Tracing": "X-Ray actions have no resource-level permissions"}),
+        f"{logical}LogGroup": {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {"LogGroupName": {"Fn::Sub": f"/aws/lambda/{STAGE}-{name}"}, "RetentionInDays": 90,
+                           "KmsKeyId": _imported("DataKeyArn")},
+        },
+        f"{logical}Function": {
+            "Type": "AWS::Lambda::Function",
+            "Properties": {
+                "FunctionName": {"Fn::Sub": f"{STAGE}-{name}"},
+                "Description": description,
+                "Runtime": "python3.11",
+                "Handler": handler,
+                "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": code_key}},
+                "Role": {"Fn::GetAtt": [f"{logical}Role", "Arn"]},
+                "Timeout": timeout,
+                "MemorySize": memory,
+                "KmsKeyArn": _imported("DataKeyArn"),
+                "Environment": {"Variables": environment},
+                "TracingConfig": {"Mode": "Active"},
+                "LoggingConfig": {"LogGroup": {"Ref": f"{logical}LogGroup"}, "LogFormat": "JSON"},
+            },
+        },
+    }
+
+
 def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
     """The Lambda behind the ingest queue, its role and log group: `orchestration.ingest.handler`
     (a completion marker starts a run), or with `window` (the config's `ingest` section in window
@@ -240,30 +272,11 @@ def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
             "MAX_FILE_BYTES": str(window["max_file_bytes"]), "CLAIM_STALE_SECONDS": str(2 * INGEST_TIMEOUT_SECONDS[mode]),
         })
     return {
-        "IngestRole": _role("ingest", "lambda.amazonaws.com", statements,
-                            {"Tracing": "X-Ray actions have no resource-level permissions"}),
-        "IngestLogGroup": {
-            "Type": "AWS::Logs::LogGroup",
-            "Properties": {"LogGroupName": {"Fn::Sub": log_group}, "RetentionInDays": 90, "KmsKeyId": _imported("DataKeyArn")},
-        },
-        "IngestFunction": {
-            "Type": "AWS::Lambda::Function",
-            "Properties": {
-                "FunctionName": {"Fn::Sub": f"{STAGE}-ingest"},
-                "Description": ("landed files (via the ingest queue) are checked and each window of them starts one run"
-                                if window else "S3 completion markers (via the ingest queue) start the scheduler, once per marker event"),
-                "Runtime": "python3.11",
-                "Handler": "orchestration.ingest_window.handler" if window else "orchestration.ingest.handler",
-                "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": "IngestCodeKey"}},
-                "Role": {"Fn::GetAtt": ["IngestRole", "Arn"]},
-                "Timeout": INGEST_TIMEOUT_SECONDS[mode],
-                "MemorySize": 1024 if window else 256,
-                "KmsKeyArn": _imported("DataKeyArn"),
-                "Environment": {"Variables": environment},
-                "TracingConfig": {"Mode": "Active"},
-                "LoggingConfig": {"LogGroup": {"Ref": "IngestLogGroup"}, "LogFormat": "JSON"},
-            },
-        },
+        **_lambda_function("Ingest", "ingest", statements, code_key="IngestCodeKey", environment=environment,
+                           description=("landed files (via the ingest queue) are checked and each window of them starts one run"
+                                        if window else "S3 completion markers (via the ingest queue) start the scheduler, once per marker event"),
+                           handler="orchestration.ingest_window.handler" if window else "orchestration.ingest.handler",
+                           timeout=INGEST_TIMEOUT_SECONDS[mode], memory=1024 if window else 256),
         "IngestEventSource": {
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": {
@@ -291,34 +304,12 @@ def _feedback_resources() -> dict[str, dict]:
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
         _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
     ]
-    return {
-        "FeedbackRole": _role("feedback-lambda", "lambda.amazonaws.com", statements,
-                              {"Tracing": "X-Ray actions have no resource-level permissions"}),
-        "FeedbackLogGroup": {
-            "Type": "AWS::Logs::LogGroup",
-            "Properties": {"LogGroupName": {"Fn::Sub": log_group}, "RetentionInDays": 90, "KmsKeyId": _imported("DataKeyArn")},
-        },
-        "FeedbackFunction": {
-            "Type": "AWS::Lambda::Function",
-            "Properties": {
-                "FunctionName": {"Fn::Sub": f"{STAGE}-feedback"},
-                "Description": "asks one destination for its audience report (every page) and writes its part of a run's feedback",
-                "Runtime": "python3.11",
-                "Handler": "jobs.feedback_lambda.handler",
-                "Code": {"S3Bucket": _imported("ArtifactsBucket"), "S3Key": {"Ref": "LambdaCodeKey"}},
-                "Role": {"Fn::GetAtt": ["FeedbackRole", "Arn"]},
-                "Timeout": FEEDBACK_LAMBDA_SECONDS,   # inside an Express child's 5 minutes, with a retry
-                "MemorySize": 512,
-                "KmsKeyArn": _imported("DataKeyArn"),
-                "Environment": {"Variables": {
-                    "CONFIG_URI": {"Fn::Sub": ["s3://${Bucket}/config/destinations.yaml", {"Bucket": _imported("ArtifactsBucket")}]},
-                    "WORK_BUCKET": _imported("WorkBucket"),
-                }},
-                "TracingConfig": {"Mode": "Active"},
-                "LoggingConfig": {"LogGroup": {"Ref": "FeedbackLogGroup"}, "LogFormat": "JSON"},
-            },
-        },
-    }
+    return _lambda_function(
+        "Feedback", "feedback-lambda", statements, code_key="LambdaCodeKey", handler="jobs.feedback_lambda.handler",
+        description="asks one destination for its audience report (every page) and writes its part of a run's feedback",
+        timeout=FEEDBACK_LAMBDA_SECONDS, memory=512,   # inside an Express child's 5 minutes, with a retry
+        environment={"CONFIG_URI": {"Fn::Sub": ["s3://${Bucket}/config/destinations.yaml", {"Bucket": _imported("ArtifactsBucket")}]},
+                     "WORK_BUCKET": _imported("WorkBucket")})
 
 
 def _schedule_resources() -> dict[str, dict]:

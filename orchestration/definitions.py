@@ -603,8 +603,8 @@ def feedback_machine(resources: Resources) -> dict:
     Distributed Map runs one Express child per destination (the report calls are short and
     bursty: Express is billed by duration, not by state transition); each child's Lambda reads
     every report page and writes the destination's part to S3, and a failure stays that
-    destination's answer (a child that fails past Express's 5 minutes is tolerated, unanswered). The Glue job `feedback` (`--ask none`) consolidates the parts into the
-    feedback table; the machine then fails as `FeedbackFailed` naming the destinations that did
+    destination's answer (a child that fails past Express's 5 minutes is tolerated, unanswered).
+    The Glue job `feedback` (`--ask none`) consolidates the parts into the feedback table; the machine then fails as `FeedbackFailed` naming the destinations that did
     not answer, with an alert and a dead letter, their parts missing, the others' kept.
     """
     run_id = "{% $run.run_id %}"
