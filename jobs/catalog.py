@@ -65,6 +65,8 @@ def _act(args: argparse.Namespace) -> int:
     catalog = RunCatalog(args.dsn)
     if args.action == "record":
         report = load_report(args.out, args.run)
+        if report.input_uri is None:
+            raise CatalogUsageError(f"run {args.run!r}: its manifest names no input (inputs.membership), written by another version?")
         run = RunRecord(args.run, trigger_of(args.run), report.input_uri)
         catalog.record_accounting(run, [AccountingRecord(line.destination, line.status, line.input_rows, line.rows)
                                         for line in report.destinations])

@@ -216,7 +216,7 @@ def load_report(out: str, run_id: str) -> RunReport:
             summary = _read_json(storage.join(run_dir, "delivery", destination, "summary.json"), required=False)
             lines.append(_destination_line(destination, section, summary or run_summary.get("destinations", {}).get(destination), attempts))
         return RunReport(run_id, manifest.get("created_at"), manifest["input_rows"], manifest["rejected"]["by_reason"], lines, attempts,
-                         read_feedback(run_dir), manifest["inputs"]["membership"])
+                         read_feedback(run_dir), (manifest.get("inputs") or {}).get("membership"))
     except (KeyError, TypeError) as error:
         raise ReportError(f"{run_dir}: manifest or delivery summary lacks {error} (written by another version?)") from None
 

@@ -648,7 +648,7 @@ def feedback_machine(resources: Resources) -> dict:
                 "Label": "AskDestinations",
                 # A child that fails anyway (past Express's 5 minutes) leaves its item without an
                 # answer; the others are still consolidated.
-                "ToleratedFailurePercentage": 100,
+                "ToleratedFailurePercentage": 100.0,   # a float: moto's grammar reads an integer here as no number
                 "Assign": {"answers": "{% $states.result %}"},
                 "Catch": _catch("AskDestinations"),
                 "Next": "Consolidate",
