@@ -476,6 +476,10 @@ def _run_destination(machine_arn: str, catch_missing_machine: bool) -> dict:
     """One destination's lifecycle, started and waited for; its failure is reported, not raised."""
     missing = [{"ErrorEquals": ["StepFunctions.StateMachineDoesNotExistException"], "Next": "RunRegistered",
                 "Output": "{% $states.input %}"}] if catch_missing_machine else []
+    # The run was started before (a repeated schedule start shares the run id): that execution
+    # delivers it, or did; this one does not run it twice.
+    duplicate = [{"ErrorEquals": ["StepFunctions.ExecutionAlreadyExistsException"], "Next": "DestinationDone",
+                  "Output": {"destination": "{% $states.input.destination %}", "status": "DUPLICATE"}}]
     return {
         "Type": "Task",
         "Resource": "arn:aws:states:::states:startExecution.sync:2",
@@ -488,7 +492,7 @@ def _run_destination(machine_arn: str, catch_missing_machine: bool) -> dict:
             "Input": "{% $states.input.run %}",
         },
         # One destination's failure is reported, not allowed to stop the others.
-        "Catch": [*missing, {"ErrorEquals": ["States.ALL"], "Next": "DestinationFailed",
+        "Catch": [*missing, *duplicate, {"ErrorEquals": ["States.ALL"], "Next": "DestinationFailed",
                              "Output": {"destination": "{% $states.input.destination %}", "status": "FAILED",
                                         "error": "{% $states.errorOutput %}"}}],
         "Output": {"destination": "{% $states.input.destination %}",

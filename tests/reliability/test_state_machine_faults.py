@@ -374,6 +374,25 @@ def _destinations_started(**statuses: str) -> Callable[[World, Execution], None]
     return check
 
 
+def _started_before(destination_id: str) -> Callable[[World], None]:
+    """The destination's execution of this run exists (an earlier start of the run made it)."""
+    def arrange(world: World) -> None:
+        machine = REGISTERED_MACHINE if destination_id == NEWCOMER.id else f"destination-{destination_id}"
+        payload = {**RUN, "run_id": world.run_id, "prepared": True, "destination": destination_id}
+        assert world.local.run(machine, f"{world.run_id}-{destination_id}", payload, timeout=60).status == "SUCCEEDED"
+        world.jobs.failing = {f"{DELIVER}:{SFTP_ON_EMR.id}"}
+    return arrange
+
+
+def _duplicate_of(destination_id: str) -> Callable[[World], None]:
+    def check(world: World, execution: Execution) -> None:
+        machine = REGISTERED_MACHINE if destination_id == NEWCOMER.id else f"destination-{destination_id}"
+        assert [e.name for e in world.local.executions(machine) if e.name.startswith(world.run_id)] == [f"{world.run_id}-{destination_id}"]
+        delivered = [args["--destination"] for job, args in world.jobs.calls if job == DELIVER]
+        assert delivered.count(destination_id) == 1   # by the earlier execution only
+    return check
+
+
 @dataclass(frozen=True)
 class Fault:
     how: str
@@ -439,6 +458,16 @@ CATCHES: dict[tuple[str, str, str], Fault] = {
         f"{GOOGLE.id}'s deliver job fails on every attempt", _destination_job_fails(DELIVER, GOOGLE.id), "States.TaskFailed",
         "DestinationsFailed", reported=f"destinations {GOOGLE.id}", start=fresh,
         check=_destinations_started(**{GOOGLE.id: "DeliverFailed", SFTP_ON_EMR.id: "SUCCEEDED", NEWCOMER.id: "SUCCEEDED"})),
+    # A repeated start of the run: a destination's execution of it exists already (it delivers, or
+    # did): reported DUPLICATE, not run twice, not a failure; partner_sftp fails so that the case ends failed.
+    ("scheduler", "Destinations/RunDestination", "StepFunctions.ExecutionAlreadyExistsException"): Fault(
+        f"{GOOGLE.id}'s execution of the run exists already; {SFTP_ON_EMR.id}'s deliver fails", _started_before(GOOGLE.id),
+        "StepFunctions.ExecutionAlreadyExistsException", "DestinationsFailed", reported=f"destinations {SFTP_ON_EMR.id}",
+        start=fresh, check=_duplicate_of(GOOGLE.id)),
+    ("scheduler", "Destinations/RunRegistered", "StepFunctions.ExecutionAlreadyExistsException"): Fault(
+        f"{NEWCOMER.id}'s execution of the run exists already; {SFTP_ON_EMR.id}'s deliver fails", _started_before(NEWCOMER.id),
+        "StepFunctions.ExecutionAlreadyExistsException", "DestinationsFailed", reported=f"destinations {SFTP_ON_EMR.id}",
+        start=fresh, check=_duplicate_of(NEWCOMER.id)),
     # The fallback to the registered destinations' machine, then that execution failing.
     **{("scheduler", path, errors): Fault(
         f"{NEWCOMER.id} has no machine of its own, and its deliver job fails on every attempt", _destination_job_fails(DELIVER, NEWCOMER.id),

@@ -80,7 +80,11 @@ def test_scheduler_fans_out_with_bounded_concurrency_and_isolates_failures():
     assert task["Catch"][0] == {"ErrorEquals": ["StepFunctions.StateMachineDoesNotExistException"], "Next": "RunRegistered",
                                 "Output": "{% $states.input %}"}
     assert processor["RunRegistered"]["Arguments"]["StateMachineArn"].endswith(":stateMachine:audience-relay-destination-_registered")
-    assert task["Catch"][1]["Next"] == processor["RunRegistered"]["Catch"][0]["Next"] == "DestinationFailed"
+    # A destination's execution of the run that exists already (a repeated start) is not run twice, nor a failure.
+    assert task["Catch"][1]["ErrorEquals"] == processor["RunRegistered"]["Catch"][0]["ErrorEquals"] == [
+        "StepFunctions.ExecutionAlreadyExistsException"]
+    assert task["Catch"][1]["Next"] == "DestinationDone" and task["Catch"][1]["Output"]["status"] == "DUPLICATE"
+    assert task["Catch"][2]["Next"] == processor["RunRegistered"]["Catch"][1]["Next"] == "DestinationFailed"
 
 
 def test_emr_prepare_terminates_its_cluster_on_success_and_on_failure():
