@@ -2,7 +2,7 @@
 
 After delivery each destination is asked for its audience report (jobs/feedback_collect.py,
 one partial result per destination). A PySpark step (this module; the Glue job `feedback` in
-AWS, `--consolidate_only`) consolidates the parts
+AWS, `--ask none`) consolidates the parts
 with the ids each audience should hold after the run (the manifest's adds and unchanged) into
 the feedback table `runs/<run>/feedback/table/` (Parquet): per destination and audience, ids
 sent, size reported, match rate, and whether it is below the destination's

@@ -89,11 +89,7 @@ def collect(config: Config, out: str, run_id: str, endpoints: dict[str, str] | N
         except FeedbackError:
             raise
         except Exception as error:   # noqa: BLE001 - a report answer holds counts and ids of audiences, no identifiers
-            failed[destination.id] = describe_failure(error)
+            failed[destination.id] = f"{type(error).__name__}: {str(error)[:200]}"
     if failed:
         raise FeedbackIncomplete(f"no audience report from {failed}; asked and kept: {written}")
     return written
-
-
-def describe_failure(error: Exception) -> str:
-    return f"{type(error).__name__}: {str(error)[:200]}"

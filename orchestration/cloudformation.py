@@ -218,15 +218,21 @@ def _window_statements(window: dict) -> list[dict]:
 
 def _lambda_function(logical: str, role: str, statements: list[dict], *, code_key: str, handler: str, description: str,
                      timeout: int, memory: int, environment: dict) -> dict[str, dict]:
-    """`<logical>Role`, `<logical>LogGroup` (/aws/lambda/<stage>-<name>, KMS) and `<logical>Function`
-    (python3.11, the code at the key parameter `code_key` in the artifacts bucket, X-Ray, JSON logs)."""
+    """`<logical>Role` (`statements`, then writing its own logs and X-Ray traces), `<logical>LogGroup`
+    (/aws/lambda/<stage>-<name>, KMS) and `<logical>Function` (python3.11, the code at the key
+    parameter `code_key` in the artifacts bucket, X-Ray, JSON logs)."""
     name = logical.lower()
+    log_group = f"/aws/lambda/{STAGE}-{name}"
+    statements = [
+        *statements,
+        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
+        _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
+    ]
     return {
         f"{logical}Role": _role(role, "lambda.amazonaws.com", statements, {"Tracing": "X-Ray actions have no resource-level permissions"}),
         f"{logical}LogGroup": {
             "Type": "AWS::Logs::LogGroup",
-            "Properties": {"LogGroupName": {"Fn::Sub": f"/aws/lambda/{STAGE}-{name}"}, "RetentionInDays": 90,
-                           "KmsKeyId": _imported("DataKeyArn")},
+            "Properties": {"LogGroupName": {"Fn::Sub": log_group}, "RetentionInDays": 90, "KmsKeyId": _imported("DataKeyArn")},
         },
         f"{logical}Function": {
             "Type": "AWS::Lambda::Function",
@@ -253,14 +259,11 @@ def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
     (a completion marker starts a run), or with `window` (the config's `ingest` section in window
     mode) `orchestration.ingest_window.handler`, the event source mapping gathering the windows."""
     mode = "window" if window else "marker"
-    log_group = f"/aws/lambda/{STAGE}-ingest"
     statements = [
         _statement("ConsumeIngestQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                                           "sqs:ChangeMessageVisibility"], [_imported("IngestQueueArn")]),
         _statement("StartScheduler", ["states:StartExecution"], [{"Ref": "SchedulerMachine"}]),
         _statement("EncryptedQueueAndEnvironment", ["kms:Decrypt"], [_imported("DataKeyArn")]),
-        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
-        _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
         *(_window_statements(window) if window else []),
     ]
     consent = {"Fn::Sub": ["s3://${Bucket}/${ConsentPath}", {"Bucket": _imported("InputBucket")}]}
@@ -294,15 +297,12 @@ def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
 def _feedback_resources() -> dict[str, dict]:
     """The Lambda the feedback machine asks the destinations with (jobs.feedback_lambda), its role
     and log group: it reads the config, the destinations' credentials, and writes their parts."""
-    log_group = f"/aws/lambda/{STAGE}-feedback"
     statements = [
         _statement("ReadConfig", ["s3:GetObject"], [_objects("ArtifactsBucket", "config/*")]),
         _statement("WriteParts", ["s3:PutObject"], [_objects("WorkBucket", "runs/*/feedback/parts/*")]),
         _statement("ReadDestinationCredentials", ["secretsmanager:GetSecretValue"],
                    [_arn("secretsmanager", f"secret:{secret_name('${Stage}', '*')}")]),
         _statement("EncryptedBucketsAndSecrets", ["kms:Decrypt", "kms:GenerateDataKey"], [_imported("DataKeyArn")]),
-        _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
-        _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
     ]
     return _lambda_function(
         "Feedback", "feedback-lambda", statements, code_key="LambdaCodeKey", handler="jobs.feedback_lambda.handler",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import boto3
@@ -73,13 +74,18 @@ class DestinationRegistry:
         self._clock = clock
 
     def list(self) -> list[Registered]:
-        items, start = [], None
+        return sorted((self._registered(item) for item in self._items()), key=lambda r: r.id)
+
+    def _items(self, **scan) -> Iterator[dict]:
+        """Every item of the table (matching `scan`'s filter), page after page."""
+        start = None
         while True:
-            page = self._client.scan(TableName=self.table_name, ConsistentRead=True, **({"ExclusiveStartKey": start} if start else {}))
-            items += [self._registered(item) for item in page["Items"]]
+            page = self._client.scan(TableName=self.table_name, ConsistentRead=True, **scan,
+                                     **({"ExclusiveStartKey": start} if start else {}))
+            yield from page["Items"]
             start = page.get("LastEvaluatedKey")
             if not start:
-                return sorted(items, key=lambda r: r.id)
+                return
 
     def get(self, destination_id: str) -> Registered:
         item = self._client.get_item(TableName=self.table_name, Key={"destination_id": {"S": destination_id}},
@@ -135,23 +141,15 @@ class DestinationRegistry:
 
     def _backfill_quota_keys(self) -> None:
         """Items written before the registry kept quota keys get theirs (the scheduler passes it on)."""
-        start = None
-        while True:
-            page = self._client.scan(TableName=self.table_name, ConsistentRead=True, FilterExpression="attribute_not_exists(quota_key)",
-                                     **({"ExclusiveStartKey": start} if start else {}))
-            for item in page["Items"]:
-                registered = self._registered(item)
-                try:
-                    self._client.update_item(
-                        TableName=self.table_name, Key={"destination_id": item["destination_id"]},
-                        UpdateExpression="SET quota_key = :key", ConditionExpression="version = :version",
-                        ExpressionAttributeValues={":key": {"S": registered.destination.quota_key}, ":version": item["version"]})
-                except ClientError as error:   # changed meanwhile: that write set it
-                    if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                        raise
-            start = page.get("LastEvaluatedKey")
-            if not start:
-                return
+        for item in self._items(FilterExpression="attribute_not_exists(quota_key)"):
+            try:
+                self._client.update_item(
+                    TableName=self.table_name, Key={"destination_id": item["destination_id"]},
+                    UpdateExpression="SET quota_key = :key", ConditionExpression="version = :version",
+                    ExpressionAttributeValues={":key": {"S": self._registered(item).destination.quota_key}, ":version": item["version"]})
+            except ClientError as error:   # changed meanwhile: that write set it
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
 
     def publish(self, config_uri: str, settings_from: str | None = None) -> None:
         """Rewrite the jobs' config file with the registry's destinations, keeping the other
