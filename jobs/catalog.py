@@ -55,24 +55,30 @@ def run_catalog(args: argparse.Namespace) -> int:
         return 1
 
 
+def record_run(dsn: str, out: str, run_id: str) -> dict:
+    """A run and its accounting per destination, from the numbers `report` shows (CLI, the catalog Lambda)."""
+    from connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord
+
+    report = load_report(out, run_id)
+    if report.input_uri is None:
+        raise CatalogUsageError(f"run {run_id!r}: its manifest names no input (inputs.membership), written by another version?")
+    run = RunRecord(run_id, trigger_of(run_id), report.input_uri)
+    RunCatalog(dsn).record_accounting(run, [AccountingRecord(line.destination, line.status, line.input_rows, line.rows)
+                                            for line in report.destinations])
+    return {"recorded": run_id, "destinations": len(report.destinations)}
+
+
 def _act(args: argparse.Namespace) -> int:
-    from connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord, migrate
+    from connectors.catalog.postgres import RunCatalog, migrate
 
     if args.action == "migrate":
         applied = migrate(args.dsn)
         print(json.dumps({"applied": applied}))
         return 0
-    catalog = RunCatalog(args.dsn)
     if args.action == "record":
-        report = load_report(args.out, args.run)
-        if report.input_uri is None:
-            raise CatalogUsageError(f"run {args.run!r}: its manifest names no input (inputs.membership), written by another version?")
-        run = RunRecord(args.run, trigger_of(args.run), report.input_uri)
-        catalog.record_accounting(run, [AccountingRecord(line.destination, line.status, line.input_rows, line.rows)
-                                        for line in report.destinations])
-        print(json.dumps({"recorded": args.run, "destinations": len(report.destinations)}))
+        print(json.dumps(record_run(args.dsn, args.out, args.run)))
         return 0
-    found = catalog.run(args.run)
+    found = RunCatalog(args.dsn).run(args.run)
     if found is None:
         raise CatalogUsageError(f"the catalog has no run {args.run!r}")
     print(json.dumps(found, indent=2, default=str))

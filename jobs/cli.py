@@ -97,7 +97,7 @@ def _definitions(args: argparse.Namespace) -> int:
     specs = machine_specs(config.active_destinations)
     if args.stack:
         Path(args.stack).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.stack).write_text(json.dumps(deploy_command.orchestration_stack(config), indent=1) + "\n")
+        Path(args.stack).write_text(json.dumps(deploy_command.orchestration_stack(config, args.with_catalog), indent=1) + "\n")
         print(args.stack)
     if args.out:
         for path in render(specs, Resources(), args.out):
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     definitions.add_argument("--out", help="directory for the .asl.json files (local resource names)")
     definitions.add_argument("--stack", help="write the orchestration CloudFormation stack (JSON) here (`audience-relay deploy` renders it itself)")
     definitions.add_argument("--config", help="destinations YAML (default: the embedded example config)")
+    definitions.add_argument("--with-catalog", "--with_catalog", action="store_true",
+                             help="the stack of a stage with the run catalog (deploy --catalog-vpc): the catalog Lambda, "
+                                  "the window Lambda in its VPC, the scheduler's RecordInCatalog")
     definitions.set_defaults(handler=_definitions)
 
     letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")

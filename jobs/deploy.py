@@ -1,9 +1,10 @@
 """`audience-relay deploy`: build the library, deploy a stage's stacks in order, upload the artifacts.
 
-Order: keys, messaging, storage, state (infra/templates/), then the artifacts (the wheel Glue
-installs and EMR's bootstrap action installs, that bootstrap script, the ingest Lambda's zip,
-the job scripts, the config) into the artifacts bucket, then compute (which names the wheel) and the orchestration
-stack rendered from the config. A stack that exists is updated; one without changes is left as
+Order: keys, messaging, storage, state (infra/templates/), the run catalog when the stage has
+one (`--catalog-vpc`, or deployed before), then the artifacts (the wheel Glue installs and EMR's
+bootstrap action installs, that bootstrap script, the Lambdas' zips, the job scripts, the
+config) into the artifacts bucket, then compute (which names the wheel) and the orchestration
+stack rendered from the config; then the catalog Lambda applies the catalog's migrations. A stack that exists is updated; one without changes is left as
 it is; one whose creation failed (ROLLBACK_COMPLETE, which CloudFormation cannot update) is
 deleted and created again. `--dry-run` prints the same steps without building or calling AWS.
 
@@ -41,17 +42,24 @@ BASE_STACKS = ("keys", "messaging", "storage", "state")
 # The ingest Lambda's code; the runtime brings boto3. Windows of Parquet files also need pyarrow
 # (their footers are checked), built for Lambda's Linux.
 INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py", "orchestration/ingest_window.py",
-                  "orchestration/file_checks.py", "orchestration/file_claims.py", "transforms/__init__.py", "transforms/contract.py")
+                  "orchestration/file_checks.py", "orchestration/file_claims.py", "transforms/__init__.py", "transforms/contract.py",
+                  "connectors/__init__.py", "connectors/catalog/__init__.py", "connectors/catalog/source.py")
 PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
 # The library's Lambdas (the control plane, the feedback Lambda) validate the config with
 # jobs.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
 # for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6", "requests>=2.31,<3")
+# The catalog Lambda reads a run's report (pyarrow for its outcome files) and writes PostgreSQL;
+# a window Lambda recording to the catalog needs psycopg too.
+CATALOG_CLIENT_REQUIREMENTS = ("psycopg[binary]>=3.2,<4",)
+CATALOG_REQUIREMENTS = (*CATALOG_CLIENT_REQUIREMENTS, "yoyo-migrations>=9,<10", "pyarrow>=16,<22")
+CATALOG_CLIENT_MODULES = ("connectors/catalog/postgres.py",)
 LAMBDA_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:")
 NO_CHANGES = "No updates are to be performed"
 DEPLOYED_CONFIG = "config/deployed.yaml"   # the file given to deploy, as given
 LIVE_CONFIG = "config/destinations.yaml"   # what the jobs read: its settings, the registry's destinations
 SCHEDULE_PARAMETERS = ("ScheduleExpression", "ScheduledInput", "ScheduleTimezone")
+CATALOG_PARAMETERS = ("VpcId", "SubnetIds", "EndpointRouteTableIds")
 SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
 
 
@@ -68,6 +76,7 @@ class Deployment:
     dry_run: bool = False
     schedule: dict[str, str] | None = None   # the orchestration stack's Schedule* parameters; None: keep them
     api_cidrs: str = ""   # the control plane's allowed source ranges; empty: no control plane stack
+    catalog: dict[str, str] | None = None   # the catalog stack's VpcId, SubnetIds, EndpointRouteTableIds; None: keep the stage's
     ingest: Ingest = Ingest()   # the config's ingest section: the notification filter and the queue's timeout
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -88,15 +97,18 @@ class Deployment:
             given["InputSuffix"] = self.ingest.suffix if self.ingest.mode == "window" else f"/{COMPLETION_MARKER}"
         if name == "orchestration":
             given.update(self.schedule if self.schedule is not None else dict.fromkeys(SCHEDULE_PARAMETERS))
+        if name == "catalog":
+            given.update(self.catalog or dict.fromkeys(CATALOG_PARAMETERS))
         return given
 
 
-def orchestration_stack(config: Config) -> dict:
+def orchestration_stack(config: Config, catalog: bool = False) -> dict:
     """The orchestration stack for a config's destinations (`definitions --stack`, deploy). Paused
-    ones too: the scheduler reads which are active when it runs, and a resumed one needs its machine."""
+    ones too: the scheduler reads which are active when it runs, and a resumed one needs its machine.
+    `catalog`: the stage has the run catalog stack."""
     destinations = config.destinations
     window = config.ingest.model_dump() if config.ingest.mode == "window" else None
-    return stack_template(machine_specs(destinations), [d.id for d in destinations if _secret_arn(d)], window)
+    return stack_template(machine_specs(destinations), [d.id for d in destinations if _secret_arn(d)], window, catalog)
 
 
 def _secret_arn(destination) -> str | None:
@@ -137,6 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated CIDR ranges allowed to call the control plane API; without it the control stack is not deployed")
     parser.add_argument("--no-schedule", "--no_schedule", action="store_true",
                         help="remove the stage's schedule (without --schedule or this, a deploy keeps it)")
+    parser.add_argument("--catalog-vpc", "--catalog_vpc", default="",
+                        help="deploy the run catalog (Aurora PostgreSQL) in this VPC; a later deploy without it keeps the stage's catalog")
+    parser.add_argument("--catalog-subnets", "--catalog_subnets", default="",
+                        help="comma-separated private subnets (two availability zones at least) of the catalog and its clients")
+    parser.add_argument("--catalog-route-tables", "--catalog_route_tables", default="",
+                        help="the subnets' route tables: creates VPC endpoints for S3, DynamoDB, SQS, Step Functions and "
+                             "Secrets Manager (omit when the subnets reach AWS through a NAT gateway)")
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -153,12 +172,18 @@ def run_deploy(args: argparse.Namespace) -> int:
     if errors:
         print("audience-relay deploy: " + "\n".join(errors), file=sys.stderr)
         return 2
+    if bool(args.catalog_vpc) != bool(args.catalog_subnets) or (args.catalog_route_tables and not args.catalog_vpc):
+        print("audience-relay deploy: --catalog-vpc and --catalog-subnets go together (--catalog-route-tables with them)", file=sys.stderr)
+        return 2
+    catalog = None
+    if args.catalog_vpc:
+        catalog = dict(zip(CATALOG_PARAMETERS, (args.catalog_vpc, args.catalog_subnets, args.catalog_route_tables)))
     schedule = None
     if args.schedule or args.no_schedule:
         schedule = dict(zip(SCHEDULE_PARAMETERS, (args.schedule, args.scheduled_input, args.timezone)))
     try:
         deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule, args.api_cidrs,
-                          config.ingest), config)
+                          ingest=config.ingest, catalog=catalog), config)
     except DeployError as error:
         print(f"audience-relay deploy: {error}", file=sys.stderr)
         return 1
@@ -169,9 +194,13 @@ def deploy(plan: Deployment, config: Config) -> None:
     cloudformation = None if plan.dry_run else boto3.client("cloudformation")
     for name in BASE_STACKS:
         _stack(plan, cloudformation, name, (TEMPLATES / f"{name}.yaml").read_text(), plan.parameters(name))
+    catalog = plan.catalog is not None or (cloudformation is not None and _existing(cloudformation, plan.stack_name("catalog")) is not None)
+    if catalog:
+        _stack(plan, cloudformation, "catalog", (TEMPLATES / "catalog.yaml").read_text(), plan.parameters("catalog"))
     with tempfile.TemporaryDirectory(prefix="audience-relay-deploy-") as build:
-        wheel, ingest = _build(plan, Path(build))
+        wheel, ingest = _build(plan, Path(build), catalog)
         library = _build_lambda(plan, Path(build), wheel)
+        catalog_code = _build_lambda(plan, Path(build), wheel, "catalog", CATALOG_REQUIREMENTS) if catalog else None
         bucket = plan.outputs.get("storage", {}).get("ArtifactsBucket", f"<ArtifactsBucket of {plan.stack_name('storage')}>")
         uploads = {
             f"dist/{wheel.name}": wheel,
@@ -182,6 +211,7 @@ def deploy(plan: Deployment, config: Config) -> None:
             "jobs/feedback.py": ROOT / "jobs" / "feedback.py",
             DEPLOYED_CONFIG: Path(plan.config),
             f"dist/{library.name}": library,
+            **({f"dist/{catalog_code.name}": catalog_code} if catalog_code else {}),
         }
         s3 = None if plan.dry_run else boto3.client("s3")
         for key, source in uploads.items():
@@ -191,15 +221,35 @@ def deploy(plan: Deployment, config: Config) -> None:
     live = _registry(plan, f"s3://{bucket}/{DEPLOYED_CONFIG}", f"s3://{bucket}/{LIVE_CONFIG}")
     config = live or config
     _stack(plan, cloudformation, "compute", (TEMPLATES / "compute.yaml").read_text(), plan.parameters("compute", LibraryWheel=f"dist/{wheel.name}"))
-    template = orchestration_stack(config)
+    template = orchestration_stack(config, catalog)
     on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
+    with_catalog = {"CatalogCodeKey": f"dist/{catalog_code.name}"} if catalog_code else {}
     _stack(plan, cloudformation, "orchestration", json.dumps(template),
-           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", LambdaCodeKey=f"dist/{library.name}", **on_emr))
+           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", LambdaCodeKey=f"dist/{library.name}", **on_emr,
+                           **with_catalog))
+    if catalog:
+        _migrate_catalog(plan)
     if plan.api_cidrs:
         _stack(plan, cloudformation, "control", control_template(plan.api_cidrs),
                plan.parameters("control", ControlCodeKey=f"dist/{library.name}", AllowedSourceCidrs=plan.api_cidrs))
     else:
         _say("no --api-cidrs: the control plane stack is not deployed")
+
+
+def _migrate_catalog(plan: Deployment) -> None:
+    """The catalog's schema changes not applied yet, applied by the catalog Lambda (the database
+    is reachable only from inside its VPC)."""
+    function = plan.stack_name("catalog")
+    _say(f"apply the run catalog's migrations through the Lambda {function}")
+    if plan.dry_run:
+        return
+    answer = boto3.client("lambda").invoke(FunctionName=function, Payload=json.dumps({"action": "migrate"}).encode())
+    result = json.loads(answer["Payload"].read() or b"null")
+    if answer.get("FunctionError"):
+        error = result if isinstance(result, dict) else {}
+        raise DeployError(f"the catalog's migrations failed in {function}: {error.get('errorType', 'error')}: "
+                          f"{str(error.get('errorMessage', result))[:500]}")
+    _say(f"catalog migrations applied: {', '.join(result['applied']) or 'none (up to date)'}")
 
 
 def _registry(plan: Deployment, deployed_uri: str, live_uri: str) -> Config | None:
@@ -230,10 +280,11 @@ def _say(message: str) -> None:
     print(f"deploy: {message}", flush=True)
 
 
-def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
+def _build(plan: Deployment, build: Path, catalog: bool) -> tuple[Path, Path]:
     """The wheel Glue (`--additional-python-modules`) and EMR's bootstrap action install, and
     the ingest Lambda's zip (named by its content's hash, so a changed handler changes the
-    stack's parameter and CloudFormation updates the function)."""
+    stack's parameter and CloudFormation updates the function); with the `catalog`, a window
+    Lambda's zip has psycopg to record there."""
     _say(f"build the wheel and the ingest Lambda zip from {ROOT}")
     if plan.dry_run:
         return Path("<build>") / "audience_relay-<version>-py3-none-any.whl", Path("<build>") / "ingest-<hash>.zip"
@@ -244,34 +295,37 @@ def _build(plan: Deployment, build: Path) -> tuple[Path, Path]:
     if built.returncode:
         raise DeployError(f"python -m build failed: {(built.stdout + built.stderr)[-2000:]}")
     (wheel,) = build.glob("audience_relay-*.whl")
-    return wheel, ingest_package(build, parquet=plan.ingest.mode == "window" and plan.ingest.suffix.startswith(".parquet"))
+    window = plan.ingest.mode == "window"
+    return wheel, ingest_package(build, parquet=window and plan.ingest.suffix.startswith(".parquet"), catalog=window and catalog)
 
 
-def _build_lambda(plan: Deployment, build: Path, wheel: Path) -> Path:
-    _say(f"build the library's Lambda zip (the library, {', '.join(LAMBDA_REQUIREMENTS)} for Lambda's Linux)")
+def _build_lambda(plan: Deployment, build: Path, wheel: Path, stem: str = "lambda", extra: tuple[str, ...] = ()) -> Path:
+    _say(f"build the {stem} Lambda zip (the library, {', '.join(LAMBDA_REQUIREMENTS + extra)} for Lambda's Linux)")
     if plan.dry_run:
-        return Path("<build>") / "lambda-<hash>.zip"
-    return lambda_package(build, wheel)
+        return Path("<build>") / f"{stem}-<hash>.zip"
+    return lambda_package(build, wheel, stem, extra)
 
 
-def lambda_package(build: Path, wheel: Path) -> Path:
-    """The code of the library's Lambdas (control plane, feedback) as `lambda-<hash>.zip`: the
-    library without its dependencies, plus LAMBDA_REQUIREMENTS for python3.11 on x86_64 Linux."""
-    target = build / "lambda"
-    _pip_install(target, ["--no-deps", str(wheel)], "the library's Lambda package")
-    _pip_install(target, [*LAMBDA_PLATFORM, *LAMBDA_REQUIREMENTS], "the library's Lambda package")
-    return _hashed_zip(build, "lambda", target)
+def lambda_package(build: Path, wheel: Path, stem: str = "lambda", extra: tuple[str, ...] = ()) -> Path:
+    """The code of the library's Lambdas as `<stem>-<hash>.zip`: the library without its
+    dependencies, plus LAMBDA_REQUIREMENTS and `extra` for python3.11 on x86_64 Linux. `lambda`
+    serves the control plane and feedback; `catalog` (CATALOG_REQUIREMENTS) the catalog Lambda."""
+    target = build / stem
+    _pip_install(target, ["--no-deps", str(wheel)], f"the {stem} Lambda package")
+    _pip_install(target, [*LAMBDA_PLATFORM, *LAMBDA_REQUIREMENTS, *extra], f"the {stem} Lambda package")
+    return _hashed_zip(build, stem, target)
 
 
-def ingest_package(build: Path, parquet: bool = False) -> Path:
-    """The ingest Lambda's code as `ingest-<hash>.zip`: INGEST_MODULES, and pyarrow for Lambda's
-    Linux when windows take Parquet files."""
+def ingest_package(build: Path, parquet: bool = False, catalog: bool = False) -> Path:
+    """The ingest Lambda's code as `ingest-<hash>.zip`: INGEST_MODULES, pyarrow for Lambda's Linux
+    when windows take Parquet files, and the catalog's client with psycopg when windows record there."""
     target = build / "ingest"
-    for module in INGEST_MODULES:
+    for module in INGEST_MODULES + (CATALOG_CLIENT_MODULES if catalog else ()):
         (target / module).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / module, target / module)
-    if parquet:
-        _pip_install(target, [*LAMBDA_PLATFORM, *PARQUET_REQUIREMENTS], "the ingest package")
+    requirements = [*(PARQUET_REQUIREMENTS if parquet else ()), *(CATALOG_CLIENT_REQUIREMENTS if catalog else ())]
+    if requirements:
+        _pip_install(target, [*LAMBDA_PLATFORM, *requirements], "the ingest package")
     return _hashed_zip(build, "ingest", target)
 
 

@@ -13,6 +13,7 @@ import os
 
 import boto3
 
+from connectors.catalog.source import CatalogSource
 from jobs.config import DEFAULT_CONFIG, load_config
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window
 from orchestration.local.window_poller import run_window
@@ -52,7 +53,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     settings = WindowSettings(
         scheduler_arn=args.scheduler_arn, consent_uri=args.consent, state_table=args.state_table, work_bucket=args.work_bucket,
         quarantine_prefix=ingest.quarantine_prefix, dead_letter_queue_url=args.dead_letter_queue_url,
-        max_file_bytes=ingest.max_file_bytes, stale_seconds=args.claim_stale_seconds, catalog_dsn=args.catalog_dsn,
+        max_file_bytes=ingest.max_file_bytes, stale_seconds=args.claim_stale_seconds,
+        catalog=CatalogSource(dsn=args.catalog_dsn) if args.catalog_dsn else None,
     )
     clients = AwsClients.default()
     sqs = boto3.client("sqs")

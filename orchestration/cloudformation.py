@@ -8,14 +8,18 @@ resources and deployed with `DefinitionSubstitutions` that import them from the 
 role holding only the integrations the definitions call, an alarm on failed executions of each
 machine; the ingest Lambda on the ingest queue (S3 completion markers start the scheduler) and,
 when `ScheduleExpression` is given, an EventBridge schedule that starts it on a clock; and one
-Secrets Manager secret per destination whose credentials live there.
+Secrets Manager secret per destination whose credentials live there. With the run catalog
+(infra/templates/catalog.yaml deployed), the catalog Lambda and the window ingest Lambda run in
+its VPC, in the security group that alone reaches the database.
 """
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
-from orchestration.definitions import CLUSTER_STAGE_TAG, FEEDBACK_LAMBDA_SECONDS, REGISTERED_MACHINE, MachineSpec, Resources, machines
+from orchestration.definitions import (CATALOG_LAMBDA_SECONDS, CLUSTER_STAGE_TAG, FEEDBACK_LAMBDA_SECONDS, REGISTERED_MACHINE,
+                                       MachineSpec, Resources, machines)
 
 PLACEHOLDERS = Resources(
     stage="${Stage}",
@@ -87,7 +91,7 @@ def stage_tagged(kind: str) -> dict:
     return {"StringEquals": {f"aws:{kind}/{CLUSTER_STAGE_TAG}": {"Ref": "Stage"}}}
 
 
-def _machines_role(names: list[str]) -> dict:
+def _machines_role(names: list[str], catalog: bool) -> dict:
     """What the definitions call: Glue .sync, EMR .sync, child executions, the lease, the
     summary, the alert and the failures queue; plus log delivery and X-Ray, which have no
     resource-level permissions."""
@@ -116,6 +120,7 @@ def _machines_role(names: list[str]) -> dict:
         _statement("FeedbackMapRuns", ["states:DescribeExecution", "states:StopExecution"],
                    [_arn("states", f"execution:{STAGE}-feedback/*")]),
         _statement("AskDestinations", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-feedback")]),
+        *([_statement("RecordInCatalog", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-catalog")])] if catalog else []),
         _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")]),
         _statement("ListRegisteredDestinations", ["dynamodb:Scan"], [_imported("RegistryTableArn")]),
         _statement("ReadSummaries", ["s3:GetObject"], [_bucket_objects("WorkBucket", "runs/")]),
@@ -141,6 +146,7 @@ OWN = {
     "DestinationMachineArnPrefix": _arn("states", f"stateMachine:{STAGE}-destination-"),
     "FeedbackMachineArn": _arn("states", f"stateMachine:{STAGE}-feedback"),
     "FeedbackFunction": {"Fn::Sub": f"{STAGE}-feedback"},
+    "CatalogFunction": {"Fn::Sub": f"{STAGE}-catalog"},
     "LibraryWheel": {"Ref": "LibraryWheel"},
     "Stage": {"Ref": "Stage"},
 }
@@ -216,20 +222,33 @@ def _window_statements(window: dict) -> list[dict]:
     ]
 
 
+# Lambda's ENIs in the catalog's VPC: created and deleted by the Lambda service with the
+# function's role, for network interfaces not known before (AWSLambdaVPCAccessExecutionRole's actions).
+VPC_ACCESS_ACTIONS = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+                      "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"]
+
+
 def _lambda_function(logical: str, role: str, statements: list[dict], *, code_key: str, handler: str, description: str,
-                     timeout: int, memory: int, environment: dict) -> dict[str, dict]:
+                     timeout: int, memory: int, environment: dict, in_catalog_vpc: bool = False) -> dict[str, dict]:
     """`<logical>Role` (`statements`, then writing its own logs and X-Ray traces), `<logical>LogGroup`
     (/aws/lambda/<stage>-<name>, KMS) and `<logical>Function` (python3.11, the code at the key
-    parameter `code_key` in the artifacts bucket, X-Ray, JSON logs)."""
+    parameter `code_key` in the artifacts bucket, X-Ray, JSON logs); `in_catalog_vpc`: in the
+    run catalog's subnets and client security group (catalog.yaml's exports)."""
     name = logical.lower()
     log_group = f"/aws/lambda/{STAGE}-{name}"
+    unscoped = {"Tracing": "X-Ray actions have no resource-level permissions"}
     statements = [
         *statements,
         _statement("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [_arn("logs", f"log-group:{log_group}:*")]),
         _statement("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]),
     ]
+    if in_catalog_vpc:
+        statements.append(_statement("VpcNetworkInterfaces", VPC_ACCESS_ACTIONS, ["*"]))
+        unscoped["VpcNetworkInterfaces"] = "the Lambda service creates the function's network interfaces, unknown before, with its role"
+    network = {"VpcConfig": {"SecurityGroupIds": [_imported("CatalogClientSecurityGroup")],
+                             "SubnetIds": {"Fn::Split": [",", _imported("CatalogSubnetIds")]}}} if in_catalog_vpc else {}
     return {
-        f"{logical}Role": _role(role, "lambda.amazonaws.com", statements, {"Tracing": "X-Ray actions have no resource-level permissions"}),
+        f"{logical}Role": _role(role, "lambda.amazonaws.com", statements, unscoped),
         f"{logical}LogGroup": {
             "Type": "AWS::Logs::LogGroup",
             "Properties": {"LogGroupName": {"Fn::Sub": log_group}, "RetentionInDays": 90, "KmsKeyId": _imported("DataKeyArn")},
@@ -249,15 +268,27 @@ def _lambda_function(logical: str, role: str, statements: list[dict], *, code_ke
                 "Environment": {"Variables": environment},
                 "TracingConfig": {"Mode": "Active"},
                 "LoggingConfig": {"LogGroup": {"Ref": f"{logical}LogGroup"}, "LogFormat": "JSON"},
+                **network,
             },
         },
     }
 
 
-def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
+def _catalog_settings() -> tuple[list[dict], dict]:
+    """What a client of the run catalog reads (its secret, under the stage's key) and its
+    environment (connectors/catalog/source.py): the DSN is built from the secret at each use."""
+    statements = [_statement("ReadCatalogSecret", ["secretsmanager:GetSecretValue"], [_imported("CatalogSecretArn")]),
+                  _statement("DecryptCatalogSecret", ["kms:Decrypt"], [_imported("DataKeyArn")])]
+    environment = {"CATALOG_SECRET_ARN": _imported("CatalogSecretArn"), "CATALOG_HOST": _imported("CatalogHost"),
+                   "CATALOG_PORT": _imported("CatalogPort")}
+    return statements, environment
+
+
+def _ingest_resources(window: dict | None = None, catalog: bool = False) -> dict[str, dict]:
     """The Lambda behind the ingest queue, its role and log group: `orchestration.ingest.handler`
     (a completion marker starts a run), or with `window` (the config's `ingest` section in window
-    mode) `orchestration.ingest_window.handler`, the event source mapping gathering the windows."""
+    mode) `orchestration.ingest_window.handler`, the event source mapping gathering the windows.
+    With the `catalog`, a window records its runs and files there, from inside its VPC."""
     mode = "window" if window else "marker"
     statements = [
         _statement("ConsumeIngestQueue", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
@@ -274,12 +305,17 @@ def _ingest_resources(window: dict | None = None) -> dict[str, dict]:
             "QUARANTINE_PREFIX": window["quarantine_prefix"], "DEAD_LETTER_QUEUE_URL": _imported("IngestDeadLetterQueueUrl"),
             "MAX_FILE_BYTES": str(window["max_file_bytes"]), "CLAIM_STALE_SECONDS": str(2 * INGEST_TIMEOUT_SECONDS[mode]),
         })
+    records = bool(window) and catalog
+    if records:
+        catalog_statements, catalog_environment = _catalog_settings()
+        statements += catalog_statements
+        environment.update(catalog_environment)
     return {
         **_lambda_function("Ingest", "ingest", statements, code_key="IngestCodeKey", environment=environment,
                            description=("landed files (via the ingest queue) are checked and each window of them starts one run"
                                         if window else "S3 completion markers (via the ingest queue) start the scheduler, once per marker event"),
                            handler="orchestration.ingest_window.handler" if window else "orchestration.ingest.handler",
-                           timeout=INGEST_TIMEOUT_SECONDS[mode], memory=1024 if window else 256),
+                           timeout=INGEST_TIMEOUT_SECONDS[mode], memory=1024 if window else 256, in_catalog_vpc=records),
         "IngestEventSource": {
             "Type": "AWS::Lambda::EventSourceMapping",
             "Properties": {
@@ -310,6 +346,23 @@ def _feedback_resources() -> dict[str, dict]:
         timeout=FEEDBACK_LAMBDA_SECONDS, memory=512,   # inside an Express child's 5 minutes, with a retry
         environment={"CONFIG_URI": {"Fn::Sub": ["s3://${Bucket}/config/destinations.yaml", {"Bucket": _imported("ArtifactsBucket")}]},
                      "WORK_BUCKET": _imported("WorkBucket")})
+
+
+def _catalog_resources() -> dict[str, dict]:
+    """The run catalog's Lambda (jobs.catalog_lambda) in the catalog's VPC: deploy has it apply
+    the migrations, the scheduler has it record each run's accounting, read from the work bucket."""
+    statements, environment = _catalog_settings()
+    statements = [
+        _statement("ReadRuns", ["s3:GetObject"], [_objects("WorkBucket", "runs/*")]),
+        # Unconditioned: a summary not written yet must answer 404, not 403.
+        _statement("ListRuns", ["s3:ListBucket"], [{"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Bucket}", {"Bucket": _imported("WorkBucket")}]}]),
+        *statements,
+    ]
+    return _lambda_function(
+        "Catalog", "catalog", statements, code_key="CatalogCodeKey", handler="jobs.catalog_lambda.handler",
+        description="the run catalog from inside its VPC: applies its migrations (deploy), records each run's accounting (scheduler)",
+        timeout=CATALOG_LAMBDA_SECONDS, memory=512, in_catalog_vpc=True,
+        environment={**environment, "WORK_BUCKET": _imported("WorkBucket")})
 
 
 def _schedule_resources() -> dict[str, dict]:
@@ -379,6 +432,8 @@ PARAMETERS = {
                       "Description": "key of the ingest Lambda's zip in the artifacts bucket (`audience-relay deploy` uploads it)"},
     "LambdaCodeKey": {"Type": "String", "AllowedPattern": "^dist/lambda-[0-9a-f]{12}[.]zip$",
                       "Description": "key of the library's Lambda zip (the feedback Lambda's code) in the artifacts bucket"},
+    "CatalogCodeKey": {"Type": "String", "AllowedPattern": "^dist/catalog-[0-9a-f]{12}[.]zip$",
+                       "Description": "key of the catalog Lambda's zip (the library with psycopg, yoyo and pyarrow) in the artifacts bucket"},
     "ConsentPath": {"Type": "String", "Default": "consent/", "AllowedPattern": "^([A-Za-z0-9=_.-]+/)+$",
                     "Description": "the consent folder in the input bucket that every run reads"},
     "ScheduleExpression": {"Type": "String", "Default": "", "AllowedPattern": "^((cron|rate)[(][^()]+[)])?$",
@@ -389,13 +444,15 @@ PARAMETERS = {
 }
 
 
-def stack_template(destinations: list[MachineSpec], secret_destinations: list[str] = (), ingest_window: dict | None = None) -> dict:
+def stack_template(destinations: list[MachineSpec], secret_destinations: list[str] = (), ingest_window: dict | None = None,
+                   catalog: bool = False) -> dict:
     """The orchestration stack for these destinations (CloudFormation JSON as a dict).
 
     `secret_destinations`: ids of the destinations whose credentials are in Secrets Manager.
     `ingest_window`: the config's `ingest` section when files are ingested in windows.
+    `catalog`: the stage has the run catalog (its stack's exports are imported).
     """
-    definitions = machines(destinations, PLACEHOLDERS)
+    definitions = machines(destinations, replace(PLACEHOLDERS, catalog_function="${CatalogFunction}") if catalog else PLACEHOLDERS)
     names = [f"{STAGE}-{name}" for name in definitions]
     resources: dict[str, dict] = {
         "MachinesLogGroup": {
@@ -405,14 +462,16 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
             "Properties": {"LogGroupName": {"Fn::Sub": f"/aws/vendedlogs/states/{STAGE}"}, "RetentionInDays": 90,
                            "KmsKeyId": _imported("DataKeyArn")},
         },
-        "MachinesRole": _machines_role(names),
+        "MachinesRole": _machines_role(names, catalog),
     }
     for name, definition in definitions.items():
         logical_id = _logical_id(name)
         resources[logical_id] = _state_machine(name, definition)
         resources[logical_id.removesuffix("Machine") + "FailedAlarm"] = _failed_executions_alarm(logical_id, name)
-    resources.update(_ingest_resources(ingest_window))
+    resources.update(_ingest_resources(ingest_window, catalog))
     resources.update(_feedback_resources())
+    if catalog:
+        resources.update(_catalog_resources())
     resources.update(_schedule_resources())
     for destination in secret_destinations:
         resources[_secret_logical_id(destination)] = _secret(destination)
@@ -423,7 +482,8 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
                        "group, role and failure alarms; the ingest and feedback Lambdas, the optional schedule, the "
                        "destinations' secrets.",
         # LibraryWheel only when a machine prepares on EMR (cfn-lint reports unused parameters).
-        "Parameters": {k: v for k, v in PARAMETERS.items() if k != "LibraryWheel" or "${LibraryWheel}" in json.dumps(definitions)},
+        "Parameters": {k: v for k, v in PARAMETERS.items()
+                       if (k != "LibraryWheel" or "${LibraryWheel}" in json.dumps(definitions)) and (k != "CatalogCodeKey" or catalog)},
         "Conditions": {"HasSchedule": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]}},
         "Rules": {"ScheduledRunsNameTheirInput": {
             "RuleCondition": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]},

@@ -95,6 +95,9 @@ class Resources:
     feedback_function: str = "audience-relay-feedback"
     feedback_job: str = "audience-relay-feedback"
     feedback_concurrency: int = 10
+    # The run catalog's Lambda (inside the catalog's VPC): when set, the scheduler records each
+    # run's accounting there once its destinations have ended.
+    catalog_function: str | None = None
 
 
 LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
@@ -140,7 +143,16 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
         }
     return {
         **states,
-        "Alert": {
+        **_alert_and_dead_letter("", subject, context, "Failed"),
+        "Failed": {"Type": "Fail", "Error": "{% $failed_phase & 'Failed' %}", "Cause": "{% $string($failure) %}"},
+    }
+
+
+def _alert_and_dead_letter(prefix: str, subject: str, context: str, next_state: str) -> dict:
+    """`<prefix>Alert` (SNS) -> `<prefix>DeadLetter` (SQS) -> `next_state`, saying `$failed_phase`
+    and `$failure`; each step's own failure is caught so the next one still runs."""
+    return {
+        f"{prefix}Alert": {
             "Type": "Task",
             "Resource": "arn:aws:states:::sns:publish",
             "Arguments": {
@@ -148,10 +160,10 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
                 "Subject": subject,
                 "Message": "{% $string({" + context + ", 'phase': $failed_phase, 'execution': $states.context.Execution.Id}) %}",
             },
-            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "DeadLetter"}],
-            "Next": "DeadLetter",
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": f"{prefix}DeadLetter"}],
+            "Next": f"{prefix}DeadLetter",
         },
-        "DeadLetter": {
+        f"{prefix}DeadLetter": {
             "Type": "Task",
             "Resource": "arn:aws:states:::sqs:sendMessage",
             "Arguments": {
@@ -159,10 +171,9 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
                 "MessageBody": "{% $string({" + context + ", 'phase': $failed_phase, 'error': $failure, "
                                "'execution': $states.context.Execution.Id, 'input': $run}) %}",
             },
-            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Failed"}],
-            "Next": "Failed",
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": next_state}],
+            "Next": next_state,
         },
-        "Failed": {"Type": "Fail", "Error": "{% $failed_phase & 'Failed' %}", "Cause": "{% $string($failure) %}"},
     }
 
 
@@ -555,8 +566,9 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
                 },
                 "Assign": {"results": "{% $states.result %}"},
                 "Catch": _catch("Destinations"),
-                "Next": "AllDelivered?",
+                "Next": "RecordInCatalog" if resources.catalog_function else "AllDelivered?",
             },
+            **(_record_in_catalog(resources.catalog_function, "AllDelivered?") if resources.catalog_function else {}),
             "AllDelivered?": {
                 "Type": "Choice",
                 "Choices": [{"Condition": "{% $count($results[status = 'FAILED']) > 0 %}", "Next": "SomeDestinationsFailed"}],
@@ -583,6 +595,32 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
                 "failed_phase": "Destinations", "failure": "{% [$results[status = 'FAILED']] %}"}, "Next": "RecordFailure"},
             **_failure_tail("audience-relay: scheduled run failed", None, "'run_id': $run.run_id"),
         },
+    }
+
+
+# The catalog Lambda's timeout (the orchestration stack): a paused Aurora cluster resumes in
+# about 15 s, within the connect timeout (connectors/catalog/postgres.py) of one attempt.
+CATALOG_LAMBDA_SECONDS = 60
+
+
+def _record_in_catalog(function: str, next_state: str) -> dict:
+    """The run's accounting into the run catalog, whatever the destinations' outcome: a failed
+    run is history too. The catalog being down is alerted and dead-lettered (`audience-relay
+    catalog record` redoes it); the run's own outcome stands."""
+    return {
+        "RecordInCatalog": {
+            "Type": "Task",
+            "Resource": "arn:aws:states:::lambda:invoke",
+            "Arguments": {"FunctionName": function, "Payload": {"action": "record", "run_id": "{% $run.run_id %}"}},
+            "TimeoutSeconds": CATALOG_LAMBDA_SECONDS + 10,
+            "Retry": [{"ErrorEquals": [*LAMBDA_TRANSIENT, "CatalogError"], "IntervalSeconds": 20, "BackoffRate": 2.0,
+                       "MaxAttempts": 3, "JitterStrategy": "FULL"}],
+            "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "CatalogAlert",
+                       "Assign": {"failed_phase": "CatalogRecord", "failure": "{% $states.errorOutput %}"}}],
+            "Next": next_state,
+        },
+        **_alert_and_dead_letter("Catalog", "audience-relay: run not recorded in the run catalog", "'run_id': $run.run_id",
+                                 next_state),
     }
 
 

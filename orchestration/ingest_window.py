@@ -38,6 +38,7 @@ from pathlib import PurePosixPath
 import boto3
 from botocore.exceptions import ClientError
 
+from connectors.catalog.source import CatalogSource
 from orchestration.file_checks import Admitted, LandedFile, Rejected, Superseded, check_file
 from orchestration.file_claims import Claim, ClaimLost, FileClaims, Found
 from orchestration.ingest import parse_s3_event
@@ -57,7 +58,7 @@ class WindowSettings:
     dead_letter_queue_url: str
     max_file_bytes: int
     stale_seconds: int           # a claim older than this, never settled, may be taken over
-    catalog_dsn: str | None = None   # the run catalog (PostgreSQL): each window's runs and files
+    catalog: CatalogSource | None = None   # the run catalog (PostgreSQL): each window's runs and files
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] = os.environ) -> WindowSettings:
@@ -65,7 +66,7 @@ class WindowSettings:
             scheduler_arn=environ["SCHEDULER_ARN"], consent_uri=environ["CONSENT_URI"], state_table=environ["STATE_TABLE"],
             work_bucket=environ["WORK_BUCKET"], quarantine_prefix=environ["QUARANTINE_PREFIX"],
             dead_letter_queue_url=environ["DEAD_LETTER_QUEUE_URL"], max_file_bytes=int(environ["MAX_FILE_BYTES"]),
-            stale_seconds=int(environ["CLAIM_STALE_SECONDS"]), catalog_dsn=environ.get("CATALOG_DSN") or None,
+            stale_seconds=int(environ["CLAIM_STALE_SECONDS"]), catalog=CatalogSource.from_environment(environ),
         )
 
 
@@ -75,10 +76,12 @@ class AwsClients:
     sqs: object
     sfn: object
     dynamodb: object   # a boto3 DynamoDB resource
+    secretsmanager: object | None = None   # the catalog's secret, when its DSN is not given whole
 
     @classmethod
     def default(cls) -> AwsClients:
-        return cls(boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions"), boto3.resource("dynamodb"))
+        return cls(boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions"), boto3.resource("dynamodb"),
+                   boto3.client("secretsmanager"))
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ class Window:
         self.catalog_runs: dict[str, object] = {}   # run id -> RunRecord, when the catalog is configured
         self.catalog_files: dict[LandedFile, object] = {}   # -> FileRecord
         self.catalog = None
-        if settings.catalog_dsn:
+        if settings.catalog:
             # Here, before any claim: without psycopg (an install without the `catalog` extra)
             # the window fails whole and nothing is half started.
             from connectors.catalog import postgres
@@ -262,7 +265,8 @@ class Window:
         if not self.catalog_files:
             return
         try:
-            self.catalog.RunCatalog(self.settings.catalog_dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
+            dsn = self.settings.catalog.resolve(self.clients.secretsmanager)
+            self.catalog.RunCatalog(dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
         except Exception as error:   # noqa: BLE001 - the runs have started; only the record is retried
             _log("ingest.catalog_failed", logging.ERROR, files=len(self.catalog_files), error=_failure(error), window=self.window_id)
             for landed in self.catalog_files:

@@ -2,10 +2,11 @@
 
 initdb refuses to run as root: as root, the cluster belongs to the `postgres` system user and
 the server runs as it (`runuser`). Password authentication (scram-sha-256) on loopback only,
-as an Aurora cluster is reached with a user and password.
+and TLS with a self-signed certificate, as an Aurora cluster is reached (sslmode=require).
 """
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import secrets
@@ -20,6 +21,26 @@ from tests.emulators.ports import free_port
 
 USER = "relay"
 DATABASE = "catalog"
+
+
+def _self_signed(root: Path) -> tuple[Path, Path]:
+    """server.crt and server.key (mode 0600, as PostgreSQL requires) for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert, private = root / "server.crt", root / "server.key"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    private.chmod(0o600)
+    return cert, private
 
 
 def _binaries() -> Path:
@@ -65,15 +86,18 @@ def start_postgres_server() -> PostgresServer:
         as_owner = ["runuser", "-u", "postgres", "--"]
     password = secrets.token_urlsafe(16)
     (root / "password").write_text(password)
+    cert, key = _self_signed(root)
     if as_owner:
-        shutil.chown(root / "password", "postgres", "postgres")
+        for owned in (root / "password", cert, key):
+            shutil.chown(owned, "postgres", "postgres")
     subprocess.run([*as_owner, str(binaries / "initdb"), "-D", str(root / "data"), "-U", USER, "--auth=scram-sha-256",
                     f"--pwfile={root / 'password'}", "--encoding=UTF8", "--no-sync"], check=True, capture_output=True)
     port = free_port()
     log = open(root / "server.log", "w")   # noqa: SIM115 - the server writes it until it stops
     process = subprocess.Popen(
         [*as_owner, str(binaries / "postgres"), "-D", str(root / "data"), "-h", "127.0.0.1", "-p", str(port),
-         "-k", str(root), "-c", "fsync=off", "-c", "max_connections=50"],
+         "-k", str(root), "-c", "fsync=off", "-c", "max_connections=50",
+         "-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     server = PostgresServer(root, port, password, process)

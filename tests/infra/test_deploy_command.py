@@ -110,6 +110,24 @@ def test_with_api_cidrs_the_control_stack_follows_orchestration(capsys, tmp_path
     assert "no --api-cidrs: the control plane stack is not deployed" in capsys.readouterr().out
 
 
+def test_with_a_catalog_vpc_the_catalog_stack_follows_state_and_its_lambda_migrates_after_orchestration(capsys, tmp_path):
+    command = ["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", stage_config(tmp_path, "dev"), "--dry-run"]
+    assert main([*command, "--catalog-vpc", "vpc-0abc", "--catalog-subnets", "subnet-a,subnet-b",
+                 "--catalog-route-tables", "rtb-1,rtb-2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    stacks = [line.split()[3] for line in lines if line.startswith("deploy: deploy stack")]
+    assert stacks == [f"audience-relay-dev-{name}" for name in ("keys", "messaging", "storage", "state", "catalog", "compute", "orchestration")]
+    (catalog,) = [line for line in lines if line.startswith("deploy: deploy stack audience-relay-dev-catalog")]
+    assert "VpcId=vpc-0abc SubnetIds=subnet-a,subnet-b EndpointRouteTableIds=rtb-1,rtb-2" in catalog
+    (orchestration,) = [line for line in lines if line.startswith("deploy: deploy stack audience-relay-dev-orchestration")]
+    assert "CatalogCodeKey=dist/catalog-<hash>.zip" in orchestration
+    assert any(line.startswith("deploy: upload <build>/catalog-<hash>.zip") for line in lines)
+    assert lines[-2] == "deploy: apply the run catalog's migrations through the Lambda audience-relay-dev-catalog"
+    for partial in (["--catalog-vpc", "vpc-0abc"], ["--catalog-subnets", "subnet-a"], ["--catalog-route-tables", "rtb-1"]):
+        assert main([*command, *partial]) == 2
+        assert "--catalog-vpc and --catalog-subnets go together" in capsys.readouterr().err
+
+
 def test_the_api_deployment_is_named_after_the_templates_content():
     from jobs.deploy import control_template
 
@@ -127,7 +145,7 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
     import zipfile
 
     import boto3 as runtime_boto3
-    from jobs.deploy import lambda_package
+    from jobs.deploy import CATALOG_REQUIREMENTS, ingest_package, lambda_package
 
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)], check=True,
                    capture_output=True)
@@ -145,6 +163,19 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
     done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                           env={"PYTHONPATH": f"{tmp_path / 'task'}:{runtime}", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+    # The catalog Lambda's zip: PostgreSQL (psycopg's own libpq), the migrations, and pyarrow for
+    # the run's outcome files; the window Lambda's zip with the catalog's client.
+    catalog = lambda_package(tmp_path, wheel, "catalog", CATALOG_REQUIREMENTS)
+    zipfile.ZipFile(catalog).extractall(tmp_path / "catalog")
+    window = ingest_package(tmp_path, catalog=True)
+    zipfile.ZipFile(window).extractall(tmp_path / "window")
+    for task, probe in (("catalog", "import jobs.catalog_lambda, psycopg, yoyo, pyarrow.parquet; "
+                                    "from connectors.catalog.postgres import MIGRATIONS; "
+                                    "print(psycopg.pq.__impl__, sorted(p.name for p in MIGRATIONS.glob('*.sql'))[0])"),
+                        ("window", "import orchestration.ingest_window, connectors.catalog.postgres, psycopg; print(psycopg.pq.__impl__)")):
+        done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PYTHONPATH": f"{tmp_path / task}:{runtime}", "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0 and done.stdout.split()[0] == "binary", done.stderr[-2000:]
 
 
 def test_a_destination_without_credentials_and_a_paused_one_deploy_with_their_machines(capsys, tmp_path):

@@ -48,6 +48,14 @@ def window_stack(tmp_path_factory) -> Path:
     return folder / "orchestration.json"
 
 
+@pytest.fixture(scope="module")
+def catalog_stack(window_stack) -> Path:
+    """The window config's stack for a stage with the run catalog."""
+    path = window_stack.with_name("orchestration-catalog.json")
+    assert main(["definitions", "--config", str(window_stack.with_name("destinations.yaml")), "--with-catalog", "--stack", str(path)]) == 0
+    return path
+
+
 def _imports(value) -> set[str]:
     if isinstance(value, dict):
         if "Fn::ImportValue" in value:
@@ -71,8 +79,8 @@ def machines(template: dict) -> dict:
     return {k: r for k, r in template["Resources"].items() if r["Type"] == "AWS::StepFunctions::StateMachine"}
 
 
-def test_cfn_lint_and_the_project_rules_pass(stack, emr_stack, window_stack):
-    for rendered in (stack, emr_stack, window_stack):
+def test_cfn_lint_and_the_project_rules_pass(stack, emr_stack, window_stack, catalog_stack):
+    for rendered in (stack, emr_stack, window_stack, catalog_stack):
         assert cfn_lint(rendered) == ""
         assert problems(load(rendered)) == []
 
@@ -92,9 +100,10 @@ def test_one_machine_per_destination_the_scheduler_and_feedback_each_logged_trac
         assert logical_id in alarmed
 
 
-def test_every_import_is_exported_by_a_base_stack_and_every_placeholder_is_substituted(stack, emr_stack, window_stack):
+def test_every_import_is_exported_by_a_base_stack_and_every_placeholder_is_substituted(stack, emr_stack, window_stack,
+                                                                                       catalog_stack):
     exported = _exports()
-    for rendered in (stack, emr_stack, window_stack):
+    for rendered in (stack, emr_stack, window_stack, catalog_stack):
         template = json.loads(rendered.read_text())
         imported = _imports(template["Resources"])
         assert imported and imported <= exported, imported - exported
@@ -166,3 +175,31 @@ def test_each_destination_with_a_secret_arn_gets_its_encrypted_secret_kept_on_de
     assert {r["Properties"]["Name"]["Fn::Sub"] for r in secrets.values()} == {"audience-relay/${Stage}/google_dm"}
     (secret,) = secrets.values()
     assert secret["DeletionPolicy"] == "RetainExceptOnCreate" and secret["Properties"]["KmsKeyId"]
+
+
+def _statements(resources: dict, role: str) -> dict[str, dict]:
+    return {s["Sid"]: s for s in resources[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
+
+
+def test_with_the_catalog_its_clients_run_in_its_vpc_and_the_scheduler_records_each_run(stack, catalog_stack):
+    resources = json.loads(catalog_stack.read_text())["Resources"]
+    catalog_group = {"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-CatalogClientSecurityGroup"}}
+    secret = [{"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-CatalogSecretArn"}}]
+    for function, role in (("CatalogFunction", "CatalogRole"), ("IngestFunction", "IngestRole")):
+        properties = resources[function]["Properties"]
+        assert properties["VpcConfig"]["SecurityGroupIds"] == [catalog_group]
+        assert {"CATALOG_SECRET_ARN", "CATALOG_HOST", "CATALOG_PORT"} <= set(properties["Environment"]["Variables"])
+        statements = _statements(resources, role)
+        assert statements["ReadCatalogSecret"]["Resource"] == secret   # the catalog's secret only
+        assert "ec2:CreateNetworkInterface" in statements["VpcNetworkInterfaces"]["Action"]
+    assert resources["CatalogFunction"]["Properties"]["Handler"] == "jobs.catalog_lambda.handler"
+    assert set(_statements(resources, "CatalogRole")["ReadRuns"]["Action"]) == {"s3:GetObject"}   # reads runs, writes nothing in S3
+    invoke = _statements(resources, "MachinesRole")["RecordInCatalog"]
+    assert invoke["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:audience-relay-${Stage}-catalog"}]
+    scheduler = json.loads(resources["SchedulerMachine"]["Properties"]["DefinitionString"])
+    assert scheduler["States"]["Destinations"]["Next"] == "RecordInCatalog"
+    assert scheduler["States"]["RecordInCatalog"]["Arguments"]["FunctionName"] == "${CatalogFunction}"
+    # Without the catalog: no catalog Lambda, nothing in a VPC, no record step.
+    plain = json.loads(stack.read_text())
+    assert "CatalogFunction" not in plain["Resources"] and "CatalogCodeKey" not in plain["Parameters"]
+    assert "VpcConfig" not in json.dumps(plain) and "RecordInCatalog" not in json.dumps(plain)

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from connectors.catalog.postgres import AccountingRecord, CatalogError, RunCatalog, RunRecord, migrate
+from connectors.catalog.source import CatalogSource
 from jobs.cli import main
 from orchestration.ingest_window import WindowSettings
 from tests.integration.ingest_stage import Stage, members
@@ -37,7 +38,7 @@ def test_migrations_apply_once_in_order_and_the_schema_keeps_its_rules(postgres_
 
 def test_a_window_records_its_run_and_every_file_in_one_connection_and_one_insert_per_table(moto_server, catalog_dsn, monkeypatch):
     stage = Stage()
-    stage.settings = WindowSettings(**{**stage.settings.__dict__, "catalog_dsn": catalog_dsn})
+    stage.settings = WindowSettings(**{**stage.settings.__dict__, "catalog": CatalogSource(dsn=catalog_dsn)})
     good = [stage.land(f"incoming/part-{n}.csv.gz", members(10 * n, 3)) for n in range(2)]
     bad = stage.land("incoming/headless.csv.gz", members(0, 3)[:30])
     connects, statements = [], []
@@ -61,10 +62,10 @@ def test_a_failed_catalog_write_is_retried_and_recorded_once_the_catalog_is_back
     landed = stage.land("incoming/a.csv.gz", members(0, 3))
     unreachable = catalog_dsn.replace(f":{postgres_server.port}/", ":1/")
     working = stage.settings
-    stage.settings = WindowSettings(**{**working.__dict__, "catalog_dsn": unreachable})
+    stage.settings = WindowSettings(**{**working.__dict__, "catalog": CatalogSource(dsn=unreachable)})
     assert stage.window().retried == 1   # the run started; only the record is retried
     [run] = stage.executions()
-    stage.settings = WindowSettings(**{**working.__dict__, "catalog_dsn": catalog_dsn})
+    stage.settings = WindowSettings(**{**working.__dict__, "catalog": CatalogSource(dsn=catalog_dsn)})
     import time
     time.sleep(1.5)   # the message's visibility timeout
     assert stage.window().retried == 0
