@@ -23,18 +23,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 
 from jobs.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
 from orchestration.cloudformation import ingest_visibility_timeout, secret_name, stack_template
+from orchestration.definitions import CATALOG_LAMBDA_SECONDS, machine_specs
 from orchestration.ingest import COMPLETION_MARKER
-from orchestration.definitions import machine_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"
@@ -59,8 +61,13 @@ NO_CHANGES = "No updates are to be performed"
 DEPLOYED_CONFIG = "config/deployed.yaml"   # the file given to deploy, as given
 LIVE_CONFIG = "config/destinations.yaml"   # what the jobs read: its settings, the registry's destinations
 SCHEDULE_PARAMETERS = ("ScheduleExpression", "ScheduledInput", "ScheduleTimezone")
-CATALOG_PARAMETERS = ("VpcId", "SubnetIds", "EndpointRouteTableIds")
+CATALOG_PARAMETERS = ("VpcId", "SubnetIds", "EndpointRouteTableIds", "VpcCidr")
+MIGRATE_ATTEMPTS, MIGRATE_RETRY_SECONDS = 3, 20
 SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
+
+
+# Stack states no update can leave: someone has to act first.
+STUCK = ("ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_FAILED")
 
 
 class DeployError(RuntimeError):
@@ -153,9 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deploy the run catalog (Aurora PostgreSQL) in this VPC; a later deploy without it keeps the stage's catalog")
     parser.add_argument("--catalog-subnets", "--catalog_subnets", default="",
                         help="comma-separated private subnets (two availability zones at least) of the catalog and its clients")
-    parser.add_argument("--catalog-route-tables", "--catalog_route_tables", default="",
+    parser.add_argument("--catalog-route-tables", "--catalog_route_tables", default=None,
                         help="the subnets' route tables: creates VPC endpoints for S3, DynamoDB, SQS, Step Functions and "
-                             "Secrets Manager (omit when the subnets reach AWS through a NAT gateway)")
+                             "Secrets Manager (not given: keep the stage's; '' removes them, when the subnets reach AWS "
+                             "through a NAT gateway)")
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -172,16 +180,19 @@ def run_deploy(args: argparse.Namespace) -> int:
     if errors:
         print("audience-relay deploy: " + "\n".join(errors), file=sys.stderr)
         return 2
-    if bool(args.catalog_vpc) != bool(args.catalog_subnets) or (args.catalog_route_tables and not args.catalog_vpc):
+    if bool(args.catalog_vpc) != bool(args.catalog_subnets) or (args.catalog_route_tables is not None and not args.catalog_vpc):
         print("audience-relay deploy: --catalog-vpc and --catalog-subnets go together (--catalog-route-tables with them)", file=sys.stderr)
         return 2
-    catalog = None
-    if args.catalog_vpc:
-        catalog = dict(zip(CATALOG_PARAMETERS, (args.catalog_vpc, args.catalog_subnets, args.catalog_route_tables)))
     schedule = None
     if args.schedule or args.no_schedule:
         schedule = dict(zip(SCHEDULE_PARAMETERS, (args.schedule, args.scheduled_input, args.timezone)))
     try:
+        catalog = None
+        if args.catalog_vpc:
+            # The interface endpoints admit the VPC's own addresses: private DNS sends every
+            # workload in the VPC to them, not only the catalog's clients.
+            cidr = None if not args.catalog_route_tables else "<CIDR of the VPC>" if args.dry_run else _vpc_cidr(args.catalog_vpc)
+            catalog = dict(zip(CATALOG_PARAMETERS, (args.catalog_vpc, args.catalog_subnets, args.catalog_route_tables, cidr)))
         deploy(Deployment(args.stage, args.boundary, config_path, args.alert_email, args.dry_run, schedule, args.api_cidrs,
                           ingest=config.ingest, catalog=catalog), config)
     except DeployError as error:
@@ -236,6 +247,13 @@ def deploy(plan: Deployment, config: Config) -> None:
         _say("no --api-cidrs: the control plane stack is not deployed")
 
 
+def _vpc_cidr(vpc_id: str) -> str:
+    try:
+        return boto3.client("ec2").describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
+    except ClientError as error:
+        raise DeployError(f"--catalog-vpc {vpc_id}: {error.response['Error']['Message']}") from None
+
+
 def _migrate_catalog(plan: Deployment) -> None:
     """The catalog's schema changes not applied yet, applied by the catalog Lambda (the database
     is reachable only from inside its VPC)."""
@@ -243,13 +261,21 @@ def _migrate_catalog(plan: Deployment) -> None:
     _say(f"apply the run catalog's migrations through the Lambda {function}")
     if plan.dry_run:
         return
-    answer = boto3.client("lambda").invoke(FunctionName=function, Payload=json.dumps({"action": "migrate"}).encode())
-    result = json.loads(answer["Payload"].read() or b"null")
-    if answer.get("FunctionError"):
-        error = result if isinstance(result, dict) else {}
-        raise DeployError(f"the catalog's migrations failed in {function}: {error.get('errorType', 'error')}: "
-                          f"{str(error.get('errorMessage', result))[:500]}")
-    _say(f"catalog migrations applied: {', '.join(result['applied']) or 'none (up to date)'}")
+    # A migration runs once per call: the client neither gives up before the function's timeout
+    # nor sends the call again on its own; an unreachable database (a paused cluster) is retried here.
+    client = boto3.client("lambda", config=BotoConfig(read_timeout=CATALOG_LAMBDA_SECONDS + 30, retries={"max_attempts": 0}))
+    for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+        answer = client.invoke(FunctionName=function, Payload=json.dumps({"action": "migrate"}).encode())
+        result = json.loads(answer["Payload"].read() or b"null")
+        if not answer.get("FunctionError"):
+            _say(f"catalog migrations applied: {', '.join(result['applied']) or 'none (up to date)'}")
+            return
+        error = result if isinstance(result, dict) else {"errorMessage": str(result)}
+        if error.get("errorType") != "CatalogError" or attempt == MIGRATE_ATTEMPTS:
+            raise DeployError(f"the catalog's migrations failed in {function}: {error.get('errorType', 'error')}: "
+                              f"{str(error.get('errorMessage'))[:500]}")
+        _say(f"the catalog is not reachable yet (attempt {attempt} of {MIGRATE_ATTEMPTS}): {str(error.get('errorMessage'))[:200]}")
+        time.sleep(MIGRATE_RETRY_SECONDS)
 
 
 def _registry(plan: Deployment, deployed_uri: str, live_uri: str) -> Config | None:
@@ -360,13 +386,17 @@ def _stack(plan: Deployment, cloudformation, name: str, body: str, parameters: d
     if cloudformation is None:
         return
     existing = _existing(cloudformation, stack)
+    # A parameter not given keeps the stack's value, passed as it is (not UsePreviousValue: moto
+    # knows previous values only of parameters given explicitly; none of ours is NoEcho). Read
+    # before a failed creation is deleted: its values are the ones to create it with again.
+    previous = {p["ParameterKey"]: p["ParameterValue"] for p in existing.get("Parameters", [])} if existing else {}
+    if existing and existing["StackStatus"] in STUCK:
+        raise DeployError(f"{stack} is {existing['StackStatus']} ({existing.get('StackStatusReason', '')}): CloudFormation takes no "
+                          "update until it is resolved (continue the rollback, or delete the resources it names), then deploy again")
     if existing and existing["StackStatus"] == "ROLLBACK_COMPLETE":
         _recreate(cloudformation, stack)
         existing = None
     exists = existing is not None
-    # A parameter not given keeps the stack's value, passed as it is (not UsePreviousValue: moto
-    # knows previous values only of parameters given explicitly; none of ours is NoEcho).
-    previous = {p["ParameterKey"]: p["ParameterValue"] for p in existing.get("Parameters", [])} if existing else {}
     given = {k: v if v is not None else previous.get(k) for k, v in parameters.items()}
     request = {"StackName": stack, "TemplateBody": body, "Capabilities": ["CAPABILITY_NAMED_IAM"],
                "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in given.items() if v is not None]}

@@ -218,6 +218,8 @@ def _window_statements(window: dict) -> list[dict]:
         _statement("Quarantine", ["s3:PutObject"], [_objects("InputBucket", f"{window['quarantine_prefix']}*")]),
         _statement("WriteRunInputs", ["s3:PutObject"], [_objects("WorkBucket", "runs/*/input/*")]),
         _statement("ReportQuarantined", ["sqs:SendMessage"], [_imported("IngestDeadLetterQueueArn")]),
+        # A window given back after starting its run finds that run again (ingest_window._execution_exists).
+        _statement("FindStartedRuns", ["states:DescribeExecution"], [_arn("states", f"execution:{STAGE}-scheduler:*")]),
         _statement("EncryptedBuckets", ["kms:GenerateDataKey"], [_imported("DataKeyArn")]),
     ]
 

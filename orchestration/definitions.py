@@ -598,9 +598,12 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
     }
 
 
-# The catalog Lambda's timeout (the orchestration stack): a paused Aurora cluster resumes in
-# about 15 s, within the connect timeout (connectors/catalog/postgres.py) of one attempt.
+# The catalog Lambda's timeout (the orchestration stack): room for the connect timeout
+# (connectors/catalog/postgres.py, 30 s: a paused Aurora cluster resumes in about 15 s) and the write.
 CATALOG_LAMBDA_SECONDS = 60
+# A function in a VPC may be inactive after idle days (its network interfaces reclaimed) or
+# throttled while Lambda creates them: both pass.
+VPC_LAMBDA_TRANSIENT = ["Lambda.ResourceNotReadyException", "Lambda.EC2ThrottledException"]
 
 
 def _record_in_catalog(function: str, next_state: str) -> dict:
@@ -613,7 +616,7 @@ def _record_in_catalog(function: str, next_state: str) -> dict:
             "Resource": "arn:aws:states:::lambda:invoke",
             "Arguments": {"FunctionName": function, "Payload": {"action": "record", "run_id": "{% $run.run_id %}"}},
             "TimeoutSeconds": CATALOG_LAMBDA_SECONDS + 10,
-            "Retry": [{"ErrorEquals": [*LAMBDA_TRANSIENT, "CatalogError"], "IntervalSeconds": 20, "BackoffRate": 2.0,
+            "Retry": [{"ErrorEquals": [*LAMBDA_TRANSIENT, *VPC_LAMBDA_TRANSIENT, "CatalogError"], "IntervalSeconds": 20, "BackoffRate": 2.0,
                        "MaxAttempts": 3, "JitterStrategy": "FULL"}],
             "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "CatalogAlert",
                        "Assign": {"failed_phase": "CatalogRecord", "failure": "{% $states.errorOutput %}"}}],

@@ -28,7 +28,9 @@ class CatalogDsnError(CatalogError, ValueError):
     """The DSN is not a PostgreSQL connection string (it is not quoted: it holds the password)."""
 
 
-CONNECT_TIMEOUT_SECONDS = "10"
+# An Aurora Serverless v2 cluster paused at 0 capacity units resumes on the first connection,
+# in about 15 s (longer after a day paused): the connection waits for it.
+CONNECT_TIMEOUT_SECONDS = "30"
 URL_KEYS = ("user", "password", "host", "port", "dbname")
 
 
@@ -140,21 +142,27 @@ class RunCatalog:
         except psycopg.OperationalError as error:
             raise CatalogError(f"run catalog {_where(self._dsn)}: cannot connect ({str(error).splitlines()[0][:300]})") from None
 
+    def _write(self, statements: list[tuple[str, list]]) -> None:
+        """The statements in one connection and one transaction; a connection lost on the way is
+        a CatalogError (retried by the callers), like one never made."""
+        with self._connect() as connection:
+            try:
+                with connection.cursor() as cursor:
+                    for statement, parameters in statements:
+                        cursor.execute(statement, parameters)
+            except psycopg.OperationalError as error:
+                raise CatalogError(f"run catalog {_where(self._dsn)}: connection lost ({str(error).splitlines()[0][:300]})") from None
+
     def record_window(self, runs: list[RunRecord], files: list[FileRecord]) -> None:
         """A window's runs and files: one connection, one transaction, one INSERT per table."""
-        with self._connect() as connection, connection.cursor() as cursor:
-            if runs:
-                cursor.execute(RUNS_INSERT, _transposed(runs, RunRecord))
-            if files:
-                cursor.execute(FILES_INSERT, _transposed(files, FileRecord))
+        self._write([*([(RUNS_INSERT, _transposed(runs, RunRecord))] if runs else []),
+                     *([(FILES_INSERT, _transposed(files, FileRecord))] if files else [])])
 
     def record_accounting(self, run: RunRecord, lines: list[AccountingRecord]) -> None:
         """A run's accounting per destination, replacing what an earlier record of it said."""
         columns = [[line.destination_id for line in lines], [line.status for line in lines], [line.input_rows for line in lines],
                    *[[line.rows.get(kind, 0) for line in lines] for kind in ROW_KINDS]]
-        with self._connect() as connection, connection.cursor() as cursor:
-            cursor.execute(RUNS_INSERT, _transposed([run], RunRecord))
-            cursor.execute(ACCOUNTING_UPSERT, [run.run_id, *columns])
+        self._write([(RUNS_INSERT, _transposed([run], RunRecord)), (ACCOUNTING_UPSERT, [run.run_id, *columns])])
 
     def run(self, run_id: str) -> dict | None:
         """The run, its files and its accounting, or None when the catalog has no such run."""

@@ -2,6 +2,8 @@
 
 The real deploy of a stage, and the pipeline on it, is in test_deployed_pipeline.py.
 """
+import io
+import json
 import re
 import uuid
 from pathlib import Path
@@ -118,12 +120,16 @@ def test_with_a_catalog_vpc_the_catalog_stack_follows_state_and_its_lambda_migra
     stacks = [line.split()[3] for line in lines if line.startswith("deploy: deploy stack")]
     assert stacks == [f"audience-relay-dev-{name}" for name in ("keys", "messaging", "storage", "state", "catalog", "compute", "orchestration")]
     (catalog,) = [line for line in lines if line.startswith("deploy: deploy stack audience-relay-dev-catalog")]
-    assert "VpcId=vpc-0abc SubnetIds=subnet-a,subnet-b EndpointRouteTableIds=rtb-1,rtb-2" in catalog
+    assert "VpcId=vpc-0abc SubnetIds=subnet-a,subnet-b EndpointRouteTableIds=rtb-1,rtb-2 VpcCidr=<CIDR of the VPC>" in catalog
     (orchestration,) = [line for line in lines if line.startswith("deploy: deploy stack audience-relay-dev-orchestration")]
     assert "CatalogCodeKey=dist/catalog-<hash>.zip" in orchestration
     assert any(line.startswith("deploy: upload <build>/catalog-<hash>.zip") for line in lines)
     assert lines[-2] == "deploy: apply the run catalog's migrations through the Lambda audience-relay-dev-catalog"
-    for partial in (["--catalog-vpc", "vpc-0abc"], ["--catalog-subnets", "subnet-a"], ["--catalog-route-tables", "rtb-1"]):
+    # Without --catalog-route-tables the stage's endpoints are kept (the parameters not given).
+    assert main([*command, "--catalog-vpc", "vpc-0abc", "--catalog-subnets", "subnet-a,subnet-b"]) == 0
+    (catalog,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("deploy: deploy stack audience-relay-dev-catalog")]
+    assert catalog.endswith("SubnetIds=subnet-a,subnet-b")
+    for partial in (["--catalog-vpc", "vpc-0abc"], ["--catalog-subnets", "subnet-a"], ["--catalog-route-tables", ""]):
         assert main([*command, *partial]) == 2
         assert "--catalog-vpc and --catalog-subnets go together" in capsys.readouterr().err
 
@@ -193,3 +199,55 @@ def test_a_destination_without_credentials_and_a_paused_one_deploy_with_their_ma
     machines = [r["Properties"]["StateMachineName"]["Fn::Sub"] for r in orchestration_stack(load_config(tmp_path / "with-s3.yaml"))[
         "Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
     assert "audience-relay-${Stage}-destination-lake_drop" in machines   # paused: resuming it needs no deploy
+
+
+class _Answer:
+    def __init__(self, body: dict, function_error: bool) -> None:
+        self.body, self.function_error = body, function_error
+
+    @property
+    def reply(self) -> dict:
+        reply = {"Payload": io.BytesIO(json.dumps(self.body).encode())}
+        return {**reply, "FunctionError": "Unhandled"} if self.function_error else reply
+
+
+class _CatalogFunction:
+    """Lambda's invoke for the catalog function: the scripted answers in turn."""
+
+    def __init__(self, answers: list[_Answer]) -> None:
+        self.answers, self.calls = answers, []
+
+    def invoke(self, **request) -> dict:
+        self.calls.append(request)
+        return self.answers.pop(0).reply
+
+
+def test_the_migrations_wait_for_a_paused_catalog_and_any_other_error_stops_the_deploy(monkeypatch, capsys):
+    from jobs import deploy as deploy_module
+
+    unreachable = _Answer({"errorType": "CatalogError", "errorMessage": "run catalog h:5432/audience_relay: cannot connect"}, True)
+    function = _CatalogFunction([unreachable, unreachable, _Answer({"applied": ["0001.runs-files-accounting"]}, False)])
+    monkeypatch.setattr(deploy_module.boto3, "client", lambda service, **kwargs: function)
+    monkeypatch.setattr(deploy_module.time, "sleep", lambda seconds: None)
+    deploy_module._migrate_catalog(Deployment("dev", BOUNDARY, "c"))
+    assert [call["Payload"] for call in function.calls] == [b'{"action": "migrate"}'] * 3
+    assert "catalog migrations applied: 0001.runs-files-accounting" in capsys.readouterr().out
+    # Three unreachable answers, or one of another kind, stop the deploy naming the function.
+    function.answers = [unreachable] * 3
+    with pytest.raises(deploy_module.DeployError, match="audience-relay-dev-catalog: CatalogError"):
+        deploy_module._migrate_catalog(Deployment("dev", BOUNDARY, "c"))
+    function.answers = [_Answer({"errorType": "UndefinedTable", "errorMessage": "relation does not exist"}, True)]
+    with pytest.raises(deploy_module.DeployError, match="UndefinedTable: relation does not exist"):
+        deploy_module._migrate_catalog(Deployment("dev", BOUNDARY, "c"))
+
+
+def test_a_stack_no_update_can_leave_stops_the_deploy_saying_so():
+    from jobs.deploy import DeployError
+
+    class Stuck:
+        def describe_stacks(self, StackName):
+            return {"Stacks": [{"StackName": StackName, "StackStatus": "ROLLBACK_FAILED", "StackStatusReason": "Cluster: delete failed",
+                                "Parameters": []}]}
+
+    with pytest.raises(DeployError, match="audience-relay-dev-catalog is ROLLBACK_FAILED [(]Cluster: delete failed[)]"):
+        _stack(Deployment("dev", BOUNDARY, "c"), Stuck(), "catalog", "{}", {"Stage": "dev"})

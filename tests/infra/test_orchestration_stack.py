@@ -154,6 +154,8 @@ def test_in_window_mode_one_invocation_is_one_window_and_the_role_reaches_only_w
     assert json.dumps(statements["Quarantine"]["Resource"]).endswith('"rejected-files/*"]]}]')
     assert json.dumps(statements["WriteRunInputs"]["Resource"]).endswith('"runs/*/input/*"]]}]')
     assert statements["ClaimFiles"]["Resource"] == [{"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-StateTableArn"}}]
+    assert statements["FindStartedRuns"]["Resource"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:audience-relay-${Stage}-scheduler:*"}]
     # The queue's visibility timeout (set by deploy) is six times the function's.
     from orchestration.cloudformation import ingest_visibility_timeout
     assert ingest_visibility_timeout("window") == 6 * function["Timeout"]
@@ -181,7 +183,7 @@ def _statements(resources: dict, role: str) -> dict[str, dict]:
     return {s["Sid"]: s for s in resources[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]}
 
 
-def test_with_the_catalog_its_clients_run_in_its_vpc_and_the_scheduler_records_each_run(stack, catalog_stack):
+def test_with_the_catalog_its_clients_run_in_its_vpc_and_the_scheduler_records_each_run(window_stack, catalog_stack):
     resources = json.loads(catalog_stack.read_text())["Resources"]
     catalog_group = {"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-CatalogClientSecurityGroup"}}
     secret = [{"Fn::ImportValue": {"Fn::Sub": "audience-relay-${Stage}-CatalogSecretArn"}}]
@@ -199,7 +201,7 @@ def test_with_the_catalog_its_clients_run_in_its_vpc_and_the_scheduler_records_e
     scheduler = json.loads(resources["SchedulerMachine"]["Properties"]["DefinitionString"])
     assert scheduler["States"]["Destinations"]["Next"] == "RecordInCatalog"
     assert scheduler["States"]["RecordInCatalog"]["Arguments"]["FunctionName"] == "${CatalogFunction}"
-    # Without the catalog: no catalog Lambda, nothing in a VPC, no record step.
-    plain = json.loads(stack.read_text())
+    # The same window config without the catalog: no catalog Lambda, nothing in a VPC, no record step.
+    plain = json.loads(window_stack.read_text())
     assert "CatalogFunction" not in plain["Resources"] and "CatalogCodeKey" not in plain["Parameters"]
     assert "VpcConfig" not in json.dumps(plain) and "RecordInCatalog" not in json.dumps(plain)
