@@ -4,9 +4,11 @@ Order: keys, messaging, storage, state (infra/templates/), the run catalog when 
 one (`--catalog-vpc`, or deployed before), then the artifacts (the wheel Glue installs and EMR's
 bootstrap action installs, that bootstrap script, the Lambdas' zips, the job scripts, the
 config) into the artifacts bucket, then compute (which names the wheel) and the orchestration
-stack rendered from the config; then the catalog Lambda applies the catalog's migrations. A stack that exists is updated; one without changes is left as
-it is; one whose creation failed (ROLLBACK_COMPLETE, which CloudFormation cannot update) is
-deleted and created again. `--dry-run` prints the same steps without building or calling AWS.
+stack rendered from the config; then the catalog Lambda applies the catalog's migrations. A
+stack that exists is updated; one without changes is left as it is; one whose creation failed
+(ROLLBACK_COMPLETE, which CloudFormation cannot update) is deleted and created again; one in a
+state no update can leave (a failed rollback) stops the deploy. `--dry-run` prints the same
+steps without building or calling AWS.
 
 The config is checked against the stage first: a destination whose credentials are in Secrets
 Manager must name the secret the stack creates for it (`audience-relay/<stage>/<id>`, the only
@@ -83,7 +85,7 @@ class Deployment:
     dry_run: bool = False
     schedule: dict[str, str] | None = None   # the orchestration stack's Schedule* parameters; None: keep them
     api_cidrs: str = ""   # the control plane's allowed source ranges; empty: no control plane stack
-    catalog: dict[str, str] | None = None   # the catalog stack's VpcId, SubnetIds, EndpointRouteTableIds; None: keep the stage's
+    catalog: dict[str, str | None] | None = None   # the catalog stack's CATALOG_PARAMETERS (None: keep); None: keep the stage's
     ingest: Ingest = Ingest()   # the config's ingest section: the notification filter and the queue's timeout
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
