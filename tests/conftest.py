@@ -13,14 +13,36 @@ os.environ.setdefault("META_ACCESS_TOKEN", "test-meta-token")
 # Jobs that tests start as processes (the demo, crashes, locks, the CLI, spark-submit) each start
 # a JVM that lives for seconds on kilobytes: C1-only JIT, a serial collector and a few shuffle
 # partitions cut their CPU by a third (a 4k-row prepare: 60 s -> 39 s). SPARK_SUBMIT_OPTS
-# reaches every JVM spark-submit starts (pyspark starts its own through it too). The session
-# below keeps the defaults it runs with for the whole suite.
+# reaches every JVM spark-submit starts (pyspark starts its own through it too); pytest_configure
+# adds the class archive (tests/spark_class_archive.py). The session below keeps the defaults it
+# runs with for the whole suite.
+JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 JOB_PROCESS_ENV = {
-    "SPARK_SUBMIT_OPTS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "SPARK_SUBMIT_OPTS": JOB_JAVA_OPTIONS,
     "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=8 pyspark-shell",
 }
 for _name, _value in JOB_PROCESS_ENV.items():
     os.environ.setdefault(_name, _value)
+CLASS_ARCHIVE = {"found": "not looked for"}
+
+
+def pytest_configure(config) -> None:
+    """The job JVMs' class archive, made by the main process before xdist starts its workers,
+    which inherit its environment with the archive in it."""
+    from tests import spark_class_archive
+
+    if hasattr(config, "workerinput"):
+        return
+    if os.environ["SPARK_SUBMIT_OPTS"] != JOB_JAVA_OPTIONS:
+        CLASS_ARCHIVE["found"] = "none: SPARK_SUBMIT_OPTS was set outside the tests"
+        return
+    archive, CLASS_ARCHIVE["found"] = spark_class_archive.make_archive(JOB_JAVA_OPTIONS)
+    if archive:
+        os.environ["SPARK_SUBMIT_OPTS"] = JOB_PROCESS_ENV["SPARK_SUBMIT_OPTS"] = spark_class_archive.using(JOB_JAVA_OPTIONS, archive)
+
+
+def pytest_report_header(config) -> str:
+    return f"job JVMs' class archive: {CLASS_ARCHIVE['found']}"
 
 
 @pytest.fixture(scope="session")
