@@ -5,7 +5,7 @@ crashes, locks). Each loaded and verified some 20,000 classes from the jars befo
 work: 14 CPU-seconds for a session and two small queries, 8 with this archive (measured on this
 machine, Java 17, C1 only). It is made once per machine and Spark build, by a job JVM that
 writes it at exit (`-XX:ArchiveClassesAtExit`), and named by what it depends on: the Java build,
-the jars, the JIT flags. A JVM given an archive that does not match runs without it.
+the jars, the JIT flags, the workload. A JVM given an archive that does not match runs without it.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _key(java_options: str) -> str:
 
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
     jars = sorted(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
-    return hashlib.sha256("\n".join([java, pyspark.__version__, java_options, *jars]).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join([java, pyspark.__version__, java_options, WORKLOAD, *jars]).encode()).hexdigest()[:16]
 
 
 def archive_path(java_options: str) -> Path:
