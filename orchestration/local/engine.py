@@ -2,7 +2,7 @@
 
 moto ships LocalStack's ASL interpreter; six gaps stop it from running a JSONata definition
 end to end (orchestration/docs/local-runner-findings.md has each one with the error it
-gives). `install()` closes them:
+gives). `install()` closes them, and shortens one wait (7):
 
 1. JSONata: moto leaves the evaluator unset (`_eval_jsonata = None`); jsonata-python fills it.
 2. `glue:startJobRun.sync` and `elasticmapreduce:*` (unsupported in moto) are bound to a
@@ -11,6 +11,8 @@ gives). `install()` closes them:
 4. `states:startExecution` sends SFN-cased parameters to a camelCase API.
 5. Retry back-off sleeps are real sleeps; they are scaled by `retry_scale`.
 6. `lambda:invoke` needs Docker in moto: the compute's `invoke_function` answers it in this process.
+7. A `.sync` task looks at its child (a destination machine's execution) every 0.5 s: every
+   0.05 s here. The look is an in-process call; the scheduler goes on as soon as a child ends.
 
 Patches are process-wide and installed once; `install()` may be called again to swap the
 compute or the scale.
@@ -39,6 +41,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_factory
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import ResourceCondition
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import StateTaskServiceAwsSdk
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_callback
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import StateTaskServiceCallback
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_lambda import StateTaskServiceLambda
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_sfn import StateTaskServiceSfn
@@ -290,6 +293,9 @@ def _service_for(service_name: str):
     return _original_service_for(service_name)
 
 
+SYNC_CHECK_SECONDS = 0.05
+
+
 def install(compute: LocalCompute | None, retry_scale: float = 1.0) -> _Binding:
     """Bind the compute and patch the engine (once per process); returns the live binding."""
     global _installed
@@ -307,5 +313,6 @@ def install(compute: LocalCompute | None, retry_scale: float = 1.0) -> _Binding:
         # state_task_factory imported the function by name: both bindings must change.
         state_task_service_factory.state_task_service_for = _service_for
         state_task_factory.state_task_service_for = _service_for
+        state_task_service_callback._DELAY_SECONDS_SYNC_CONDITION_CHECK = SYNC_CHECK_SECONDS
         _installed = True
     return BINDING

@@ -129,15 +129,18 @@ class LocalAws:
     def start(self, machine_arn: str, name: str, payload: dict) -> str:
         return self.client("stepfunctions").start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(payload))["executionArn"]
 
-    def wait(self, execution_arn: str, timeout: float = 3600.0, poll: float = 0.2) -> Execution:
-        """Block until the execution ends (or `timeout` seconds pass: then its status is RUNNING)."""
+    def wait(self, execution_arn: str, timeout: float = 3600.0) -> Execution:
+        """Block until the execution ends (or `timeout` seconds pass: then its status is RUNNING).
+        Looks often at first (most test executions end within a second), then every 0.5 s."""
         sfn = self.client("stepfunctions")
         deadline = time.monotonic() + timeout
+        poll = 0.02
         while True:
             described = sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING" or time.monotonic() > deadline:
                 break
             time.sleep(poll)
+            poll = min(0.5, poll * 1.5)
         output = described.get("output")
         return Execution(
             arn=execution_arn, name=described["name"], status=described["status"],
