@@ -39,7 +39,8 @@ def _key(java_options: str) -> str:
     import pyspark
 
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
-    jars = sorted(p.name for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
+    # The archive records the class path: the same jars elsewhere (another checkout's venv) do not match.
+    jars = sorted(str(p) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar"))
     return hashlib.sha256("\n".join([java, pyspark.__version__, java_options, WORKLOAD, *jars]).encode()).hexdigest()[:16]
 
 
