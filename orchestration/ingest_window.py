@@ -76,12 +76,10 @@ class AwsClients:
     sqs: object
     sfn: object
     dynamodb: object   # a boto3 DynamoDB resource
-    secretsmanager: object | None = None   # the catalog's secret, when its DSN is not given whole
 
     @classmethod
     def default(cls) -> AwsClients:
-        return cls(boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions"), boto3.resource("dynamodb"),
-                   boto3.client("secretsmanager"))
+        return cls(boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions"), boto3.resource("dynamodb"))
 
 
 @dataclass(frozen=True)
@@ -265,7 +263,7 @@ class Window:
         if not self.catalog_files:
             return
         try:
-            dsn = self.settings.catalog.resolve(self.clients.secretsmanager)
+            dsn = self.settings.catalog.resolve()
             self.catalog.RunCatalog(dsn).record_window(list(self.catalog_runs.values()), list(self.catalog_files.values()))
         except Exception as error:   # noqa: BLE001 - the runs have started; only the record is retried
             _log("ingest.catalog_failed", logging.ERROR, files=len(self.catalog_files), error=_failure(error), window=self.window_id)

@@ -42,12 +42,15 @@ class CatalogSource:
         return cls(secret_arn=environ["CATALOG_SECRET_ARN"], host=environ["CATALOG_HOST"], port=int(port),
                    database=environ.get("CATALOG_DATABASE") or cls.database)
 
-    def resolve(self, secrets_client) -> str:
-        """The connection string now: the given one, or one built from the secret's current value."""
+    def resolve(self, secrets_client=None) -> str:
+        """The connection string now: the given one, or one built from the secret's current value
+        (read with `secrets_client`, else a Secrets Manager client made for it)."""
         if self.dsn:
             return self.dsn
+        import boto3
         from psycopg.conninfo import make_conninfo
 
+        secrets_client = secrets_client or boto3.client("secretsmanager")
         value = secrets_client.get_secret_value(SecretId=self.secret_arn)["SecretString"]
         try:
             secret = json.loads(value)
