@@ -53,10 +53,10 @@ PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
 # jobs.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
 # for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6", "requests>=2.31,<3")
-# The catalog Lambda reads a run's report (pyarrow for its outcome files) and writes PostgreSQL;
-# a window Lambda recording to the catalog needs psycopg too.
+# The catalog Lambda reads a run's report (pyarrow for its outcome files, the Parquet windows' pin)
+# and writes PostgreSQL; a window Lambda recording to the catalog needs psycopg too.
 CATALOG_CLIENT_REQUIREMENTS = ("psycopg[binary]>=3.2,<4",)
-CATALOG_REQUIREMENTS = (*CATALOG_CLIENT_REQUIREMENTS, "yoyo-migrations>=9,<10", "pyarrow>=16,<22")
+CATALOG_REQUIREMENTS = (*CATALOG_CLIENT_REQUIREMENTS, "yoyo-migrations>=9,<10", *PARQUET_REQUIREMENTS)
 CATALOG_CLIENT_MODULES = ("connectors/catalog/postgres.py",)
 LAMBDA_PLATFORM = ("--platform", "manylinux2014_x86_64", "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:")
 NO_CHANGES = "No updates are to be performed"
