@@ -28,10 +28,10 @@ def write_input(path: Path, rows: list[tuple]) -> str:
     return str(path)
 
 
-def prepare(spark, tmp_path, run_id, rows):
+def prepare(spark, tmp_path, run_id, rows, consent=None):
     request = PrepareRequest(
         input=write_input(tmp_path / f"{run_id}.csv", rows), out=str(tmp_path / "out"),
-        config=parse_config(CONFIG, "test.yaml"), config_source="test.yaml", run_id=run_id,
+        config=parse_config(CONFIG, "test.yaml"), config_source="test.yaml", run_id=run_id, consent=consent,
     )
     summary = run_prepare(spark, request)
     return json.loads(Path(summary["manifest"]).read_text())
@@ -80,3 +80,13 @@ def test_a_finished_run_is_refused_again_unless_the_caller_asks_to_skip_it(spark
         run_prepare(spark, request)
     skipped = run_prepare(spark, replace(request, if_prepared="skip"))
     assert skipped == {"status": "ALREADY_PREPARED", "run_id": "r1", "destinations": ["meta_ads", "quiet"]}
+
+
+def test_consent_for_a_destination_not_configured_is_counted_and_the_configured_opt_outs_still_apply(spark, tmp_path):
+    consent = tmp_path / "consent.csv"
+    consent.write_text("user_id,scope\nu1,meta_ads\nu2,google_dm\nu2,google_dm\nu3,retired_dsp\n")
+    manifest = prepare(spark, tmp_path, "r1", ROWS + [("u4", "email", "d@x.com", "seg_a")], consent=str(consent))
+    assert manifest["consent"] == {"unknown_scopes": {"google_dm": 2, "retired_dsp": 1}}
+    meta = manifest["destinations"]["meta_ads"]["accounting"]
+    assert meta["rows"]["consent_filtered"] == 1 and meta["reconciles"]   # u1's opt-out is honoured
+    assert meta["members"] == {"add": 2}   # u2 (opted out of google_dm only) and u4

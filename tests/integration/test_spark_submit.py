@@ -1,4 +1,4 @@
-"""The prepare job runs unchanged as a spark-submit application (as on EMR)."""
+"""Job processes as platforms and users start them: spark-submit (as on EMR) and the installed console script."""
 import json
 import os
 import subprocess
@@ -45,6 +45,35 @@ def test_deliver_runs_under_spark_submit(spark, tmp_path):
             [str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(ROOT / "jobs" / "deliver.py"),
              "--out", str(out), "--run-id", "r1", "--destination", "meta_ads", "--endpoint", f"meta_ads={emulator.url}"],
             capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "SUCCEEDED" and summary["destinations"]["meta_ads"]["snapshot_committed"]
+    assert len(emulator.score.accepted) == summary["destinations"]["meta_ads"]["batches"]["delivered"] > 0
+
+
+def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_path(spark, tmp_path):
+    """As cron, systemd or a CI step run it: Spark's Python workers must still find the package."""
+    from jobs.cli import main
+    from tests.emulators.http_destination import HttpDestinationEmulator
+
+    generate(spark, GeneratorSpec(records=2_000, seed=5), tmp_path / "day1")
+    out = tmp_path / "out"
+    assert main(["prepare", "--input", str(tmp_path / "day1" / "membership"), "--out", str(out), "--run-id", "r1"]) == 0
+    venv_bin = Path(sys.executable).parent
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != venv_bin.resolve())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    env.update(PATH=path, META_ACCESS_TOKEN="t")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # What makes the test mean something: the PATH's python3 cannot import the package.
+    found = subprocess.run(["python3", "-c", "import jobs.deliver"], env=env, cwd=elsewhere, capture_output=True)
+    assert found.returncode != 0
+    with HttpDestinationEmulator() as emulator:
+        result = subprocess.run(
+            [str(venv_bin / "audience-relay"), "deliver", "--out", str(out), "--run-id", "r1", "--destination", "meta_ads",
+             "--endpoint", f"meta_ads={emulator.url}"],
+            capture_output=True, text=True, env=env, timeout=600, cwd=elsewhere,
         )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

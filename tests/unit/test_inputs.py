@@ -76,16 +76,22 @@ def test_consent_record_without_user_stops_the_run(spark, tmp_path):
         read_consent(spark, str(path), {"meta"})
 
 
-@pytest.mark.parametrize("scope", ["", "meta_adz"])
-def test_consent_scope_that_names_no_destination_stops_the_run(spark, tmp_path, scope):
-    path = write(tmp_path / "consent.csv", f"user_id,scope\nu1,*\nu2,{scope}\n")
-    with pytest.raises(InputError, match=r"consent\.csv \(scope (None|'meta_adz')\)"):
+def test_consent_record_without_scope_stops_the_run(spark, tmp_path):
+    path = write(tmp_path / "consent.csv", "user_id,scope\nu1,*\nu2,\n")
+    with pytest.raises(InputError, match=r"no scope: .*consent\.csv \(scope None\)"):
         read_consent(spark, str(path), {"meta_ads"})
+
+
+def test_consent_scope_that_names_no_configured_destination_is_counted_not_fatal(spark, tmp_path):
+    path = write(tmp_path / "consent.csv", "user_id,scope\nu1,*\nu2,google_dm\nu3, Google_DM \nu4,retired\nu5,meta_ads\n")
+    consent = read_consent(spark, str(path), {"meta_ads"})
+    assert consent.unknown_scopes == {"google_dm": 2, "retired": 1}
+    assert sorted(consent.rows.collect()) == [("u1", "*"), ("u2", "google_dm"), ("u3", "google_dm"), ("u4", "retired"), ("u5", "meta_ads")]
 
 
 def test_consent_scopes_are_case_folded_and_parquet_is_checked_too(spark, tmp_path):
     spark.createDataFrame([(" u1 ", "META_ADS"), ("u2", "*")], "user_id string, scope string").write.parquet(str(tmp_path / "c"))
-    assert sorted(read_consent(spark, str(tmp_path / "c"), {"meta_ads"}).collect()) == [("u1", "meta_ads"), ("u2", "*")]
+    assert sorted(read_consent(spark, str(tmp_path / "c"), {"meta_ads"}).rows.collect()) == [("u1", "meta_ads"), ("u2", "*")]
     spark.createDataFrame([(None, "*")], "user_id string, scope string").write.parquet(str(tmp_path / "bad"))
     with pytest.raises(InputError, match="no user_id"):
         read_consent(spark, str(tmp_path / "bad"), {"meta_ads"})
