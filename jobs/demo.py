@@ -20,6 +20,7 @@ import yaml
 
 from jobs.config import DEFAULT_CONFIG, parse_config
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
+from jobs.report import load_report, write_html_report
 from jobs.run import describe, execute, run_input
 from jobs.session import build_session
 
@@ -98,11 +99,13 @@ def run_demo(out: Path, records: int) -> int:
         if sftp is None:
             print("  (sshd not found: the SFTP destination is left out; install openssh-server to include it)")
         failed = False
+        pages = []
         for run_id, day in (("day1", day1), ("day2", day2)):
             print(f"\nrun {run_id} through the scheduler state machine (as `audience-relay run`):")
             report = execute(config_path, run_input(run_id, day["membership"], day["consent"]), out)
             print(describe(report, out))
             failed |= report.execution.status != "SUCCEEDED"
+            pages.append(write_html_report(load_report(str(out), run_id), str(out)))
         print("\nwhat the emulated APIs saw (both days):")
         for destination_id, emulator in emulators.items():
             score = emulator.score
@@ -112,4 +115,7 @@ def run_demo(out: Path, records: int) -> int:
             files = sorted((sftp.root / "incoming").rglob("*.csv.gz"))
             print(f"  {'partner_sftp':<14}{len(files):>4} files in {sftp.root / 'incoming'}")
     print(f"\nday 2 is the delta against the snapshots day 1's delivery committed. Runs: {out / 'runs'}")
+    print("each day's report (rows per destination, batches, retries, charts; `audience-relay report` writes it for any run):")
+    for page in pages:
+        print(f"  {page}")
     return 1 if failed else 0

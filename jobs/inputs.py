@@ -377,13 +377,22 @@ def _refuse_nested(located: Located, schema: StructType) -> None:
             raise InputError(f"{located.source}: column {field.name!r} is {schema[field.name].dataType.simpleString()}, expected a scalar")
 
 
-def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_format: str | None = None) -> DataFrame:
+@dataclass(frozen=True)
+class Consent:
+    """Consent rows and the rows kept aside because their scope names no configured destination."""
+
+    rows: DataFrame                  # user_id, scope
+    unknown_scopes: dict[str, int]   # scope -> rows
+
+
+def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_format: str | None = None) -> Consent:
     """Consent rows (`user_id`, `scope`), stripped and with lower-case scopes.
 
-    Unlike membership rows, a consent row is never skipped: one that cannot be parsed, has no
-    user, or names a scope that is neither `*` nor a configured destination might be an
-    opt-out, and delivering that user anyway would break a promise. Any such row stops the
-    run, naming the file.
+    Unlike membership rows, a consent row that cannot be parsed, has no user or has no scope
+    might be an opt-out we cannot honour: any such row stops the run, naming the file. A row
+    whose scope names a destination this config does not have (another team's, one removed
+    since) is counted per scope, not fatal: consent tables are shared, and one retired
+    destination must not stop every other destination's delivery.
     """
     located = localize(spark, path)
     data_format = data_format or detect_format(located.path)
@@ -408,14 +417,13 @@ def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_fo
     is_broken = (
         F.col(CORRUPT).isNotNull()
         | (F.coalesce(F.col("user_id"), F.lit("")) == "")
-        | ~F.coalesce(F.col("scope"), F.lit("")).isin("*", *sorted(known_scopes))
+        | (F.coalesce(F.col("scope"), F.lit("")) == "")
     )
+    names_unknown_destination = ~F.col("scope").isin("*", *sorted(known_scopes))
     with naming_unreadable_files(located.source):
         broken = consent.filter(is_broken).select("file", "scope").limit(5).collect()
     if broken:
         examples = ", ".join(f"{row.file} (scope {row.scope!r})" for row in broken)
-        raise InputError(
-            f"consent rows that are unreadable, have no user_id, or name a scope other than '*' or a configured "
-            f"destination {sorted(known_scopes)}: {examples}; fix them before delivering"
-        )
-    return consent.select("user_id", "scope")
+        raise InputError(f"consent rows that are unreadable or have no user_id or no scope: {examples}; fix them before delivering")
+    unknown = consent.filter(names_unknown_destination).groupBy("scope").count().collect()
+    return Consent(consent.select("user_id", "scope"), {row.scope: row["count"] for row in sorted(unknown)})

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs import paths, snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
 from jobs.config import Config, load_config
-from jobs.inputs import InputError, naming_unreadable_files, read_consent, read_membership
+from jobs.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.metrics import emit_job_metrics, emit_prepare_metrics
@@ -174,8 +174,12 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         ).parquet(storage.join(run_dir, "rejected"))
 
     with timer.phase("read_consent"):
-        consent = read_consent(spark, request.consent, {d.id for d in config.destinations}, request.consent_format) if request.consent else spark.createDataFrame([], CONSENT)
-        opt_outs = consent_opt_outs(consent, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
+        consent = (read_consent(spark, request.consent, {d.id for d in config.destinations}, request.consent_format) if request.consent
+                   else Consent(spark.createDataFrame([], CONSENT), {}))
+        if consent.unknown_scopes:
+            log_event("prepare.consent_unknown_scopes", level="WARNING", run_id=request.run_id, rows_by_scope=consent.unknown_scopes,
+                      note="scopes that name no configured destination: counted in the manifest, not applied")
+        opt_outs = consent_opt_outs(consent.rows, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
         opt_out_count = opt_outs.count()
     members = _members(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
     previous, baselines = snapshots.read_previous(spark, out, destination_ids)
@@ -230,6 +234,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source, "files": input_files},
         "input_rows": input_rows,
         "rejected": {"rows": rejected_rows, "by_reason": rejected_reasons, "path": "rejected/"},
+        "consent": {"unknown_scopes": consent.unknown_scopes},
         "quality": {"success": quality.success, "expectations": quality.expectations},
         "destinations": report,
         "batch_checksum": CHECKSUM_RULE,

@@ -97,6 +97,7 @@ class RunReport:
     attempts: list[DeliverAttempt]
     feedback: list[FeedbackLine] = field(default_factory=list)
     input_uri: str | None = None   # the membership folder the run prepared
+    consent_unknown_scopes: dict[str, int] = field(default_factory=dict)  # opt-outs for destinations not configured
 
     @property
     def flagged(self) -> list[FeedbackLine]:
@@ -216,7 +217,8 @@ def load_report(out: str, run_id: str) -> RunReport:
             summary = _read_json(storage.join(run_dir, "delivery", destination, "summary.json"), required=False)
             lines.append(_destination_line(destination, section, summary or run_summary.get("destinations", {}).get(destination), attempts))
         return RunReport(run_id, manifest.get("created_at"), manifest["input_rows"], manifest["rejected"]["by_reason"], lines, attempts,
-                         read_feedback(run_dir), (manifest.get("inputs") or {}).get("membership"))
+                         read_feedback(run_dir), (manifest.get("inputs") or {}).get("membership"),
+                         (manifest.get("consent") or {}).get("unknown_scopes", {}))
     except (KeyError, TypeError) as error:
         raise ReportError(f"{run_dir}: manifest or delivery summary lacks {error} (written by another version?)") from None
 
@@ -243,6 +245,15 @@ def rejected_table(report: RunReport) -> str:
     for reason in reasons:
         lines.append(f"  {reason:<24}{report.rejected_by_reason.get(reason, 0):>9}"
                      + "".join(f"{line.rejected_by_reason.get(reason, 0):>15}" for line in report.destinations))
+    return "\n".join(lines)
+
+
+UNKNOWN_SCOPES_NOTE = "consent rows whose scope names no destination of this config (counted, not applied)"
+
+
+def unknown_scopes_table(report: RunReport) -> str:
+    lines = [f"  {'scope':<24}{'rows':>9}"]
+    lines += [f"  {scope:<24}{rows:>9}" for scope, rows in sorted(report.consent_unknown_scopes.items())]
     return "\n".join(lines)
 
 
@@ -273,6 +284,8 @@ def text_report(report: RunReport) -> str:
         "rejected rows by reason (`all`: unusable for every destination):",
         rejected_table(report),
     ]
+    if report.consent_unknown_scopes:
+        sections += [f"{UNKNOWN_SCOPES_NOTE}:", unknown_scopes_table(report)]
     if report.feedback:
         sections += ["what the destinations report holding (ids sent: the audience's members after the run):", feedback_table(report)]
     return "\n".join(sections)
@@ -385,6 +398,10 @@ def html_report(report: RunReport) -> str:
         bar_chart("Rejected rows by reason (unusable for every destination)", by_count,
                   {"rows": [report.rejected_by_reason[r] for r in by_count]}, "rows", "no rejected rows"),
     ]
+    unknown_scopes = ""
+    if report.consent_unknown_scopes:
+        unknown_scopes = f"<h2>Consent for other destinations</h2>\n<p>{html.escape(UNKNOWN_SCOPES_NOTE[0].upper() + UNKNOWN_SCOPES_NOTE[1:])}.</p>\n" + _html_table(
+            ["scope", "rows"], [[scope, rows] for scope, rows in sorted(report.consent_unknown_scopes.items())])
     feedback = ""
     if report.feedback:
         audiences = [f"{line.destination}/{line.audience}" for line in report.feedback]
@@ -418,6 +435,7 @@ filtered by consent, unmapped (its segment feeds none of the destination's audie
 {accounting}
 <h2>Rejected rows by reason</h2>
 {rejected}
+{unknown_scopes}
 {feedback}
 <h2>Charts</h2>
 {"".join(charts)}
@@ -433,11 +451,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", help="where to write the HTML report (default <out>/runs/<run>/report.html)")
 
 
+def write_html_report(report: RunReport, out: str, target: str | None = None) -> str:
+    """Write the run's page (default `<out>/runs/<run>/report.html`) and return where it went."""
+    target = target or storage.join(out, "runs", report.run_id, "report.html")
+    storage.write_text(target, html_report(report))
+    return target
+
+
 def run_report(args: argparse.Namespace) -> int:
     """Print the accounting, write the HTML; exit 1 if a destination's rows do not sum to the input."""
     report = load_report(args.out, args.run)
-    target = args.html or storage.join(args.out, "runs", args.run, "report.html")
-    storage.write_text(target, html_report(report))
+    target = write_html_report(report, args.out, args.html)
     print(text_report(report))
     print(f"html report: {target}")
     for line in report.flagged:

@@ -1,5 +1,6 @@
 """One place that builds the SparkSession, so local runs, tests, EMR and Glue share settings."""
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -37,14 +38,20 @@ def build_session(app_name: str, master: str | None = None, shuffle_partitions: 
     """Return the active session (Glue, EMR, spark-submit) or a local one when none is running.
 
     spark-submit, EMR steps and Glue start the JVM first and hand Python its gateway
-    (`PYSPARK_GATEWAY_PORT`); their master and resources are theirs to set, so local settings
-    apply only when Python starts Spark itself.
+    (`PYSPARK_GATEWAY_PORT`); their master, resources and worker Python are theirs to set, so
+    local settings apply only when Python starts Spark itself.
     """
     builder = SparkSession.builder.appName(app_name)
     for key, value in TUNED_CONF.items():
         builder = builder.config(key, value)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
-        builder = builder.master(master or "local[*]")
+        master = master or "local[*]"
+        builder = builder.master(master)
+        if master.startswith("local"):
+            # Spark starts Python workers with PYSPARK_PYTHON, else `python3` from PATH: a console
+            # script run without its venv on PATH (cron, systemd, CI) would get workers that
+            # cannot import this package. Locally the workers are this interpreter's.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in LOCAL_CONF.items():
             builder = builder.config(key, value)
     if shuffle_partitions:

@@ -21,3 +21,7 @@ def test_demo_prepares_and_delivers_two_days(tmp_path):
     assert out.count("manifest: ") == 2 and "runs/day2/batches/" in out
     for destination in ("meta_ads", "google_dm"):
         assert f"  {destination:<14}" in out
+    pages = out.rsplit("each day's report", 1)[1].split()[-2:]   # the last lines: one page per day
+    assert pages == [str(tmp_path / "demo" / "runs" / day / "report.html") for day in ("day1", "day2")]
+    for page in pages:
+        assert open(page).read().startswith("<!DOCTYPE html>")

@@ -119,6 +119,21 @@ def test_the_html_report_holds_the_table_and_inline_charts_and_no_identifier(run
     assert RAW_EMAIL not in page and "@" not in page
 
 
+def test_consent_for_destinations_not_configured_is_shown_by_scope(run_folder, capsys):
+    manifest_path = run_folder / "runs" / "day2" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert main(["report", "--out", str(run_folder), "--run", "day2"]) == 0
+    assert "counted, not applied" not in capsys.readouterr().out  # nothing to say: no section
+    manifest["consent"] = {"unknown_scopes": {"retired_dsp": 7, "tiktok": 1200}}
+    manifest_path.write_text(json.dumps(manifest))
+    assert main(["report", "--out", str(run_folder), "--run", "day2"]) == 0
+    printed = capsys.readouterr().out
+    section = printed.split("counted, not applied):", 1)[1].splitlines()
+    assert [line.split() for line in section[2:4]] == [["retired_dsp", "7"], ["tiktok", "1200"]]
+    page = (run_folder / "runs" / "day2" / "report.html").read_text()
+    assert "<h2>Consent for other destinations</h2>" in page and '<td>tiktok</td><td class="n">1,200</td>' in page
+
+
 def test_html_goes_where_asked(run_folder, tmp_path, capsys):
     target = tmp_path / "elsewhere" / "day2.html"
     assert main(["report", "--out", str(run_folder), "--run", "day2", "--html", str(target)]) == 0
