@@ -11,15 +11,17 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # delivery tests resolve inside workers must be set before the session exists.
 os.environ.setdefault("META_ACCESS_TOKEN", "test-meta-token")
 # Jobs that tests start as processes (the demo, crashes, locks, the CLI, spark-submit) each start
-# a JVM that lives for seconds on kilobytes: C1-only JIT, a serial collector and a few shuffle
-# partitions cut their CPU by a third (a 4k-row prepare: 60 s -> 39 s). SPARK_SUBMIT_OPTS
-# reaches every JVM spark-submit starts (pyspark starts its own through it too); pytest_configure
-# adds the class archive (tests/spark_class_archive.py). The session below keeps the defaults it
-# runs with for the whole suite.
+# a JVM that lives for seconds on kilobytes: C1-only JIT and a serial collector cut their CPU by a
+# third (a 4k-row prepare: 60 s -> 39 s). The tests' own session (the `spark` fixture) takes the
+# same JVM options: its work is thousands of small queries, for which C2's compiler threads cost
+# more than they win (six warm 2k-row prepares: 75 s, 85 s without). Two shuffle partitions, one
+# per core of local[2], still split every shuffle in two (a warm 2k-row prepare: 6.3 s, 9 s with
+# four). SPARK_SUBMIT_OPTS reaches every JVM spark-submit starts (pyspark starts its own through
+# it too); pytest_configure adds the class archive (tests/spark_class_archive.py).
 JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 JOB_PROCESS_ENV = {
     "SPARK_SUBMIT_OPTS": JOB_JAVA_OPTIONS,
-    "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=8 pyspark-shell",
+    "PYSPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=2 pyspark-shell",
 }
 for _name, _value in JOB_PROCESS_ENV.items():
     os.environ.setdefault(_name, _value)
@@ -52,21 +54,22 @@ def spark(moto_server):
 
     from jobs.session import TUNED_CONF
 
-    job_process_env = {name: os.environ.pop(name) for name in JOB_PROCESS_ENV if name in os.environ}
+    job_submit_args = os.environ.pop("PYSPARK_SUBMIT_ARGS", None)   # its own settings are below
     builder = SparkSession.builder
     for key, value in TUNED_CONF.items():  # the settings the jobs run with
         builder = builder.config(key, value)
     session = (
         builder.master("local[2]")
         .appName("audience-relay-tests")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.default.parallelism", "4")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
-    os.environ.update(job_process_env)
+    if job_submit_args is not None:
+        os.environ["PYSPARK_SUBMIT_ARGS"] = job_submit_args
     yield session
     session.stop()
 

@@ -22,7 +22,7 @@ class Profile:
 # `ci` keeps the whole suite within 20 minutes on a 2-core machine: every fault kind, every named
 # crash point and every lock scenario, on fewer batches; `full` is the thousands-of-batches run.
 PROFILES = {
-    "ci": Profile("ci", fault_batches=300, crash_batches=60, random_crashes=0),
+    "ci": Profile("ci", fault_batches=160, crash_batches=60, random_crashes=0),
     "full": Profile("full", fault_batches=3_000, crash_batches=300, random_crashes=10),
 }
 
