@@ -1,6 +1,7 @@
 """Job processes as platforms and users start them: spark-submit (as on EMR) and the installed console script."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,13 +32,21 @@ def test_prepare_runs_under_spark_submit(spark, tmp_path):
     assert all(d["accounting"]["reconciles"] for d in manifest["destinations"].values())
 
 
-def test_deliver_runs_under_spark_submit(spark, tmp_path):
+@pytest.fixture(scope="module")
+def prepared_out(spark, tmp_path_factory) -> Path:
+    """One prepared run (meta_ads among its destinations); each deliver test sends a copy of it."""
     from jobs.cli import main
+
+    root = tmp_path_factory.mktemp("prepared")
+    generate(spark, GeneratorSpec(records=2_000, seed=4), root / "day1")
+    assert main(["prepare", "--input", str(root / "day1" / "membership"), "--out", str(root / "out"), "--run-id", "r1"]) == 0
+    return root / "out"
+
+
+def test_deliver_runs_under_spark_submit(prepared_out, tmp_path):
     from tests.emulators.http_destination import HttpDestinationEmulator
 
-    generate(spark, GeneratorSpec(records=2_000, seed=4), tmp_path / "day1")
-    out = tmp_path / "out"
-    assert main(["prepare", "--input", str(tmp_path / "day1" / "membership"), "--out", str(out), "--run-id", "r1"]) == 0
+    out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
     spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "META_ACCESS_TOKEN": "t"}
     with HttpDestinationEmulator() as emulator:
@@ -52,14 +61,11 @@ def test_deliver_runs_under_spark_submit(spark, tmp_path):
     assert len(emulator.score.accepted) == summary["destinations"]["meta_ads"]["batches"]["delivered"] > 0
 
 
-def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_path(spark, tmp_path):
+def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_path(prepared_out, tmp_path):
     """As cron, systemd or a CI step run it: Spark's Python workers must still find the package."""
-    from jobs.cli import main
     from tests.emulators.http_destination import HttpDestinationEmulator
 
-    generate(spark, GeneratorSpec(records=2_000, seed=5), tmp_path / "day1")
-    out = tmp_path / "out"
-    assert main(["prepare", "--input", str(tmp_path / "day1" / "membership"), "--out", str(out), "--run-id", "r1"]) == 0
+    out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
     venv_bin = Path(sys.executable).parent
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != venv_bin.resolve())
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
