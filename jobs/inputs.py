@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
 from jobs import storage
+from jobs.config import DESTINATION_ID
 from transforms.contract import column_names, format_of, missing_columns_error
 from transforms.identifiers import strip_whitespace
 from transforms.schemas import CONSENT, MEMBERSHIP
@@ -385,14 +386,20 @@ class Consent:
     unknown_scopes: dict[str, int]   # scope -> rows
 
 
+# A shared consent table names a handful of destinations; thousands of distinct scopes mean its
+# columns are not what we think (user ids read as scopes), and its opt-outs would go unapplied.
+MAX_UNKNOWN_SCOPES = 100
+
+
 def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_format: str | None = None) -> Consent:
     """Consent rows (`user_id`, `scope`), stripped and with lower-case scopes.
 
-    Unlike membership rows, a consent row that cannot be parsed, has no user or has no scope
-    might be an opt-out we cannot honour: any such row stops the run, naming the file. A row
-    whose scope names a destination this config does not have (another team's, one removed
-    since) is counted per scope, not fatal: consent tables are shared, and one retired
-    destination must not stop every other destination's delivery.
+    Unlike membership rows, a consent row that cannot be parsed, has no user, or has a scope
+    that is neither `*` nor shaped like a destination id might be an opt-out we cannot honour:
+    any such row stops the run, naming the file (never quoting a malformed scope, which may be
+    an identifier in the wrong column). A row whose scope names a destination this config does
+    not have (another team's, one removed since) is counted per scope, not fatal: consent
+    tables are shared, and one retired destination must not stop every other's delivery.
     """
     located = localize(spark, path)
     data_format = data_format or detect_format(located.path)
@@ -414,16 +421,21 @@ def read_consent(spark: SparkSession, path: str, known_scopes: set[str], data_fo
         F.col(CORRUPT),
         located.source_file().alias("file"),
     ).cache()
-    is_broken = (
-        F.col(CORRUPT).isNotNull()
-        | (F.coalesce(F.col("user_id"), F.lit("")) == "")
-        | (F.coalesce(F.col("scope"), F.lit("")) == "")
+    scope_is_readable = (F.col("scope") == "*") | F.coalesce(F.col("scope").rlike(DESTINATION_ID), F.lit(False))
+    problem = (
+        F.when(F.col(CORRUPT).isNotNull(), F.lit("unreadable record"))
+        .when(F.coalesce(F.col("user_id"), F.lit("")) == "", F.lit("no user_id"))
+        .when(F.coalesce(F.col("scope"), F.lit("")) == "", F.lit("no scope"))
+        .when(~scope_is_readable, F.lit("a scope that is not '*' or a destination id"))
     )
-    names_unknown_destination = ~F.col("scope").isin("*", *sorted(known_scopes))
     with naming_unreadable_files(located.source):
-        broken = consent.filter(is_broken).select("file", "scope").limit(5).collect()
+        broken = consent.select("file", problem.alias("problem")).filter(F.col("problem").isNotNull()).limit(5).collect()
     if broken:
-        examples = ", ".join(f"{row.file} (scope {row.scope!r})" for row in broken)
-        raise InputError(f"consent rows that are unreadable or have no user_id or no scope: {examples}; fix them before delivering")
-    unknown = consent.filter(names_unknown_destination).groupBy("scope").count().collect()
+        examples = ", ".join(f"{row.file} ({row.problem})" for row in broken)
+        raise InputError(f"consent rows that may be opt-outs but cannot be honoured: {examples}; fix them before delivering")
+    names_unknown_destination = ~F.col("scope").isin("*", *sorted(known_scopes))
+    unknown = consent.filter(names_unknown_destination).groupBy("scope").count().limit(MAX_UNKNOWN_SCOPES + 1).collect()
+    if len(unknown) > MAX_UNKNOWN_SCOPES:
+        raise InputError(f"{located.source}: consent rows name more than {MAX_UNKNOWN_SCOPES} scopes that are no configured destination "
+                         f"{sorted(known_scopes)}; are its columns user_id and scope?")
     return Consent(consent.select("user_id", "scope"), {row.scope: row["count"] for row in sorted(unknown)})

@@ -78,7 +78,20 @@ def test_consent_record_without_user_stops_the_run(spark, tmp_path):
 
 def test_consent_record_without_scope_stops_the_run(spark, tmp_path):
     path = write(tmp_path / "consent.csv", "user_id,scope\nu1,*\nu2,\n")
-    with pytest.raises(InputError, match=r"no scope: .*consent\.csv \(scope None\)"):
+    with pytest.raises(InputError, match=r"consent\.csv \(no scope\)"):
+        read_consent(spark, str(path), {"meta_ads"})
+
+
+def test_consent_scope_that_is_no_destination_id_stops_the_run_without_quoting_it(spark, tmp_path):
+    path = write(tmp_path / "consent.csv", "user_id,scope\nu1,*\nu2,Jane.Doe@Example.com\n")   # columns mixed up
+    with pytest.raises(InputError, match=r"consent\.csv \(a scope that is not '\*' or a destination id\)") as refused:
+        read_consent(spark, str(path), {"meta_ads"})
+    assert "jane" not in str(refused.value).lower()
+
+
+def test_consent_naming_thousands_of_unknown_scopes_is_refused_as_a_wrong_column(spark, tmp_path):
+    path = write(tmp_path / "consent.csv", "user_id,scope\n" + "".join(f"meta_ads,u{i}\n" for i in range(150)))   # swapped columns
+    with pytest.raises(InputError, match=r"consent\.csv: consent rows name more than 100 scopes"):
         read_consent(spark, str(path), {"meta_ads"})
 
 
