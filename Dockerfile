@@ -3,10 +3,12 @@
 FROM public.ecr.aws/glue/aws-glue-libs:5
 
 USER root
-# OpenSSH for the SFTP tests and the `sftp` service (.ci/run installs it the same way when missing);
-# /run/sshd is sshd's privilege-separation directory, made here because the tests run as hadoop;
-# /sftp becomes the `sftp-keys` volume (a new volume takes the ownership of the directory it covers).
-RUN dnf install -y -q openssh-server openssh-clients && dnf clean all \
+# The tests' servers: OpenSSH for the SFTP tests and the `sftp` service, PostgreSQL for the run
+# catalog (`./dev test` installs them with apt-get on Debian; the tests run as hadoop here, so the
+# image brings them); /run/sshd is sshd's privilege-separation directory, made here because the
+# tests run as hadoop; /sftp becomes the `sftp-keys` volume (a new volume takes the ownership of
+# the directory it covers).
+RUN dnf install -y -q openssh-server openssh-clients postgresql15-server && dnf clean all \
     && mkdir -p /run/sshd /sftp /home/hadoop/audience-relay \
     && chown hadoop:hadoop /sftp /home/hadoop/audience-relay
 
