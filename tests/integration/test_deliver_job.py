@@ -138,7 +138,10 @@ def test_deliver_keeps_its_ledger_in_dynamodb(prepared, capsys):
     assert {r.state.value for r in ledger} == {"delivered"} and len(emulator.score.accepted) == len(ledger)
 
 
-def test_a_run_overtaken_by_a_newer_committed_run_never_becomes_the_baseline(prepared, capsys):
+def test_a_run_overtaken_by_a_newer_committed_run_sends_nothing_and_never_becomes_the_baseline(prepared, capsys):
+    """d1 was prepared against no baseline; d2 has been committed since (d1 deferred over midnight,
+    the next run delivered): d1's removals and adds are against a state the destination no longer
+    holds, so not one of its batches may go out."""
     import shutil
 
     root, config, manifest = prepared
@@ -149,9 +152,12 @@ def test_a_run_overtaken_by_a_newer_committed_run_never_becomes_the_baseline(pre
     with HttpDestinationEmulator() as emulator:
         code, summary = _deliver_only(out, config, "meta_ads", emulator.url, capsys)
     report = summary["destinations"]["meta_ads"]
-    assert code == 0 and report["batches"]["delivered"] > 0
+    assert code == 4 and summary["status"] == "SUPERSEDED" and report["status"] == "SUPERSEDED"
+    assert emulator.score.accepted == {} and report["sent_now"] == 0 and report["batches"]["delivered"] == 0
     assert not report["snapshot_committed"] and report["superseded_by"] == "d2"
     assert json.loads((out / "snapshots" / "meta_ads.json").read_text())["run_id"] == "d2"
+    own = json.loads((out / "runs" / "d1" / "delivery" / "meta_ads" / "summary.json").read_text())
+    assert own["status"] == "SUPERSEDED" and own["superseded_by"] == "d2"   # what the state machine reads
 
 
 def test_deliver_under_the_machines_lease_renews_it_and_a_stale_token_is_fenced_out(prepared, capsys):
