@@ -203,6 +203,20 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
     return "SUCCEEDED", None
 
 
+def _superseding_run(out: str, manifest: dict, run_id: str, destination_id: str) -> str | None:
+    """The run whose snapshot the destination now holds, when it is neither this run's baseline nor
+    this run: the run's adds and removes are against a state the destination no longer holds."""
+    current = snapshots.current_pointer(out, destination_id)
+    current_run = current["run_id"] if current else None
+    return None if current_run in (manifest["destinations"][destination_id]["baseline_run_id"], run_id) else current_run
+
+
+def _with_superseded(status: str, resume_at: str | None, superseded: bool) -> tuple[str, str | None]:
+    """A superseded destination ends SUPERSEDED (nothing more to send, no deferral to wait for)
+    unless batches failed, which keep their dead letters and FAILED."""
+    return ("SUPERSEDED", None) if superseded and status != "FAILED" else (status, resume_at)
+
+
 def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     started = time.monotonic()
     if not RUN_ID.fullmatch(request.run_id):
@@ -233,9 +247,15 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids]
     store.register([_record(request.run_id, b) for b in batches])
     crash_point("deliver.after_register")
+    # A newer run was committed since this one was prepared: sending its delta would undo the
+    # newer run's adds or remove members the destination should keep.
+    superseded_at_start = {d: run for d in sorted(chosen_ids) if (run := _superseding_run(request.out, manifest, request.run_id, d))}
+    if superseded_at_start:
+        log_event("deliver.superseded", level="WARNING", run_id=request.run_id, superseded_by=superseded_at_start,
+                  note="nothing sent to these destinations")
     # Delivered batches are done; failed ones wait in the dead-letter store for `--replay`.
     settled = {r.batch_key for r in store.batches(request.run_id) if r.state in (BatchState.DELIVERED, BatchState.FAILED)}
-    todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled]
+    todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled and b["destination_id"] not in superseded_at_start]
     workers = {d: max(1, min(request.workers, sum(1 for b in todo if b["destination_id"] == d))) for d in chosen_ids}
 
     outcomes: list[BatchOutcome] = []
@@ -265,17 +285,16 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
         ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
         mine = [o for o in outcomes if o.destination_id == destination_id]
-        baseline = manifest["destinations"][destination_id]["baseline_run_id"]
-        current = snapshots.current_pointer(request.out, destination_id)
-        current_run = current["run_id"] if current else None
-        superseded = current_run not in (baseline, request.run_id)
-        if states["delivered"] == len(own) and not superseded:
-            if current_run != request.run_id:  # a resumed or repeated run commits once
+        # Looked at again: another run may have committed while this one was sending.
+        superseded_by = superseded_at_start.get(destination_id) or _superseding_run(request.out, manifest, request.run_id, destination_id)
+        if states["delivered"] == len(own) and not superseded_by:
+            current = snapshots.current_pointer(request.out, destination_id)
+            if not current or current["run_id"] != request.run_id:  # a resumed or repeated run commits once
                 crash_point("deliver.before_snapshot_commit")
                 snapshots.commit(request.out, request.run_id, destination_id)
                 crash_point("deliver.after_snapshot_commit")
             committed.append(destination_id)
-        own_status, own_resume_at = _status(mine, own)
+        own_status, own_resume_at = _with_superseded(*_status(mine, own), bool(superseded_by))
         report[destination_id] = {
             "status": own_status,
             "resume_at": own_resume_at,
@@ -287,10 +306,11 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
             "snapshot_committed": destination_id in committed,
             # A newer run was committed since this one was prepared: its delta is no longer
             # against what the destination holds, so it must not become the baseline.
-            "superseded_by": current_run if superseded else None,
+            "superseded_by": superseded_by,
             "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
         }
-    status, resume_at = _status(outcomes, [r for r in ledger if r.destination_id in chosen_ids])
+    status, resume_at = _status(outcomes, [r for r in ledger if r.destination_id in chosen_ids and not report[r.destination_id]["superseded_by"]])
+    status, resume_at = _with_superseded(status, resume_at, any(entry["superseded_by"] for entry in report.values()))
     summary = {
         "status": status,
         "run_id": request.run_id,
@@ -336,6 +356,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit code for QUOTA_DEFERRED (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
     )
     parser.add_argument(
+        "--superseded-exit-code", "--superseded_exit_code", dest="superseded_exit_code", type=int, default=4,
+        help="exit code for SUPERSEDED: a newer run was committed since this one was prepared, nothing was sent "
+             "(default 4; under Step Functions 0)",
+    )
+    parser.add_argument(
         "--failed-exit-code", "--failed_exit_code", dest="failed_exit_code", type=int, default=1,
         help="exit code for a FAILED summary (default 1; under Step Functions 0: the machine routes on summary.json, "
              "and a crash without a summary still fails the Glue run)",
@@ -375,6 +400,8 @@ def command(args: argparse.Namespace) -> int:
         return args.deferred_exit_code
     if summary["status"] == "FAILED":
         return args.failed_exit_code
+    if summary["status"] == "SUPERSEDED":
+        return args.superseded_exit_code
     return EXIT_CODES[summary["status"]]
 
 

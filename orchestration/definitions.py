@@ -355,7 +355,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
         "Deliver": _glue(resources.deliver_job, {
             **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
             # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
-            "--deferred_exit_code": "0", "--failed_exit_code": "0",
+            "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0",
             "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
         }, "Deliver", "ReadSummary", resources.job_timeout_seconds),
         "ReadSummary": {
@@ -380,6 +380,8 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                 {"Condition": "{% $summary.status = 'QUOTA_DEFERRED' %}", "Next": "CountDeferral"},
                 # The lease was taken over mid-delivery (it expired): the rest is pending; take it again.
                 {"Condition": "{% $summary.status = 'FAILED' and $summary.fenced > 0 %}", "Next": "LeaseLost"},
+                # A newer run was committed since this one was prepared: it sent nothing and is done.
+                {"Condition": "{% $summary.status = 'SUPERSEDED' %}", "Next": "ReleaseLease"},
             ],
             "Default": "DeliveryFailed",
         },

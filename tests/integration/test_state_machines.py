@@ -204,6 +204,16 @@ def test_a_failed_delivery_summary_fails_once_without_rerunning_the_job(machines
     assert "owner" not in machines.lease("google_ads_project")
 
 
+def test_a_superseded_delivery_ends_the_lifecycle_releasing_the_lease_without_failing_or_waiting(machines, jobs):
+    jobs.statuses["google_dm"] = ["SUPERSEDED"]
+    execution = machines.run("destination-google_dm", "superseded", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.output["status"] == "SUPERSEDED" and execution.states[-2:] == ["ReleaseLease", "Done"]
+    [(_, deliver)] = jobs.calls
+    assert deliver["--superseded_exit_code"] == "0"   # routed on summary.json, not a failed Glue run
+    assert "owner" not in machines.lease("google_ads_project") and machines.alerts() == []
+
+
 def test_a_delivery_fenced_out_by_a_takeover_takes_the_lease_again_and_finishes(machines, jobs):
     jobs.statuses["google_dm"] = ["FENCED", "SUCCEEDED"]
     execution = machines.run("destination-google_dm", "fenced-once", {**RUN, "prepared": True}, timeout=60)
