@@ -203,12 +203,16 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
     return "SUCCEEDED", None
 
 
-def _superseding_run(out: str, manifest: dict, run_id: str, destination_id: str) -> str | None:
-    """The run whose snapshot the destination now holds, when it is neither this run's baseline nor
-    this run: the run's adds and removes are against a state the destination no longer holds."""
+def _committed_run(out: str, destination_id: str) -> str | None:
+    """The run whose snapshot the destination holds now (None before its first commit)."""
     current = snapshots.current_pointer(out, destination_id)
-    current_run = current["run_id"] if current else None
-    return None if current_run in (manifest["destinations"][destination_id]["baseline_run_id"], run_id) else current_run
+    return current["run_id"] if current else None
+
+
+def _superseding(committed_run: str | None, manifest: dict, run_id: str, destination_id: str) -> str | None:
+    """`committed_run` when it is neither this run's baseline nor this run: the run's adds and
+    removes are then against a state the destination no longer holds."""
+    return None if committed_run in (manifest["destinations"][destination_id]["baseline_run_id"], run_id) else committed_run
 
 
 def _with_superseded(status: str, resume_at: str | None, superseded: bool) -> tuple[str, str | None]:
@@ -249,7 +253,9 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     crash_point("deliver.after_register")
     # A newer run was committed since this one was prepared: sending its delta would undo the
     # newer run's adds or remove members the destination should keep.
-    superseded_at_start = {d: run for d in sorted(chosen_ids) if (run := _superseding_run(request.out, manifest, request.run_id, d))}
+    superseded_at_start = {
+        d: run for d in sorted(chosen_ids) if (run := _superseding(_committed_run(request.out, d), manifest, request.run_id, d))
+    }
     if superseded_at_start:
         log_event("deliver.superseded", level="WARNING", run_id=request.run_id, superseded_by=superseded_at_start,
                   note="nothing sent to these destinations")
@@ -286,10 +292,10 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
         mine = [o for o in outcomes if o.destination_id == destination_id]
         # Looked at again: another run may have committed while this one was sending.
-        superseded_by = superseded_at_start.get(destination_id) or _superseding_run(request.out, manifest, request.run_id, destination_id)
+        committed_run = _committed_run(request.out, destination_id)
+        superseded_by = superseded_at_start.get(destination_id) or _superseding(committed_run, manifest, request.run_id, destination_id)
         if states["delivered"] == len(own) and not superseded_by:
-            current = snapshots.current_pointer(request.out, destination_id)
-            if not current or current["run_id"] != request.run_id:  # a resumed or repeated run commits once
+            if committed_run != request.run_id:  # a resumed or repeated run commits once
                 crash_point("deliver.before_snapshot_commit")
                 snapshots.commit(request.out, request.run_id, destination_id)
                 crash_point("deliver.after_snapshot_commit")
