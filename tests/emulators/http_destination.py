@@ -54,6 +54,8 @@ class Scoreboard:
     accepted: Counter = field(default_factory=Counter)  # idempotency key -> times accepted
     members: dict[tuple[str, str], set] = field(default_factory=lambda: defaultdict(set))  # (audience, op) -> keys
     member_count: Counter = field(default_factory=Counter)  # (audience, op) -> members in accepted requests
+    # What each audience holds now: adds and removes applied in the order they were accepted.
+    held: dict[str, set] = field(default_factory=lambda: defaultdict(set))
     refused: Counter = field(default_factory=Counter)  # reason -> count
     report_pages: int = 0  # audience report pages served
 
@@ -177,6 +179,10 @@ class HttpDestinationEmulator:
             self.score.member_count[(audience, op)] += len(members)
             if self.config.keep_members:
                 self.score.members[(audience, op)].update(members)
+                if op == "add":
+                    self.score.held[audience].update(members)
+                else:
+                    self.score.held[audience].difference_update(members)
             accepted = sum(self.score.accepted.values())
         if self.config.on_accept:
             self.config.on_accept(accepted)
