@@ -75,7 +75,7 @@ def ours(days: dict[str, Path], out: Path, master: str) -> dict[str, tuple[Measu
             event_log=out / "events" / day)
         # What a completed delivery does: day 1 becomes the baseline day 2 is compared with.
         for destination in config.active_destinations:
-            snapshots.commit(str(out), day, destination.id)
+            snapshots.commit(str(out), day, destination.id, snapshots.baseline_for(str(out), destination.id, day).run_id)
         results[day] = (measured, out / "runs" / day / "batches")
     return results
 

@@ -7,7 +7,9 @@ delivery engine; the outcomes come back as a DataFrame, are written beside the r
 summarised. A destination whose batches are all delivered gets the run's snapshot committed.
 
 Runs under spark-submit, Glue and `audience-relay deliver`. Exit codes: 0 SUCCEEDED,
-3 QUOTA_DEFERRED (with `resume_at`), 1 FAILED (failed batches are in the dead-letter store).
+3 QUOTA_DEFERRED (with `resume_at`) or WAITING (an earlier run of the destination is not yet
+committed), 4 SUPERSEDED (a newer run is committed; nothing sent), 1 FAILED (failed batches are
+in the dead-letter store).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from connectors.failpoints import crash_point
 from connectors.quota import DailyQuota
 from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
-from connectors.state.store import BatchRecord, BatchState, Fence, StateStore
+from connectors.state.store import BatchRecord, BatchState, Fence, FenceRejected, StateStore
 from jobs import paths, snapshots, storage
 from jobs.batch_files import BatchFileReader
 from jobs.config import Config, load_config
@@ -203,22 +205,44 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
     return "SUCCEEDED", None
 
 
-def _committed_run(out: str, destination_id: str) -> str | None:
-    """The run whose snapshot the destination holds now (None before its first commit)."""
-    current = snapshots.current_pointer(out, destination_id)
-    return current["run_id"] if current else None
+# Per destination, the most pressing status names the run's: nothing is done while one fails
+# or waits. WAITING: an earlier run of the destination's chain is still being delivered.
+STATUS_ORDER = ("FAILED", "QUOTA_DEFERRED", "WAITING", "SUPERSEDED", "SUCCEEDED")
 
 
-def _superseding(committed_run: str | None, manifest: dict, run_id: str, destination_id: str) -> str | None:
-    """`committed_run` when it is neither this run's baseline nor this run: the run's adds and
-    removes are then against a state the destination no longer holds."""
-    return None if committed_run in (manifest["destinations"][destination_id]["baseline_run_id"], run_id) else committed_run
+def _destination_status(position: str, outcomes: list[BatchOutcome], ledger: list[BatchRecord], waiting_resume_at: str | None) -> tuple[str, str | None]:
+    """A superseded or waiting destination sent nothing: its status says why, unless batches of
+    an earlier attempt failed, which keep their dead letters and FAILED."""
+    status, resume_at = _status(outcomes, ledger)
+    if status == "FAILED" or position in ("next", "committed"):
+        return status, resume_at
+    return ("SUPERSEDED", None) if position == "superseded" else ("WAITING", waiting_resume_at)
 
 
-def _with_superseded(status: str, resume_at: str | None, superseded: bool) -> tuple[str, str | None]:
-    """A superseded destination ends SUPERSEDED (nothing more to send, no deferral to wait for)
-    unless batches failed, which keep their dead letters and FAILED."""
-    return ("SUPERSEDED", None) if superseded and status != "FAILED" else (status, resume_at)
+def _resume_of(out: str, run_id: str, destination_id: str) -> str | None:
+    """When the run waited for expects to go on: its deferral's `resume_at`, if still ahead."""
+    text = storage.read_text(storage.join(out, "runs", run_id, "delivery", destination_id, "summary.json"))
+    resume_at = json.loads(text).get("resume_at") if text else None
+    return resume_at if resume_at and resume_at > datetime.now(timezone.utc).isoformat() else None
+
+
+def _commit(request: DeliverRequest, store: StateStore, quota_key: str, destination_id: str, baseline: str | None) -> tuple[str, str | None]:
+    """Move the destination's pointer to this run, under the lease's fence when there is one.
+
+    Returns the run's position after it: "committed", "superseded" (another run was committed
+    first) or "fenced" (the lease passed to another holder: the next holder commits)."""
+    fence = _fence((request.fence_owner, request.fence_token), request.state, quota_key)
+    try:
+        if fence is not None:
+            store.check_fence(fence)
+        crash_point("deliver.before_snapshot_commit")
+        snapshots.commit(request.out, request.run_id, destination_id, baseline)
+        crash_point("deliver.after_snapshot_commit")
+    except FenceRejected:
+        return "fenced", None
+    except snapshots.PointerMoved:
+        return "superseded", snapshots.committed_run(request.out, destination_id)
+    return "committed", None
 
 
 def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
@@ -251,17 +275,18 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids]
     store.register([_record(request.run_id, b) for b in batches])
     crash_point("deliver.after_register")
-    # A newer run was committed since this one was prepared: sending its delta would undo the
-    # newer run's adds or remove members the destination should keep.
-    superseded_at_start = {
-        d: run for d in sorted(chosen_ids) if (run := _superseding(_committed_run(request.out, d), manifest, request.run_id, d))
-    }
-    if superseded_at_start:
-        log_event("deliver.superseded", level="WARNING", run_id=request.run_id, superseded_by=superseded_at_start,
-                  note="nothing sent to these destinations")
+    # The run's delta applies only while the pointer names its baseline. A newer run committed
+    # since ("superseded"): sending would undo its adds or remove members the destination keeps.
+    # An earlier run of the chain not yet committed ("waiting"): it goes first.
+    baselines = {d: manifest["destinations"][d]["baseline_run_id"] for d in chosen_ids}
+    positions = {d: snapshots.position(request.out, d, request.run_id, baselines[d]) for d in sorted(chosen_ids)}
+    held_back = {d: (where, other) for d, (where, other) in positions.items() if where in ("superseded", "waiting")}
+    for where, field_name in (("superseded", "superseded_by"), ("waiting", "waiting_for")):
+        if runs := {d: other for d, (w, other) in held_back.items() if w == where}:
+            log_event(f"deliver.{where}", level="WARNING", run_id=request.run_id, **{field_name: runs}, note="nothing sent to these destinations")
     # Delivered batches are done; failed ones wait in the dead-letter store for `--replay`.
     settled = {r.batch_key for r in store.batches(request.run_id) if r.state in (BatchState.DELIVERED, BatchState.FAILED)}
-    todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled and b["destination_id"] not in superseded_at_start]
+    todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled and b["destination_id"] not in held_back]
     workers = {d: max(1, min(request.workers, sum(1 for b in todo if b["destination_id"] == d))) for d in chosen_ids}
 
     outcomes: list[BatchOutcome] = []
@@ -285,38 +310,41 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         )
 
     ledger = store.batches(request.run_id)
+    quota_keys = {d.id: d.quota_key for d in chosen}
     report, committed = {}, []
     for destination_id in sorted(chosen_ids):
         own = [r for r in ledger if r.destination_id == destination_id]
         states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
         ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
         mine = [o for o in outcomes if o.destination_id == destination_id]
-        # Looked at again: another run may have committed while this one was sending.
-        committed_run = _committed_run(request.out, destination_id)
-        superseded_by = superseded_at_start.get(destination_id) or _superseding(committed_run, manifest, request.run_id, destination_id)
-        if states["delivered"] == len(own) and not superseded_by:
-            if committed_run != request.run_id:  # a resumed or repeated run commits once
-                crash_point("deliver.before_snapshot_commit")
-                snapshots.commit(request.out, request.run_id, destination_id)
-                crash_point("deliver.after_snapshot_commit")
+        # Looked at again when it sent: another run may have been committed meanwhile.
+        where, other = held_back.get(destination_id) or snapshots.position(request.out, destination_id, request.run_id, baselines[destination_id])
+        if where == "next" and states["delivered"] == len(own):
+            where, other = _commit(request, store, quota_keys[destination_id], destination_id, baselines[destination_id])
+        if where == "committed":  # now, or by an earlier attempt of this run
             committed.append(destination_id)
-        own_status, own_resume_at = _with_superseded(*_status(mine, own), bool(superseded_by))
+        # A commit fenced out counts as fenced: the machine takes the lease again and commits then.
+        fenced_commit = where == "fenced"
+        own_status, own_resume_at = ("FAILED", None) if fenced_commit else _destination_status(
+            where, mine, own, _resume_of(request.out, other, destination_id) if where == "waiting" else None)
         report[destination_id] = {
             "status": own_status,
             "resume_at": own_resume_at,
             "batches": states,
             "ids": ids,
             "sent_now": sum(1 for o in mine if o.state == "delivered"),
-            "fenced": sum(1 for o in mine if o.state == "fenced"),
+            "fenced": sum(1 for o in mine if o.state == "fenced") + fenced_commit,
             "retries": sum(o.retries for o in mine),
             "snapshot_committed": destination_id in committed,
             # A newer run was committed since this one was prepared: its delta is no longer
             # against what the destination holds, so it must not become the baseline.
-            "superseded_by": superseded_by,
+            "superseded_by": other if where == "superseded" else None,
+            # An earlier run of this destination is not committed yet: it is delivered first.
+            "waiting_for": other if where == "waiting" else None,
             "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
         }
-    status, resume_at = _status(outcomes, [r for r in ledger if r.destination_id in chosen_ids and not report[r.destination_id]["superseded_by"]])
-    status, resume_at = _with_superseded(status, resume_at, any(entry["superseded_by"] for entry in report.values()))
+    status = min((entry["status"] for entry in report.values()), key=STATUS_ORDER.index, default="SUCCEEDED")
+    resume_at = max((entry["resume_at"] for entry in report.values() if entry["status"] == status and entry["resume_at"]), default=None)
     summary = {
         "status": status,
         "run_id": request.run_id,
@@ -359,7 +387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --fence_owner: the lease is renewed to this many seconds ahead every third of it")
     parser.add_argument(
         "--deferred-exit-code", "--deferred_exit_code", dest="deferred_exit_code", type=int, default=3,
-        help="exit code for QUOTA_DEFERRED (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
+        help="exit code for QUOTA_DEFERRED and WAITING (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
     )
     parser.add_argument(
         "--superseded-exit-code", "--superseded_exit_code", dest="superseded_exit_code", type=int, default=4,
@@ -402,7 +430,7 @@ def command(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
     print(json.dumps(summary))
-    if summary["status"] == "QUOTA_DEFERRED":
+    if summary["status"] in ("QUOTA_DEFERRED", "WAITING"):
         return args.deferred_exit_code
     if summary["status"] == "FAILED":
         return args.failed_exit_code

@@ -182,7 +182,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         opt_outs = consent_opt_outs(consent.rows, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
         opt_out_count = opt_outs.count()
     members = _members(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
-    previous, baselines = snapshots.read_previous(spark, out, destination_ids)
+    # Each destination's head: the last run prepared for it, delivered or not (see snapshots).
+    baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
+    previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
     rules = destination_rules(spark, config)
     # Members are computed once, into the cache; everything after reads them from there.
     # A few partitions per core, or one per 1M input rows if more (the snapshot is written by
@@ -221,7 +223,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     marked.unpersist()
 
     report = {
-        d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], batches, baselines[d.id])
+        d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], batches, baselines[d.id].run_id)
         for d in destinations
     }
     for destination_id, section in report.items():
@@ -242,6 +244,12 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         "snapshot": {"path": "snapshot/", "members": snapshot_members, "committed": False},
         "timing": {"seconds": seconds, "phases": timer.seconds},
     }
+    for destination_id, baseline in baselines.items():  # before the manifest: a run without one is unfinished
+        try:
+            snapshots.advance_head(out, destination_id, request.run_id, baseline)
+        except storage.Conflict:
+            raise PrepareError(f"run {request.run_id}: another run was prepared for {destination_id} while this one ran; "
+                               "prepare this run again (it then builds on that run)") from None
     manifest_uri = storage.join(run_dir, "manifest.json")
     storage.write_text(manifest_uri, json.dumps(manifest, indent=2, default=str) + "\n")
     storage.write_text(

@@ -2,9 +2,14 @@
 
 Spark writes the big data; this module only reads and writes the JSON that says what the big
 data is. Local writes are atomic (temporary file, then rename); an S3 PUT is atomic already.
+Pointers that several jobs may move are written with a compare-and-set (`write_text_if`): an
+S3 conditional PUT (`If-Match` / `If-None-Match`), or an exclusive lock around the compare and
+the rename on a local path.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -54,6 +59,51 @@ def write_text(uri: str, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(temporary, path)
+
+
+class Conflict(Exception):
+    """A conditional write found the object changed (or created) since it was read."""
+
+
+def _local_version(text: str | None) -> str | None:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None
+
+
+def read_versioned(uri: str) -> tuple[str | None, str | None]:
+    """The object's text and a version to hand to `write_text_if` (both None when absent)."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        try:
+            answer = _s3().get_object(Bucket=bucket, Key=key)
+        except _s3().exceptions.NoSuchKey:
+            return None, None
+        return answer["Body"].read().decode("utf-8"), answer["ETag"]
+    text = read_text(uri)
+    return text, _local_version(text)
+
+
+def write_text_if(uri: str, text: str, version: str | None) -> None:
+    """Write only while the object is still at `version` (None: only while it does not exist);
+    `Conflict` otherwise, and nothing written."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
+        client = _s3()
+        try:
+            client.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), **condition)
+        except client.exceptions.ClientError as error:
+            # 412: the condition failed; 409: a concurrent conditional write to the key won.
+            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise Conflict(f"{uri}: changed since it was read") from None
+            raise
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held across the compare and the rename
+        if _local_version(read_text(uri)) != version:
+            raise Conflict(f"{uri}: changed since it was read")
+        write_text(uri, text)
 
 
 def exists(uri: str) -> bool:

@@ -46,7 +46,7 @@ def test_numeric_audience_ids_stay_strings_and_empty_destinations_survive_the_ne
     assert first["destinations"]["meta_ads"]["audiences"]["00042"]["batches"] == {"add": 1, "remove": 0}
     assert first["destinations"]["quiet"]["batches"] == 0
     for destination in ("meta_ads", "quiet"):
-        snapshots.commit(str(tmp_path / "out"), "r1", destination)
+        snapshots.commit(str(tmp_path / "out"), "r1", destination, None)
     second = prepare(spark, tmp_path, "r2", ROWS)  # same input: nothing to send
     assert second["batches"] == [] and (tmp_path / "out" / "runs" / "r2" / "batches").is_dir()
     assert second["destinations"]["meta_ads"]["accounting"]["members"] == {"unchanged": 2}

@@ -45,7 +45,7 @@ def two_days(spark, tmp_path_factory):
         runs[run_id] = json.loads(Path(summary["manifest"]).read_text())
         if run_id == "day1":
             for destination in config.active_destinations:
-                snapshots.commit(str(out), run_id, destination.id)
+                snapshots.commit(str(out), run_id, destination.id, None)
     return out, config, day1, day2, runs
 
 

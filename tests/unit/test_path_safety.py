@@ -132,7 +132,18 @@ def test_a_snapshot_pointer_naming_an_unsafe_run_is_refused(run_id, tmp_path):
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": run_id, "path": "/etc"}))
     with pytest.raises(paths.UnsafePath, match=r"meta_ads\.json: run_id: run id"):
-        snapshots.read_previous(None, str(tmp_path), ["meta_ads"])
+        snapshots.baseline_for(str(tmp_path), "meta_ads", "r9")
+
+
+@pytest.mark.parametrize("field", ["run_id", "baseline_run_id"])
+def test_a_head_naming_an_unsafe_run_is_refused(field, tmp_path):
+    from jobs import snapshots
+
+    (tmp_path / "snapshots").mkdir()
+    head = {"run_id": "r1", "baseline_run_id": "r0", field: "../../etc"}
+    (tmp_path / "snapshots" / "meta_ads.head.json").write_text(json.dumps(head))
+    with pytest.raises(paths.UnsafePath, match=rf"meta_ads\.head\.json: {field}: run id"):
+        snapshots.baseline_for(str(tmp_path), "meta_ads", "r9")
 
 
 def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_pointers_path(tmp_path):
@@ -141,7 +152,7 @@ def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_poin
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": "r0", "path": "/etc"}))
     with pytest.raises(FileNotFoundError) as missing:
-        snapshots.read_previous(None, str(tmp_path), ["meta_ads"])
+        snapshots.read_previous(None, str(tmp_path), {"meta_ads": snapshots.baseline_for(str(tmp_path), "meta_ads", "r9").run_id})
     assert f"{tmp_path}/runs/r0/snapshot/destination_id=meta_ads" in str(missing.value) and "/etc" not in str(missing.value)
 
 
