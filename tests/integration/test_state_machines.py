@@ -46,7 +46,7 @@ class ScriptedJobs:
             destination = arguments["--destination"]
             queue = self.statuses[destination]
             scripted = queue.pop(0) if len(queue) > 1 else queue[0]
-            summary = {"status": scripted, "resume_at": _soon(1) if scripted == "QUOTA_DEFERRED" else None, "retries": 2, "fenced": 0}
+            summary = {"status": scripted, "resume_at": _soon(1) if scripted in ("QUOTA_DEFERRED", "WAITING") else None, "retries": 2, "fenced": 0}
             if scripted == "DEFERRED_WITHOUT_RESUME_AT":
                 summary["status"] = "QUOTA_DEFERRED"
             if scripted == "FENCED":
@@ -212,6 +212,17 @@ def test_a_superseded_delivery_ends_the_lifecycle_releasing_the_lease_without_fa
     [(_, deliver)] = jobs.calls
     assert deliver["--superseded_exit_code"] == "0"   # routed on summary.json, not a failed Glue run
     assert "owner" not in machines.lease("google_ads_project") and machines.alerts() == []
+
+
+def test_a_delivery_waiting_for_an_earlier_run_releases_the_lease_waits_and_delivers_after_it(machines, jobs):
+    """WAITING: an earlier run of the destination is not committed yet; this run sent nothing."""
+    jobs.statuses["google_dm"] = ["WAITING", "SUCCEEDED"]
+    execution = machines.run("destination-google_dm", "waiting", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    assert execution.output["status"] == "SUCCEEDED" and execution.output["deferrals"] == 1
+    waited = execution.states.index("WaitForQuota")
+    assert "ReleaseBeforeWait" in execution.states[:waited] and execution.states.count("AcquireLease") == 2
+    assert [name for name, _ in jobs.calls].count(RESOURCES.deliver_job) == 2
 
 
 def test_a_delivery_fenced_out_by_a_takeover_takes_the_lease_again_and_finishes(machines, jobs):
