@@ -373,11 +373,12 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
             "Type": "Choice",
             "Choices": [
                 {"Condition": "{% $summary.status = 'SUCCEEDED' %}", "Next": "ReleaseLease"},
-                # Deferred, or fenced out (counted like a deferral); batches that failed for good are DeliveryFailed.
-                {"Condition": "{% ($summary.status = 'QUOTA_DEFERRED' or ($summary.status = 'FAILED' and $summary.fenced > 0)) and "
+                # Deferred, waiting for an earlier run of the destination, or fenced out (all counted
+                # as deferrals); batches that failed for good are DeliveryFailed.
+                {"Condition": "{% ($summary.status in ['QUOTA_DEFERRED', 'WAITING'] or ($summary.status = 'FAILED' and $summary.fenced > 0)) and "
                               f"$deferrals >= {resources.max_deferrals} %}}",
                  "Next": "DeferralLimitReached"},
-                {"Condition": "{% $summary.status = 'QUOTA_DEFERRED' %}", "Next": "CountDeferral"},
+                {"Condition": "{% $summary.status in ['QUOTA_DEFERRED', 'WAITING'] %}", "Next": "CountDeferral"},
                 # The lease was taken over mid-delivery (it expired): the rest is pending; take it again.
                 {"Condition": "{% $summary.status = 'FAILED' and $summary.fenced > 0 %}", "Next": "LeaseLost"},
                 # A newer run was committed since this one was prepared: it sent nothing and is done.
