@@ -188,6 +188,38 @@ def test_deliver_under_the_machines_lease_renews_it_and_a_stale_token_is_fenced_
     assert item["owner"] == "execution-new" and float(item["expires_at"]) > current.expires_at + 500
 
 
+def test_a_former_lease_holder_cannot_commit_the_snapshot(prepared, capsys):
+    """The holder delivered every batch and was lost before committing (its pointer write never
+    happened); a late worker of the former holder, finding nothing to send, must not commit."""
+    import shutil
+
+    from connectors.state.dynamodb import create_table
+    from orchestration.lock import LeaseLock
+
+    root, config, _ = prepared
+    out = root / "stale-commit-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    create_table("audience-relay-stale")
+    lock = LeaseLock("audience-relay-stale")
+    stale = lock.acquire("meta_ads", "execution-before", 60)
+    lock.release(stale)
+    current = lock.acquire("meta_ads", "execution-after", 600)
+    arguments = ["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
+                 "--state", "dynamodb://audience-relay-stale"]
+    with HttpDestinationEmulator() as emulator:
+        capsys.readouterr()
+        fence = ["--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-after", "--fence-token", str(current.token)]
+        assert main([*arguments, *fence]) == 0
+        (out / "snapshots" / "meta_ads.json").unlink()  # as if the holder died just before its commit
+        capsys.readouterr()
+        code = main([*arguments, "--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-before", "--fence-token", str(stale.token)])
+        late = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["destinations"]["meta_ads"]
+        assert code == 1 and late["status"] == "FAILED" and late["fenced"] == 1 and not late["snapshot_committed"]
+        assert not (out / "snapshots" / "meta_ads.json").exists()
+        assert main([*arguments, *fence]) == 0  # the holder, resumed, commits
+    assert json.loads((out / "snapshots" / "meta_ads.json").read_text())["run_id"] == "d1"
+
+
 def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):
     import shutil
 

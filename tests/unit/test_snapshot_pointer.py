@@ -1,0 +1,60 @@
+"""The snapshot pointer moves by compare-and-set, on a local folder and on S3 (moto)."""
+import json
+import threading
+import uuid
+
+import boto3
+import pytest
+
+from jobs import snapshots, storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def out(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "out")
+    bucket = f"pointer-{uuid.uuid4().hex[:12]}"
+    request.getfixturevalue("moto_server")
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/work"
+
+
+def test_racing_commits_from_one_baseline_leave_exactly_one_winner(out):
+    snapshots.commit(out, "r0", "meta_ads", None)
+    start, results = threading.Barrier(8), {}
+
+    def commit(run_id):
+        start.wait()
+        try:
+            snapshots.commit(out, run_id, "meta_ads", "r0")
+            results[run_id] = "won"
+        except snapshots.PointerMoved:
+            results[run_id] = "refused"
+
+    threads = [threading.Thread(target=commit, args=(f"r{i}",)) for i in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [run for run, result in results.items() if result == "won"]
+    assert len(results) == 8 and len(winners) == 1
+    assert snapshots.committed_run(out, "meta_ads") == winners[0]
+
+
+def test_an_older_run_cannot_move_the_pointer_back(out):
+    snapshots.commit(out, "r1", "meta_ads", None)
+    snapshots.commit(out, "r2", "meta_ads", "r1")
+    with pytest.raises(snapshots.PointerMoved, match=r"names run r2, not None, the baseline of run r1"):
+        snapshots.commit(out, "r1", "meta_ads", None)
+    assert snapshots.committed_run(out, "meta_ads") == "r2"
+    assert snapshots.commit(out, "r2", "meta_ads", "r1")["run_id"] == "r2"  # a repeated commit is a no-op
+
+
+def test_a_head_is_advanced_only_from_the_version_read(out):
+    first = snapshots.baseline_for(out, "meta_ads", "r1")
+    second = snapshots.baseline_for(out, "meta_ads", "r2")
+    snapshots.advance_head(out, "meta_ads", "r1", first)
+    with pytest.raises(storage.Conflict):
+        snapshots.advance_head(out, "meta_ads", "r2", second)
+    head = json.loads(storage.read_text(storage.join(out, "snapshots", "meta_ads.head.json")))
+    assert (head["run_id"], head["baseline_run_id"]) == ("r1", None)
