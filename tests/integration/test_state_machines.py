@@ -46,6 +46,8 @@ class ScriptedJobs:
             destination = arguments["--destination"]
             queue = self.statuses[destination]
             scripted = queue.pop(0) if len(queue) > 1 else queue[0]
+            if scripted == "LOST":   # the Glue run's answer never came (a crash, States.Timeout)
+                raise JobFailed("deliver lost (scripted)")
             summary = {"status": scripted, "resume_at": _soon(1) if scripted in ("QUOTA_DEFERRED", "WAITING") else None, "retries": 2, "fenced": 0}
             if scripted == "DEFERRED_WITHOUT_RESUME_AT":
                 summary["status"] = "QUOTA_DEFERRED"
@@ -232,6 +234,24 @@ def test_a_delivery_fenced_out_by_a_takeover_takes_the_lease_again_and_finishes(
     assert execution.states.count("AcquireLease") == 2 and "LeaseLost" in execution.states
     first, second = [args["--fence_token"] for name, args in jobs.calls if name == "audience-relay-deliver"]
     assert int(second) > int(first)  # a new token: writes under the old one stay refused
+
+
+def test_a_deliver_attempt_that_failed_is_retried_under_a_new_fencing_token(machines, jobs):
+    """The first attempt may still be running (a timeout, a lost answer): the retry takes the
+    lease again, so the first attempt's writes are fenced out."""
+    jobs.statuses["google_dm"] = ["LOST", "SUCCEEDED"]
+    execution = machines.run("destination-google_dm", "lost-once", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+    first, second = [args["--fence_token"] for name, args in jobs.calls if name == RESOURCES.deliver_job]
+    assert int(second) > int(first) and execution.states.count("AcquireLease") == 2
+
+
+def test_a_deliver_that_keeps_failing_ends_in_failure_after_its_attempts(machines, jobs):
+    jobs.statuses["google_dm"] = ["LOST"]
+    execution = machines.run("destination-google_dm", "lost-always", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "DeliverFailed"
+    assert [name for name, _ in jobs.calls].count(RESOURCES.deliver_job) == 4  # the first and three retries
+    assert "owner" not in machines.lease("google_ads_project")
 
 
 def test_deferred_without_a_resume_time_waits_the_default_then_delivers(machines, jobs):
