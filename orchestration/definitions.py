@@ -86,6 +86,8 @@ class Resources:
     job_timeout_seconds: int = 8 * 3600   # a hung Glue run or EMR step fails the task instead of hanging the machine
     cluster_timeout_seconds: int = 3600
     retry_wait_seconds: int = 900   # deferred without a resume_at (nothing sent yet): look again after this
+    deliver_retry_seconds: int = 60  # a failed Deliver attempt is retried after this, times the attempt number
+    deliver_retries: int = 3
     max_deferrals: int = 30
     continue_every: int = 10
     # Delivery feedback: the scheduler starts the feedback machine after a run delivered everywhere
@@ -321,6 +323,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                 "retries": "{% $exists($states.input.retries) ? $states.input.retries : 0 %}",
                 "prepared": "{% $exists($states.input.prepared) ? $states.input.prepared : false %}",
                 "lease_held": False,
+                "deliver_retries": 0,   # Deliver attempts that failed (each retried under a new token)
                 "alert_topic": resources.alert_topic_arn,
                 "dead_letter_queue": resources.dead_letter_queue_url,
             },
@@ -352,12 +355,25 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
             "Catch": _catch("Lease"),
             "Next": "Deliver",
         },
-        "Deliver": _glue(resources.deliver_job, {
-            **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
-            # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
-            "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0",
-            "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
-        }, "Deliver", "ReadSummary", resources.job_timeout_seconds),
+        "Deliver": {
+            **{key: value for key, value in _glue(resources.deliver_job, {
+                **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
+                # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
+                "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0",
+                "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
+            }, "Deliver", "ReadSummary", resources.job_timeout_seconds).items() if key != "Retry"},
+            # Not retried in place: the failed attempt may still be running (States.Timeout, a lost
+            # answer), so the next one takes the lease again, and its new token fences the old out.
+            "Catch": [{"ErrorEquals": TRANSIENT, "Next": "DeliverAgain?",
+                       "Assign": {"failed_phase": "Deliver", "failure": "{% $states.errorOutput %}"}}, *_catch("Deliver")],
+        },
+        "DeliverAgain?": {
+            "Type": "Choice",
+            "Choices": [{"Condition": f"{{% $deliver_retries < {resources.deliver_retries} %}}", "Next": "WaitBeforeDeliverAgain"}],
+            "Default": "RecordFailure",
+        },
+        "WaitBeforeDeliverAgain": {"Type": "Wait", "Seconds": f"{{% {resources.deliver_retry_seconds} * ($deliver_retries + 1) %}}",
+                                   "Assign": {"deliver_retries": "{% $deliver_retries + 1 %}"}, "Next": "AcquireLease"},
         "ReadSummary": {
             "Type": "Task",
             "Resource": "arn:aws:states:::aws-sdk:s3:getObject",

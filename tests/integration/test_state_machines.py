@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
 META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")
 SFTP_ON_EMR = MachineSpec("partner_sftp", "sftp", "sftp_gzip_csv", "partner_sftp", prepare_engine="emr", transform_job="enrich")
-RESOURCES = Resources(max_deferrals=3, continue_every=2, retry_wait_seconds=1)
+RESOURCES = Resources(max_deferrals=3, continue_every=2, retry_wait_seconds=1, deliver_retry_seconds=0)
 RUN = {"run_id": "r1", "input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
 
 
