@@ -14,6 +14,7 @@ after their last change by default), a quota window two days after its last use.
 """
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -61,11 +62,25 @@ def _all_items(read) -> list[dict]:
             return items
 
 
+# Cancellation reasons that clear by themselves: another request touched an item of the
+# transaction (the lease heartbeat, another worker), or the table was throttled. botocore does
+# not retry a cancelled transaction, so the store does, with full-jitter backoff.
+TRANSIENT_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"})
+FENCED_WRITE_ATTEMPTS = 8
+
+
+class StateWriteCancelled(Exception):
+    """A fenced write was cancelled for a reason that is not a condition (after retries, or one
+    that retrying cannot clear); the write did not happen."""
+
+
 def _conditional_failure(error: ClientError) -> bool:
     return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
 
 
 class DynamoStateStore:
+    retry_base_seconds = 0.05   # first backoff of a cancelled fenced write (doubling, capped at 2 s)
+
     def __init__(self, table_name: str, resource=None, retention_days: int = 90, clock: Callable[[], float] = time.time) -> None:
         self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self._retention_seconds, self._clock = retention_days * DAY_SECONDS, clock
@@ -152,29 +167,35 @@ class DynamoStateStore:
         if item.get("owner") != fence.owner or int(item.get("fencing_token", -1)) != fence.token:
             raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} is no longer current")
 
-    def _fenced(self, fence: Fence, write: dict) -> list[str]:
-        """Run `write` in one transaction with the lease check; the cancellation codes, if any."""
-        try:
-            self._table.meta.client.transact_write_items(
-                TransactItems=[
-                    {"ConditionCheck": {
-                        "TableName": fence.table,
-                        "Key": {"pk": fence.pk, "sk": fence.sk},
-                        "ConditionExpression": "#owner = :owner AND fencing_token = :token",
-                        "ExpressionAttributeNames": {"#owner": "owner"},
-                        "ExpressionAttributeValues": {":owner": fence.owner, ":token": fence.token},
-                    }},
-                    write,
-                ]
-            )
-            return []
-        except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
-                raise
-            reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
-            if reasons and reasons[0] == "ConditionalCheckFailed":
-                raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} is no longer current") from None
-            return reasons
+    def _fenced(self, fence: Fence, write: dict) -> bool:
+        """Run `write` in one transaction with the lease check. True when it landed, False when
+        its own condition failed; `FenceRejected` when the lease check failed. Each item's
+        cancellation reason is read: conflicts and throttling are retried, not taken for a
+        failed condition."""
+        check = {"ConditionCheck": {
+            "TableName": fence.table,
+            "Key": {"pk": fence.pk, "sk": fence.sk},
+            "ConditionExpression": "#owner = :owner AND fencing_token = :token",
+            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ExpressionAttributeValues": {":owner": fence.owner, ":token": fence.token},
+        }}
+        for attempt in range(FENCED_WRITE_ATTEMPTS):
+            try:
+                self._table.meta.client.transact_write_items(TransactItems=[check, write])
+                return True
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "TransactionCanceledException":
+                    raise
+                reasons = [r.get("Code", "None") for r in error.response.get("CancellationReasons", [])]
+            fence_reason, write_reason = (reasons + ["None", "None"])[:2]
+            if fence_reason == "ConditionalCheckFailed":
+                raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} is no longer current")
+            if write_reason == "ConditionalCheckFailed":
+                return False
+            if not set(reasons) & TRANSIENT_REASONS or set(reasons) - TRANSIENT_REASONS - {"None"}:
+                raise StateWriteCancelled(f"transaction cancelled: {reasons} (lease check, write)")
+            time.sleep(random.uniform(0, min(2.0, self.retry_base_seconds * 2**attempt)))
+        raise StateWriteCancelled(f"transaction cancelled {FENCED_WRITE_ATTEMPTS} times, last: {reasons} (lease check, write)")
 
     def _save_fenced(self, record: BatchRecord, fence: Fence) -> None:
         put = {"Put": {
@@ -184,7 +205,7 @@ class DynamoStateStore:
             "ExpressionAttributeNames": {"#state": "state"},
             "ExpressionAttributeValues": {":delivered": BatchState.DELIVERED.value},
         }}
-        if self._fenced(fence, put):
+        if not self._fenced(fence, put):
             raise AlreadyDelivered(record.batch_key)
 
     def _consume_fenced(self, quota_key: str, window: str, amount: int, ceiling: int, fence: Fence) -> bool:
@@ -195,7 +216,7 @@ class DynamoStateStore:
             "ConditionExpression": "attribute_not_exists(used) OR used <= :ceiling",
             "ExpressionAttributeValues": {":amount": amount, ":ceiling": ceiling, ":purge": self._purge_at(QUOTA_WINDOW_PURGE_SECONDS)},
         }}
-        return not self._fenced(fence, update)
+        return self._fenced(fence, update)
 
     def quota_used(self, quota_key: str, window: str) -> int:
         item = self._table.get_item(Key={"pk": f"QUOTA#{quota_key}", "sk": f"WINDOW#{window}"}, ConsistentRead=True).get("Item")
