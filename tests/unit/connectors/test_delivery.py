@@ -154,3 +154,36 @@ def test_throttling_past_the_budget_defers_the_rest_instead_of_failing(store):
     outcomes = run(destination, batches(3), store)
     assert [o.state for o in outcomes] == ["deferred"] * 3 and all(o.resume_at for o in outcomes)
     assert store.dead_letters("r1") == [] and len(destination.received) == 0
+
+
+def test_a_batch_whose_dead_letter_cannot_be_written_is_not_settled_as_failed(moto_server):
+    """FAILED settles a batch (deliver sends it no more; `dead-letters --replay` is its only way
+    back), so it is written only once the dead letter is. The dead-letter write is refused at
+    the SDK (an AccessDenied, as a role without the DLQ# items would get)."""
+    import uuid
+
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from connectors.state.dynamodb import DynamoStateStore, create_table
+
+    name = f"audience-relay-dlq-{uuid.uuid4().hex[:8]}"
+    create_table(name)
+    resource = boto3.resource("dynamodb")
+    dynamo = DynamoStateStore(name, resource=resource)
+
+    def refuse_dead_letters(params, **_):   # `params`: the request, its body the JSON sent
+        if '"DLQ#' in (params["body"].decode() if isinstance(params["body"], bytes) else params["body"]):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized (injected)"}}, "PutItem")
+
+    resource.meta.client.meta.events.register("before-call.dynamodb.PutItem", refuse_dead_letters)
+    work = batches(2)
+    dynamo.register([b.record for b in work])
+    outcomes = run(Scripted({0: [FailureKind.PERMANENT]}), work, dynamo)
+    assert [o.state for o in outcomes] == ["unrecorded", "delivered"]
+    assert dynamo.get(work[0].record.batch_key).state is not BatchState.FAILED and dynamo.dead_letters("r1") == []
+    resource.meta.client.meta.events.unregister("before-call.dynamodb.PutItem", refuse_dead_letters)
+    again = run(Scripted({0: [FailureKind.PERMANENT]}), work, dynamo)   # the next delivery tries it again
+    assert [o.state for o in again] == ["failed", "skipped"]
+    assert [letter.batch_key for letter in dynamo.dead_letters("r1")] == [work[0].record.batch_key]
+    assert dynamo.get(work[0].record.batch_key).state is BatchState.FAILED
