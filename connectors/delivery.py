@@ -138,12 +138,16 @@ def deliver_batches(
         return _save(store, record, sleep, fence)
 
     def fail(batch: Batch, attempts: int, error: str, log: AttemptLog | None = None) -> None:
+        """Dead letter first, then FAILED: FAILED settles the batch (deliver sends it no more),
+        so it may only be written once `dead-letters --replay` can see the batch. A batch whose
+        dead letter cannot be written stays unsettled and is tried again by the next delivery."""
         record = batch.record
-        recorded = save(record.moved_to(BatchState.FAILED, attempts, error))
         try:
             store.add_dead_letter(DeadLetter(record.batch_key, record.run_id, record.destination_id, error, attempts, now_iso()))
         except Exception:  # noqa: BLE001 - the outcome below still carries the error
-            recorded = False
+            outcomes.append(_outcome(batch, "unrecorded", log, f"dead letter not written; {error}"))
+            return
+        recorded = save(record.moved_to(BatchState.FAILED, attempts, error))
         outcomes.append(_outcome(batch, "failed" if recorded else "unrecorded", log, error))
 
     def attempt_for(batch: Batch) -> Callable[[], object]:
