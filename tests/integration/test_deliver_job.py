@@ -220,6 +220,47 @@ def test_a_former_lease_holder_cannot_commit_the_snapshot(prepared, capsys):
     assert json.loads((out / "snapshots" / "meta_ads.json").read_text())["run_id"] == "d1"
 
 
+def test_workers_stop_sending_when_the_lease_cannot_be_renewed(prepared, capsys):
+    """DynamoDB refuses the heartbeat's renewals (injected at the SDK of the driver, where the
+    heartbeat runs): nobody has taken the lease over, but nobody can confirm it either. The
+    workers stop once less than a quarter of it is left, instead of sending on an expired lease."""
+    import shutil
+    import time
+
+    from botocore.exceptions import ClientError
+
+    from connectors.state.dynamodb import create_table
+    from orchestration.lock import LeaseLock
+
+    root, config, manifest = prepared
+    out = root / "unrenewed-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    create_table("audience-relay-unrenewed")
+    lease = LeaseLock("audience-relay-unrenewed").acquire("meta_ads", "execution-1", 4)
+
+    renewals = []
+
+    def refuse_renewals(params, **_):   # all but the first: the job starts holding the lease
+        body = params["body"].decode() if isinstance(params["body"], bytes) else params["body"]
+        if '"LEASE#' in body and len(renewals.append(1) or renewals) > 1:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "renewal refused (injected)"}}, "UpdateItem")
+
+    session = boto3._get_default_session()._session
+    session.register("before-call.dynamodb.UpdateItem", refuse_renewals)
+    try:
+        with HttpDestinationEmulator(EmulatorConfig(on_accept=lambda _: time.sleep(1.0))) as emulator:
+            capsys.readouterr()
+            code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
+                         "--state", "dynamodb://audience-relay-unrenewed", "--workers", "1", "--endpoint", f"meta_ads={emulator.url}",
+                         "--fence-owner", "execution-1", "--fence-token", str(lease.token), "--lease-seconds", "4"])
+            report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["destinations"]["meta_ads"]
+    finally:
+        session.unregister("before-call.dynamodb.UpdateItem", refuse_renewals)
+    own = [b for b in manifest["batches"] if b["destination_id"] == "meta_ads"]
+    assert len(own) >= 8   # 8 s of sending at a second a batch: twice the lease
+    assert code == 1 and report["fenced"] > 0 and len(emulator.score.accepted) < len(own) and not report["snapshot_committed"]
+
+
 def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):
     import shutil
 
