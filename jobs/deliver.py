@@ -80,6 +80,8 @@ class DeliverRequest:
     fence_owner: str | None = None
     fence_token: int | None = None
     lease_seconds: float = 4 * 3600   # how far each heartbeat extends the state machine's lease
+    # Workers stop sending once less than this share of the lease is left (its renewals failed).
+    lease_stop_fraction: float = 0.25
 
 
 def open_store(state: str) -> StateStore:
@@ -129,31 +131,35 @@ def check_manifest_paths(manifest: dict, source: str) -> None:
         paths.relative_under(batch.get("file"), "batches", f"{where}.file")
 
 
-def _fence(request_fence: tuple[str | None, int | None], state: str, quota_key: str) -> Fence | None:
-    owner, token = request_fence
-    if owner is None or token is None:
+def _fence(request: DeliverRequest, quota_key: str) -> Fence | None:
+    if request.fence_owner is None or request.fence_token is None:
         return None
-    return Fence(state.removeprefix("dynamodb://"), f"LEASE#{quota_key}", "LEASE", owner, token)
+    return Fence(request.state.removeprefix("dynamodb://"), f"LEASE#{quota_key}", "LEASE", request.fence_owner, request.fence_token,
+                 request.lease_seconds * request.lease_stop_fraction)
 
 
 @contextlib.contextmanager
 def _lease_heartbeats(request: DeliverRequest, destinations: list):
     """Keep the state machine's quota leases alive while sending (it acquired them and releases them)."""
+    beats: dict[str, Heartbeat] = {}
     with contextlib.ExitStack() as stack:
         if request.fence_owner is not None and request.fence_token is not None:
             lock = LeaseLock(request.state.removeprefix("dynamodb://"))
             for quota_key in sorted({d.quota_key for d in destinations}):
-                beat = stack.enter_context(Heartbeat(lock, quota_key, request.fence_owner, request.lease_seconds, held_token=request.fence_token))
+                beat = beats[quota_key] = stack.enter_context(
+                    Heartbeat(lock, quota_key, request.fence_owner, request.lease_seconds, held_token=request.fence_token))
                 if beat.lost.is_set():
                     log_event("deliver.lease_lost", level="WARNING", quota_key=quota_key, owner=request.fence_owner)
         yield
+    for quota_key, beat in beats.items():
+        if beat.renewal_failures:
+            log_event("deliver.lease_renewal_failed", level="WARNING", quota_key=quota_key, failures=beat.renewal_failures,
+                      error=beat.last_renewal_error, lost=beat.lost.is_set())
 
 
-def _deliver_partition(
-    config: Config, run_id: str, run_dir: str, state: str, workers: dict[str, int], endpoints: dict[str, str],
-    lease: tuple[str | None, int | None] = (None, None),
-):
+def _deliver_partition(request: DeliverRequest, run_dir: str, workers: dict[str, int]):
     """The function each Spark partition runs: one connector per destination it holds."""
+    config, run_id, state, endpoints = request.config, request.run_id, request.state, request.endpoints
 
     def run(rows):
         quota_keys = {d.id: d.quota_key for d in config.destinations}
@@ -168,7 +174,7 @@ def _deliver_partition(
             sharing = sum(1 for d in workers if quota_keys[d] == destination.quota_key)
             bucket = TokenBucket.partition_share(rpm, workers[destination_id] * sharing)
             reset = destination.profile_spec.quota_reset_timezone
-            fence = _fence(lease, state, destination.quota_key)
+            fence = _fence(request, destination.quota_key)
             quota = DailyQuota(store, destination.quota_key, destination.daily_quota.requests, reset, fence=fence) if destination.daily_quota else None
             reader = BatchFileReader()
             batches = (_load(run_id, run_dir, row, reader) for row in sorted(batch_rows, key=lambda r: (r.audience_id, r.op, r.batch_number)))
@@ -231,7 +237,7 @@ def _commit(request: DeliverRequest, store: StateStore, quota_key: str, destinat
 
     Returns the run's position after it: "committed", "superseded" (another run was committed
     first) or "fenced" (the lease passed to another holder: the next holder commits)."""
-    fence = _fence((request.fence_owner, request.fence_token), request.state, quota_key)
+    fence = _fence(request, quota_key)
     try:
         if fence is not None:
             store.check_fence(fence)
@@ -299,7 +305,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
         frame = spark.createDataFrame(rows, "destination_id string, audience_id string, op string, batch_number int, checksum string, ids long, file string")
         keyed = frame.rdd.map(lambda r: ((r.destination_id, r.batch_number % workers[r.destination_id]), r))
         spread = keyed.partitionBy(len(slots), lambda key: slots[key]).values()
-        work = _deliver_partition(config, request.run_id, run_dir, request.state, workers, request.endpoints, (request.fence_owner, request.fence_token))
+        work = _deliver_partition(request, run_dir, workers)
         with timer.phase("send"), _lease_heartbeats(request, chosen):
             # Collected once (one small row per batch): a second action would send again.
             rows = spread.mapPartitions(work).collect()
@@ -385,6 +391,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fence-token", "--fence_token", dest="fence_token", type=int, help="fencing token of that lease")
     parser.add_argument("--lease-seconds", "--lease_seconds", dest="lease_seconds", type=float, default=4 * 3600,
                         help="with --fence_owner: the lease is renewed to this many seconds ahead every third of it")
+    parser.add_argument("--lease-stop-fraction", "--lease_stop_fraction", dest="lease_stop_fraction", type=float, default=0.25,
+                        help="with --fence_owner: workers stop sending once less than this share of the lease is left, "
+                             "i.e. once its renewals have failed for a while (default 0.25)")
     parser.add_argument(
         "--deferred-exit-code", "--deferred_exit_code", dest="deferred_exit_code", type=int, default=3,
         help="exit code for QUOTA_DEFERRED and WAITING (default 3; Glue jobs under Step Functions use 0 and read summary.json)",
@@ -412,11 +421,14 @@ def request_from_args(args: argparse.Namespace) -> DeliverRequest:
         endpoints[name] = url
     if args.workers < 1:
         raise DeliverError(f"--workers must be at least 1, got {args.workers}")
+    if not 0 <= args.lease_stop_fraction < 2 / 3:   # renewed every third: at least 2/3 is left while they work
+        raise DeliverError(f"--lease-stop-fraction must be at least 0 and under 2/3, got {args.lease_stop_fraction}")
     return DeliverRequest(
         out=args.out, run_id=args.run_id, config=load_config(args.config or DEFAULT_CONFIG),
         state=args.state or storage.join(args.out, "state", "delivery.db"), workers=args.workers,
         endpoints=endpoints, destinations=tuple(args.destination),
         fence_owner=args.fence_owner, fence_token=args.fence_token, lease_seconds=args.lease_seconds,
+        lease_stop_fraction=args.lease_stop_fraction,
     )
 
 

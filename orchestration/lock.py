@@ -159,6 +159,7 @@ class Heartbeat:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self.lease: Lease | None = None
+        self.renewal_failures, self.last_renewal_error = 0, None
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
     def __enter__(self) -> Heartbeat:
@@ -180,8 +181,9 @@ class Heartbeat:
             except LeaseLost:
                 self.lost.set()
                 return
-            except Exception:  # noqa: BLE001 - a failed renewal is retried at the next beat
-                continue
+            except Exception as error:  # noqa: BLE001 - retried at the next beat; senders stop on their own
+                self.renewal_failures += 1   # once too little of the lease is left (Fence.min_remaining_seconds)
+                self.last_renewal_error = type(error).__name__
 
     def ensure_held(self) -> Lease:
         if self.lost.is_set():

@@ -166,6 +166,10 @@ class DynamoStateStore:
         item = self._table.meta.client.get_item(TableName=fence.table, Key={"pk": fence.pk, "sk": fence.sk}, ConsistentRead=True).get("Item", {})
         if item.get("owner") != fence.owner or int(item.get("fencing_token", -1)) != fence.token:
             raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} is no longer current")
+        left = float(item.get("expires_at", 0)) - self._clock()
+        if left < fence.min_remaining_seconds:
+            raise FenceRejected(f"lease token {fence.token} of {fence.owner!r} has {left:.0f} s left, under the "
+                                f"{fence.min_remaining_seconds:.0f} s a sender needs: its renewals are failing")
 
     def _fenced(self, fence: Fence, write: dict) -> bool:
         """Run `write` in one transaction with the lease check. True when it landed, False when

@@ -42,6 +42,9 @@ class Fence:
     sk: str
     owner: str
     token: int
+    # `check_fence` also refuses once less than this is left of the lease: its renewals are
+    # failing, and a sender must not outlive a lease nobody could confirm.
+    min_remaining_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -253,12 +253,14 @@ def test_workers_stop_sending_when_the_lease_cannot_be_renewed(prepared, capsys)
             code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
                          "--state", "dynamodb://audience-relay-unrenewed", "--workers", "1", "--endpoint", f"meta_ads={emulator.url}",
                          "--fence-owner", "execution-1", "--fence-token", str(lease.token), "--lease-seconds", "4"])
-            report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["destinations"]["meta_ads"]
+            captured = capsys.readouterr()
+            report = json.loads(captured.out.strip().splitlines()[-1])["destinations"]["meta_ads"]
     finally:
         session.unregister("before-call.dynamodb.UpdateItem", refuse_renewals)
     own = [b for b in manifest["batches"] if b["destination_id"] == "meta_ads"]
     assert len(own) >= 8   # 8 s of sending at a second a batch: twice the lease
     assert code == 1 and report["fenced"] > 0 and len(emulator.score.accepted) < len(own) and not report["snapshot_committed"]
+    assert '"event": "deliver.lease_renewal_failed"' in captured.err
 
 
 def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):
