@@ -90,3 +90,21 @@ def test_consent_for_a_destination_not_configured_is_counted_and_the_configured_
     meta = manifest["destinations"]["meta_ads"]["accounting"]
     assert meta["rows"]["consent_filtered"] == 1 and meta["reconciles"]   # u1's opt-out is honoured
     assert meta["members"] == {"add": 2}   # u2 (opted out of google_dm only) and u4
+
+
+def test_rows_lost_after_the_consent_step_make_the_accounting_fail_instead_of_passing_as_consent(spark, tmp_path, monkeypatch):
+    """A mutation: rows vanish between the consent filter and the members (a bad join, a
+    filter). Counted as what is left over, they would pass as consent-filtered; counted from
+    the data, the sum falls short and the run stops."""
+    import jobs.prepare
+    from pyspark.sql import functions as F
+
+    consent = tmp_path / "consent.csv"
+    consent.write_text("user_id,scope\nu1,meta_ads\n")
+    to_members = jobs.prepare.to_members
+    monkeypatch.setattr(jobs.prepare, "to_members", lambda rows: to_members(rows.filter(F.col("user_id") != "u2")))
+    with pytest.raises(RuntimeError, match=r"accounting of meta_ads does not reconcile"):
+        prepare(spark, tmp_path, "mutated", ROWS, consent=str(consent))
+    monkeypatch.setattr(jobs.prepare, "to_members", to_members)
+    meta = prepare(spark, tmp_path, "intact", ROWS, consent=str(consent))["destinations"]["meta_ads"]["accounting"]
+    assert meta["rows"]["consent_filtered"] == 1 and meta["reconciles"]
