@@ -39,7 +39,7 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
     batches = batch_list(spark, batches_dir, run_id, {d.id: d.batch_size for d in destinations})
     segment_stats = [SegmentStat("email", segment, None, ids)]
     report = {
-        d.id: destination_report(d, segment_stats, [MemberStat(d.id, a, ADD, ids, ids) for a in d.audiences], batches, None)
+        d.id: destination_report(d, segment_stats, [MemberStat(d.id, a, ADD, ids, ids) for a in d.audiences], 0, batches, None)
         for d in destinations
     }
     manifest = {

@@ -65,13 +65,15 @@ def rejected_by_reason(segment_stats: list[SegmentStat], accepted_anywhere: list
     return dict(sorted(reasons.items()))
 
 
-def destination_report(destination, segment_stats: list[SegmentStat], member_stats: list[MemberStat], batches: list[dict], baseline_run_id: str | None) -> dict:
+def destination_report(destination, segment_stats: list[SegmentStat], member_stats: list[MemberStat], consent_filtered: int,
+                       batches: list[dict], baseline_run_id: str | None) -> dict:
     """One destination's section: accounting, per-audience member and batch counts."""
     accounting = destination_accounting(
         destination.accepted_id_types,
         {segment for segments in destination.audiences.values() for segment in segments},
         segment_stats,
         member_stats,
+        consent_filtered,
     )
     own_batches = [b for b in batches if b["destination_id"] == destination.id]
     audiences = {}

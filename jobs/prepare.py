@@ -29,7 +29,7 @@ from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejecte
 from jobs.metrics import emit_job_metrics, emit_prepare_metrics
 from jobs.quality import raise_on_critical, validate_input
 from jobs.session import task_slices
-from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
+from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
 from transforms.delta import DELIVERED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
 from transforms.identifiers import normalize_identifiers
@@ -107,12 +107,12 @@ def _check_request(spark: SparkSession, request: PrepareRequest) -> tuple[str, d
     return run_dir, json.loads(finished) if finished is not None else None
 
 
-def _members(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadcast_opt_outs: bool, config: Config) -> DataFrame:
+def _flagged_rows(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadcast_opt_outs: bool, config: Config) -> DataFrame:
+    """Usable rows fanned out to their audiences, those consent removes flagged `opted_out`."""
     return (
         valid.select("user_id", "id_type", "segment_id", "id_normalized")
         .transform(map_to_audiences, audience_mapping(spark, config))
-        .transform(drop_opted_out, opt_outs, broadcast_opt_outs)
-        .transform(to_members)
+        .transform(mark_opted_out, opt_outs, broadcast_opt_outs)
     )
 
 
@@ -181,7 +181,13 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
                       note="scopes that name no configured destination: counted in the manifest, not applied")
         opt_outs = consent_opt_outs(consent.rows, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
         opt_out_count = opt_outs.count()
-    members = _members(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
+    flagged = _flagged_rows(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
+    with timer.phase("consent_filtered"):
+        # Counted from the data (over the cached input), not as what is left of the mapped rows:
+        # a row lost between here and the members then fails the accounting.
+        consent_filtered = dict.fromkeys(destination_ids, 0) | {
+            r.destination_id: r["count"] for r in flagged.filter("opted_out").groupBy("destination_id").count().collect()}
+    members = flagged.filter(~F.col("opted_out")).drop("opted_out").transform(to_members)
     # Each destination's head: the last run prepared for it, delivered or not (see snapshots).
     baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
     previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
@@ -223,7 +229,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     marked.unpersist()
 
     report = {
-        d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], batches, baselines[d.id].run_id)
+        d.id: destination_report(d, segment_stats, [s for s in member_stats if s.destination_id == d.id], consent_filtered[d.id],
+                                 batches, baselines[d.id].run_id)
         for d in destinations
     }
     for destination_id, section in report.items():

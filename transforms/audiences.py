@@ -33,14 +33,18 @@ def map_to_audiences(valid: DataFrame, mapping: DataFrame) -> DataFrame:
     return valid.join(F.broadcast(mapping), on=["segment_id", "id_type"], how="inner")
 
 
-def drop_opted_out(mapped: DataFrame, opt_outs: DataFrame, broadcast: bool = True) -> DataFrame:
-    """Remove rows of users who withdrew consent for the row's destination.
+def mark_opted_out(mapped: DataFrame, opt_outs: DataFrame, broadcast: bool = True) -> DataFrame:
+    """Flag (`opted_out`) the rows of users who withdrew consent for the row's destination.
 
-    Opt-out lists are usually small enough to broadcast; the job passes `broadcast=False`
-    for lists too large for executor memory, where a shuffled anti-join is the safe plan.
+    Flagged rather than dropped, so the job counts them from the data. Opt-out lists are usually
+    small enough to broadcast; the job passes `broadcast=False` for lists too large for executor
+    memory, where a shuffled join is the safe plan. `opt_outs` holds each pair once, so the left
+    join never multiplies rows.
     """
-    blocked = F.broadcast(opt_outs) if broadcast else opt_outs
-    return mapped.join(blocked, on=["user_id", "destination_id"], how="left_anti")
+    flags = opt_outs.select("user_id", "destination_id", F.lit(True).alias("opted_out"))
+    return mapped.join(F.broadcast(flags) if broadcast else flags, on=["user_id", "destination_id"], how="left").withColumn(
+        "opted_out", F.coalesce("opted_out", F.lit(False))
+    )
 
 
 def to_members(mapped: DataFrame) -> DataFrame:

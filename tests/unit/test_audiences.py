@@ -2,7 +2,7 @@ import hashlib
 
 from chispa import assert_df_equality
 
-from transforms.audiences import consent_opt_outs, drop_opted_out, map_to_audiences, to_members
+from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from transforms.schemas import AUDIENCE_MAPPING, CONSENT, MEMBERS
 
 
@@ -42,14 +42,18 @@ def test_rows_fan_out_to_each_destination_that_maps_and_accepts_them(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_opted_out_user_is_dropped_only_for_that_destination(spark):
+def test_opted_out_user_is_flagged_only_for_that_destination(spark):
     mapped = spark.createDataFrame(
-        [("u1", "meta"), ("u1", "google"), ("u2", "meta")], "user_id string, destination_id string"
+        [("u1", "meta"), ("u1", "google"), ("u2", "meta"), ("u2", "meta")], "user_id string, destination_id string"
     )
-    opt_outs = spark.createDataFrame([("u1", "meta")], "user_id string, destination_id string")
-    expected = spark.createDataFrame([("u1", "google"), ("u2", "meta")], "user_id string, destination_id string")
+    opt_outs = spark.createDataFrame([("u1", "meta"), ("u2", "google")], "user_id string, destination_id string")
+    expected = spark.createDataFrame(
+        [("u1", "meta", True), ("u1", "google", False), ("u2", "meta", False), ("u2", "meta", False)],
+        "user_id string, destination_id string, opted_out boolean",
+    )
     for broadcast in (True, False):
-        assert_df_equality(drop_opted_out(mapped, opt_outs, broadcast), expected, ignore_row_order=True)
+        got = mark_opted_out(mapped, opt_outs, broadcast)
+        assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_duplicate_rows_collapse_into_one_member_counting_their_rows(spark):
