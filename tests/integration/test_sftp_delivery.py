@@ -66,3 +66,43 @@ def test_unknown_host_key_is_refused_not_accepted(sftp_server, tmp_path):
     other_host.write_text(server.known_hosts.read_text().replace(f"[127.0.0.1]:{server.port}", "[sftp.partner.example]:22"))
     [outcome] = run(destination(server, other_host), make_batches(1), SqliteStateStore(tmp_path / "s.db"))
     assert outcome.state == "failed" and "host key" in outcome.error
+
+
+def test_a_server_that_stops_answering_mid_upload_times_out_and_is_retried(sftp_server, tmp_path):
+    """Without read and write timeouts a stalled server holds the worker (and the quota lease)
+    until Glue's job timeout; with them the send fails as retryable within the timeout."""
+    import threading
+    import time
+
+    from connectors.retry import FailureKind
+    from tests.emulators.stalling_proxy import StallingProxy
+
+    server = sftp_server
+    proxy = StallingProxy(server.port)
+    known_hosts = tmp_path / "known_hosts"   # the same host key, under the proxy's port
+    known_hosts.write_text(server.known_hosts.read_text().replace(f"]:{server.port} ", f"]:{proxy.port} "))
+    target = SftpDestination("127.0.0.1", server.username, str(server.root / "incoming"), str(known_hosts),
+                             server.private_key, port=proxy.port, timeout_seconds=2)
+    first, second = make_batches(2, size=40, run="stall")
+    target.send(first)   # connected and delivering
+    proxy.stall()
+    result = {}
+
+    def send():
+        started = time.monotonic()
+        try:
+            target.send(second)
+            result["error"] = None
+        except Exception as error:  # noqa: BLE001 - the test looks at it
+            result["error"] = error
+        result["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=send, daemon=True)
+    worker.start()
+    worker.join(20)
+    try:
+        assert not worker.is_alive(), "the send still waits for a server that stopped answering"
+        assert result["error"] is not None and result["seconds"] < 10
+        assert target.classify(result["error"]).kind is FailureKind.RETRYABLE
+    finally:
+        proxy.close()
