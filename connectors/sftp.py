@@ -106,9 +106,15 @@ class SftpDestination(Destination):
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.connect(
             self.host, port=self.port, username=self.username, pkey=self._key, timeout=self.timeout,
+            banner_timeout=self.timeout, auth_timeout=self.timeout, channel_timeout=self.timeout,
             allow_agent=False, look_for_keys=False,
         )
-        self._client, self._sftp = client, client.open_sftp()
+        sftp = client.open_sftp()
+        # Every read and write of the session waits at most this long: a server that stops
+        # answering fails the send (socket.timeout, retryable) instead of holding the worker,
+        # and the quota lease, until the job's own timeout.
+        sftp.get_channel().settimeout(self.timeout)
+        self._client, self._sftp = client, sftp
 
     def close(self) -> None:
         if self._client:
