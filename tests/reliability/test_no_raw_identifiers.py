@@ -425,3 +425,20 @@ def test_a_secret_pasted_where_a_reference_belongs_is_not_echoed():
     message = str(refused.value)
     assert "credentials.env" in message and "credentials.token: unknown key" in message
     assert "canary-secret" not in message.lower()
+
+
+def test_a_crash_trace_is_printed_without_the_identifiers_it_quotes(capsys):
+    """A Spark task failure reaches the driver as an exception quoting the row it failed on;
+    the last line of defence prints the trace, redacted."""
+    from jobs.cli import run_guarded
+
+    def fail():
+        raise RuntimeError("Task failed on row (u1, email, Jane.Doe@Example.com, +1 (415) 555-0134, "
+                           "AECE52E7-03EE-455A-B3C4-E57283966239)")
+
+    assert run_guarded(fail) == 1
+    printed = capsys.readouterr().err
+    assert "RuntimeError: Task failed on row" in printed and "Traceback" in printed
+    for raw in ("Jane.Doe@Example.com", "555-0134", "AECE52E7-03EE-455A-B3C4-E57283966239"):
+        assert raw.lower() not in printed.lower()
+    assert "<email>" in printed and "<digits>" in printed and "<maid>" in printed
