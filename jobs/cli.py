@@ -27,6 +27,7 @@ from jobs.control import server as control_server
 from jobs.demo import DemoError, run_demo
 from jobs.destinations import UnsupportedDestination
 from jobs.inputs import InputError
+from jobs.logs import redact_text
 from jobs.paths import UnsafePath
 from jobs.quality import QualityError
 
@@ -47,7 +48,8 @@ def run_guarded(work: Callable[[], int]) -> int:
         print(f"audience-relay: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception:  # noqa: BLE001 - the last line of defence prints the trace and fails
-        traceback.print_exc()
+        # Redacted: a Spark task failure quotes the row it failed on.
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         return EXIT_FAILURE
 
 
