@@ -442,3 +442,28 @@ def test_a_crash_trace_is_printed_without_the_identifiers_it_quotes(capsys):
     for raw in ("Jane.Doe@Example.com", "555-0134", "AECE52E7-03EE-455A-B3C4-E57283966239"):
         assert raw.lower() not in printed.lower()
     assert "<email>" in printed and "<digits>" in printed and "<maid>" in printed
+
+
+def test_alerts_and_dead_letters_do_not_copy_identifiers_from_a_jobs_error_text():
+    """Glue's answer for a failed job run carries the job's error message, and a Spark task
+    failure quotes the row; the state machine's SNS alert and SQS dead letter copy the failure."""
+    from orchestration.local.engine import JobFailed
+    from orchestration.local.runner import LocalStateMachines
+    from tests.integration.test_state_machines import GOOGLE, RESOURCES, RUN, ScriptedJobs
+
+    class QuotingJobs(ScriptedJobs):
+        def run_glue_job(self, job_name, arguments):
+            self.calls.append((job_name, arguments))
+            raise JobFailed("Job aborted: ValueError on row (u1, Jane.Doe@Example.com, +1 (415) 555-0134, "
+                            "AECE52E7-03EE-455A-B3C4-E57283966239)")
+
+    with LocalStateMachines([GOOGLE], RESOURCES, retry_scale=0.0) as machines:
+        machines.bind(QuotingJobs(machines.aws.client("s3")))
+        execution = machines.run("destination-google_dm", "quoting", RUN, timeout=60)
+        alerts, letters = machines.alerts(), machines.dead_letters()
+    assert execution.status == "FAILED" and len(alerts) == len(letters) == 1
+    sent = json.dumps(alerts) + json.dumps(letters)
+    assert "ValueError on row" in sent and "<email>" in sent and "<maid>" in sent
+    for raw in ("jane.doe@example.com", "555-0134", "aece52e7-03ee-455a-b3c4-e57283966239"):
+        assert raw not in sent.lower()
+    assert json.loads(letters[0]["error"]["Cause"])["JobRunState"] == "FAILED"   # still Glue's answer, parseable
