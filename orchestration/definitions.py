@@ -150,6 +150,18 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
     }
 
 
+# `$failure` with identifiers replaced, for the alert and the dead letter: a job's error text (Glue's
+# ErrorMessage, a Spark task failure) may quote the row it failed on. Emails, MAIDs and phones
+# written as phones (a leading `+`, or 3-3-4 digits with separators); bare digit runs are left,
+# since a JSON number (a count, a timestamp) would turn into text that no longer parses.
+REDACTED_FAILURE = (
+    "$parse($replace($replace($replace($string($failure), "
+    "/[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+/, '<email>'), "
+    "/[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}/, '<maid>'), "
+    "/\\+[0-9][0-9 ().-]{5,}[0-9]|\\(?[0-9]{3}\\)?[ .-][0-9]{3}[ .-][0-9]{4}/, '<phone>'))"
+)
+
+
 def _alert_and_dead_letter(prefix: str, subject: str, context: str, next_state: str) -> dict:
     """`<prefix>Alert` (SNS) -> `<prefix>DeadLetter` (SQS) -> `next_state`, saying `$failed_phase`
     and `$failure`; each step's own failure is caught so the next one still runs."""
@@ -170,7 +182,7 @@ def _alert_and_dead_letter(prefix: str, subject: str, context: str, next_state: 
             "Resource": "arn:aws:states:::sqs:sendMessage",
             "Arguments": {
                 "QueueUrl": "{% $dead_letter_queue %}",
-                "MessageBody": "{% $string({" + context + ", 'phase': $failed_phase, 'error': $failure, "
+                "MessageBody": "{% $string({" + context + ", 'phase': $failed_phase, 'error': " + REDACTED_FAILURE + ", "
                                "'execution': $states.context.Execution.Id, 'input': $run}) %}",
             },
             "Catch": [{"ErrorEquals": ["States.ALL"], "Next": next_state}],
