@@ -70,3 +70,17 @@ def test_yaml_aliases_are_found(tmp_path):
     template = tmp_path / "t.yaml"
     template.write_text("A: &x\n  B: !Ref C\nD: *x\n")
     assert yaml_aliases(template) == ["t.yaml: YAML alias *x (CloudFormation refuses aliases)"]
+
+
+def test_quarantined_input_files_expire_like_inputs_and_deploy_names_their_prefix():
+    """Quarantined files are inputs that failed their checks: raw identifiers, kept for
+    inspection, then expired with the inputs; the prefix is the config's."""
+    from jobs.config import DEFAULT_CONFIG
+    from jobs.deploy import Deployment
+
+    storage = load(next(t for t in TEMPLATES if t.stem == "storage"))
+    rules = {rule["Id"]: rule for rule in storage["Resources"]["InputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-quarantine"]["Prefix"] == {"Ref": "QuarantinePrefix"}
+    assert rules["expire-quarantine"]["ExpirationInDays"] == {"Ref": "InputRetentionDays"}
+    parameters = Deployment("dev", "arn:aws:iam::123456789012:policy/b", str(DEFAULT_CONFIG)).parameters("storage")
+    assert parameters["QuarantinePrefix"] == "quarantine/"
