@@ -103,6 +103,7 @@ class Deployment:
             given["IngestVisibilityTimeout"] = str(ingest_visibility_timeout(self.ingest.mode))
         if name == "storage":
             given["InputPrefix"] = self.ingest.prefix
+            given["QuarantinePrefix"] = self.ingest.quarantine_prefix
             given["InputSuffix"] = self.ingest.suffix if self.ingest.mode == "window" else f"/{COMPLETION_MARKER}"
         if name == "orchestration":
             given.update(self.schedule if self.schedule is not None else dict.fromkeys(SCHEDULE_PARAMETERS))
