@@ -108,3 +108,37 @@ def test_rows_lost_after_the_consent_step_make_the_accounting_fail_instead_of_pa
     monkeypatch.setattr(jobs.prepare, "to_members", to_members)
     meta = prepare(spark, tmp_path, "intact", ROWS, consent=str(consent))["destinations"]["meta_ads"]["accounting"]
     assert meta["rows"]["consent_filtered"] == 1 and meta["reconciles"]
+
+
+def test_a_withdrawn_consent_removes_the_member_from_upsert_and_guarded_audiences(spark, tmp_path):
+    """Upsert mode never removes a member who left, and a guarded audience sends nothing; a
+    withdrawn consent is neither: it removes the member wherever it was delivered."""
+    import copy
+
+    raw = copy.deepcopy(CONFIG)
+    raw["destinations"] = [
+        {"id": "upserted", "kind": "http_api", "profile": "meta_custom_audiences", "id_types": ["email"], "sync_mode": "upsert",
+         "audiences": {"aud_a": ["seg_a"]}},
+        {"id": "guarded", "kind": "http_api", "profile": "meta_custom_audiences", "id_types": ["email"],
+         "guards": {"min_audience_size": 2}, "audiences": {"aud_b": ["seg_b"]}},
+    ]
+    config = parse_config(raw, "test.yaml")
+    rows = [("u1", "email", "a@x.com", "seg_a"), ("u2", "email", "b@x.com", "seg_a"),
+            ("u1", "email", "a@x.com", "seg_b"), ("u3", "email", "c@x.com", "seg_b")]
+
+    def run(run_id, consent=None):
+        request = PrepareRequest(input=write_input(tmp_path / f"{run_id}.csv", rows), out=str(tmp_path / "out"), config=config,
+                                 config_source="test.yaml", run_id=run_id, consent=consent)
+        return json.loads(Path(run_prepare(spark, request)["manifest"]).read_text())
+
+    run("r1")
+    for destination in ("upserted", "guarded"):
+        snapshots.commit(str(tmp_path / "out"), "r1", destination, None)
+    consent = tmp_path / "consent.csv"
+    consent.write_text("user_id,scope\nu1,*\n")
+    second = run("r2", str(consent))
+    removes = {(b["destination_id"], b["op"]): b["ids"] for b in second["batches"] if b["op"] == "remove"}
+    assert removes == {("upserted", "remove"): 1, ("guarded", "remove"): 1}
+    assert second["destinations"]["upserted"]["accounting"]["members"] == {"remove": 1, "unchanged": 1}
+    snapshot = pq.read_table(tmp_path / "out" / "runs" / "r2" / "snapshot").to_pylist()
+    assert len(snapshot) == 2   # u2 and u3 stay; u1's two memberships are gone
