@@ -197,7 +197,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     # merging them). Merging without a shuffle also runs the join in that many tasks; with
     # dynamic allocation, set spark.default.parallelism to the cores the job will have.
     slices = max(task_slices(spark), math.ceil(input_rows / TARGET_FILE_ROWS))
-    marked = mark_membership(members, previous).coalesce(slices).persist(StorageLevel.MEMORY_AND_DISK)
+    withdrawn = flagged.filter("opted_out").drop("opted_out").transform(to_members)   # removed in every sync mode
+    marked = mark_membership(members, previous, withdrawn).coalesce(slices).persist(StorageLevel.MEMORY_AND_DISK)
     with timer.phase("members_and_delta"):
         sizes = spark.createDataFrame(audience_sizes(marked).collect(), AUDIENCE_SIZES)  # one row per audience
         classified = classify_marked(marked, sizes, rules)

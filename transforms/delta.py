@@ -2,7 +2,8 @@
 
 Statuses:
 - `add`: a member the destination does not hold yet;
-- `remove`: a member the destination holds that left the audience (`mirror` mode only);
+- `remove`: a member the destination holds that left the audience (`mirror` mode only), or
+  whose consent was withdrawn (every mode, guarded audiences too);
 - `unchanged`: held and still a member;
 - `retained`: held, no longer a member, but kept (`upsert` mode never removes, and a guarded
   audience sends nothing);
@@ -18,15 +19,23 @@ DELIVERED_STATUSES = (ADD, REMOVE)
 SNAPSHOT_STATUSES = (ADD, UNCHANGED, RETAINED)
 
 
-def mark_membership(current: DataFrame, previous: DataFrame) -> DataFrame:
-    """Full outer join of current members and the previous snapshot: where each member is."""
-    return current.withColumn("in_current", F.lit(True)).join(
+def mark_membership(current: DataFrame, previous: DataFrame, withdrawn: DataFrame | None = None) -> DataFrame:
+    """Full outer join of current members and the previous snapshot: where each member is.
+
+    `withdrawn`: member keys of this run's rows that consent removed (`withdrawn` is true for
+    them); a key that another, consenting row still supports stays current.
+    """
+    marked = current.withColumn("in_current", F.lit(True)).join(
         previous.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full"
-    ).select(
+    )
+    if withdrawn is not None:
+        marked = marked.join(withdrawn.select(*MEMBER_KEY).distinct().withColumn("withdrawn", F.lit(True)), on=list(MEMBER_KEY), how="left")
+    return marked.select(
         *MEMBER_KEY,
         F.coalesce(F.col("source_rows"), F.lit(0).cast("long")).alias("source_rows"),
         F.col("in_current").isNotNull().alias("in_current"),
         F.col("in_previous").isNotNull().alias("in_previous"),
+        (F.col("withdrawn").isNotNull() if withdrawn is not None else F.lit(False)).alias("withdrawn"),
     )
 
 
@@ -50,6 +59,7 @@ def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> Da
         F.when(in_current & in_previous, UNCHANGED)
         .when(in_current & is_guarded, HELD)
         .when(in_current, ADD)
+        .when(F.col("withdrawn"), REMOVE)   # consent withdrawn: removed whatever the mode or guard
         .when(is_guarded | (F.col("sync_mode") == "upsert"), RETAINED)
         .otherwise(REMOVE)
     )
