@@ -86,6 +86,12 @@ def match_key(id_type: str, value: str, rule) -> str:
 
 def members(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict]:
     """Per destination: {(audience, id_type, key): rows} and the row accounting."""
+    result, accounting, _ = members_and_withdrawn(rows, consent, config)
+    return result, accounting
+
+
+def members_and_withdrawn(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict, dict]:
+    """`members`, and per destination the member keys of the rows consent removed."""
     blocked = defaultdict(set)
     ids = [d.id for d in config.active_destinations]
     for c in consent:
@@ -94,11 +100,12 @@ def members(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict]:
             if scope in ("*", d):
                 blocked[d].add(c["user_id"].strip())
     normalized = [(row, *normalize(row, config.defaults.default_country_code)) for row in rows]
-    result, accounting = {}, {}
+    result, accounting, withdrawn = {}, {}, {}
     for destination in config.active_destinations:
         audience_of = {s: a for a, segs in destination.audiences.items() for s in segs}
         held = Counter()
         counts = Counter()
+        withdrawn[destination.id] = set()
         for row, id_type, value, reason in normalized:
             if reason:
                 counts[f"rejected:{reason}"] += 1
@@ -108,20 +115,24 @@ def members(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict]:
                 counts["unmapped"] += 1
             elif row["user_id"].strip() in blocked[destination.id]:
                 counts["consent_filtered"] += 1
+                withdrawn[destination.id].add(
+                    (audience_of[row["segment_id"].strip()], id_type, match_key(id_type, value, destination.identifier_rule(id_type))))
             else:
                 key = (audience_of[row["segment_id"].strip()], id_type, match_key(id_type, value, destination.identifier_rule(id_type)))
                 held[key] += 1
         result[destination.id] = held
         accounting[destination.id] = counts
-    return result, accounting
+    return result, accounting, withdrawn
 
 
-def delta(current: dict, previous: set, sync_mode: str, min_size: int) -> dict[str, set]:
-    """Expected adds and removes of one destination, given the committed snapshot keys."""
+def delta(current: dict, previous: set, sync_mode: str, min_size: int, withdrawn: set = frozenset()) -> dict[str, set]:
+    """Expected adds and removes of one destination, given the committed snapshot keys; a
+    withdrawn member (consent) is removed in every mode and from guarded audiences too."""
     sizes = Counter(audience for audience, _, _ in current)
     guarded = {a for a in sizes if sizes[a] < min_size} | {a for a, _, _ in previous if sizes[a] < min_size}
     adds = {k for k in current if k not in previous and k[0] not in guarded}
     removes = set()
     if sync_mode == "mirror":
         removes = {k for k in previous if k not in current and k[0] not in guarded}
+    removes |= {k for k in previous if k not in current and k in withdrawn}
     return {"add": adds, "remove": removes}

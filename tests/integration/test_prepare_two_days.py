@@ -53,11 +53,12 @@ def expected_members(config, day):
     return reference.members(read_rows(day["membership"]), read_rows(day["consent"]), config)
 
 
-def check_run(out, config, run_id, current, previous_keys, manifest):
+def check_run(out, config, run_id, current, previous_keys, manifest, withdrawn=None):
     batches = written_batches(out / "runs" / run_id)
     for destination in config.active_destinations:
         expected = reference.delta(
-            current[destination.id], previous_keys[destination.id], destination.sync_mode, destination.guards.min_audience_size
+            current[destination.id], previous_keys[destination.id], destination.sync_mode, destination.guards.min_audience_size,
+            (withdrawn or {}).get(destination.id, frozenset()),
         )
         for op in ("add", "remove"):
             got = {
@@ -84,10 +85,12 @@ def test_day1_is_a_full_load_matching_the_reference(two_days):
 def test_day2_sends_exactly_the_delta_against_the_committed_snapshot(two_days):
     out, config, day1, day2, runs = two_days
     previous, _ = expected_members(config, day1)
-    current, _ = expected_members(config, day2)
-    check_run(out, config, "day2", current, {d: set(keys) for d, keys in previous.items()}, runs["day2"])
+    current, _, withdrawn = reference.members_and_withdrawn(read_rows(day2["membership"]), read_rows(day2["consent"]), config)
+    check_run(out, config, "day2", current, {d: set(keys) for d, keys in previous.items()}, runs["day2"], withdrawn)
     assert any(runs["day2"]["destinations"][d]["accounting"]["members"].get("remove") for d in ("meta_ads", "google_dm"))
-    assert runs["day2"]["destinations"]["partner_sftp"]["accounting"]["members"].get("remove", 0) == 0  # upsert
+    # upsert: only members whose consent was withdrawn are removed
+    sftp_withdrawn = {k for k in withdrawn["partner_sftp"] if k in previous["partner_sftp"] and k not in current["partner_sftp"]}
+    assert runs["day2"]["destinations"]["partner_sftp"]["accounting"]["members"].get("remove", 0) == len(sftp_withdrawn)
 
 
 def test_accounting_reconciles_and_matches_the_reference(two_days):
