@@ -376,8 +376,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
             }, "Deliver", "ReadSummary", resources.job_timeout_seconds).items() if key != "Retry"},
             # Not retried in place: the failed attempt may still be running (States.Timeout, a lost
             # answer), so the next one takes the lease again, and its new token fences the old out.
-            "Catch": [{"ErrorEquals": TRANSIENT, "Next": "DeliverAgain?",
-                       "Assign": {"failed_phase": "Deliver", "failure": "{% $states.errorOutput %}"}}, *_catch("Deliver")],
+            "Catch": _catch("Deliver", "DeliverAgain?"),
         },
         "DeliverAgain?": {
             "Type": "Choice",

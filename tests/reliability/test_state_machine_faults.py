@@ -582,7 +582,6 @@ DESTINATION_RETRIES = {
     ("AcquireLease", 0): Flaky("UpdateItem's condition fails (the lease is held)",
                                _service_fails("AcquireLease", "ConditionalCheckFailedException")),
     ("AcquireLease", 1): Flaky("UpdateItem is throttled", _service_fails("AcquireLease", THROTTLED)),
-    ("Deliver", 0): Flaky("the deliver job fails", _job_fails(DELIVER), _job_runs(DELIVER)),
     ("ReadSummary", 0): Flaky("GetObject fails with an internal error", _service_fails("ReadSummary", "InternalError")),
     ("ReleaseLease", 0): Flaky("UpdateItem is throttled", _service_fails("ReleaseLease", THROTTLED)),
     ("ReleaseBeforeWait", 0): Flaky("UpdateItem is throttled while deferred",

@@ -40,7 +40,7 @@ def test_each_phase_is_retried_with_jitter_and_caught_by_name():
         if phase != "Deliver":  # Deliver is retried through AcquireLease, under a new fencing token
             assert states[phase]["Retry"][0]["JitterStrategy"] == "FULL" and states[phase]["Retry"][0]["MaxDelaySeconds"]
         assert states[phase]["Catch"][0]["Assign"]["failed_phase"] == phase
-    assert "Retry" not in states["Deliver"] and states["Deliver"]["Catch"][0]["Next"] == "DeliverAgain?"
+    assert "Retry" not in states["Deliver"] and [c["Next"] for c in states["Deliver"]["Catch"]] == ["DeliverAgain?"]
     assert states["WaitBeforeDeliverAgain"]["Next"] == "AcquireLease"
     assert states["Prepare"]["Resource"] == states["Deliver"]["Resource"] == "arn:aws:states:::glue:startJobRun.sync"
     assert states["Failed"]["Error"] == "{% $failed_phase & 'Failed' %}"
