@@ -160,20 +160,26 @@ def test_a_run_overtaken_by_a_newer_committed_run_sends_nothing_and_never_become
     assert own["status"] == "SUPERSEDED" and own["superseded_by"] == "d2"   # what the state machine reads
 
 
-def test_deliver_under_the_machines_lease_renews_it_and_a_stale_token_is_fenced_out(prepared, capsys):
-    import shutil
-
+def _leases(table: str, current_seconds: float):
+    """A lease table whose `meta_ads` lease was held by `execution-old` (its token now stale) and
+    is held by `execution-new` for `current_seconds`."""
     from connectors.state.dynamodb import create_table
     from orchestration.lock import LeaseLock
+
+    create_table(table)
+    lock = LeaseLock(table)
+    stale = lock.acquire("meta_ads", "execution-old", 60)
+    lock.release(stale)
+    return lock, stale, lock.acquire("meta_ads", "execution-new", current_seconds)
+
+
+def test_deliver_under_the_machines_lease_renews_it_and_a_stale_token_is_fenced_out(prepared, capsys):
+    import shutil
 
     root, config, manifest = prepared
     out = root / "fenced-out"
     shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
-    create_table("audience-relay-fenced")
-    lock = LeaseLock("audience-relay-fenced")
-    stale = lock.acquire("meta_ads", "execution-old", 60)
-    lock.release(stale)
-    current = lock.acquire("meta_ads", "execution-new", 5)  # nearly expired: the job's heartbeat must extend it
+    lock, stale, current = _leases("audience-relay-fenced", 5)  # nearly expired: the job's heartbeat must extend it
     arguments = ["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
                  "--state", "dynamodb://audience-relay-fenced", "--lease-seconds", "600"]
     with HttpDestinationEmulator() as emulator:
@@ -193,26 +199,19 @@ def test_a_former_lease_holder_cannot_commit_the_snapshot(prepared, capsys):
     happened); a late worker of the former holder, finding nothing to send, must not commit."""
     import shutil
 
-    from connectors.state.dynamodb import create_table
-    from orchestration.lock import LeaseLock
-
     root, config, _ = prepared
     out = root / "stale-commit-out"
     shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
-    create_table("audience-relay-stale")
-    lock = LeaseLock("audience-relay-stale")
-    stale = lock.acquire("meta_ads", "execution-before", 60)
-    lock.release(stale)
-    current = lock.acquire("meta_ads", "execution-after", 600)
+    _, stale, current = _leases("audience-relay-stale", 600)
     arguments = ["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
                  "--state", "dynamodb://audience-relay-stale"]
     with HttpDestinationEmulator() as emulator:
         capsys.readouterr()
-        fence = ["--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-after", "--fence-token", str(current.token)]
+        fence = ["--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-new", "--fence-token", str(current.token)]
         assert main([*arguments, *fence]) == 0
         (out / "snapshots" / "meta_ads.json").unlink()  # as if the holder died just before its commit
         capsys.readouterr()
-        code = main([*arguments, "--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-before", "--fence-token", str(stale.token)])
+        code = main([*arguments, "--endpoint", f"meta_ads={emulator.url}", "--fence-owner", "execution-old", "--fence-token", str(stale.token)])
         late = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["destinations"]["meta_ads"]
         assert code == 1 and late["status"] == "FAILED" and late["fenced"] == 1 and not late["snapshot_committed"]
         assert not (out / "snapshots" / "meta_ads.json").exists()
