@@ -58,3 +58,29 @@ def test_a_head_is_advanced_only_from_the_version_read(out):
         snapshots.advance_head(out, "meta_ads", "r2", second)
     head = json.loads(storage.read_text(storage.join(out, "snapshots", "meta_ads.head.json")))
     assert (head["run_id"], head["baseline_run_id"]) == ("r1", None)
+
+
+def _prepared(out, run_id, baseline):
+    """What prepare leaves for a run of meta_ads: its manifest (the head is moved separately)."""
+    storage.write_text(storage.join(out, "runs", run_id, "manifest.json"),
+                       json.dumps({"destinations": {"meta_ads": {"baseline_run_id": baseline}}}))
+
+
+def test_a_run_prepared_while_the_head_is_still_being_prepared_waits_instead_of_forking(out):
+    """R1 moved the head and is writing its manifest; R2 must not build on R0 beside it (two runs on
+    one baseline: whichever commits second is superseded, and every later run behind it)."""
+    snapshots.commit(out, "r0", "meta_ads", None)
+    snapshots.advance_head(out, "meta_ads", "r1", snapshots.baseline_for(out, "meta_ads", "r1"))
+    with pytest.raises(snapshots.PrepareInProgress, match="r1"):
+        snapshots.baseline_for(out, "meta_ads", "r2")
+    _prepared(out, "r1", "r0")
+    assert snapshots.baseline_for(out, "meta_ads", "r2").run_id == "r1"
+
+
+def test_a_head_off_the_committed_runs_chain_is_not_built_on(out):
+    """The head names a run whose chain does not reach the committed run (a run prepared before
+    heads existed, or a fork): building on it would make every later run superseded."""
+    _prepared(out, "r5", "rx")
+    snapshots.advance_head(out, "meta_ads", "r5", snapshots.Baseline("rx", None))
+    snapshots.commit(out, "r9", "meta_ads", None)
+    assert snapshots.baseline_for(out, "meta_ads", "r10").run_id == "r9"
