@@ -189,7 +189,10 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             r.destination_id: r["count"] for r in flagged.filter("opted_out").groupBy("destination_id").count().collect()}
     members = flagged.filter(~F.col("opted_out")).drop("opted_out").transform(to_members)
     # Each destination's head: the last run prepared for it, delivered or not (see snapshots).
-    baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
+    try:
+        baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
+    except snapshots.PrepareInProgress as error:
+        raise PrepareError(str(error)) from None
     previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
     rules = destination_rules(spark, config)
     # Members are computed once, into the cache; everything after reads them from there.

@@ -13,6 +13,7 @@ therefore waits for it instead of sending a delta against a state the destinatio
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -79,18 +80,59 @@ class Baseline:
     head_version: str | None
 
 
+class PrepareInProgress(Exception):
+    """The destination's head is a run still being prepared: building beside it would fork the chain."""
+
+
+# A head without a manifest younger than this is a prepare still running (a Glue job's timeout is
+# 8 h); older, it is a prepare that died, and stands for the run it was built on.
+UNFINISHED_PREPARE_SECONDS = 8 * 3600
+
+
+def _prepared_at(head: dict) -> float:
+    try:
+        return datetime.fromisoformat(head["prepared_at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+def _reaches(out: str, destination_id: str, run_id: str | None, committed: str | None) -> bool:
+    """Whether `committed` is `run_id` or an ancestor of it through the runs' manifests."""
+    step, seen = run_id, set()
+    while step != committed:
+        if step is None or step in seen:
+            return False
+        seen.add(step)
+        text = storage.read_text(storage.join(out, "runs", step, "manifest.json"))
+        section = json.loads(text).get("destinations", {}).get(destination_id) if text else None
+        if section is None:
+            return False
+        step = section.get("baseline_run_id")
+    return True
+
+
 def baseline_for(out: str, destination_id: str, run_id: str) -> Baseline:
     """The destination's head: the last run prepared for it (delivered or not), else the
-    committed run. A head whose prepare did not finish (no manifest), or that is this very run
-    prepared again, stands for the run it was built on."""
+    committed run. A head that is this very run prepared again stands for the run it was built
+    on, as does one whose prepare died; one still being prepared raises `PrepareInProgress`. A
+    head whose chain does not reach the committed run (prepared before heads existed, its
+    manifests expired) is not built on: the committed run is."""
     uri = _head_uri(out, destination_id)
     text, version = storage.read_versioned(uri)
     head = _checked(text, uri, "baseline_run_id")
+    committed = committed_run(out, destination_id)
     if head is None:
-        return Baseline(committed_run(out, destination_id), version)
-    if head["run_id"] != run_id and _prepared(out, head["run_id"]):
-        return Baseline(head["run_id"], version)
-    return Baseline(head.get("baseline_run_id"), version)
+        return Baseline(committed, version)
+    if head["run_id"] == run_id:
+        candidate = head.get("baseline_run_id")
+    elif _prepared(out, head["run_id"]):
+        candidate = head["run_id"]
+    elif time.time() - _prepared_at(head) < UNFINISHED_PREPARE_SECONDS:
+        raise PrepareInProgress(f"run {head['run_id']} is being prepared for {destination_id} (since {head.get('prepared_at')}); "
+                                f"prepare run {run_id} once it is done, so it builds on it")
+    else:
+        candidate = head.get("baseline_run_id")
+    return Baseline(candidate if _reaches(out, destination_id, candidate, committed) else committed, version)
 
 
 def advance_head(out: str, destination_id: str, run_id: str, baseline: Baseline) -> None:
