@@ -246,6 +246,14 @@ def test_a_deliver_attempt_that_failed_is_retried_under_a_new_fencing_token(mach
     assert int(second) > int(first) and execution.states.count("AcquireLease") == 2
 
 
+def test_deliver_retries_are_counted_per_delivery_not_over_the_whole_lifecycle(machines, jobs):
+    """A Deliver that answered (here: deferred) starts its retries afresh: failures spread over a
+    long deferral lifecycle do not add up to the limit."""
+    jobs.statuses["google_dm"] = ["LOST", "QUOTA_DEFERRED", "LOST", "LOST", "LOST", "SUCCEEDED"]
+    execution = machines.run("destination-google_dm", "lost-spread", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "SUCCEEDED", execution.cause
+
+
 def test_a_deliver_that_keeps_failing_ends_in_failure_after_its_attempts(machines, jobs):
     jobs.statuses["google_dm"] = ["LOST"]
     execution = machines.run("destination-google_dm", "lost-always", {**RUN, "prepared": True}, timeout=60)
