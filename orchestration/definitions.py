@@ -390,7 +390,8 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
             "Resource": "arn:aws:states:::aws-sdk:s3:getObject",
             "Arguments": {"Bucket": resources.work_bucket,
                           "Key": "{% 'runs/' & $run.run_id & '/delivery/' & $destination_id & '/summary.json' %}"},
-            "Assign": {"summary": "{% $parse($states.result.Body) %}",
+            # Deliver answered: a later failure starts its retries afresh.
+            "Assign": {"summary": "{% $parse($states.result.Body) %}", "deliver_retries": 0,
                        "retries": "{% $sum([$retries, $parse($states.result.Body).retries]) %}"},
             "Retry": [_retry_transient()],
             "Catch": _catch("ReadSummary"),
