@@ -185,3 +185,27 @@ def test_a_job_handed_a_lease_that_was_taken_over_knows_at_once(table):
         assert beat.lost.is_set()
         with pytest.raises(LeaseLost):
             beat.ensure_held()
+
+
+def test_a_failed_renewal_is_retried_within_seconds_not_a_third_of_the_lease_later(table):
+    """Two missed beats leave a third of the lease; senders stop under a quarter. A renewal that
+    failed (throttled, a transaction conflict on the lease item) is tried again soon."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    resource = boto3.resource("dynamodb")
+    failures = {"left": 1}
+
+    def refuse_once(**_):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "injected"}}, "UpdateItem")
+
+    lock = LeaseLock(table, resource=resource)
+    with Heartbeat(lock, "q", "job-a", lease_seconds=30) as beat:
+        first = beat.lease.expires_at
+        resource.meta.client.meta.events.register("before-call.dynamodb.UpdateItem", refuse_once)
+        time.sleep(14)   # the first beat (10 s) fails; its retry must land before the next beat (20 s)
+        renewed = beat.lease.expires_at
+        resource.meta.client.meta.events.unregister("before-call.dynamodb.UpdateItem", refuse_once)
+    assert beat.renewal_failures == 1 and renewed > first
