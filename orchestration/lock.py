@@ -175,15 +175,19 @@ class Heartbeat:
         return self
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 3):
+        wait, in_a_row = self.lease_seconds / 3, 0
+        while not self._stop.wait(wait):
             try:
                 self.lease = self.lock.renew(self.lease, self.lease_seconds)
+                wait, in_a_row = self.lease_seconds / 3, 0
             except LeaseLost:
                 self.lost.set()
                 return
-            except Exception as error:  # noqa: BLE001 - retried at the next beat; senders stop on their own
-                self.renewal_failures += 1   # once too little of the lease is left (Fence.min_remaining_seconds)
+            except Exception as error:  # noqa: BLE001 - retried soon; senders stop on their own once
+                self.renewal_failures += 1   # too little of the lease is left (Fence.min_remaining_seconds)
                 self.last_renewal_error = type(error).__name__
+                in_a_row += 1
+                wait = min(self.lease_seconds / 3, 2.0 ** in_a_row, 60.0)   # 2, 4, 8 ... s, at most a minute
 
     def ensure_held(self) -> Lease:
         if self.lost.is_set():
