@@ -96,19 +96,23 @@ def _prepared_at(head: dict) -> float:
         return 0.0
 
 
-def _reaches(out: str, destination_id: str, run_id: str | None, committed: str | None) -> bool:
-    """Whether `committed` is `run_id` or an ancestor of it through the runs' manifests."""
+def _chain(out: str, destination_id: str, run_id: str | None):
+    """Walk back from `run_id` through the runs' manifests: (run, the run it was built on) pairs,
+    ending at a run without a manifest or a section for the destination."""
     step, seen = run_id, set()
-    while step != committed:
-        if step is None or step in seen:
-            return False
+    while step is not None and step not in seen:
         seen.add(step)
         text = storage.read_text(storage.join(out, "runs", step, "manifest.json"))
         section = json.loads(text).get("destinations", {}).get(destination_id) if text else None
         if section is None:
-            return False
+            return
+        yield step, section.get("baseline_run_id")
         step = section.get("baseline_run_id")
-    return True
+
+
+def _reaches(out: str, destination_id: str, run_id: str | None, committed: str | None) -> bool:
+    """Whether `committed` is `run_id` or an ancestor of it through the runs' manifests."""
+    return run_id == committed or any(prior == committed for _, prior in _chain(out, destination_id, run_id))
 
 
 def baseline_for(out: str, destination_id: str, run_id: str) -> Baseline:
@@ -154,18 +158,8 @@ def position(out: str, destination_id: str, run_id: str, baseline_run_id: str | 
         return "committed", None
     if committed == baseline_run_id:
         return "next", None
-    step, seen = baseline_run_id, set()
-    while step is not None and step not in seen:
-        seen.add(step)
-        text = storage.read_text(storage.join(out, "runs", step, "manifest.json"))
-        section = json.loads(text).get("destinations", {}).get(destination_id) if text else None
-        if section is None:
-            break
-        prior = section.get("baseline_run_id")
-        if prior == committed:
-            return "waiting", step
-        step = prior
-    return "superseded", committed
+    first = next((step for step, prior in _chain(out, destination_id, baseline_run_id) if prior == committed), None)
+    return ("waiting", first) if first is not None else ("superseded", committed)
 
 
 def _snapshot_path(out: str, run_id: str, destination_id: str) -> str:
