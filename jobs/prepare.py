@@ -138,6 +138,12 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     destination_ids = [d.id for d in destinations]
     timer = PhaseTimer("prepare", run_id=request.run_id)
     log_event("prepare.start", run_id=request.run_id, destinations=destination_ids)
+    # Each destination's head: the last run prepared for it, delivered or not (see snapshots);
+    # read before any data, so a prepare that may not build on it stops before the work.
+    try:
+        baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
+    except snapshots.PrepareInProgress as error:
+        raise PrepareError(str(error)) from None
 
     # The normalized input feeds the quality gate, the statistics, the rejected rows and the
     # members: kept once rather than read and normalized four times.
@@ -188,11 +194,6 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         consent_filtered = dict.fromkeys(destination_ids, 0) | {
             r.destination_id: r["count"] for r in flagged.filter("opted_out").groupBy("destination_id").count().collect()}
     members = flagged.filter(~F.col("opted_out")).drop("opted_out").transform(to_members)
-    # Each destination's head: the last run prepared for it, delivered or not (see snapshots).
-    try:
-        baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
-    except snapshots.PrepareInProgress as error:
-        raise PrepareError(str(error)) from None
     previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
     rules = destination_rules(spark, config)
     # Members are computed once, into the cache; everything after reads them from there.
