@@ -262,6 +262,41 @@ def test_workers_stop_sending_when_the_lease_cannot_be_renewed(prepared, capsys)
     assert '"event": "deliver.lease_renewal_failed"' in captured.err
 
 
+def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prepared, capsys, monkeypatch):
+    """Between the last batch and the commit the job writes its outcomes and reads the ledger
+    and the pointer: seconds on S3 for a large run. The heartbeat must span them, or the holder
+    finds its own lease lapsed and the delivered run is never committed (CI failure at 6f498a0)."""
+    import shutil
+    import time
+
+    from connectors.state.dynamodb import create_table
+    from jobs import deliver as deliver_job
+    from orchestration.lock import LeaseLock
+
+    root, config, _ = prepared
+    out = root / "slow-commit-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    create_table("audience-relay-slow-commit")
+    lease = LeaseLock("audience-relay-slow-commit").acquire("meta_ads", "execution-1", 4)
+    real_position, calls = deliver_job.snapshots.position, []
+
+    def slow_pointer_read(*args):  # the read after sending answers after longer than the lease
+        calls.append(1)
+        if len(calls) > 1:
+            time.sleep(6)
+        return real_position(*args)
+
+    monkeypatch.setattr(deliver_job.snapshots, "position", slow_pointer_read)
+    with HttpDestinationEmulator() as emulator:
+        capsys.readouterr()
+        code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads",
+                     "--state", "dynamodb://audience-relay-slow-commit", "--endpoint", f"meta_ads={emulator.url}",
+                     "--fence-owner", "execution-1", "--fence-token", str(lease.token), "--lease-seconds", "4"])
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["destinations"]["meta_ads"]
+    assert len(calls) == 2
+    assert code == 0 and report["status"] == "SUCCEEDED" and report["snapshot_committed"], report
+
+
 def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):
     import shutil
 
