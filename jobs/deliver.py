@@ -251,6 +251,70 @@ def _commit(request: DeliverRequest, store: StateStore, quota_key: str, destinat
     return "committed", None
 
 
+def _send(spark: SparkSession, request: DeliverRequest, run_dir: str, todo: list[dict], chosen_ids: set[str], timer: PhaseTimer) -> list[BatchOutcome]:
+    """Deliver `todo` from the executors, each batch once, and keep the outcomes beside the run."""
+    workers = {d: max(1, min(request.workers, sum(1 for b in todo if b["destination_id"] == d))) for d in chosen_ids}
+    slots = {(d, w): i for i, (d, w) in enumerate((d, w) for d in sorted(workers) for w in range(workers[d]))}
+    rows = [
+        (b["destination_id"], b["audience_id"], b["op"], b["batch_number"], b["checksum"], b["ids"], b["file"])
+        for b in todo
+    ]
+    frame = spark.createDataFrame(rows, "destination_id string, audience_id string, op string, batch_number int, checksum string, ids long, file string")
+    keyed = frame.rdd.map(lambda r: ((r.destination_id, r.batch_number % workers[r.destination_id]), r))
+    spread = keyed.partitionBy(len(slots), lambda key: slots[key]).values()
+    work = _deliver_partition(request, run_dir, workers)
+    with timer.phase("send"):
+        # Collected once (one small row per batch): a second action would send again.
+        rows = spread.mapPartitions(work).collect()
+    outcomes = [BatchOutcome(*row) for row in rows]
+    spark.createDataFrame(rows, OUTCOME).coalesce(1).write.mode("overwrite").parquet(
+        # Per destination set: deliveries of one run to different destinations may run at once.
+        storage.join(run_dir, "delivery", "_outcomes", f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{'+'.join(sorted(chosen_ids))}")
+    )
+    return outcomes
+
+
+def _settle(request: DeliverRequest, store: StateStore, manifest: dict, chosen: list, outcomes: list[BatchOutcome],
+            held_back: dict[str, tuple[str, str | None]], baselines: dict[str, str | None]) -> dict[str, dict]:
+    """Each destination's report from the ledger, and its snapshot committed when every batch is delivered."""
+    chosen_ids = {d.id for d in chosen}
+    ledger = store.batches(request.run_id)
+    quota_keys = {d.id: d.quota_key for d in chosen}
+    report, committed = {}, []
+    for destination_id in sorted(chosen_ids):
+        own = [r for r in ledger if r.destination_id == destination_id]
+        states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
+        ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
+        mine = [o for o in outcomes if o.destination_id == destination_id]
+        # Looked at again when it sent: another run may have been committed meanwhile.
+        where, other = held_back.get(destination_id) or snapshots.position(request.out, destination_id, request.run_id, baselines[destination_id])
+        if where == "next" and states["delivered"] == len(own):
+            where, other = _commit(request, store, quota_keys[destination_id], destination_id, baselines[destination_id])
+        if where == "committed":  # now, or by an earlier attempt of this run
+            committed.append(destination_id)
+        # A commit fenced out counts as fenced: the machine takes the lease again and commits then.
+        fenced_commit = where == "fenced"
+        own_status, own_resume_at = ("FAILED", None) if fenced_commit else _destination_status(
+            where, mine, own, _resume_of(request.out, other, destination_id) if where == "waiting" else None)
+        report[destination_id] = {
+            "status": own_status,
+            "resume_at": own_resume_at,
+            "batches": states,
+            "ids": ids,
+            "sent_now": sum(1 for o in mine if o.state == "delivered"),
+            "fenced": sum(1 for o in mine if o.state == "fenced") + fenced_commit,
+            "retries": sum(o.retries for o in mine),
+            "snapshot_committed": destination_id in committed,
+            # A newer run was committed since this one was prepared: its delta is no longer
+            # against what the destination holds, so it must not become the baseline.
+            "superseded_by": other if where == "superseded" else None,
+            # An earlier run of this destination is not committed yet: it is delivered first.
+            "waiting_for": other if where == "waiting" else None,
+            "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
+        }
+    return report
+
+
 def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     started = time.monotonic()
     if not RUN_ID.fullmatch(request.run_id):
@@ -293,62 +357,12 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     # Delivered batches are done; failed ones wait in the dead-letter store for `--replay`.
     settled = {r.batch_key for r in store.batches(request.run_id) if r.state in (BatchState.DELIVERED, BatchState.FAILED)}
     todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled and b["destination_id"] not in held_back]
-    workers = {d: max(1, min(request.workers, sum(1 for b in todo if b["destination_id"] == d))) for d in chosen_ids}
 
-    outcomes: list[BatchOutcome] = []
-    if todo:
-        slots = {(d, w): i for i, (d, w) in enumerate((d, w) for d in sorted(workers) for w in range(workers[d]))}
-        rows = [
-            (b["destination_id"], b["audience_id"], b["op"], b["batch_number"], b["checksum"], b["ids"], b["file"])
-            for b in todo
-        ]
-        frame = spark.createDataFrame(rows, "destination_id string, audience_id string, op string, batch_number int, checksum string, ids long, file string")
-        keyed = frame.rdd.map(lambda r: ((r.destination_id, r.batch_number % workers[r.destination_id]), r))
-        spread = keyed.partitionBy(len(slots), lambda key: slots[key]).values()
-        work = _deliver_partition(request, run_dir, workers)
-        with timer.phase("send"), _lease_heartbeats(request, chosen):
-            # Collected once (one small row per batch): a second action would send again.
-            rows = spread.mapPartitions(work).collect()
-        outcomes = [BatchOutcome(*row) for row in rows]
-        spark.createDataFrame(rows, OUTCOME).coalesce(1).write.mode("overwrite").parquet(
-            # Per destination set: deliveries of one run to different destinations may run at once.
-            storage.join(run_dir, "delivery", "_outcomes", f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{'+'.join(sorted(chosen_ids))}")
-        )
-
-    ledger = store.batches(request.run_id)
-    quota_keys = {d.id: d.quota_key for d in chosen}
-    report, committed = {}, []
-    for destination_id in sorted(chosen_ids):
-        own = [r for r in ledger if r.destination_id == destination_id]
-        states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
-        ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
-        mine = [o for o in outcomes if o.destination_id == destination_id]
-        # Looked at again when it sent: another run may have been committed meanwhile.
-        where, other = held_back.get(destination_id) or snapshots.position(request.out, destination_id, request.run_id, baselines[destination_id])
-        if where == "next" and states["delivered"] == len(own):
-            where, other = _commit(request, store, quota_keys[destination_id], destination_id, baselines[destination_id])
-        if where == "committed":  # now, or by an earlier attempt of this run
-            committed.append(destination_id)
-        # A commit fenced out counts as fenced: the machine takes the lease again and commits then.
-        fenced_commit = where == "fenced"
-        own_status, own_resume_at = ("FAILED", None) if fenced_commit else _destination_status(
-            where, mine, own, _resume_of(request.out, other, destination_id) if where == "waiting" else None)
-        report[destination_id] = {
-            "status": own_status,
-            "resume_at": own_resume_at,
-            "batches": states,
-            "ids": ids,
-            "sent_now": sum(1 for o in mine if o.state == "delivered"),
-            "fenced": sum(1 for o in mine if o.state == "fenced") + fenced_commit,
-            "retries": sum(o.retries for o in mine),
-            "snapshot_committed": destination_id in committed,
-            # A newer run was committed since this one was prepared: its delta is no longer
-            # against what the destination holds, so it must not become the baseline.
-            "superseded_by": other if where == "superseded" else None,
-            # An earlier run of this destination is not committed yet: it is delivered first.
-            "waiting_for": other if where == "waiting" else None,
-            "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
-        }
+    # One heartbeat from the first send to the commit: the outcomes, the ledger and the pointer
+    # are read in between (seconds on S3), and a lease lapsed there fences the commit out.
+    with _lease_heartbeats(request, chosen):
+        outcomes = _send(spark, request, run_dir, todo, chosen_ids, timer) if todo else []
+        report = _settle(request, store, manifest, chosen, outcomes, held_back, baselines)
     status = min((entry["status"] for entry in report.values()), key=STATUS_ORDER.index, default="SUCCEEDED")
     resume_at = max((entry["resume_at"] for entry in report.values() if entry["status"] == status and entry["resume_at"]), default=None)
     summary = {
