@@ -19,6 +19,7 @@ from jobs import generate as generator
 from jobs import ingest as ingest_command
 from jobs import lease as lease_command
 from jobs import prepare as prepare_job
+from jobs import removals as removals_command
 from jobs import report as run_report
 from jobs import run as run_command
 from jobs.args import parse_job_args
@@ -36,7 +37,7 @@ BAD_INPUT = (
     ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
     deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
     lease_command.LeaseCommandError, catalog_command.CatalogUsageError, feedback_command.FeedbackError, ingest_command.IngestModeError,
-    UnsafePath,
+    UnsafePath, removals_command.RemovalsError,
 )
 
 
@@ -155,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
     dead_letters.add_arguments(letters)
     letters.set_defaults(handler=dead_letters.run_dead_letters)
+
+    approve = commands.add_parser("approve-removals", help="approve (or --reject) the removals a run's removal guard held")
+    removals_command.add_arguments(approve)
+    approve.set_defaults(handler=removals_command.run_approve_removals)
 
     lease = commands.add_parser("lease", help="show a quota lease; --release frees a stuck one")
     lease_command.add_arguments(lease)

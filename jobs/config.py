@@ -57,8 +57,17 @@ class DailyQuota(_Strict):
     key: Annotated[str, Field(pattern=SAFE_ID)] | None = None
 
 
+MIRROR_MAX_REMOVE_FRACTION = 0.5   # a day's churn stays far below; a missing segment file is 100 %
+
+
 class Guards(_Strict):
     min_audience_size: Annotated[int, Field(ge=0)] = 0
+    # The removal guard: a run that would remove more of an audience than this share of its
+    # committed members, or more than `max_removes`, holds those removals until someone approves
+    # them (`approve-removals`). Unset: MIRROR_MAX_REMOVE_FRACTION in mirror mode; 1 turns it off.
+    # Consent withdrawals are never held.
+    max_remove_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    max_removes: Annotated[int, Field(ge=0)] | None = None
     # `feedback` flags an audience the destination reports matching less of than this share of
     # the ids it was sent (its match rate, or reported size / ids sent).
     min_match_rate: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -221,6 +230,13 @@ class _DestinationBase(_Strict):
     @property
     def quota_key(self) -> str:
         return (self.daily_quota and self.daily_quota.key) or self.id
+
+    @property
+    def max_remove_fraction(self) -> float | None:
+        """The removal guard's share in effect: the configured one, else mirror mode's default."""
+        if self.guards.max_remove_fraction is not None:
+            return self.guards.max_remove_fraction
+        return MIRROR_MAX_REMOVE_FRACTION if self.sync_mode == "mirror" else None
 
     def identifier_rule(self, id_type: str) -> IdentifierRule:
         rule = self.profile_spec.identifiers[id_type]

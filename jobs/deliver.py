@@ -8,8 +8,9 @@ summarised. A destination whose batches are all delivered gets the run's snapsho
 
 Runs under spark-submit, Glue and `audience-relay deliver`. Exit codes: 0 SUCCEEDED,
 3 QUOTA_DEFERRED (with `resume_at`) or WAITING (an earlier run of the destination is not yet
-committed), 4 SUPERSEDED (a newer run is committed; nothing sent), 1 FAILED (failed batches are
-in the dead-letter store).
+committed), 4 SUPERSEDED (a newer run is committed; nothing sent), 5 REMOVALS_HELD (removals over
+a removal guard wait for `approve-removals`; all else was sent), 1 FAILED (failed batches are in
+the dead-letter store).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from connectors.quota import DailyQuota
 from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.store import BatchRecord, BatchState, Fence, FenceRejected, StateStore
-from jobs import paths, snapshots, storage
+from jobs import paths, removals, snapshots, storage
 from jobs.batch_files import BatchFileReader
 from jobs.config import Config, load_config
 from jobs.destinations import SUPPORTED_KINDS, build_destination
@@ -213,7 +214,8 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
 
 # Per destination, the most pressing status names the run's: nothing is done while one fails
 # or waits. WAITING: an earlier run of the destination's chain is still being delivered.
-STATUS_ORDER = ("FAILED", "QUOTA_DEFERRED", "WAITING", "SUPERSEDED", "SUCCEEDED")
+# REMOVALS_HELD: all else was sent; removals over the guard wait for `approve-removals`.
+STATUS_ORDER = ("FAILED", "QUOTA_DEFERRED", "WAITING", "REMOVALS_HELD", "SUPERSEDED", "SUCCEEDED")
 
 
 def _destination_status(position: str, outcomes: list[BatchOutcome], ledger: list[BatchRecord], waiting_resume_at: str | None) -> tuple[str, str | None]:
@@ -275,8 +277,9 @@ def _send(spark: SparkSession, request: DeliverRequest, run_dir: str, todo: list
 
 
 def _settle(request: DeliverRequest, store: StateStore, manifest: dict, chosen: list, outcomes: list[BatchOutcome],
-            held_back: dict[str, tuple[str, str | None]], baselines: dict[str, str | None]) -> dict[str, dict]:
-    """Each destination's report from the ledger, and its snapshot committed when every batch is delivered."""
+            held_back: dict[str, tuple[str, str | None]], baselines: dict[str, str | None], decided: dict[str, dict[str, str]]) -> dict[str, dict]:
+    """Each destination's report from the ledger, and its snapshot committed when every batch is
+    delivered and every held removal decided on."""
     chosen_ids = {d.id for d in chosen}
     ledger = store.batches(request.run_id)
     quota_keys = {d.id: d.quota_key for d in chosen}
@@ -286,9 +289,11 @@ def _settle(request: DeliverRequest, store: StateStore, manifest: dict, chosen: 
         states = {state.value: sum(1 for r in own if r.state is state) for state in BatchState}
         ids = {state.value: sum(r.ids for r in own if r.state is state) for state in BatchState}
         mine = [o for o in outcomes if o.destination_id == destination_id]
+        held = {a: {**numbers, "decision": decided[destination_id].get(a)} for a, numbers in removals.held(manifest, destination_id).items()}
+        undecided = sorted(a for a, entry in held.items() if entry["decision"] is None)
         # Looked at again when it sent: another run may have been committed meanwhile.
         where, other = held_back.get(destination_id) or snapshots.position(request.out, destination_id, request.run_id, baselines[destination_id])
-        if where == "next" and states["delivered"] == len(own):
+        if where == "next" and states["delivered"] == len(own) and not undecided:
             where, other = _commit(request, store, quota_keys[destination_id], destination_id, baselines[destination_id])
         if where == "committed":  # now, or by an earlier attempt of this run
             committed.append(destination_id)
@@ -296,6 +301,8 @@ def _settle(request: DeliverRequest, store: StateStore, manifest: dict, chosen: 
         fenced_commit = where == "fenced"
         own_status, own_resume_at = ("FAILED", None) if fenced_commit else _destination_status(
             where, mine, own, _resume_of(request.out, other, destination_id) if where == "waiting" else None)
+        if own_status == "SUCCEEDED" and undecided:   # everything else went: the held removals wait for a decision
+            own_status = "REMOVALS_HELD"
         report[destination_id] = {
             "status": own_status,
             "resume_at": own_resume_at,
@@ -310,6 +317,8 @@ def _settle(request: DeliverRequest, store: StateStore, manifest: dict, chosen: 
             "superseded_by": other if where == "superseded" else None,
             # An earlier run of this destination is not committed yet: it is delivered first.
             "waiting_for": other if where == "waiting" else None,
+            # Audiences whose removals the guard held: its numbers and the decision (None: nobody decided yet).
+            "removals_held": held,
             "accounting": _row_accounting(manifest, destination_id, {r.batch_key for r in own if r.state is BatchState.DELIVERED}, request.run_id),
         }
     return report
@@ -342,7 +351,10 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     log_event("deliver.start", run_id=request.run_id, destinations=sorted(chosen_ids))
 
     store = open_store(request.state)
-    batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids]
+    # Held removals go only once approved; rejected and undecided ones are not batches to send.
+    decided = {d: removals.decisions(request.out, request.run_id, d) for d in chosen_ids}
+    batches = [b for b in manifest["batches"] if b["destination_id"] in chosen_ids
+               and (not b.get("held") or decided[b["destination_id"]].get(b["audience_id"]) == removals.APPROVED)]
     store.register([_record(request.run_id, b) for b in batches])
     crash_point("deliver.after_register")
     # The run's delta applies only while the pointer names its baseline. A newer run committed
@@ -362,7 +374,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     # are read in between (seconds on S3), and a lease lapsed there fences the commit out.
     with _lease_heartbeats(request, chosen):
         outcomes = _send(spark, request, run_dir, todo, chosen_ids, timer) if todo else []
-        report = _settle(request, store, manifest, chosen, outcomes, held_back, baselines)
+        report = _settle(request, store, manifest, chosen, outcomes, held_back, baselines, decided)
     status = min((entry["status"] for entry in report.values()), key=STATUS_ORDER.index, default="SUCCEEDED")
     resume_at = max((entry["resume_at"] for entry in report.values() if entry["status"] == status and entry["resume_at"]), default=None)
     summary = {
@@ -418,6 +430,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(default 4; under Step Functions 0)",
     )
     parser.add_argument(
+        "--held-exit-code", "--held_exit_code", dest="held_exit_code", type=int, default=5,
+        help="exit code for REMOVALS_HELD: removals over a removal guard wait for approve-removals, all else was sent "
+             "(default 5; under Step Functions 0)",
+    )
+    parser.add_argument(
         "--failed-exit-code", "--failed_exit_code", dest="failed_exit_code", type=int, default=1,
         help="exit code for a FAILED summary (default 1; under Step Functions 0: the machine routes on summary.json, "
              "and a crash without a summary still fails the Glue run)",
@@ -462,6 +479,8 @@ def command(args: argparse.Namespace) -> int:
         return args.failed_exit_code
     if summary["status"] == "SUPERSEDED":
         return args.superseded_exit_code
+    if summary["status"] == "REMOVALS_HELD":
+        return args.held_exit_code
     return EXIT_CODES[summary["status"]]
 
 

@@ -5,6 +5,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, destination_accounting
+from transforms.delta import REMOVE, REMOVE_HELD, RETAINED, UNCHANGED
 from transforms.schemas import BATCHED
 
 CHECKSUM_RULE = "sha256 of the batch's `id_type:match_key` lines, sorted, joined with \\n"
@@ -36,6 +37,7 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
     marker = f"/runs/{run_id}/"
     batches = []
     for row in sorted(stats, key=lambda r: (r.destination_id, r.audience_id, r.op, r.batch_number)):
+        held = row.op == REMOVE_HELD
         name = f"{row.destination_id}/{row.audience_id}/{row.op}/{row.batch_number}"
         if row.ids > max_sizes[row.destination_id] or row.file != row.last_file:
             where = "in one file" if row.file == row.last_file else "across several files"
@@ -44,7 +46,9 @@ def batch_list(spark: SparkSession, batches_dir: str, run_id: str, max_sizes: di
             {
                 "destination_id": row.destination_id,
                 "audience_id": row.audience_id,
-                "op": row.op,
+                # A held removal is a `remove` (so it is sent as one) marked held: sent once approved.
+                "op": REMOVE if held else row.op,
+                **({"held": True} if held else {}),
                 "batch_number": row.batch_number,
                 "ids": row.ids,
                 "rows": row.rows,
@@ -90,5 +94,22 @@ def destination_report(destination, segment_stats: list[SegmentStat], member_sta
         "baseline_run_id": baseline_run_id,
         "accounting": accounting,
         "audiences": audiences,
+        "removals_held": removals_held(destination, audiences, own_batches),
         "batches": len(own_batches),
     }
+
+
+def removals_held(destination, audiences: dict[str, dict], own_batches: list[dict]) -> dict[str, dict]:
+    """Per audience whose removals the guard held: the numbers it compared, and the held batches."""
+    held = {}
+    for audience_id, section in audiences.items():
+        members = section["members"]
+        if members.get(REMOVE_HELD):
+            held[audience_id] = {
+                "removes": members[REMOVE_HELD],
+                "committed_members": sum(members.get(status, 0) for status in (UNCHANGED, RETAINED, REMOVE, REMOVE_HELD)),
+                "max_remove_fraction": destination.max_remove_fraction,
+                "max_removes": destination.guards.max_removes,
+                "batches": sum(1 for b in own_batches if b["audience_id"] == audience_id and b.get("held")),
+            }
+    return held

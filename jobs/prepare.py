@@ -20,7 +20,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import paths, snapshots, storage
+from jobs import paths, removals, snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
 from jobs.config import Config, load_config
 from jobs.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership
@@ -31,7 +31,7 @@ from jobs.quality import raise_on_critical, validate_input
 from jobs.session import task_slices
 from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
-from transforms.delta import DELIVERED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
+from transforms.delta import BATCHED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
 from transforms.identifiers import normalize_identifiers
 from transforms.schemas import AUDIENCE_MAPPING, AUDIENCE_SIZES, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
 
@@ -78,7 +78,8 @@ def audience_mapping(spark: SparkSession, config: Config) -> DataFrame:
 
 
 def destination_rules(spark: SparkSession, config: Config) -> DataFrame:
-    rows = [(d.id, d.sync_mode, d.batch_size, d.guards.min_audience_size) for d in config.active_destinations]
+    rows = [(d.id, d.sync_mode, d.batch_size, d.guards.min_audience_size, d.max_remove_fraction, d.guards.max_removes)
+            for d in config.active_destinations]
     return spark.createDataFrame(rows, DESTINATION_RULES)
 
 
@@ -144,6 +145,18 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         baselines = {d: snapshots.baseline_for(out, d, request.run_id) for d in destination_ids}
     except snapshots.PrepareInProgress as error:
         raise PrepareError(str(error)) from None
+    # A destination whose last run holds removals nobody has decided on is left out: a run
+    # built on it could not know which members the destination keeps.
+    blocked = {d: (b.run_id, waiting) for d, b in baselines.items() if b.run_id and (waiting := removals.undecided(out, b.run_id, d))}
+    if blocked:
+        message = "; ".join(f"{d}: run {run} holds removals of {audiences} (audience-relay approve-removals --run {run} "
+                            f"--destination {d} [--reject])" for d, (run, audiences) in sorted(blocked.items()))
+        if len(blocked) == len(destination_ids):
+            raise PrepareError(f"run {request.run_id}: every destination waits for a decision on held removals: {message}")
+        log_event("prepare.destinations_blocked", level="WARNING", run_id=request.run_id, blocked=sorted(blocked), note=message)
+        config = config.restricted_to([d for d in destination_ids if d not in blocked])
+        destinations, destination_ids = config.active_destinations, [d for d in destination_ids if d not in blocked]
+        baselines = {d: b for d, b in baselines.items() if d not in blocked}
 
     # The normalized input feeds the quality gate, the statistics, the rejected rows and the
     # members: kept once rather than read and normalized four times.
@@ -224,7 +237,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
 
     batches_dir = storage.join(run_dir, "batches")
     batches: list[dict] = []
-    if any(s.members for s in member_stats if s.status in DELIVERED_STATUSES):
+    if any(s.members for s in member_stats if s.status in BATCHED_STATUSES):
         with timer.phase("batch_and_write"):
             write_batches(classified, rules, request.sub_buckets, batches_dir)
         with timer.phase("batch_checksums"):
@@ -251,6 +264,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         "consent": {"unknown_scopes": consent.unknown_scopes},
         "quality": {"success": quality.success, "expectations": quality.expectations},
         "destinations": report,
+        # Left out of this run: their last run holds removals nobody has decided on.
+        "blocked": {d: {"run_id": run, "audiences": audiences} for d, (run, audiences) in sorted(blocked.items())},
         "batch_checksum": CHECKSUM_RULE,
         "batches": batches,
         "snapshot": {"path": "snapshot/", "members": snapshot_members, "committed": False},
@@ -281,6 +296,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
                 "add": r["accounting"]["members"].get("add", 0),
                 "remove": r["accounting"]["members"].get("remove", 0),
                 "batches": r["batches"],
+                **({"removals_held": {a: h["removes"] for a, h in r["removals_held"].items()}} if r["removals_held"] else {}),
             }
             for d, r in report.items()
         },
@@ -290,6 +306,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         accounting = section["accounting"]
         log_event("prepare.destination_done", run_id=request.run_id, destination=destination_id, batches=section["batches"],
                   members=accounting["members"], rows=accounting["rows"], rejected_by_reason=accounting["rejected_by_reason"])
+        if section["removals_held"]:
+            log_event("prepare.removals_held", level="WARNING", run_id=request.run_id, destination=destination_id,
+                      audiences=section["removals_held"], note="held until approve-removals approves or rejects them")
     log_event("prepare.done", **{k: v for k, v in summary.items() if k != "destinations"})
     emit_prepare_metrics(request.run_id, report, rejected_reasons)
     emit_job_metrics("prepare", request.run_id, seconds, InputRows=input_rows, RejectedRows=rejected_rows, BatchesPlanned=len(batches))

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import paths, storage
+from jobs import paths, removals, storage
 from jobs.paths import RUN_ID
 
 OUTCOME_FOLDER_TIME = "%Y%m%dT%H%M%S%fZ"  # deliver names each attempt's outcome folder <time>-<destinations>
@@ -88,6 +88,18 @@ class FeedbackLine:
 
 
 @dataclass(frozen=True)
+class HeldRemovals:
+    """One audience whose removals the run's guard held, and what was decided (None: nobody yet)."""
+
+    destination: str
+    audience: str
+    removes: int
+    committed_members: int
+    limit: str
+    decision: str | None
+
+
+@dataclass(frozen=True)
 class RunReport:
     run_id: str
     created_at: str | None
@@ -98,6 +110,7 @@ class RunReport:
     feedback: list[FeedbackLine] = field(default_factory=list)
     input_uri: str | None = None   # the membership folder the run prepared
     consent_unknown_scopes: dict[str, int] = field(default_factory=dict)  # opt-outs for destinations not configured
+    removals_held: list[HeldRemovals] = field(default_factory=list)
 
     @property
     def flagged(self) -> list[FeedbackLine]:
@@ -109,7 +122,7 @@ class RunReport:
         statuses = {line.status for line in self.destinations}
         if len(statuses) == 1:
             return statuses.pop()
-        for worst in ("FAILED", "QUOTA_DEFERRED"):
+        for worst in ("FAILED", "QUOTA_DEFERRED", "REMOVALS_HELD"):
             if worst in statuses:
                 return worst
         return "IN_PROGRESS"  # some destinations delivered, others not yet
@@ -218,9 +231,32 @@ def load_report(out: str, run_id: str) -> RunReport:
             lines.append(_destination_line(destination, section, summary or run_summary.get("destinations", {}).get(destination), attempts))
         return RunReport(run_id, manifest.get("created_at"), manifest["input_rows"], manifest["rejected"]["by_reason"], lines, attempts,
                          read_feedback(run_dir), (manifest.get("inputs") or {}).get("membership"),
-                         (manifest.get("consent") or {}).get("unknown_scopes", {}))
+                         (manifest.get("consent") or {}).get("unknown_scopes", {}), read_held_removals(out, run_id, manifest))
     except (KeyError, TypeError) as error:
         raise ReportError(f"{run_dir}: manifest or delivery summary lacks {error} (written by another version?)") from None
+
+
+def read_held_removals(out: str, run_id: str, manifest: dict) -> list[HeldRemovals]:
+    lines = []
+    for destination in sorted(manifest["destinations"]):
+        decided = removals.decisions(out, run_id, destination)
+        for audience, numbers in sorted(removals.held(manifest, destination).items()):
+            limits = [f"{numbers['max_remove_fraction']:.0%} of committed"] if numbers.get("max_remove_fraction") is not None else []
+            limits += [f"{numbers['max_removes']} removes"] if numbers.get("max_removes") is not None else []
+            lines.append(HeldRemovals(destination, audience, numbers["removes"], numbers["committed_members"], " or ".join(limits),
+                                      decided.get(audience)))
+    return lines
+
+
+HELD_NOTE = ("removals over an audience's removal guard, held until `audience-relay approve-removals` approves "
+             "or rejects them; until then the run is not committed")
+
+
+def held_removals_table(report: RunReport) -> str:
+    lines = [f"  {'destination':<15}{'audience':<26}{'removes':>9}{'committed':>11}  {'limit':<28}decision"]
+    lines += [f"  {h.destination:<15}{h.audience:<26}{h.removes:>9}{h.committed_members:>11}  {h.limit:<28}{h.decision or 'WAITING'}"
+              for h in report.removals_held]
+    return "\n".join(lines)
 
 
 def _label(kind: str) -> str:
@@ -284,6 +320,8 @@ def text_report(report: RunReport) -> str:
         "rejected rows by reason (`all`: unusable for every destination):",
         rejected_table(report),
     ]
+    if report.removals_held:
+        sections += [f"{HELD_NOTE}:", held_removals_table(report)]
     if report.consent_unknown_scopes:
         sections += [f"{UNKNOWN_SCOPES_NOTE}:", unknown_scopes_table(report)]
     if report.feedback:
@@ -402,6 +440,12 @@ def html_report(report: RunReport) -> str:
     if report.consent_unknown_scopes:
         unknown_scopes = f"<h2>Consent for other destinations</h2>\n<p>{html.escape(UNKNOWN_SCOPES_NOTE[0].upper() + UNKNOWN_SCOPES_NOTE[1:])}.</p>\n" + _html_table(
             ["scope", "rows"], [[scope, rows] for scope, rows in sorted(report.consent_unknown_scopes.items())])
+    held = ""
+    if report.removals_held:
+        held = f"<h2>Removals held for approval</h2>\n<p>{html.escape(HELD_NOTE[0].upper() + HELD_NOTE[1:])}.</p>\n" + _html_table(
+            ["destination", "audience", "removes", "committed members", "limit", "decision"],
+            [[h.destination, h.audience, h.removes, h.committed_members, h.limit, h.decision or "WAITING"] for h in report.removals_held],
+            numeric_from=2)
     feedback = ""
     if report.feedback:
         audiences = [f"{line.destination}/{line.audience}" for line in report.feedback]
@@ -435,6 +479,7 @@ filtered by consent, unmapped (its segment feeds none of the destination's audie
 {accounting}
 <h2>Rejected rows by reason</h2>
 {rejected}
+{held}
 {unknown_scopes}
 {feedback}
 <h2>Charts</h2>

@@ -21,11 +21,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs import paths, storage
-from transforms.schemas import SNAPSHOT
+from jobs import paths, removals, storage
+from transforms.delta import REMOVE_HELD
+from transforms.schemas import BATCHED, SNAPSHOT
 
-# The snapshot is written partitioned by destination, so its files lack that column.
+# The snapshot is written partitioned by destination, so its files lack that column; batch
+# files lack the three they are partitioned by.
 STORED_SNAPSHOT = StructType([f for f in SNAPSHOT.fields if f.name != "destination_id"])
+STORED_BATCH = StructType([f for f in BATCHED.fields if f.name not in ("destination_id", "audience_id", "op")])
 
 
 def run_snapshot_path(out: str, run_id: str) -> str:
@@ -191,6 +194,19 @@ def commit(out: str, run_id: str, destination_id: str, baseline_run_id: str | No
     return pointer
 
 
+def _kept_members(spark: SparkSession, out: str, run_id: str, destination_id: str) -> list[DataFrame]:
+    """Members whose held removal was rejected: the destination keeps them, so the baseline lists
+    them although the run's candidate snapshot (written before anyone decided) does not."""
+    frames = []
+    for audience_id, decision in sorted(removals.decisions(out, run_id, destination_id).items()):
+        if decision == removals.REJECTED:
+            folder = storage.join(out, "runs", run_id, "batches", f"destination_id={destination_id}", f"audience_id={audience_id}",
+                                  f"op={REMOVE_HELD}")
+            frames.append(spark.read.schema(STORED_BATCH).parquet(folder).select(
+                F.lit(destination_id).alias("destination_id"), F.lit(audience_id).alias("audience_id"), "id_type", "match_key"))
+    return frames
+
+
 def read_previous(spark: SparkSession, out: str, baselines: dict[str, str | None]) -> DataFrame:
     """The union of the baseline snapshots of these destinations (destination id -> run).
 
@@ -212,6 +228,7 @@ def read_previous(spark: SparkSession, out: str, baselines: dict[str, str | None
                 spark.read.schema(STORED_SNAPSHOT).parquet(path)
                 .select(F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key")
             )
+            frames.extend(_kept_members(spark, out, run_id, destination_id))
     previous = spark.createDataFrame([], SNAPSHOT)
     for frame in frames:
         previous = previous.unionByName(frame)

@@ -371,7 +371,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
             **{key: value for key, value in _glue(resources.deliver_job, {
                 **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
                 # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
-                "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0",
+                "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0", "--held_exit_code": "0",
                 "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
             }, "Deliver", "ReadSummary", resources.job_timeout_seconds).items() if key != "Retry"},
             # Not retried in place: the failed attempt may still be running (States.Timeout, a lost
@@ -411,6 +411,10 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                 {"Condition": "{% $summary.status = 'FAILED' and $summary.fenced > 0 %}", "Next": "LeaseLost"},
                 # A newer run was committed since this one was prepared: it sent nothing and is done.
                 {"Condition": "{% $summary.status = 'SUPERSEDED' %}", "Next": "ReleaseLease"},
+                # All but removals over the guard went: the execution fails as RemovalsHeldFailed (alert,
+                # dead letter, lease released) until a person decides with approve-removals and the
+                # destination runs again (or the dead letter is replayed); the run is not committed.
+                {"Condition": "{% $summary.status = 'REMOVALS_HELD' %}", "Next": "RemovalsHeld"},
             ],
             "Default": "DeliveryFailed",
         },
@@ -462,6 +466,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
         "DeferralLimitReached": {"Type": "Pass", "Assign": {"failed_phase": "DeferralLimit", "failure": "{% $summary %}"},
                                  "Next": "RecordFailure"},
         "DeliveryFailed": {"Type": "Pass", "Assign": {"failed_phase": "Delivery", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
+        "RemovalsHeld": {"Type": "Pass", "Assign": {"failed_phase": "RemovalsHeld", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
         **_failure_tail("{% 'audience-relay ' & $destination_id & ': delivery lifecycle failed' %}", release,
                         "'destination': $destination_id, 'run_id': $run.run_id, 'deferrals': $deferrals, 'retries': $retries"),
     }

@@ -14,7 +14,7 @@ task (one written file) may hold several of them.
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from transforms.delta import DELIVERED_STATUSES
+from transforms.delta import BATCHED_STATUSES
 
 GROUP = ["destination_id", "audience_id", "op"]
 DEFAULT_SUB_BUCKETS = 512
@@ -22,8 +22,8 @@ DEFAULT_FILE_ROWS = 1_000_000  # about 70 MB of hex keys: large files, still one
 
 
 def deliverable_changes(classified: DataFrame, sub_buckets: int) -> DataFrame:
-    """Adds and removes, one row per member and op, with the member's hash sub-bucket."""
-    return classified.filter(F.col("status").isin(*DELIVERED_STATUSES)).select(
+    """Adds and removes (held ones too), one row per member and op, with the member's hash sub-bucket."""
+    return classified.filter(F.col("status").isin(*BATCHED_STATUSES)).select(
         "destination_id",
         "audience_id",
         F.col("status").alias("op"),

@@ -7,15 +7,19 @@ Statuses:
 - `unchanged`: held and still a member;
 - `retained`: held, no longer a member, but kept (`upsert` mode never removes, and a guarded
   audience sends nothing);
-- `held`: a new member of an audience below its minimum size, withheld until it grows.
+- `held`: a new member of an audience below its minimum size, withheld until it grows;
+- `remove_held`: a `remove` of an audience whose removals exceed its removal guard (a share of
+  its committed members, or a count): not sent until approved, so a partial input cannot empty
+  an audience. Consent withdrawals are never held.
 """
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from transforms.schemas import MEMBER_KEY
 
-ADD, REMOVE, UNCHANGED, RETAINED, HELD = "add", "remove", "unchanged", "retained", "held"
+ADD, REMOVE, UNCHANGED, RETAINED, HELD, REMOVE_HELD = "add", "remove", "unchanged", "retained", "held", "remove_held"
 DELIVERED_STATUSES = (ADD, REMOVE)
+BATCHED_STATUSES = (ADD, REMOVE, REMOVE_HELD)   # held removals are batched too, to be sent once approved
 SNAPSHOT_STATUSES = (ADD, UNCHANGED, RETAINED)
 
 
@@ -40,19 +44,33 @@ def mark_membership(current: DataFrame, previous: DataFrame, withdrawn: DataFram
 
 
 def audience_sizes(marked: DataFrame) -> DataFrame:
-    """Current membership count per audience: the size the minimum-size guard compares."""
-    return marked.groupBy("destination_id", "audience_id").agg(F.count_if("in_current").alias("audience_size"))
+    """Per audience: its current size (the minimum-size guard's), its committed size and how many
+    committed members left the input (the removal guard's), in one aggregate."""
+    return marked.groupBy("destination_id", "audience_id").agg(
+        F.count_if("in_current").alias("audience_size"),
+        F.count_if("in_previous").alias("committed_size"),
+        F.count_if(F.col("in_previous") & ~F.col("in_current") & ~F.col("withdrawn")).alias("leaving"),
+    )
+
+
+def removals_held(sizes: DataFrame, rules: DataFrame) -> DataFrame:
+    """`sizes` with `removals_held`: true where the audience's mirror removals exceed its guard."""
+    limits = rules.select("destination_id", "sync_mode", "max_remove_fraction", "max_removes")
+    over_fraction = F.col("leaving") > F.col("max_remove_fraction") * F.col("committed_size")
+    over_count = F.col("leaving") > F.col("max_removes")
+    held = (F.col("sync_mode") == "mirror") & (F.coalesce(over_fraction, F.lit(False)) | F.coalesce(over_count, F.lit(False)))
+    return sizes.join(F.broadcast(limits), on="destination_id", how="left").select(*sizes.columns, held.alias("removals_held"))
 
 
 def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> DataFrame:
     """One status per marked member.
 
-    `rules` carries each destination's `sync_mode` and `min_audience_size`; `sizes` is
-    `audience_sizes(marked)`, passed in so a job can compute it once and reuse it.
+    `rules` carries each destination's `sync_mode`, `min_audience_size` and removal guard;
+    `sizes` is `audience_sizes(marked)`, passed in so a job can compute it once and reuse it.
     """
     joined = marked.join(
         F.broadcast(rules.select("destination_id", "sync_mode", "min_audience_size")), on="destination_id", how="left"
-    ).join(F.broadcast(sizes), on=["destination_id", "audience_id"], how="left")
+    ).join(F.broadcast(removals_held(sizes, rules)), on=["destination_id", "audience_id"], how="left")
     in_current, in_previous = F.col("in_current"), F.col("in_previous")
     is_guarded = F.coalesce(F.col("audience_size"), F.lit(0)) < F.col("min_audience_size")
     status = (
@@ -61,6 +79,7 @@ def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> Da
         .when(in_current, ADD)
         .when(F.col("withdrawn"), REMOVE)   # consent withdrawn: removed whatever the mode or guard
         .when(is_guarded | (F.col("sync_mode") == "upsert"), RETAINED)
+        .when(F.coalesce(F.col("removals_held"), F.lit(False)), REMOVE_HELD)
         .otherwise(REMOVE)
     )
     return joined.select(*MEMBER_KEY, "source_rows", status.alias("status"))

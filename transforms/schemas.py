@@ -1,6 +1,7 @@
 """Explicit schemas for every boundary of the prepare pipeline (DESIGN.md, data contract)."""
 from pyspark.sql.types import (
     BooleanType,
+    DoubleType,
     IntegerType,
     LongType,
     StringType,
@@ -71,6 +72,9 @@ DESTINATION_RULES = StructType(
         StructField("sync_mode", StringType(), False),
         StructField("max_batch_size", IntegerType(), False),
         StructField("min_audience_size", IntegerType(), False),
+        # The removal guard (None: no limit of that kind).
+        StructField("max_remove_fraction", DoubleType(), True),
+        StructField("max_removes", LongType(), True),
     ]
 )
 
@@ -100,6 +104,8 @@ AUDIENCE_SIZES = StructType(
         StructField("destination_id", StringType(), False),
         StructField("audience_id", StringType(), False),
         StructField("audience_size", LongType(), False),
+        StructField("committed_size", LongType(), False),   # members of the baseline snapshot
+        StructField("leaving", LongType(), False),          # baseline members gone from the input, consent aside
     ]
 )
 

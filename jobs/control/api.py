@@ -13,6 +13,9 @@ is JSON; a refused request says why, naming the field of the body it is about.
     POST /destinations/{id}/resume
     POST /destinations/{id}/runs        start its machine on an input (body: input, consent, optional run_id)
     GET  /destinations/{id}/runs/{run}  the run's status, executions, delivery summary and dead letters
+    POST /destinations/{id}/runs/{run}/removals
+                                        approve or reject the removals its guard held (body: decision
+                                        "approved" or "rejected", optional audiences), then deliver again
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from jobs.control.registry import DestinationRegistry
 from jobs.control.runs import Runs
 
 MAX_BODY_BYTES = 256 * 1024
-_DESTINATION = re.compile(r"^/destinations/([a-z0-9][a-z0-9_-]{0,31})(/pause|/resume|/runs)?(?:/([^/]+))?$")
+_DESTINATION = re.compile(r"^/destinations/([a-z0-9][a-z0-9_-]{0,31})(/pause|/resume|/runs)?(?:/([^/]+))?(/removals)?$")
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,9 @@ class ControlPlane:
             matched = _DESTINATION.match(path)
             if not matched:
                 return _error(404, f"no route {request.method} {path}")
-            destination_id, action, run_id = matched.groups()
+            destination_id, action, run_id, removals = matched.groups()
             if action == "/runs" or run_id:
-                return self._runs(request, destination_id, action, run_id)
+                return self._runs(request, destination_id, action, run_id, removals is not None)
             if action:
                 if request.method != "POST":
                     return _error(405, f"{request.method} {path}: use POST")
@@ -91,8 +94,8 @@ class ControlPlane:
         except RequestRefused as error:
             return _error(error.status, str(error))
 
-    def _runs(self, request: Request, destination_id: str, action: str | None, run_id: str | None) -> Response:
-        if action != "/runs":
+    def _runs(self, request: Request, destination_id: str, action: str | None, run_id: str | None, removals: bool) -> Response:
+        if action != "/runs" or (removals and run_id is None):
             return _error(404, f"no route {request.method} {request.path}")
         if self.runs is None:
             return _error(501, "runs are not served here: start the server with the stage's machines, work bucket and state table")
@@ -101,6 +104,10 @@ class ControlPlane:
             if request.method != "POST":
                 return _error(405, f"{request.method} {request.path}: use POST")
             return Response(202, self.runs.start(destination, _body(request)))
+        if removals:
+            if request.method != "POST":
+                return _error(405, f"{request.method} {request.path}: use POST")
+            return Response(202, self.runs.decide_removals(destination, run_id, _body(request), request.principal))
         if request.method != "GET":
             return _error(405, f"{request.method} {request.path}: use GET")
         return Response(200, self.runs.status(destination.id, run_id))

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 
 from connectors.state.dynamodb import DynamoStateStore
 from jobs.control.errors import Conflict, Invalid, NotFound
+from jobs import removals
 from jobs.control.registry import Registered
 from jobs.paths import RUN_ID
 from orchestration.definitions import REGISTERED
@@ -117,6 +118,30 @@ class Runs:
         letters = [asdict(letter) for letter in self._store.dead_letters(run_id) if letter.destination_id == destination_id]
         return {"run_id": run_id, "destination": destination_id, "status": executions[-1]["status"], "executions": executions,
                 "summary": self._summary(run_id, destination_id), "dead_letters": letters}
+
+    def decide_removals(self, destination: Registered, run_id: str, body: object, principal: str) -> dict:
+        """Record the caller's decision on the run's held removals, then deliver the run again
+        (its machine from the lease on, the run being prepared) so they are sent or it is committed."""
+        if not RUN_ID.fullmatch(run_id):
+            raise Invalid(f"run_id: {run_id!r} must match {RUN_ID.pattern}")
+        if not isinstance(body, dict) or body.get("decision") not in (removals.APPROVED, removals.REJECTED):
+            raise Invalid(f"decision: {removals.APPROVED!r} or {removals.REJECTED!r} is required")
+        unknown = sorted(set(body) - {"decision", "audiences"})
+        if unknown:
+            raise Invalid(f"{unknown[0]}: unknown key")
+        audiences = body.get("audiences")
+        if audiences is not None and not (isinstance(audiences, list) and audiences and all(isinstance(a, str) for a in audiences)):
+            raise Invalid("audiences: a non-empty list of audience ids, or left out for every held audience")
+        _, described = self._execution(destination.id, run_id)
+        try:
+            decided = removals.decide(f"s3://{self.locations.work_bucket}", run_id, destination.id, body["decision"], principal, audiences)
+        except removals.RemovalsError as error:
+            raise Conflict(str(error)) from None
+        payload = {**json.loads(described["input"]), "prepared": True}
+        name = f"{run_id}-removals-{uuid.uuid4().hex[:8]}"
+        started = self._sfn.start_execution(stateMachineArn=described["stateMachineArn"], name=name, input=json.dumps(payload))
+        return {"run_id": run_id, "destination": destination.id, "removals": decided, "execution_arn": started["executionArn"],
+                "status": "RUNNING"}
 
     def _summary(self, run_id: str, destination_id: str) -> dict | None:
         key = f"runs/{run_id}/delivery/{destination_id}/summary.json"

@@ -37,13 +37,14 @@ def stage():
         plane = ControlPlane(DestinationRegistry("registry", aws.client("dynamodb")), runs)
         keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "operator")}
         with ControlPlaneServer(plane, keys, REGION) as server:
-            machines.bind(ScriptedJobs(aws.client("s3")))
+            jobs = ScriptedJobs(aws.client("s3"))
+            machines.bind(jobs)
             assert call(server.url, "POST", "/destinations", EXAMPLE["google_dm"])[0] == 201
-            yield machines, server.url, store
+            yield machines, server.url, store, jobs
 
 
 def test_a_run_started_over_http_is_reported_with_its_summary_and_dead_letters(stage):
-    machines, url, store = stage
+    machines, url, store, _ = stage
     status, started = call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "api-r1"})
     assert status == 202 and started["run_id"] == "api-r1" and started["execution_arn"].endswith(":audience-relay-destination-google_dm:api-r1")
     machines.aws.wait(started["execution_arn"], timeout=60)
@@ -57,7 +58,7 @@ def test_a_run_started_over_http_is_reported_with_its_summary_and_dead_letters(s
 
 
 def test_a_bad_run_request_is_refused_naming_the_field(stage):
-    _, url, _ = stage
+    _, url, _, _ = stage
     assert call(url, "POST", "/destinations/google_dm/runs", {"input": "/local/path/", "consent": RUN["consent"]}) == (
         400, {"error": "input: an s3://bucket/folder/ URI is required"})
     assert call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "../x"})[0] == 400
@@ -67,7 +68,7 @@ def test_a_bad_run_request_is_refused_naming_the_field(stage):
 
 
 def test_a_paused_destination_starts_no_run(stage):
-    machines, url, _ = stage
+    machines, url, _, _ = stage
     assert call(url, "POST", "/destinations/google_dm/pause")[0] == 200
     before = len(machines.executions("destination-google_dm"))
     status, refused = call(url, "POST", "/destinations/google_dm/runs", RUN)
@@ -77,7 +78,7 @@ def test_a_paused_destination_starts_no_run(stage):
 
 
 def test_the_scheduler_fans_out_to_the_registrys_active_destinations_at_run_time(stage):
-    machines, url, _ = stage
+    machines, url, _, _ = stage
     def fanned_out(run_id: str) -> list[str]:
         execution = machines.run("scheduler", run_id, {**RUN, "run_id": run_id}, timeout=120)
         assert execution.status == "SUCCEEDED", execution.cause
@@ -94,7 +95,7 @@ def test_the_scheduler_fans_out_to_the_registrys_active_destinations_at_run_time
 def test_a_destination_registered_after_the_deploy_runs_on_the_registered_destinations_machine(stage):
     """No machine was rendered for it: the scheduler and the run API start the registered
     destinations' machine, which delivers it under the quota key the registry holds."""
-    machines, url, _ = stage
+    machines, url, _, _ = stage
     newcomer = {**EXAMPLE["meta_ads"], "id": "meta_eu", "daily_quota": {"key": "meta_shared", "requests": 5000}}
     assert call(url, "POST", "/destinations", newcomer)[0] == 201
     execution = machines.run("scheduler", "s-4", {**RUN, "run_id": "s-4"}, timeout=120)
@@ -119,3 +120,37 @@ def test_a_destination_registered_after_the_deploy_runs_on_the_registered_destin
     assert status == 409 and "deploy first" in refused["error"]
     for destination in ("meta_eu", "meta_emr"):
         assert call(url, "POST", f"/destinations/{destination}/pause")[0] == 200
+
+
+def test_held_removals_are_approved_over_http_and_the_run_is_delivered_again(stage, monkeypatch):
+    """The run's guard held google_in_market's removals (REMOVALS_HELD): the execution failed with
+    an alert. An approval over HTTP is recorded with who gave it, and the destination's machine
+    delivers the run again, from the lease on."""
+    import json
+
+    machines, url, _, jobs = stage
+    s3 = machines.aws.client("s3")
+    held = {"google_in_market": {"removes": 900, "committed_members": 1000, "max_remove_fraction": 0.5, "max_removes": None, "batches": 1}}
+    s3.put_object(Bucket=RESOURCES.work_bucket, Key="runs/api-held/manifest.json",
+                  Body=json.dumps({"run_id": "api-held", "destinations": {"google_dm": {"removals_held": held}}}).encode())
+    jobs.statuses["google_dm"] = ["REMOVALS_HELD", "SUCCEEDED"]
+    status, started = call(url, "POST", "/destinations/google_dm/runs", {**RUN, "run_id": "api-held"})
+    assert status == 202
+    assert machines.aws.wait(started["execution_arn"], timeout=60).error == "RemovalsHeldFailed"
+    assert [a["message"]["phase"] for a in machines.alerts()] == ["RemovalsHeld"]
+
+    # The work bucket is in this stage's moto, which jobs.storage reaches through AWS_ENDPOINT_URL.
+    for name, value in {"AWS_ENDPOINT_URL": machines.aws.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    assert call(url, "POST", "/destinations/google_dm/runs/api-held/removals", {"decision": "maybe"})[0] == 400
+    assert call(url, "POST", "/destinations/google_dm/runs/api-held/removals", {"decision": "approved", "audiences": ["other"]})[0] == 409
+    status, decided = call(url, "POST", "/destinations/google_dm/runs/api-held/removals", {"decision": "approved"})
+    assert status == 202 and decided["removals"]["google_in_market"]["decision"] == "approved"
+    assert decided["removals"]["google_in_market"]["by"] == "operator"   # the caller's principal
+    again = machines.aws.wait(decided["execution_arn"], timeout=60)
+    assert again.status == "SUCCEEDED" and "Prepare" not in again.states
+    recorded = json.loads(s3.get_object(Bucket=RESOURCES.work_bucket, Key="runs/api-held/delivery/google_dm/removals.json")["Body"].read())
+    assert recorded["audiences"]["google_in_market"]["decision"] == "approved"
+    status, refused = call(url, "POST", "/destinations/google_dm/runs/api-held/removals", {"decision": "rejected"})
+    assert status == 409 and "already approved" in refused["error"]

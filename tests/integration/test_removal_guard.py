@@ -79,6 +79,13 @@ def test_removals_over_the_limit_are_held_while_adds_and_other_audiences_go(days
         assert google.score.held["google_in_market"] == day1_held["google_in_market"]
         assert google.score.held["google_high_value"] != day1_held["google_high_value"]
 
+        # The report says what is held and that nobody decided yet.
+        capsys.readouterr()
+        assert main(["report", "--out", str(out), "--run-id", "r1"]) == 0
+        printed = capsys.readouterr().out
+        (line,) = [line for line in printed.splitlines() if "google_in_market" in line and "WAITING" in line]
+        assert f"{numbers['removes']}" in line and "50% of committed" in line
+
         # No later run builds on a run whose removals nobody has decided on.
         code, printed = _prepare(out, config, day1, day2["membership"], "r2", capsys)
         assert code == 2 and "r1" in printed.err and "approve-removals" in printed.err

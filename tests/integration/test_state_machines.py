@@ -216,6 +216,19 @@ def test_a_superseded_delivery_ends_the_lifecycle_releasing_the_lease_without_fa
     assert "owner" not in machines.lease("google_ads_project") and machines.alerts() == []
 
 
+def test_removals_held_for_approval_fail_the_execution_with_an_alert_and_release_the_lease(machines, jobs):
+    """REMOVALS_HELD: all else was sent; the run is not committed until a person decides. The
+    execution says so loudly (alert, dead letter to replay once decided) and frees the quota."""
+    jobs.statuses["google_dm"] = ["REMOVALS_HELD"]
+    execution = machines.run("destination-google_dm", "removals-held", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "RemovalsHeldFailed", execution.cause
+    [(_, deliver)] = jobs.calls
+    assert deliver["--held_exit_code"] == "0"   # routed on summary.json, not a failed Glue run
+    assert [alert["message"]["phase"] for alert in machines.alerts()] == ["RemovalsHeld"]
+    assert [letter["phase"] for letter in machines.dead_letters()] == ["RemovalsHeld"]
+    assert "owner" not in machines.lease("google_ads_project")
+
+
 def test_a_delivery_waiting_for_an_earlier_run_releases_the_lease_waits_and_delivers_after_it(machines, jobs):
     """WAITING: an earlier run of the destination is not committed yet; this run sent nothing."""
     jobs.statuses["google_dm"] = ["WAITING", "SUCCEEDED"]

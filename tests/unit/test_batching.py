@@ -19,7 +19,7 @@ def classified(spark, n, audience="a", status="add", destination="d"):
 
 
 def rules(spark, max_batch):
-    return spark.createDataFrame([("d", "mirror", max_batch, 0)], DESTINATION_RULES)
+    return spark.createDataFrame([("d", "mirror", max_batch, 0, None, None)], DESTINATION_RULES)
 
 
 def batch_sizes(batched):
