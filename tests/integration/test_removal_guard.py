@@ -123,3 +123,20 @@ def test_rejected_removals_stay_at_the_destination_and_the_next_run_builds_on_th
         assert _prepare(fresh, config, day1, day2["membership"], "only", capsys)[0] == 0
         assert _deliver(fresh, config, "only", reference.url, capsys)[0] == 0
         assert after_r2 == {a: m for a, m in reference.score.held.items() if m}
+
+
+def test_a_consent_file_that_opts_out_far_more_users_than_the_last_run_stops_the_prepare(days, spark, capsys):
+    """Consent withdrawals are never held by the removal guard (they must reach the destination),
+    so a broken consent file (everyone opted out) would empty every audience. The quality gate
+    compares the share of rows this run's consent filters with the last run's, per destination."""
+    root, config, day1, day2, _ = days
+    out = root / "consent-gate"
+    assert _prepare(out, config, day1, day1["membership"], "r0", capsys)[0] == 0
+    everyone = str(root / "consent-everyone")
+    spark.read.parquet(day2["membership"]).select("user_id").where("user_id IS NOT NULL").distinct().selectExpr("user_id", "'*' AS scope").write.parquet(everyone)
+    code, printed = _prepare(out, config, {"consent": everyone}, day2["membership"], "r1", capsys)
+    assert code == 2, printed.err
+    assert "google_dm" in printed.err and "opted out" in printed.err and "max_opt_out_increase" in printed.err
+    assert not (out / "runs" / "r1" / "manifest.json").exists()
+    # The day's own consent passes the same gate.
+    assert _prepare(out, config, day2, day2["membership"], "r2", capsys)[0] == 0
