@@ -36,6 +36,12 @@ class MemberStat:
     rows: int
 
 
+def mapped_rows(accepted_id_types: tuple[str, ...], mapped_segments: set[str], segment_stats: list[SegmentStat]) -> int:
+    """Usable rows of an accepted id type whose segment feeds one of the destination's audiences."""
+    return sum(s.rows for s in segment_stats
+               if s.reject_reason is None and s.id_type in accepted_id_types and s.segment_id in mapped_segments)
+
+
 def destination_accounting(
     accepted_id_types: tuple[str, ...],
     mapped_segments: set[str],

@@ -232,6 +232,11 @@ class _DestinationBase(_Strict):
         return (self.daily_quota and self.daily_quota.key) or self.id
 
     @property
+    def mapped_segments(self) -> set[str]:
+        """Every segment that feeds one of the destination's audiences."""
+        return {segment for segments in self.audiences.values() for segment in segments}
+
+    @property
     def max_remove_fraction(self) -> float | None:
         """The removal guard's share in effect: the configured one, else mirror mode's default."""
         if self.guards.max_remove_fraction is not None:
@@ -275,6 +280,10 @@ class Quality(_Strict):
     max_unknown_id_type_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_rejected_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
     row_count_band: RowCountBand | None = RowCountBand()  # null turns the check off
+    # Per destination, the share of its rows this run's consent opts out may exceed the last
+    # run's by at most this much (0.1: ten points); a broken consent file would otherwise
+    # withdraw, and remove, whole audiences. Null turns the check off.
+    max_opt_out_increase: Annotated[float, Field(ge=0, le=1)] | None = 0.1
 
 
 class Defaults(_Strict):

@@ -74,7 +74,7 @@ def destination_report(destination, segment_stats: list[SegmentStat], member_sta
     """One destination's section: accounting, per-audience member and batch counts."""
     accounting = destination_accounting(
         destination.accepted_id_types,
-        {segment for segments in destination.audiences.values() for segment in segments},
+        destination.mapped_segments,
         segment_stats,
         member_stats,
         consent_filtered,

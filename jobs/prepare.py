@@ -21,13 +21,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs import paths, removals, snapshots, storage
-from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat
+from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
 from jobs.config import Config, load_config
 from jobs.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.metrics import emit_job_metrics, emit_prepare_metrics
-from jobs.quality import raise_on_critical, validate_input
+from jobs.quality import check_opt_out_shares, raise_on_critical, validate_input
 from jobs.session import task_slices
 from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
@@ -83,9 +83,10 @@ def destination_rules(spark: SparkSession, config: Config) -> DataFrame:
     return spark.createDataFrame(rows, DESTINATION_RULES)
 
 
-def _last_prepared_rows(out: str) -> int | None:
+def _last_prepared(out: str) -> dict:
+    """The last prepared run's figures the quality gate compares with (empty before the first)."""
     text = storage.read_text(storage.join(out, "state", "last_prepared.json"))
-    return json.loads(text)["input_rows"] if text else None
+    return json.loads(text) if text else {}
 
 
 def _check_request(spark: SparkSession, request: PrepareRequest) -> tuple[str, dict | None]:
@@ -158,6 +159,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         destinations, destination_ids = config.active_destinations, [d for d in destination_ids if d not in blocked]
         baselines = {d: b for d, b in baselines.items() if d not in blocked}
 
+    last_prepared = _last_prepared(out)
     # The normalized input feeds the quality gate, the statistics, the rejected rows and the
     # members: kept once rather than read and normalized four times.
     normalized = (
@@ -168,7 +170,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     with timer.phase("read_normalize_quality"):
         with naming_unreadable_files(request.input):  # reads every input file, into the cache the checks use
             normalized.count()
-        quality = validate_input(normalized, config.quality, _last_prepared_rows(out))
+        quality = validate_input(normalized, config.quality, last_prepared.get("input_rows"))
     raise_on_critical(quality, request.input)
 
     with timer.phase("input_statistics"):
@@ -206,6 +208,10 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         # a row lost between here and the members then fails the accounting.
         consent_filtered = dict.fromkeys(destination_ids, 0) | {
             r.destination_id: r["count"] for r in flagged.filter("opted_out").groupBy("destination_id").count().collect()}
+    opt_out_shares = {d.id: consent_filtered[d.id] / mapped for d in destinations
+                      if (mapped := mapped_rows(d.accepted_id_types, d.mapped_segments, segment_stats))}
+    consent_gate = check_opt_out_shares(opt_out_shares, last_prepared.get("opt_out_shares", {}), config.quality.max_opt_out_increase,
+                                        request.consent or request.input, last_prepared.get("run_id"))
     members = flagged.filter(~F.col("opted_out")).drop("opted_out").transform(to_members)
     previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
     rules = destination_rules(spark, config)
@@ -262,7 +268,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         "input_rows": input_rows,
         "rejected": {"rows": rejected_rows, "by_reason": rejected_reasons, "path": "rejected/"},
         "consent": {"unknown_scopes": consent.unknown_scopes},
-        "quality": {"success": quality.success, "expectations": quality.expectations},
+        "quality": {"success": quality.success, "expectations": [*quality.expectations, consent_gate]},
         "destinations": report,
         # Left out of this run: their last run holds removals nobody has decided on.
         "blocked": {d: {"run_id": run, "audiences": audiences} for d, (run, audiences) in sorted(blocked.items())},
@@ -281,7 +287,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     storage.write_text(manifest_uri, json.dumps(manifest, indent=2, default=str) + "\n")
     storage.write_text(
         storage.join(out, "state", "last_prepared.json"),
-        json.dumps({"run_id": request.run_id, "input_rows": input_rows}) + "\n",
+        # Shares of destinations left out of this run are kept from before.
+        json.dumps({"run_id": request.run_id, "input_rows": input_rows,
+                    "opt_out_shares": last_prepared.get("opt_out_shares", {}) | opt_out_shares}) + "\n",
     )
     summary = {
         "status": "PREPARED",

@@ -124,3 +124,20 @@ def raise_on_critical(result: QualityResult, source: str) -> None:
             for f in failures
         ]
         raise QualityError(f"{source}: input failed {len(failures)} critical data-quality check(s); nothing was written:\n" + "\n".join(lines))
+
+
+def check_opt_out_shares(shares: dict[str, float], previous: dict[str, float], max_increase: float | None, source: str,
+                         previous_run: str | None) -> dict:
+    """The consent gate: per destination, the share of its rows this run's consent opted out
+    against the last run's. Returns the manifest's record; raises QualityError naming each
+    destination over the bound (nothing has been written yet)."""
+    over = {d: (share, previous[d]) for d, share in sorted(shares.items())
+            if max_increase is not None and d in previous and share > previous[d] + max_increase}
+    if over:
+        lines = [f"- {d}: {share:.1%} of its rows opted out by this run's consent, {before:.1%} in run {previous_run}"
+                 for d, (share, before) in over.items()]
+        raise QualityError(f"{source}: consent opts out more than quality.max_opt_out_increase ({max_increase:.0%}) above the last "
+                           "run's share; nothing was written. Check the consent file; if it is right, raise "
+                           "quality.max_opt_out_increase for this run:\n" + "\n".join(lines))
+    return {"expectation": "opt_out_share_increase", "severity": CRITICAL, "success": True, "observed": shares,
+            "kwargs": {"max_increase": max_increase, "previous": previous, "previous_run": previous_run}}
