@@ -142,3 +142,25 @@ def test_a_withdrawn_consent_removes_the_member_from_upsert_and_guarded_audience
     assert second["destinations"]["upserted"]["accounting"]["members"] == {"remove": 1, "unchanged": 1}
     snapshot = pq.read_table(tmp_path / "out" / "runs" / "r2" / "snapshot").to_pylist()
     assert len(snapshot) == 2   # u2 and u3 stay; u1's two memberships are gone
+
+
+def test_a_folder_is_read_only_once_its_completion_marker_is_there(spark, tmp_path):
+    """A writer still adding files: in mirror mode the members of the files not yet written
+    would be removed. Every trigger goes through prepare, so prepare refuses the folder until
+    its `_SUCCESS` is there; the flag reads it anyway and says so in the manifest."""
+    from jobs.cli import main
+    import yaml
+
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    write_input(folder / "part-00000.csv", ROWS)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    arguments = ["prepare", "--input", str(folder), "--out", str(tmp_path / "out"), "--config", str(config)]
+    assert main([*arguments, "--run-id", "early"]) == 2
+    assert not (tmp_path / "out" / "runs" / "early" / "manifest.json").exists()
+    assert main([*arguments, "--run-id", "forced", "--without-completion-marker"]) == 0
+    assert json.loads((tmp_path / "out" / "runs" / "forced" / "manifest.json").read_text())["inputs"]["completion_marker"] == "not required"
+    (folder / "_SUCCESS").write_text("")
+    assert main([*arguments, "--run-id", "complete"]) == 0
+    assert json.loads((tmp_path / "out" / "runs" / "complete" / "manifest.json").read_text())["inputs"]["completion_marker"] == "_SUCCESS"
