@@ -116,6 +116,7 @@ def test_a_withdrawn_consent_removes_the_member_from_upsert_and_guarded_audience
     import copy
 
     raw = copy.deepcopy(CONFIG)
+    raw["quality"]["max_opt_out_increase"] = None   # one user of two opts out: the consent gate would stop it
     raw["destinations"] = [
         {"id": "upserted", "kind": "http_api", "profile": "meta_custom_audiences", "id_types": ["email"], "sync_mode": "upsert",
          "audiences": {"aud_a": ["seg_a"]}},
