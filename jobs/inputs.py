@@ -41,6 +41,23 @@ class InputError(ValueError):
     """An input file is missing, of an unknown format, or does not match the data contract."""
 
 
+# What a writer puts in a folder once it is complete: Spark's marker, the one the S3 trigger
+# waits for (orchestration.ingest.COMPLETION_MARKER; a test keeps them equal).
+COMPLETION_MARKER = "_SUCCESS"
+
+
+def require_completion_marker(path: str) -> str | None:
+    """Refuse a folder whose writer has not put its completion marker in it yet: in mirror mode
+    the members of the files still missing would be removed. Returns the marker's name (None
+    for a single file, complete once it exists)."""
+    if not storage.is_folder(path):
+        return None
+    if not storage.exists(storage.join(path, COMPLETION_MARKER)):
+        raise InputError(f"{path}: no completion marker {COMPLETION_MARKER} in this folder, so its writer may not be done; "
+                         "run once it is there, or pass --without-completion-marker to read the folder as it is")
+    return COMPLETION_MARKER
+
+
 def _data_files(root: Path) -> list[Path]:
     """The data files under a directory, without Spark's `_SUCCESS` and hidden files."""
     return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))

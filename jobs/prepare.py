@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from jobs import paths, removals, snapshots, storage
 from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
 from jobs.config import Config, load_config
-from jobs.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership
+from jobs.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership, require_completion_marker
 from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from jobs.metrics import emit_job_metrics, emit_prepare_metrics
@@ -58,6 +58,8 @@ class PrepareRequest:
     # "skip": a run whose manifest exists is complete (the manifest is written last), so a
     # retried or re-driven orchestration step finds it done instead of failing.
     if_prepared: str = "fail"
+    # A folder input is read only once its completion marker is there (False: the CLI's override).
+    require_completion_marker: bool = True
 
 
 def default_run_id() -> str:
@@ -159,6 +161,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         destinations, destination_ids = config.active_destinations, [d for d in destination_ids if d not in blocked]
         baselines = {d: b for d, b in baselines.items() if d not in blocked}
 
+    # Every trigger (schedule, API, S3, CLI) comes through here: a half-written folder is never read.
+    marker = require_completion_marker(request.input) if request.require_completion_marker else "not required"
     last_prepared = _last_prepared(out)
     # The normalized input feeds the quality gate, the statistics, the rejected rows and the
     # members: kept once rather than read and normalized four times.
@@ -264,7 +268,8 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     manifest = {
         "run_id": request.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source, "files": input_files},
+        "inputs": {"membership": request.input, "consent": request.consent, "config": request.config_source, "files": input_files,
+                   "completion_marker": marker},
         "input_rows": input_rows,
         "rejected": {"rows": rejected_rows, "by_reason": rejected_reasons, "path": "rejected/"},
         "consent": {"unknown_scopes": consent.unknown_scopes},
@@ -336,6 +341,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consent-format", "--consent_format", dest="consent_format", choices=["parquet", "csv", "jsonl"])
     parser.add_argument("--sub-buckets", "--sub_buckets", dest="sub_buckets", type=int, default=DEFAULT_SUB_BUCKETS)
     parser.add_argument("--master", help="Spark master when starting Spark locally (default local[*])")
+    parser.add_argument("--without-completion-marker", dest="require_completion_marker", action="store_false",
+                        help="read a --input folder that has no _SUCCESS marker (yet): its writer may not be done, "
+                             "and in mirror mode missing files become removals; recorded in the manifest")
 
 
 def request_from_args(args: argparse.Namespace) -> PrepareRequest:
@@ -356,6 +364,7 @@ def request_from_args(args: argparse.Namespace) -> PrepareRequest:
         consent_format=args.consent_format,
         sub_buckets=args.sub_buckets,
         if_prepared=args.if_prepared,
+        require_completion_marker=args.require_completion_marker,
     )
 
 

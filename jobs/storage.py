@@ -106,6 +106,21 @@ def write_text_if(uri: str, text: str, version: str | None) -> None:
         write_text(uri, text)
 
 
+def is_folder(uri: str) -> bool:
+    """A local directory, or an `s3://` URI that is not one object (a prefix, with or without `/`)."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        if not key or key.endswith("/"):
+            return True
+        client = _s3()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return False
+        except client.exceptions.ClientError:
+            return True
+    return Path(uri).is_dir()
+
+
 def exists(uri: str) -> bool:
     """An object at exactly this key, or a "folder" with objects under `key/`."""
     if is_s3(uri):

@@ -41,7 +41,7 @@ from botocore.exceptions import ClientError
 from connectors.catalog.source import CatalogSource
 from orchestration.file_checks import Admitted, LandedFile, Rejected, Superseded, check_file
 from orchestration.file_claims import Claim, ClaimLost, FileClaims, Found
-from orchestration.ingest import parse_s3_event
+from orchestration.ingest import COMPLETION_MARKER, parse_s3_event
 
 LOG = logging.getLogger("audience_relay.ingest")
 PARALLEL_FILES = 16   # S3 calls in flight per window (checks, copies)
@@ -334,6 +334,7 @@ class Window:
         sources = {name: {"file": landed.uri, "etag": landed.etag, "size": landed.size} for landed, name in names.items()}
         s3.put_object(Bucket=self.settings.work_bucket, Key=folder + "_sources.json",
                       Body=json.dumps(dict(sorted(sources.items())), indent=2).encode())
+        s3.put_object(Bucket=self.settings.work_bucket, Key=folder + COMPLETION_MARKER, Body=b"")   # the window's files are all there
         payload = {"run_id": run_id, "input": self._run_input(run_id), "consent": self.settings.consent_uri}
         try:
             self.clients.sfn.start_execution(stateMachineArn=self.settings.scheduler_arn, name=run_id, input=json.dumps(payload))

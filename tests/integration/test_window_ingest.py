@@ -52,7 +52,7 @@ def test_one_window_becomes_one_run_bad_files_are_quarantined_and_repeated_event
     assert run["run_id"].startswith("w-") and run["input"] == f"s3://{stage.work}/runs/{run['run_id']}/input/"
     assert run["consent"] == f"s3://{stage.input}/consent/"
     copied = stage.keys(stage.work, f"runs/{run['run_id']}/input/")
-    assert [Path(k).name for k in copied] == ["00000-part-0.csv.gz", "00001-part-1.csv.gz", "00002-part-2.csv.gz", "_sources.json"]
+    assert [Path(k).name for k in copied] == ["00000-part-0.csv.gz", "00001-part-1.csv.gz", "00002-part-2.csv.gz", "_SUCCESS", "_sources.json"]
     sources = json.loads(stage.s3.get_object(Bucket=stage.work, Key=copied[-1])["Body"].read())
     assert [s["file"] for s in sources.values()] == [f.uri for f in good] and [s["etag"] for s in sources.values()] == [f.etag for f in good]
     # The bad files are moved to quarantine with their reasons, and reported on the dead-letter queue.

@@ -84,6 +84,7 @@ def prepare_run(root: Path, users: int, destinations: list[dict]) -> PreparedRun
         "segment_id": [SEGMENTS[i % len(SEGMENTS)] for i in range(users)],
     })
     pq.write_table(table, membership / "part-0.parquet")
+    (membership / "_SUCCESS").touch()
     config = root / "destinations.yaml"
     config.write_text(yaml.safe_dump({"version": 1, "destinations": destinations}))
     out = root / "out"

@@ -82,6 +82,8 @@ def write_parquet(path: Path, rows: list[dict], schema: pa.Schema | None = None)
 
 
 def prepare(capsys, input_path: Path, out: Path, config: str, *extra: str) -> tuple[int, str]:
+    if input_path.is_dir():
+        (input_path / "_SUCCESS").touch()   # the writer is done: what is in the folder is the input
     capsys.readouterr()
     code = main(["prepare", "--input", str(input_path), "--out", str(out), "--run-id", "r1", "--config", config, *extra])
     return code, capsys.readouterr().err

@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import random
 import threading
+import uuid
+from dataclasses import dataclass
 
 import pytest
 
 from connectors.failpoints import kill_session
+from connectors.state.dynamodb import DynamoStateStore, create_table
 from jobs.cli import main
+from orchestration.lock import LeaseLock
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, start_deliver, unrecorded_keys
 
@@ -35,6 +39,54 @@ CRASH_POINTS = [
 ]
 
 
+# The same kills on the DynamoDB ledger under the machine's lease and its fence, as on AWS. The
+# `ci` profile runs two of them (a request the ledger did not record, a commit not made); `full`
+# runs every one.
+DYNAMODB_CI_POINTS = {"deliver.after_send:5", "deliver.before_snapshot_commit"}
+LEASE_SECONDS = 30.0
+OWNER = "execution-crash"
+
+
+@dataclass
+class Store:
+    """Where the run's ledger lives, and the deliver arguments that put it there."""
+
+    kind: str
+    table: str | None = None
+    token: int | None = None
+
+    def arguments(self) -> tuple[str, ...]:
+        if self.kind == "sqlite":
+            return ()
+        return ("--state", f"dynamodb://{self.table}", "--fence-owner", OWNER, "--fence-token", str(self.token),
+                "--lease-seconds", str(LEASE_SECONDS))
+
+    def states(self, run) -> dict[str, str]:
+        if self.kind == "sqlite":
+            return ledger_states(run)
+        return {r.batch_key: r.state.value for r in DynamoStateStore(self.table).batches(RUN_ID, DESTINATION)}
+
+    def take_the_lease_again(self) -> None:
+        """What the machine does before it delivers again: a new fencing token for the same execution."""
+        if self.kind == "dynamodb":
+            self.token = LeaseLock(self.table).acquire(DESTINATION, OWNER, LEASE_SECONDS).token
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request, profile) -> Store:
+    if request.param == "sqlite":
+        return Store("sqlite")
+    crash_at = request.node.callspec.params.get("crash_at")
+    if profile.name != "full" and crash_at not in DYNAMODB_CI_POINTS:
+        pytest.skip("this kill on DynamoDB runs in RELIABILITY_PROFILE=full")
+    request.getfixturevalue("moto_server")
+    table = f"audience-relay-crash-{uuid.uuid4().hex[:8]}"
+    create_table(table)
+    found = Store("dynamodb", table)
+    found.take_the_lease_again()
+    return found
+
+
 @pytest.fixture(scope="module")
 def prepared(spark, profile, tmp_path_factory):
     batch_size = 5
@@ -46,19 +98,21 @@ def pointer(run):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def resume_until_done(run, emulator):
+def resume_until_done(run, emulator, store):
     """Deliver again, in this process's Spark (only the crash needs a process of its own)."""
+    store.take_the_lease_again()
     code = main(["deliver", "--out", str(run.out), "--run-id", RUN_ID, "--config", str(run.config),
-                 "--endpoint", f"{DESTINATION}={emulator.url}", "--workers", str(WORKERS)])
+                 "--endpoint", f"{DESTINATION}={emulator.url}", "--workers", str(WORKERS), *store.arguments()])
     summary = json.loads((run.out / "runs" / RUN_ID / "delivery" / "summary.json").read_text())
     assert code == 0, summary
     return summary
 
 
-def assert_complete_and_deduplicated(run, emulator, in_flight_at_crashes: set[str], summary):
+def assert_complete_and_deduplicated(run, emulator, in_flight_at_crashes: set[str], summary, store):
     expected = run.session_keys(DESTINATION)
     assert summary["status"] == "SUCCEEDED" and summary["destinations"][DESTINATION]["snapshot_committed"]
-    assert set(ledger_states(run).values()) == {"delivered"} and len(ledger_states(run)) == len(run.batches())
+    states = store.states(run)
+    assert set(states.values()) == {"delivered"} and len(states) == len(run.batches())
     assert set(emulator.score.accepted) == expected  # every batch arrived, nothing foreign
     twice = {key for key, count in emulator.score.accepted.items() if count > 1}
     # A second copy only of a batch accepted by the destination but not yet recorded delivered
@@ -70,33 +124,34 @@ def assert_complete_and_deduplicated(run, emulator, in_flight_at_crashes: set[st
     assert emulator.score.max_requests_in(60.0) <= RPM
 
 
-def in_flight_keys(run, emulator) -> set[str]:
-    delivered = {key for key, state in ledger_states(run).items() if state == "delivered"}
+def in_flight_keys(run, emulator, store) -> set[str]:
+    delivered = {key for key, state in store.states(run).items() if state == "delivered"}
     return unrecorded_keys(run, DESTINATION, emulator.score.accepted, delivered)
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
-def test_killed_at_a_crash_point_then_resumed_loses_nothing(prepared, crash_at, tmp_path):
+def test_killed_at_a_crash_point_then_resumed_loses_nothing(prepared, crash_at, store, tmp_path):
     run = prepared.copy(tmp_path)
     with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=RPM)) as emulator:
-        job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", crash_at=crash_at, workers=WORKERS)
+        job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", crash_at=crash_at, workers=WORKERS, extra=store.arguments())
         code, summary = job.wait()
         assert code == -9 and summary is None, f"the job was not killed at {crash_at}: exit {code}\n{job.stderr_tail()}"
-        in_flight = in_flight_keys(run, emulator)
+        in_flight = in_flight_keys(run, emulator, store)
         assert len(in_flight) <= WORKERS  # one request per worker at most was in flight
         committed_at_crash = pointer(run)
         if crash_at == "deliver.after_register":
-            assert not emulator.score.accepted and set(ledger_states(run).values()) == {"pending"}
+            assert not emulator.score.accepted and set(store.states(run).values()) == {"pending"}
         if crash_at == "deliver.before_snapshot_commit":
-            assert committed_at_crash is None and set(ledger_states(run).values()) == {"delivered"}
-        summary = resume_until_done(run, emulator)
-    assert_complete_and_deduplicated(run, emulator, in_flight, summary)
+            assert committed_at_crash is None and set(store.states(run).values()) == {"delivered"}
+        summary = resume_until_done(run, emulator, store)
+    assert_complete_and_deduplicated(run, emulator, in_flight, summary, store)
     if crash_at == "deliver.after_snapshot_commit":
         assert committed_at_crash is not None and pointer(run) == committed_at_crash  # committed once, not again
     assert pointer(run)["run_id"] == RUN_ID
 
 
 def test_killed_while_a_request_is_in_flight_then_resumed_loses_nothing(prepared, tmp_path):
+    store = Store("sqlite")
     """The destination has processed the batch; the job dies before the answer reaches it."""
     run = prepared.copy(tmp_path)
     holder: dict = {}
@@ -109,14 +164,14 @@ def test_killed_while_a_request_is_in_flight_then_resumed_loses_nothing(prepared
         holder["job"] = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", workers=WORKERS)
         code, _ = holder["job"].wait()
         assert code == -9
-        in_flight = in_flight_keys(run, emulator)
+        in_flight = in_flight_keys(run, emulator, store)
         assert 1 <= len(in_flight) <= WORKERS  # at least the request that was being answered
         emulator.config.on_accept = None
-        summary = resume_until_done(run, emulator)
-    assert_complete_and_deduplicated(run, emulator, in_flight, summary)
+        summary = resume_until_done(run, emulator, store)
+    assert_complete_and_deduplicated(run, emulator, in_flight, summary, store)
 
 
-def test_killed_at_random_moments_repeatedly_then_resumed_loses_nothing(prepared, profile, tmp_path):
+def test_killed_at_random_moments_repeatedly_then_resumed_loses_nothing(prepared, profile, store, tmp_path):
     """Each attempt is killed after a random delay (starting Spark, sending, committing), until one finishes."""
     if not profile.random_crashes:
         pytest.skip("random crashes run in RELIABILITY_PROFILE=full")
@@ -126,14 +181,15 @@ def test_killed_at_random_moments_repeatedly_then_resumed_loses_nothing(prepared
     kills = 0
     with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=RPM)) as emulator:
         for _ in range(profile.random_crashes):
-            job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", workers=WORKERS)
+            store.take_the_lease_again()
+            job = start_deliver(run, {DESTINATION: emulator.url}, tmp_path / "logs", workers=WORKERS, extra=store.arguments())
             timer = threading.Timer(rng.uniform(4.0, 20.0), kill_session, args=(job.process.pid,))
             timer.start()
             code, _ = job.wait()
             timer.cancel()
             assert code in (0, -9), job.stderr_tail()
             kills += code == -9
-            in_flight |= in_flight_keys(run, emulator)
-        summary = resume_until_done(run, emulator)
+            in_flight |= in_flight_keys(run, emulator, store)
+        summary = resume_until_done(run, emulator, store)
     assert kills >= 1
-    assert_complete_and_deduplicated(run, emulator, in_flight, summary)
+    assert_complete_and_deduplicated(run, emulator, in_flight, summary, store)

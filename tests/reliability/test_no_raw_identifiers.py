@@ -381,6 +381,7 @@ def test_spark_s_own_log_lines_about_a_task_failing_on_a_record_are_redacted(tmp
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))
     (tmp_path / "in" / "part-1.csv").write_text(_canary_rows(header=False))
+    (tmp_path / "in" / "_SUCCESS").touch()
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     job = run_job("prepare", ["prepare", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--run-id", "r1",
                               "--master", "local[1]"], env, tmp_path / "logs")
@@ -407,6 +408,7 @@ def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))  # half the rows are rejected
+    (tmp_path / "in" / "_SUCCESS").touch()
     request = PrepareRequest(str(tmp_path / "in"), str(tmp_path / "out"), load_config(DEFAULT_CONFIG), "default", "q1")
     with pytest.raises(QualityError) as refused:
         run_prepare(spark, request)

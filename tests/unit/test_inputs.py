@@ -283,3 +283,10 @@ def test_empty_files_are_found_by_listing_when_spark_reads_s3_itself(moto_server
         _check_files(Located("s3://lake4/in", "s3://lake4/in"), "parquet")
     with pytest.raises(InputError, match=r"s3://lake4/nothing/: no data files"):
         _check_files(Located("s3://lake4/nothing/", "s3://lake4/nothing/"), "parquet")
+
+
+def test_prepare_waits_for_the_marker_the_s3_trigger_waits_for():
+    from jobs.inputs import COMPLETION_MARKER
+    from orchestration.ingest import COMPLETION_MARKER as TRIGGER_MARKER
+
+    assert COMPLETION_MARKER == TRIGGER_MARKER
