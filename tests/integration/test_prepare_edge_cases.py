@@ -165,3 +165,26 @@ def test_a_folder_is_read_only_once_its_completion_marker_is_there(spark, tmp_pa
     (folder / "_SUCCESS").write_text("")
     assert main([*arguments, "--run-id", "complete"]) == 0
     assert json.loads((tmp_path / "out" / "runs" / "complete" / "manifest.json").read_text())["inputs"]["completion_marker"] == "_SUCCESS"
+
+
+def test_a_committed_snapshot_outlives_its_run_folder_and_a_damaged_one_stops_prepare(spark, tmp_path):
+    """The work bucket expires `runs/` after RunRetentionDays; a destination paused longer must
+    still find its baseline. A committed snapshot whose listed files are not all there stops
+    prepare naming the file, instead of a delta against part of what the destination holds."""
+    import shutil
+
+    out = tmp_path / "out"
+    prepare(spark, tmp_path, "r1", ROWS)
+    for destination in ("meta_ads", "quiet"):
+        snapshots.commit(str(out), "r1", destination, None)
+    shutil.rmtree(out / "runs" / "r1")   # what the lifecycle rule does after 90 days
+    second = prepare(spark, tmp_path, "r2", ROWS)
+    assert second["destinations"]["meta_ads"]["baseline_run_id"] == "r1"
+    assert second["destinations"]["meta_ads"]["accounting"]["members"] == {"unchanged": 2}   # not a full load again
+    for destination in ("meta_ads", "quiet"):
+        snapshots.commit(str(out), "r2", destination, "r1")
+    pointer = json.loads((out / "snapshots" / "meta_ads.json").read_text())
+    victim = out / pointer["files"][0]["path"]
+    victim.unlink()
+    with pytest.raises(PrepareError, match=victim.name):
+        prepare(spark, tmp_path, "r3", ROWS)
