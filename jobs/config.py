@@ -288,6 +288,9 @@ class Quality(_Strict):
 
 class Defaults(_Strict):
     default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
+    # Committed snapshots kept per destination (under snapshots/<id>/<run>/, outside the expiring
+    # runs/): the current one, and older ones to restore from by hand.
+    snapshots_kept: Annotated[int, Field(ge=1)] = 3
 
 
 S3_FOLDER = r"^([A-Za-z0-9_=.-]+/)+$"

@@ -244,7 +244,7 @@ def _commit(request: DeliverRequest, store: StateStore, quota_key: str, destinat
         if fence is not None:
             store.check_fence(fence)
         crash_point("deliver.before_snapshot_commit")
-        snapshots.commit(request.out, request.run_id, destination_id, baseline)
+        snapshots.commit(request.out, request.run_id, destination_id, baseline, keep=request.config.defaults.snapshots_kept)
         crash_point("deliver.after_snapshot_commit")
     except FenceRejected:
         return "fenced", None

@@ -217,7 +217,10 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     consent_gate = check_opt_out_shares(opt_out_shares, last_prepared.get("opt_out_shares", {}), config.quality.max_opt_out_increase,
                                         request.consent or request.input, last_prepared.get("run_id"))
     members = flagged.filter(~F.col("opted_out")).drop("opted_out").transform(to_members)
-    previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
+    try:
+        previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
+    except snapshots.SnapshotIncomplete as error:
+        raise PrepareError(str(error)) from None
     rules = destination_rules(spark, config)
     # Members are computed once, into the cache; everything after reads them from there.
     # A few partitions per core, or one per 1M input rows if more (the snapshot is written by

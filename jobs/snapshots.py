@@ -132,7 +132,7 @@ def baseline_for(out: str, destination_id: str, run_id: str) -> Baseline:
         return Baseline(committed, version)
     if head["run_id"] == run_id:
         candidate = head.get("baseline_run_id")
-    elif _prepared(out, head["run_id"]):
+    elif head["run_id"] == committed or _prepared(out, head["run_id"]):   # committed: its run folder may have expired
         candidate = head["run_id"]
     elif time.time() - _prepared_at(head) < UNFINISHED_PREPARE_SECONDS:
         raise PrepareInProgress(f"run {head['run_id']} is being prepared for {destination_id} (since {head.get('prepared_at')}); "
@@ -169,10 +169,42 @@ def _snapshot_path(out: str, run_id: str, destination_id: str) -> str:
     return storage.join(run_snapshot_path(out, run_id), f"destination_id={destination_id}")
 
 
-def commit(out: str, run_id: str, destination_id: str, baseline_run_id: str | None) -> dict:
+class SnapshotIncomplete(Exception):
+    """A snapshot that should be a baseline is missing or lacks files: a delta against it would be wrong."""
+
+
+def committed_copy_path(out: str, destination_id: str, run_id: str) -> str:
+    """Where a committed snapshot lives: outside `runs/`, which the work bucket expires."""
+    return storage.join(out, "snapshots", destination_id, run_id)
+
+
+def _held_folder(out: str, run_id: str, destination_id: str, audience_id: str) -> str:
+    return storage.join(out, "runs", run_id, "batches", f"destination_id={destination_id}", f"audience_id={audience_id}", f"op={REMOVE_HELD}")
+
+
+def _rejected(out: str, run_id: str, destination_id: str) -> list[str]:
+    return sorted(a for a, decision in removals.decisions(out, run_id, destination_id).items() if decision == removals.REJECTED)
+
+
+def _copy_committed(out: str, run_id: str, destination_id: str) -> list[dict]:
+    """Copy the run's snapshot of the destination, and the members its rejected removals keep,
+    to `committed_copy_path`; returns each copied file's path (under `out`) and size."""
+    if not storage.exists(storage.join(run_snapshot_path(out, run_id), "_SUCCESS")):
+        raise SnapshotIncomplete(f"run {run_id}: its snapshot {run_snapshot_path(out, run_id)} was not written completely; it cannot be committed")
+    target = committed_copy_path(out, destination_id, run_id)
+    parts = [("members", _snapshot_path(out, run_id, destination_id))]
+    parts += [(f"kept/audience_id={a}", _held_folder(out, run_id, destination_id, a)) for a in _rejected(out, run_id, destination_id)]
+    relative_target = f"snapshots/{destination_id}/{run_id}"
+    return [{"path": f"{relative_target}/{part}/{name}", "size": size}
+            for part, source in parts for name, size in storage.copy_folder(source, storage.join(target, part))]
+
+
+def commit(out: str, run_id: str, destination_id: str, baseline_run_id: str | None, keep: int = 3) -> dict:
     """Make the run's candidate snapshot the destination's current one: the pointer moves from
     the run's baseline to the run, or not at all (`PointerMoved`), so neither a late worker nor
-    an old run delivered by hand can move it back."""
+    an old run delivered by hand can move it back. The snapshot is first copied out of `runs/`
+    (the pointer lists its files, checked when it is read); the copies of the last `keep`
+    committed runs are kept, older ones deleted."""
     uri = _pointer_uri(out, destination_id)
     text, version = storage.read_versioned(uri)
     current = _checked(text, uri)
@@ -181,30 +213,58 @@ def commit(out: str, run_id: str, destination_id: str, baseline_run_id: str | No
     if (current["run_id"] if current else None) != baseline_run_id:
         raise PointerMoved(f"{uri}: names run {current['run_id'] if current else None}, not {baseline_run_id}, "
                            f"the baseline of run {run_id}")
+    files = _copy_committed(out, run_id, destination_id)
+    history = [run_id, *[r for r in (current or {}).get("history", [current["run_id"]] if current else []) if r != run_id]]
     pointer = {
         "destination_id": destination_id,
         "run_id": run_id,
-        "path": _snapshot_path(out, run_id, destination_id),
+        "path": committed_copy_path(out, destination_id, run_id),
         "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+        "history": history[:keep],
     }
     try:
         storage.write_text_if(uri, json.dumps(pointer, indent=2) + "\n", version)
     except storage.Conflict:
+        storage.delete_folder(committed_copy_path(out, destination_id, run_id))
         raise PointerMoved(f"{uri}: another run was committed while run {run_id} was") from None
+    for older in history[keep:]:
+        paths.run_id(older, f"{uri}: history")
+        storage.delete_folder(committed_copy_path(out, destination_id, older))
     return pointer
 
 
-def _kept_members(spark: SparkSession, out: str, run_id: str, destination_id: str) -> list[DataFrame]:
-    """Members whose held removal was rejected: the destination keeps them, so the baseline lists
-    them although the run's candidate snapshot (written before anyone decided) does not."""
-    frames = []
-    for audience_id, decision in sorted(removals.decisions(out, run_id, destination_id).items()):
-        if decision == removals.REJECTED:
-            folder = storage.join(out, "runs", run_id, "batches", f"destination_id={destination_id}", f"audience_id={audience_id}",
-                                  f"op={REMOVE_HELD}")
-            frames.append(spark.read.schema(STORED_BATCH).parquet(folder).select(
-                F.lit(destination_id).alias("destination_id"), F.lit(audience_id).alias("audience_id"), "id_type", "match_key"))
-    return frames
+def _kept_members(spark: SparkSession, destination_id: str, folders: dict[str, str]) -> list[DataFrame]:
+    """Members whose held removal was rejected (audience -> folder of them): the destination keeps
+    them, so the baseline lists them although the candidate snapshot (written before anyone
+    decided) does not."""
+    return [spark.read.schema(STORED_BATCH).parquet(folder).select(
+        F.lit(destination_id).alias("destination_id"), F.lit(audience_id).alias("audience_id"), "id_type", "match_key")
+        for audience_id, folder in sorted(folders.items())]
+
+
+def _members(spark: SparkSession, destination_id: str, folder: str) -> DataFrame:
+    return spark.read.schema(STORED_SNAPSHOT).parquet(folder).select(
+        F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key")
+
+
+def _read_committed(spark: SparkSession, out: str, destination_id: str, pointer: dict) -> list[DataFrame]:
+    """The committed copy the pointer lists, every listed file checked present with its size."""
+    run_id, uri = pointer["run_id"], _pointer_uri(out, destination_id)
+    own = f"snapshots/{destination_id}/{run_id}/"
+    listed = [paths.relative_under(f.get("path"), "snapshots", f"{uri}: files") for f in pointer["files"]]
+    outside = [p for p in listed if not p.startswith(own)]
+    if outside:
+        raise SnapshotIncomplete(f"{uri}: files {outside[:3]} are not under {own}")
+    damaged = [p for p, f in zip(listed, pointer["files"]) if storage.size(storage.join(out, p)) != f.get("size")]
+    if damaged:
+        raise SnapshotIncomplete(f"committed snapshot of {destination_id} (run {run_id}) is incomplete: {len(damaged)} of its "
+                                 f"{len(listed)} files are missing or changed, first {storage.join(out, damaged[0])}; restore them "
+                                 "(the bucket keeps old versions) before preparing, or a delta against it would be wrong")
+    root = committed_copy_path(out, destination_id, run_id)
+    frames = [_members(spark, destination_id, storage.join(root, "members"))] if any(p.startswith(own + "members/") for p in listed) else []
+    kept = sorted({p[len(own):].split("/")[1].removeprefix("audience_id=") for p in listed if p.startswith(own + "kept/")})
+    return frames + _kept_members(spark, destination_id, {a: storage.join(root, "kept", f"audience_id={a}") for a in kept})
 
 
 def read_previous(spark: SparkSession, out: str, baselines: dict[str, str | None]) -> DataFrame:
@@ -214,21 +274,22 @@ def read_previous(spark: SparkSession, out: str, baselines: dict[str, str | None
     """
     frames = []
     for destination_id, run_id in baselines.items():
-        # Read from the path the (checked) run id names under `out`, not the pointer's `path`
-        # (kept for readers): a pointer file cannot make prepare read outside the output root.
-        path = _snapshot_path(out, run_id, destination_id) if run_id else None
-        if run_id and not storage.exists(path):
-            # Spark writes no folder for a destination without members: an empty snapshot,
-            # provided the run's snapshot was written completely.
-            if storage.exists(storage.join(run_snapshot_path(out, run_id), "_SUCCESS")):
-                continue
-            raise FileNotFoundError(f"snapshot of {destination_id} (run {run_id}) should be at {path}, which does not exist")
-        if run_id:
-            frames.append(
-                spark.read.schema(STORED_SNAPSHOT).parquet(path)
-                .select(F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key")
-            )
-            frames.extend(_kept_members(spark, out, run_id, destination_id))
+        if run_id is None:
+            continue
+        pointer = current_pointer(out, destination_id)
+        if pointer and pointer["run_id"] == run_id and "files" in pointer:   # committed: its copy out of runs/
+            frames.extend(_read_committed(spark, out, destination_id, pointer))
+            continue
+        # Not committed yet (a head still being delivered): its candidate in the run folder, read
+        # from the path the checked run id names under `out`, never one a file names.
+        path = _snapshot_path(out, run_id, destination_id)
+        if not storage.exists(storage.join(run_snapshot_path(out, run_id), "_SUCCESS")):
+            raise SnapshotIncomplete(f"snapshot of {destination_id} (run {run_id}) at {run_snapshot_path(out, run_id)} is missing or "
+                                     "was not written completely (no _SUCCESS)")
+        if storage.exists(path):   # Spark writes no folder for a destination without members
+            frames.append(_members(spark, destination_id, path))
+        frames.extend(_kept_members(spark, destination_id, {a: _held_folder(out, run_id, destination_id, a)
+                                                            for a in _rejected(out, run_id, destination_id)}))
     previous = spark.createDataFrame([], SNAPSHOT)
     for frame in frames:
         previous = previous.unionByName(frame)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -201,3 +203,57 @@ def list_files(uri: str) -> list[str]:
         return sorted(f"{scheme}://{bucket}/{item['Key']}" for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/"))
     root = Path(uri)
     return sorted(join(uri, *p.relative_to(root).parts) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+
+
+COPY_THREADS = 16   # server-side copies in flight: a snapshot is hundreds of ~70 MB files
+
+
+def copy_folder(source: str, target: str) -> list[tuple[str, int]]:
+    """Copy every file under `source` to the same relative path under `target` (S3: server-side,
+    in parallel; local: file by file). Returns (relative path, bytes) per file, sorted; [] when
+    `source` holds none."""
+    files = list_files(source)
+    relative = [uri[len(source.rstrip("/")) + 1:] for uri in files]
+    if is_s3(source):
+        client = _s3()
+
+        def copy(name: str) -> int:
+            source_bucket, source_key = _bucket_key(join(source, name))
+            bucket, key = _bucket_key(join(target, name))
+            client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)   # multipart above 8 MiB: any size
+            return client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+
+        with ThreadPoolExecutor(COPY_THREADS) as pool:
+            sizes = list(pool.map(copy, relative))
+        return sorted(zip(relative, sizes))
+    copied = []
+    for name in relative:
+        destination = Path(join(target, name))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(join(source, name), destination)
+        copied.append((name, destination.stat().st_size))
+    return sorted(copied)
+
+
+def size(uri: str) -> int | None:
+    """The file's size in bytes, or None when it does not exist."""
+    if is_s3(uri):
+        bucket, key = _bucket_key(uri)
+        client = _s3()
+        try:
+            return client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except client.exceptions.ClientError:
+            return None
+    path = Path(uri)
+    return path.stat().st_size if path.is_file() else None
+
+
+def delete_folder(uri: str) -> None:
+    """Delete every file under the folder (nothing when there is none)."""
+    if is_s3(uri):
+        bucket, _ = _bucket_key(uri)
+        keys = [_bucket_key(f)[1] for f in list_files(uri)]
+        for start in range(0, len(keys), 1000):   # DeleteObjects takes 1,000 keys per call
+            _s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+        return
+    shutil.rmtree(uri, ignore_errors=True)

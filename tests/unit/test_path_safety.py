@@ -151,9 +151,21 @@ def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_poin
 
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": "r0", "path": "/etc"}))
-    with pytest.raises(FileNotFoundError) as missing:
+    with pytest.raises(snapshots.SnapshotIncomplete) as missing:
         snapshots.read_previous(None, str(tmp_path), {"meta_ads": snapshots.baseline_for(str(tmp_path), "meta_ads", "r9").run_id})
-    assert f"{tmp_path}/runs/r0/snapshot/destination_id=meta_ads" in str(missing.value) and "/etc" not in str(missing.value)
+    assert f"{tmp_path}/runs/r0/snapshot" in str(missing.value) and "/etc" not in str(missing.value)
+
+
+@pytest.mark.parametrize("listed", ["/etc/passwd", "snapshots/../../etc/passwd", "s3://other/x", "snapshots/other/r0/members/x"])
+def test_a_committed_snapshots_file_list_cannot_name_a_file_outside_its_copy(tmp_path, listed):
+    from jobs import paths, snapshots
+
+    (tmp_path / "snapshots").mkdir()
+    pointer = {"run_id": "r0", "path": "x", "files": [{"path": listed, "size": 1}]}
+    (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps(pointer))
+    with pytest.raises((paths.UnsafePath, snapshots.SnapshotIncomplete)) as refused:
+        snapshots.read_previous(None, str(tmp_path), {"meta_ads": "r0"})
+    assert "snapshots/meta_ads/r0/" in str(refused.value) or "not a relative path" in str(refused.value)
 
 
 # --- S3 input staged to a local folder ------------------------------------------------------------

@@ -19,6 +19,37 @@ def out(request, tmp_path):
     return f"s3://{bucket}/work"
 
 
+@pytest.fixture(autouse=True)
+def prepared_snapshots(out):
+    """Each run's candidate snapshot as prepare leaves it (a commit copies it out of runs/)."""
+    for number in range(10):
+        written(out, f"r{number}")
+
+
+def written(out, run_id, files=("part-0.parquet",)):
+    folder = storage.join(out, "runs", run_id, "snapshot")
+    for name in files:
+        storage.write_text(storage.join(folder, "destination_id=meta_ads", name), f"{run_id} {name}")
+    storage.write_text(storage.join(folder, "_SUCCESS"), "")
+
+
+def test_a_commit_copies_the_snapshot_out_of_the_expiring_run_folder_and_keeps_the_last_runs(out):
+    for number in range(5):
+        pointer = snapshots.commit(out, f"r{number}", "meta_ads", f"r{number - 1}" if number else None, keep=3)
+    assert pointer["files"] == [{"path": "snapshots/meta_ads/r4/members/part-0.parquet", "size": len("r4 part-0.parquet")}]
+    assert pointer["history"] == ["r4", "r3", "r2"]
+    kept = {uri.split("/snapshots/meta_ads/")[1].split("/")[0] for uri in storage.list_files(storage.join(out, "snapshots", "meta_ads"))}
+    assert kept == {"r4", "r3", "r2"}   # r0 and r1 deleted
+    assert storage.read_text(storage.join(out, "snapshots", "meta_ads", "r4", "members", "part-0.parquet")) == "r4 part-0.parquet"
+
+
+def test_a_run_whose_snapshot_was_not_written_completely_is_not_committed(out):
+    storage.write_text(storage.join(out, "runs", "half", "snapshot", "destination_id=meta_ads", "part-0.parquet"), "x")
+    with pytest.raises(snapshots.SnapshotIncomplete, match="half"):
+        snapshots.commit(out, "half", "meta_ads", None)
+    assert snapshots.committed_run(out, "meta_ads") is None
+
+
 def test_racing_commits_from_one_baseline_leave_exactly_one_winner(out):
     snapshots.commit(out, "r0", "meta_ads", None)
     start, results = threading.Barrier(8), {}
