@@ -216,3 +216,36 @@ def test_a_failure_behind_the_routes_is_answered_500_and_logged_not_dropped(moto
     with ControlPlaneServer(ControlPlane(DestinationRegistry("no-such-table")), keys, REGION) as server:
         assert call(server.url, "GET", "/destinations") == (500, {"error": "internal error; see the server's log"})
     assert any("control.failed" in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+@pytest.fixture
+def staged_api(moto_server, published):
+    """The control plane as the `dev` stage's Lambda runs it: it knows its stage."""
+    table = f"registry-{uuid.uuid4().hex[:8]}"
+    create_registry_table(table, boto3.client("dynamodb"))
+    keys = {OPERATOR.access_key: Key(OPERATOR.secret_key, "arn:aws:iam::123456789012:user/operator")}
+    with ControlPlaneServer(ControlPlane(DestinationRegistry(table, stage="dev"), config_uri=str(published)), keys, REGION) as server:
+        yield server.url
+
+
+def _google(secret_name: str, base_url: str = "https://datamanager.googleapis.com/v1") -> dict:
+    google = copy.deepcopy(EXAMPLE["google_dm"])
+    google["credentials"] = {"secret_arn": f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret_name}-AbCdEf"}
+    google["connection"] = {**google["connection"], "base_url": base_url}
+    return google
+
+
+def test_a_caller_cannot_point_a_destination_at_another_destinations_secret_or_at_its_own_host(staged_api):
+    """Registered through the API, a destination's token must be its own secret, and its requests
+    must go to its platform's API host: otherwise the next run sends another destination's token,
+    and the hashed audiences, wherever the caller says."""
+    assert call(staged_api, "POST", "/destinations", _google("audience-relay/dev/google_dm"))[0] == 201
+    stolen = {**_google("audience-relay/dev/meta_ads"), "id": "google_dm_copy", "daily_quota": {"requests": 100000, "key": "copy"}}
+    status, refused = call(staged_api, "POST", "/destinations", stolen)
+    assert status == 400 and "credentials.secret_arn" in refused["error"] and "audience-relay/dev/google_dm_copy" in refused["error"]
+    status, refused = call(staged_api, "PUT", "/destinations/google_dm", _google("audience-relay/dev/google_dm", "https://collector.example.net/v1"))
+    assert status == 400 and "connection.base_url" in refused["error"] and "datamanager.googleapis.com" in refused["error"]
+    sftp = copy.deepcopy(EXAMPLE["partner_sftp"])
+    status, refused = call(staged_api, "POST", "/destinations", sftp)
+    assert status == 400 and "deploy" in refused["error"]
+    assert [d["id"] for d in call(staged_api, "GET", "/destinations")[1]] == ["google_dm"]
