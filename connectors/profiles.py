@@ -25,6 +25,9 @@ class Profile:
     requests_per_day: int | None = None
     quota_reset_timezone: str = "UTC"  # where the destination's "day" starts
     notes: tuple[str, ...] = field(default=())
+    # The platform's API hosts: the control plane registers an HTTP destination only with a
+    # `base_url` (and `report_base_url`) on one of them; another host needs a deploy.
+    api_hosts: tuple[str, ...] = ()
 
 
 SHA256 = IdentifierRule(hash_sha256=True)
@@ -44,6 +47,7 @@ PROFILES: dict[str, Profile] = {
             "maid": PLAIN,
             "external_id": SHA256,
         },
+        api_hosts=("graph.facebook.com",),
     ),
     # Google Data Manager API, audience members ingest: 10,000 members per request, 300
     # requests per minute and 100,000 per day per project; email lower-cased, intermediate
@@ -61,6 +65,7 @@ PROFILES: dict[str, Profile] = {
         requests_per_minute=300,
         requests_per_day=100_000,
         quota_reset_timezone="America/Los_Angeles",  # Google API quotas reset at midnight Pacific
+        api_hosts=("datamanager.googleapis.com", "googleads.googleapis.com"),   # ingest; audience reports (feedback)
     ),
     # A partner drop of gzip CSV files over SFTP: one file per batch, hashed ids only.
     "sftp_gzip_csv": Profile(

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from jobs.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
-from orchestration.cloudformation import ingest_visibility_timeout, secret_name, stack_template
+from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, secret_name, stack_template
 from orchestration.definitions import CATALOG_LAMBDA_SECONDS, machine_specs
 from orchestration.ingest import COMPLETION_MARKER
 
@@ -65,7 +65,6 @@ LIVE_CONFIG = "config/destinations.yaml"   # what the jobs read: its settings, t
 SCHEDULE_PARAMETERS = ("ScheduleExpression", "ScheduledInput", "ScheduleTimezone")
 CATALOG_PARAMETERS = ("VpcId", "SubnetIds", "EndpointRouteTableIds", "VpcCidr")
 MIGRATE_ATTEMPTS, MIGRATE_RETRY_SECONDS = 3, 20
-SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
 
 
 # Stack states no update can leave: someone has to act first.
@@ -134,7 +133,7 @@ def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str
             continue   # no credential to keep: an S3 destination writes with the deliver role
         if _secret_arn(destination):
             name = destination.credentials.secret_arn.split(":secret:", 1)[1]
-            if not re.fullmatch(re.escape(expected) + SECRET_SUFFIX, name):
+            if not names_own_secret(stage, destination.id, destination.credentials.secret_arn):
                 errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; the stage's deliver "
                               f"role reads only the one the stack creates: ...:secret:{expected}")
         else:

@@ -421,6 +421,15 @@ def secret_name(stage: str, destination: str) -> str:
     return f"audience-relay/{stage}/{destination}"
 
 
+SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
+
+
+def names_own_secret(stage: str, destination: str, secret_arn: str | None) -> bool:
+    """Whether the ARN names the destination's own secret of the stage (`secret_name`)."""
+    name = secret_arn.split(":secret:", 1)[-1] if secret_arn and ":secret:" in secret_arn else None
+    return name is not None and re.fullmatch(re.escape(secret_name(stage, destination)) + SECRET_SUFFIX, name) is not None
+
+
 def _secret_logical_id(destination: str) -> str:
     return _logical_id(destination).removesuffix("Machine") + "Secret"
 

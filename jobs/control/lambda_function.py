@@ -25,7 +25,8 @@ def _plane() -> ControlPlane:
     global _PLANE
     if _PLANE is None:
         locations = RunLocations(os.environ["DESTINATION_MACHINE_ARN_PREFIX"], os.environ["WORK_BUCKET"], os.environ["STATE_TABLE"])
-        _PLANE = ControlPlane(DestinationRegistry(os.environ["REGISTRY_TABLE"]), Runs(locations), os.environ["CONFIG_URI"])
+        registry = DestinationRegistry(os.environ["REGISTRY_TABLE"], stage=os.environ["STAGE"])   # secrets bound to the stage
+        _PLANE = ControlPlane(registry, Runs(locations), os.environ["CONFIG_URI"])
     return _PLANE
 
 

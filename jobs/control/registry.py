@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import boto3
 import yaml
@@ -29,6 +30,7 @@ from botocore.exceptions import ClientError
 from jobs import storage
 from jobs.config import ConfigError, Destination, parse_config
 from jobs.control.errors import Conflict, Invalid, NotFound, StaleVersion
+from orchestration.cloudformation import names_own_secret, secret_name
 
 CONFIG_VERSION = 1
 
@@ -67,11 +69,33 @@ def _validated_alone(spec: object) -> str:
     return spec["id"]
 
 
+def _refused_through_the_api(spec: dict, stage: str | None) -> list[str]:
+    """What only a deploy may set: another destination's secret, an API host off the profile's
+    allow-list, a file destination's host or bucket (where the audiences go)."""
+    destination = parse_config({"version": CONFIG_VERSION, "destinations": [spec]}, "body").destinations[0]
+    problems = []
+    if destination.kind in ("sftp", "s3"):
+        problems.append(f"kind: {destination.kind} destinations send to a host or bucket no allow-list can vouch for; "
+                        "add or change them in the deployed config (audience-relay deploy)")
+    hosts = destination.profile_spec.api_hosts
+    for key in ("base_url", "report_base_url"):
+        url = getattr(getattr(destination, "connection", None), key, None)
+        if url and urlparse(url).hostname not in hosts:
+            problems.append(f"connection.{key}: host {urlparse(url).hostname!r} is not one of the {destination.profile} API's "
+                            f"{list(hosts)}; another host needs a deploy")
+    if stage is not None and destination.credentials is not None \
+            and not names_own_secret(stage, destination.id, destination.credentials.secret_arn):
+        problems.append(f"credentials.secret_arn: a destination registered here reads its own secret, "
+                        f"...:secret:{secret_name(stage, destination.id)}")
+    return problems
+
+
 class DestinationRegistry:
-    def __init__(self, table_name: str, client=None, clock=time.time) -> None:
+    def __init__(self, table_name: str, client=None, clock=time.time, stage: str | None = None) -> None:
         self.table_name = table_name
         self._client = client or boto3.client("dynamodb")
         self._clock = clock
+        self.stage = stage   # known in the stage's Lambda: secrets are bound to `audience-relay/<stage>/<id>`
 
     def list(self) -> list[Registered]:
         return sorted((self._registered(item) for item in self._items()), key=lambda r: r.id)
@@ -94,15 +118,26 @@ class DestinationRegistry:
             raise NotFound(f"destination {destination_id!r} is not registered")
         return self._registered(item)
 
-    def register(self, spec: object, principal: str) -> Registered:
+    def _check_api_change(self, spec: dict) -> None:
+        problems = _refused_through_the_api(spec, self.stage)
+        if problems:
+            raise Invalid("\n".join(problems))
+
+    def register(self, spec: object, principal: str, deployed: bool = False) -> Registered:
+        """`deployed`: from the config file a deploy uploads, which may set what the API may not."""
         destination_id = _validated_alone(spec)
+        if not deployed:
+            self._check_api_change(spec)
         self._check_with_others(destination_id, spec)
         return self._write(destination_id, spec, principal, expected_version=None)
 
-    def update(self, destination_id: str, spec: object, principal: str, expected_version: int | None = None) -> Registered:
+    def update(self, destination_id: str, spec: object, principal: str, expected_version: int | None = None,
+               deployed: bool = False) -> Registered:
         """Replace a destination's mapping; `expected_version` (If-Match) guards against a concurrent change."""
         if _validated_alone(spec) != destination_id:
             raise Invalid(f"id: {spec['id']!r} differs from the destination in the path, {destination_id!r}")
+        if not deployed:
+            self._check_api_change(spec)
         current = self.get(destination_id)
         if expected_version is not None and expected_version != current.version:
             raise StaleVersion(f"destination {destination_id!r} is at version {current.version}, not {expected_version}")
@@ -129,12 +164,12 @@ class DestinationRegistry:
             try:
                 current = self.get(spec.get("id", ""))
             except NotFound:
-                self.register(spec, principal)
+                self.register(spec, principal, deployed=True)
                 changed.append(spec["id"])
                 continue
             spec = spec if "active" in spec else {**spec, **({"active": False} if not current.active else {})}
             if current.spec != spec:
-                self.update(current.id, spec, principal, current.version)
+                self.update(current.id, spec, principal, current.version, deployed=True)
                 changed.append(current.id)
         self._backfill_quota_keys()
         return changed

@@ -99,6 +99,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--work-bucket", "--work_bucket")
     parser.add_argument("--config-uri", "--config_uri", help="the jobs' config file (local or s3://), rewritten from the registry after each change")
     parser.add_argument("--state-table", "--state_table")
+    parser.add_argument("--stage", help="the stage whose secrets destinations may name (audience-relay/<stage>/<id>); "
+                                        "without it, any secret ARN is accepted (a local registry)")
 
 
 def run_server(args) -> int:
@@ -112,7 +114,7 @@ def run_server(args) -> int:
         print("audience-relay control-plane: --machine-arn-prefix, --work-bucket and --state-table go together", file=sys.stderr)
         return 2
     runs = Runs(RunLocations(*stage)) if all(stage) else None
-    plane = ControlPlane(DestinationRegistry(args.registry_table), runs, args.config_uri)
+    plane = ControlPlane(DestinationRegistry(args.registry_table, stage=args.stage), runs, args.config_uri)
     server = ControlPlaneServer(plane, load_keys(args.keys), args.region, args.host, args.port)
     print(f"control plane on {server.url} (registry {args.registry_table}, SigV4 for {args.region}/execute-api)", flush=True)
     try:

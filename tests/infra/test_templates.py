@@ -84,3 +84,24 @@ def test_quarantined_input_files_expire_like_inputs_and_deploy_names_their_prefi
     assert rules["expire-quarantine"]["ExpirationInDays"] == {"Ref": "InputRetentionDays"}
     parameters = Deployment("dev", "arn:aws:iam::123456789012:policy/b", str(DEFAULT_CONFIG)).parameters("storage")
     assert parameters["QuarantinePrefix"] == "quarantine/"
+
+
+def test_the_control_planes_read_write_and_run_policies_cover_each_route_once():
+    """Per-route permissions: every method of the API is in exactly one of the three managed
+    policies, so granting `write` never grants starting runs or deciding on removals."""
+    import fnmatch
+    import re
+
+    template = load(next(t for t in TEMPLATES if t.name == "control.yaml"))
+    paths = template["Resources"]["Api"]["Properties"]["Body"]["paths"]
+    routes = {(method.upper(), path) for path, methods in paths.items() for method in methods}
+    grants = [(name, resource["Fn::Sub"].split("/v1/", 1)[1])
+              for name in ("ControlReadPolicy", "ControlWritePolicy", "ControlRunPolicy")
+              for resource in template["Resources"][name]["Properties"]["PolicyDocument"]["Statement"][0]["Resource"]]
+    # A request's resource is METHOD/path with real ids; IAM's `*` matches any characters, `/` too.
+    covered = {route: sorted({name for name, pattern in grants
+                              if fnmatch.fnmatchcase(route[0] + re.sub(r"\{[^}]+\}", "x1", route[1]), pattern)})
+               for route in routes}
+    assert {route: names for route, names in covered.items() if len(names) != 1} == {}
+    assert {("POST", "/destinations/{id}/runs"), ("POST", "/destinations/{id}/runs/{run}/removals")} == {
+        route for route, names in covered.items() if names == ["ControlRunPolicy"]}

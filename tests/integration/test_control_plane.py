@@ -174,12 +174,13 @@ def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_serve
     table = f"registry-{uuid.uuid4().hex[:8]}"
     create_registry_table(table, boto3.client("dynamodb"))
     for name, value in {"REGISTRY_TABLE": table, "DESTINATION_MACHINE_ARN_PREFIX": "arn:aws:states:us-east-1:123456789012:stateMachine:x-",
-                        "WORK_BUCKET": "work", "STATE_TABLE": "state", "CONFIG_URI": str(published)}.items():
+                        "WORK_BUCKET": "work", "STATE_TABLE": "state", "CONFIG_URI": str(published), "STAGE": "dev"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(lambda_function, "_PLANE", None)
     caller = {"identity": {"userArn": "arn:aws:iam::123456789012:role/operator"}}
+    meta = {**EXAMPLE["meta_ads"], "credentials": {"secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:audience-relay/dev/meta_ads-AbCdEf"}}
     event = {"httpMethod": "POST", "path": "/destinations", "headers": {"Content-Type": "application/json"}, "requestContext": caller,
-             "body": base64.b64encode(json.dumps(EXAMPLE["meta_ads"]).encode()).decode(), "isBase64Encoded": True}
+             "body": base64.b64encode(json.dumps(meta).encode()).decode(), "isBase64Encoded": True}
     answer = lambda_function.handler(event, None)
     assert answer["statusCode"] == 201 and json.loads(answer["body"])["updated_by"] == caller["identity"]["userArn"]
     unsigned = {"httpMethod": "GET", "path": "/destinations", "requestContext": {"identity": {}}}
