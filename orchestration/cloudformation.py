@@ -61,8 +61,12 @@ def _logical_id(name: str) -> str:
     return "".join(part.capitalize() for part in name.replace("_", "-").split("-")) + "Machine"
 
 
-def _statement(sid: str, actions: list[str], resources: list) -> dict:
-    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+def _statement(sid: str, actions: list[str], resources: list, leading_keys: list[str] | None = None) -> dict:
+    """An Allow statement; `leading_keys`: the state-table partition keys it may touch (`LEASE#*`)."""
+    statement = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    if leading_keys:
+        statement["Condition"] = {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": leading_keys}}
+    return statement
 
 
 def _bucket_objects(export: str, prefix: str = "") -> dict:
@@ -121,7 +125,7 @@ def _machines_role(names: list[str], catalog: bool) -> dict:
                    [_arn("states", f"execution:{STAGE}-feedback/*")]),
         _statement("AskDestinations", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-feedback")]),
         *([_statement("RecordInCatalog", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-catalog")])] if catalog else []),
-        _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")]),
+        _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")], leading_keys=["LEASE#*"]),
         _statement("ListRegisteredDestinations", ["dynamodb:Scan"], [_imported("RegistryTableArn")]),
         _statement("ReadSummaries", ["s3:GetObject"], [_bucket_objects("WorkBucket", "runs/")]),
         _statement("Alert", ["sns:Publish"], [_imported("AlertTopicArn")]),
@@ -212,7 +216,7 @@ def _window_statements(window: dict) -> list[dict]:
     """What a window does beyond starting the scheduler: claims, checks, quarantine, copies, reports."""
     return [
         _statement("ClaimFiles", ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
-                   [_imported("StateTableArn")]),
+                   [_imported("StateTableArn")], leading_keys=["FILE#*"]),
         _statement("ReadAndMoveLandedFiles", ["s3:GetObject", "s3:DeleteObject"],
                    [_objects("InputBucket", {"Fn::Sub": ["${Prefix}*", {"Prefix": _imported("InputPrefix")}]})]),
         _statement("Quarantine", ["s3:PutObject"], [_objects("InputBucket", f"{window['quarantine_prefix']}*")]),

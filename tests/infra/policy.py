@@ -2,7 +2,8 @@
 
 Least privilege: no Allow statement of an identity policy with a wildcard action, none on
 `Resource: "*"` unless the resource's Metadata names the statement with the reason (a few
-actions have no resource-level permissions), every role created with the permissions boundary.
+actions have no resource-level permissions), every role created with the permissions boundary;
+statements on the state table limited by `dynamodb:LeadingKeys`, none deleting a lease.
 Encryption: every bucket, table, queue, topic, log group and secret under a KMS key (a bucket
 may use SSE-S3 only with a reason in its Metadata: access-log delivery requires it). Buckets
 block public access, are versioned and refuse plain HTTP; tables have point-in-time recovery;
@@ -84,7 +85,21 @@ def _policy_problems(name: str, resource: dict) -> list[str]:
                 problems.append(f"{name}: statement {sid} uses NotAction")
             if "*" in _as_list(statement.get("Resource", [])) and sid not in unscoped:
                 problems.append(f"{name}: statement {sid} allows Resource '*' without a reason under Metadata audience-relay.unscoped")
+            problems += _state_table_problems(name, sid, statement)
     return problems
+
+
+def _state_table_problems(name: str, sid: str, statement: dict) -> list[str]:
+    """The state table holds leases, ledgers, quotas and claims side by side: a statement on it
+    names the partition keys it may touch, and none may delete a lease (its fencing token)."""
+    if "StateTableArn" not in str(statement.get("Resource")):
+        return []
+    keys = ((statement.get("Condition") or {}).get("ForAllValues:StringLike") or {}).get("dynamodb:LeadingKeys")
+    if not keys:
+        return [f"{name}: statement {sid} on the state table without a dynamodb:LeadingKeys condition"]
+    if "dynamodb:DeleteItem" in _as_list(statement.get("Action")) and any(k.startswith(("LEASE#", "*")) for k in _as_list(keys)):
+        return [f"{name}: statement {sid} may delete lease items (it would reset their fencing tokens)"]
+    return []
 
 
 def _kms_problem(name: str, resource_type: str, properties: dict, exceptions: dict) -> str | None:

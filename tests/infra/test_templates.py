@@ -49,6 +49,13 @@ def _role(statement: dict, **extra) -> dict:
     ({"Type": "AWS::SecretsManager::Secret", "Properties": {}}, "Secret without KmsKeyId"),
     ({"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {}}}, "KMS key without rotation"),
     ({"Type": "AWS::Logs::LogGroup", "DeletionPolicy": "Retain", "Properties": {"KmsKeyId": "k"}}, "use RetainExceptOnCreate"),
+    ({"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {"Statement": [
+        {"Sid": "S", "Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": {"Fn::ImportValue": "x-StateTableArn"}}]}}},
+     "without a dynamodb:LeadingKeys condition"),
+    ({"Type": "AWS::IAM::ManagedPolicy", "Properties": {"PolicyDocument": {"Statement": [
+        {"Sid": "S", "Effect": "Allow", "Action": ["dynamodb:DeleteItem"], "Resource": {"Fn::ImportValue": "x-StateTableArn"},
+         "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["LEASE#*"]}}}]}}},
+     "may delete lease items"),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_the_rules_catch_what_they_forbid(resource, expected):
     assert any(expected in problem for problem in problems({"Resources": {"R": resource}})), problems({"Resources": {"R": resource}})
