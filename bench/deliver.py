@@ -60,8 +60,8 @@ def bench_config(rpm: int, sftp: SftpServer) -> dict:
 def ensure_run(ids: int, config_path: Path) -> Path:
     """The prepared run (`<out>/runs/bench/`), built once per size under bench/.data/."""
     out = DATA / f"deliver-{ids}"
-    if (out / "runs" / RUN_ID / "manifest.json").exists():
-        return out
+    if (out / "runs" / RUN_ID / "manifest.json").exists() and (out / "runs" / RUN_ID / "snapshot" / "_SUCCESS").exists():
+        return out   # built by this version (older ones lack the candidate snapshot a commit copies)
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "bench.synthetic_run", "--config", str(config_path), "--out", str(out), "--run-id", RUN_ID,
                     "--segment", SEGMENT, "--ids", str(ids)], check=True, stdout=subprocess.DEVNULL)

@@ -13,17 +13,18 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import storage
+from jobs import snapshots, storage
 from jobs.accounting import MemberStat, SegmentStat
 from jobs.config import Config
 from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report
 from jobs.prepare import destination_rules, write_batches
 from transforms.batching import DEFAULT_SUB_BUCKETS
 from transforms.delta import ADD
+from transforms.schemas import SNAPSHOT
 
 
 def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segment: str, ids: int) -> dict:
-    """Write `<out>/runs/<run_id>/` (batches and manifest); every audience must map `segment` only."""
+    """Write `<out>/runs/<run_id>/` (batches, candidate snapshot and manifest); every audience must map `segment` only."""
     destinations = config.active_destinations
     targets = spark.createDataFrame(
         [(d.id, audience) for d in destinations for audience in d.audiences], "destination_id string, audience_id string"
@@ -36,6 +37,9 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
     run_dir = storage.join(str(out), "runs", run_id)
     batches_dir = storage.join(run_dir, "batches")
     write_batches(classified, destination_rules(spark, config), DEFAULT_SUB_BUCKETS, batches_dir)
+    # The candidate snapshot, as prepare writes it: a delivered run's commit copies it.
+    classified.select(SNAPSHOT.fieldNames()).write.mode("overwrite").partitionBy("destination_id").parquet(
+        snapshots.run_snapshot_path(str(out), run_id))
     batches = batch_list(spark, batches_dir, run_id, {d.id: d.batch_size for d in destinations})
     segment_stats = [SegmentStat("email", segment, None, ids)]
     report = {

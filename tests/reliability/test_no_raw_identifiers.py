@@ -13,7 +13,8 @@ Excluded from the search, because they are copies of the input by design (each i
 what it must hold instead):
 - `runs/*/rejected/`: the rejected input rows with their reason, raw by contract (DESIGN.md);
   the search must find the rejected canaries there, which also proves the search works;
-- `runs/*/batches/` and `runs/*/snapshot/`: what the destinations receive, per destination:
+- `runs/*/batches/`, `runs/*/snapshot/` and its committed copy `snapshots/<id>/<run>/`: what
+  the destinations receive, per destination:
   SHA-256 hex for every hashed id type, MAIDs in clear where the profile sends them in clear
   (Meta, Google, S3 objects); checked to hold nothing else.
 The payloads themselves (the emulators' requests, the SFTP files, the S3 objects) are outside
@@ -53,6 +54,7 @@ EXCLUDED = {
     "rejected": re.compile(r"^runs/[^/]+/rejected/"),
     "batches": re.compile(r"^runs/[^/]+/batches/"),
     "snapshot": re.compile(r"^runs/[^/]+/snapshot/"),
+    "committed_snapshot": re.compile(r"^snapshots/[^/]+/[^/]+/(members|kept)/"),   # the commit's copy of `snapshot`
 }
 
 
@@ -297,7 +299,7 @@ def test_excluded_paths_hold_what_they_must_and_the_search_finds_it(scanned):
     for relative, path in excluded:
         if not relative.endswith(".parquet") or EXCLUDED["rejected"].match(relative):
             continue
-        destination = re.search(r"destination_id=([^/]+)", relative).group(1)
+        destination = (re.search(r"destination_id=([^/]+)", relative) or re.match(r"snapshots/([^/]+)/", relative)).group(1)
         for row in pq.read_table(path, columns=["id_type", "match_key"]).to_pylist():
             clear = row["id_type"] == "maid" and destination not in ("partner_sftp",)
             assert (UUID if clear else HEX64).fullmatch(row["match_key"]), (relative, row["id_type"])
