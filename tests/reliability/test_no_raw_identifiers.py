@@ -471,3 +471,7 @@ def test_alerts_and_dead_letters_do_not_copy_identifiers_from_a_jobs_error_text(
     for raw in ("jane.doe@example.com", "555-0134", "aece52e7-03ee-455a-b3c4-e57283966239"):
         assert raw not in sent.lower()
     assert json.loads(letters[0]["error"]["Cause"])["JobRunState"] == "FAILED"   # still Glue's answer, parseable
+    # The failed execution's own Cause (the console, DescribeExecution, EventBridge) says the same, redacted.
+    assert "ValueError on row" in execution.cause and "<email>" in execution.cause
+    for raw in ("jane.doe@example.com", "555-0134", "aece52e7-03ee-455a-b3c4-e57283966239"):
+        assert raw not in execution.cause.lower()
