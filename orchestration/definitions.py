@@ -146,7 +146,8 @@ def _failure_tail(subject: str, release: dict | None, context: str) -> dict:
     return {
         **states,
         **_alert_and_dead_letter("", subject, context, "Failed"),
-        "Failed": {"Type": "Fail", "Error": "{% $failed_phase & 'Failed' %}", "Cause": "{% $string($failure) %}"},
+        # The Cause is shown in the console and sent to EventBridge: redacted like the dead letter.
+        "Failed": {"Type": "Fail", "Error": "{% $failed_phase & 'Failed' %}", "Cause": "{% $string(" + REDACTED_FAILURE + ") %}"},
     }
 
 
