@@ -1,4 +1,4 @@
-"""The `audience-relay` command line. Exit codes: 0 ok, 2 bad input or config, 3 quota deferred, 1 other."""
+"""The `audience-relay` command line. Exit codes: 0 ok, 2 bad input or config, 3 quota deferred or waiting, 4 superseded, 5 removals held, 1 other."""
 from __future__ import annotations
 
 import argparse
