@@ -297,6 +297,24 @@ def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prep
     assert code == 0 and report["status"] == "SUCCEEDED" and report["snapshot_committed"], report
 
 
+def test_a_destination_left_out_of_the_run_for_undecided_removals_is_refused_by_name(prepared, capsys):
+    """Prepare leaves a destination out while its last run's held removals wait for a decision;
+    its machine still delivers the run for it. Nothing to send must not read as SUCCEEDED."""
+    import shutil
+
+    root, config, manifest = prepared
+    out = root / "blocked-out"
+    shutil.copytree(root / "out" / "runs" / "d1", out / "runs" / "d1")
+    edited = {**manifest, "blocked": {"meta_ads": {"run_id": "d0", "audiences": ["meta_high_value"]}},
+              "destinations": {d: s for d, s in manifest["destinations"].items() if d != "meta_ads"},
+              "batches": [b for b in manifest["batches"] if b["destination_id"] != "meta_ads"]}
+    (out / "runs" / "d1" / "manifest.json").write_text(json.dumps(edited))
+    capsys.readouterr()
+    code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads"])
+    err = capsys.readouterr().err
+    assert code == 2 and "meta_ads" in err and "d0" in err and "approve-removals" in err, err
+
+
 def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):
     import shutil
 
