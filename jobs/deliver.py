@@ -340,6 +340,11 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     if not request.state.startswith("dynamodb://") and not spark.sparkContext.master.startswith("local"):
         raise DeliverError(f"--state {request.state}: a SQLite ledger only works on one machine; on a cluster use dynamodb://TABLE")
     config = request.config
+    if blocked := sorted(set(request.destinations) & set(manifest.get("blocked", {}))):
+        raise DeliverError("; ".join(
+            f"run {request.run_id} left {d} out: run {manifest['blocked'][d]['run_id']} holds its removals of "
+            f"{manifest['blocked'][d]['audiences']} for a decision (audience-relay approve-removals --run "
+            f"{manifest['blocked'][d]['run_id']} --destination {d} [--reject]), then prepare {d} again" for d in blocked))
     chosen = [d for d in config.active_destinations if d.id in manifest["destinations"] and (not request.destinations or d.id in request.destinations)]
     unsupported = [d.id for d in chosen if d.kind not in SUPPORTED_KINDS]
     if unsupported:
