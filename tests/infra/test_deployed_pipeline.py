@@ -11,6 +11,7 @@ function's environment), which starts the deployed scheduler; the real prepare a
 jobs run as local processes and deliver into the deployed delivery bucket, with the lease and
 the ledger in the deployed state table.
 """
+import ast
 import io
 import json
 import os
@@ -20,9 +21,11 @@ import sys
 import uuid
 import zipfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import yaml
+from cfnlint.decode import cfn_yaml
 
 from jobs.config import load_config
 from jobs.deploy import INGEST_MODULES, Deployment, deploy, orchestration_stack
@@ -31,6 +34,7 @@ from orchestration import ingest
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
 from orchestration.local.stack import REGION, LocalAws, standard_children
+from tests.infra.iam_simulator import Request, decisions
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +52,12 @@ def _config(path: Path) -> Path:
         "credentials": {"secret_arn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:audience-relay/{STAGE}/lake_drop"},
         "connection": {"bucket": f"{PREFIX}{ACCOUNT}-delivery", "prefix": "partner/"},
         "audiences": {"lake_high_value": ["seg_0001", "seg_0002", "seg_0003"]},
+    }, {
+        # A second destination with a credential of its own: the first one's job must not read it.
+        "id": "lake_archive", "kind": "s3", "profile": "s3_objects", "id_types": ["email"], "active": False,
+        "credentials": {"secret_arn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:audience-relay/{STAGE}/lake_archive"},
+        "connection": {"bucket": f"{PREFIX}{ACCOUNT}-delivery", "prefix": "archive/"},
+        "audiences": {"lake_archive_all": ["seg_0001"]},
     }]}))
     return path
 
@@ -80,11 +90,9 @@ def _resolve(value, exports: dict[str, str]) -> str:
     return re.sub(r"\$\{[A-Za-z:]+\}", lambda m: pseudo[m.group(0)], value["Fn::Sub"])
 
 
-def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
-    """The stack's machines with `DefinitionSubstitutions` applied; returns their ARNs by short name."""
-    sfn, exports = aws.client("stepfunctions"), _exports(aws)
-    role = aws.client("iam").get_role(RoleName=f"{PREFIX}machines")["Role"]["Arn"]
-    arns = {}
+def _deployed_definitions(aws: LocalAws, config: Path) -> dict[str, dict]:
+    """The stack's machines by short name, with `DefinitionSubstitutions` applied."""
+    exports, definitions = _exports(aws), {}
     for resource in orchestration_stack(load_config(config))["Resources"].values():
         if resource["Type"] != "AWS::StepFunctions::StateMachine":
             continue
@@ -94,9 +102,89 @@ def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
         for placeholder, value in properties["DefinitionSubstitutions"].items():
             definition = definition.replace(f"${{{placeholder}}}", _resolve(value, exports))
         assert "${" not in definition, name
-        definition = json.dumps(standard_children(json.loads(definition)))
-        arns[name.removeprefix(PREFIX)] = sfn.create_state_machine(name=name, definition=definition, roleArn=role)["stateMachineArn"]
-    return arns
+        definitions[name.removeprefix(PREFIX)] = json.loads(definition)
+    return definitions
+
+
+def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
+    """The stack's machines created in the Step Functions that executes; returns their ARNs by short name."""
+    sfn = aws.client("stepfunctions")
+    role = aws.client("iam").get_role(RoleName=f"{PREFIX}machines")["Role"]["Arn"]
+    return {name: sfn.create_state_machine(name=f"{PREFIX}{name}", definition=json.dumps(standard_children(definition)),
+                                           roleArn=role)["stateMachineArn"]
+            for name, definition in _deployed_definitions(aws, config).items()}
+
+
+def _glue_job_role(aws: LocalAws, job: str) -> str:
+    """The role a deployed Glue job runs under, read from the stage's stack templates (moto keeps
+    the templates and creates the roles, not the Glue jobs)."""
+    cloudformation = aws.client("cloudformation")
+    for stack in cloudformation.describe_stacks()["Stacks"]:
+        if not stack["StackName"].startswith(PREFIX):
+            continue
+        body = cloudformation.get_template(StackName=stack["StackName"])["TemplateBody"]
+        template = body if isinstance(body, dict) else cfn_yaml.loads(body)
+        for resource in template["Resources"].values():
+            name = (resource.get("Properties") or {}).get("Name")
+            if resource["Type"] == "AWS::Glue::Job" and isinstance(name, dict) and name.get("Fn::Sub", "").replace("${Stage}", STAGE) == job:
+                logical = resource["Properties"]["Role"]["Fn::GetAtt"][0]
+                (role,) = [r["PhysicalResourceId"] for r in cloudformation.describe_stack_resources(StackName=stack["StackName"])[
+                    "StackResources"] if r.get("LogicalResourceId") == logical]
+                return role
+    raise AssertionError(f"no deployed Glue job {job}")
+
+
+def _role_policies(aws: LocalAws, role: str) -> dict[str, dict]:
+    """Every identity policy of the role as IAM holds it: inline and attached managed ones."""
+    iam = aws.client("iam")
+    policies = {name: iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+                for name in iam.list_role_policies(RoleName=role)["PolicyNames"]}
+    for attached in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]:
+        version = iam.get_policy(PolicyArn=attached["PolicyArn"])["Policy"]["DefaultVersionId"]
+        policies[attached["PolicyName"]] = iam.get_policy_version(PolicyArn=attached["PolicyArn"], VersionId=version)["PolicyVersion"]["Document"]
+    return {name: _document(document) for name, document in policies.items()}
+
+
+def _document(answered: dict | str) -> dict:
+    """IAM answers URL-encoded JSON, which boto3 decodes; an inline policy moto's CloudFormation
+    created comes back as the Python repr of the document."""
+    if isinstance(answered, dict):
+        return answered
+    text = unquote(answered)
+    return json.loads(text) if text.startswith('{"') else ast.literal_eval(text)
+
+
+def test_each_deliver_job_reads_the_secrets_of_the_destinations_it_delivers_and_no_other(stage):
+    """Judged by an IAM simulator on the policies CloudFormation created: a destination's job reads
+    its own secret; the job of destinations registered since the deploy reads theirs, not the
+    deployed destinations'."""
+    aws, _, config = stage
+    secrets = aws.client("secretsmanager")
+    # moto's CloudFormation does not create secrets: created here from the deployed template as
+    # CloudFormation would (name and tags), so their ARNs end as Secrets Manager's do.
+    orchestration = aws.client("cloudformation").get_template(StackName=f"{PREFIX}orchestration")["TemplateBody"]
+    for resource in orchestration["Resources"].values():
+        if resource["Type"] == "AWS::SecretsManager::Secret":
+            tags = [{"Key": t["Key"], "Value": t["Value"]} for t in resource["Properties"].get("Tags", [])]
+            secrets.create_secret(Name=resource["Properties"]["Name"]["Fn::Sub"].replace("${Stage}", STAGE), SecretString="x", Tags=tags)
+    secrets.create_secret(Name=f"audience-relay/{STAGE}/registered_later", SecretString="token")   # by an operator
+    arns = {destination: secrets.describe_secret(SecretId=f"audience-relay/{STAGE}/{destination}")["ARN"]
+            for destination in ("lake_drop", "lake_archive", "registered_later")}
+    tags = {destination: {tag["Key"]: tag["Value"] for tag in secrets.describe_secret(SecretId=arn).get("Tags", [])}
+            for destination, arn in arns.items()}
+    readers = {"lake_drop": "destination-lake_drop", "lake_archive": "destination-lake_archive",
+               "registered_later": "destination-_registered"}
+    for reader, machine in readers.items():
+        (job,) = {state["Arguments"]["JobName"] for name, state in _deployed_definitions(aws, config)[machine]["States"].items()
+                  if name == "Deliver"}
+        role = _glue_job_role(aws, job)
+        asked = [Request(_role_policies(aws, role), "secretsmanager:GetSecretValue", arn, ACCOUNT,
+                         f"arn:aws:iam::{ACCOUNT}:role/{role}",
+                         {f"{prefix}:ResourceTag/{key}": value for key, value in tags[secret].items()
+                          for prefix in ("aws", "secretsmanager")})
+                 for secret, arn in arns.items()]
+        readable = {secret for secret, decision in zip(arns, decisions(asked)) if decision == "Allowed"}
+        assert readable == {reader}, (machine, job, role, readable)
 
 
 def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zip_scripts_and_config(stage):
