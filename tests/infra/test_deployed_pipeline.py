@@ -117,8 +117,9 @@ def _executable_machines(aws: LocalAws, config: Path) -> dict[str, str]:
 
 def _glue_job_role(aws: LocalAws, job: str) -> str:
     """The role a deployed Glue job runs under, read from the stage's stack templates (moto keeps
-    the templates and creates the roles, not the Glue jobs)."""
-    cloudformation = aws.client("cloudformation")
+    the templates and creates the roles, not the Glue jobs). moto's CloudFormation does not attach
+    a role's `ManagedPolicyArns`: they are attached here as CloudFormation does."""
+    cloudformation, exports = aws.client("cloudformation"), _exports(aws)
     for stack in cloudformation.describe_stacks()["Stacks"]:
         if not stack["StackName"].startswith(PREFIX):
             continue
@@ -130,6 +131,8 @@ def _glue_job_role(aws: LocalAws, job: str) -> str:
                 logical = resource["Properties"]["Role"]["Fn::GetAtt"][0]
                 (role,) = [r["PhysicalResourceId"] for r in cloudformation.describe_stack_resources(StackName=stack["StackName"])[
                     "StackResources"] if r.get("LogicalResourceId") == logical]
+                for policy in template["Resources"][logical]["Properties"].get("ManagedPolicyArns", []):
+                    aws.client("iam").attach_role_policy(RoleName=role, PolicyArn=_resolve(policy, exports))
                 return role
     raise AssertionError(f"no deployed Glue job {job}")
 
@@ -180,11 +183,22 @@ def test_each_deliver_job_reads_the_secrets_of_the_destinations_it_delivers_and_
         role = _glue_job_role(aws, job)
         asked = [Request(_role_policies(aws, role), "secretsmanager:GetSecretValue", arn, ACCOUNT,
                          f"arn:aws:iam::{ACCOUNT}:role/{role}",
-                         {f"{prefix}:ResourceTag/{key}": value for key, value in tags[secret].items()
-                          for prefix in ("aws", "secretsmanager")})
+                         {f"aws:ResourceTag/{key}": value for key, value in tags[secret].items()})
                  for secret, arn in arns.items()]
         readable = {secret for secret, decision in zip(arns, decisions(asked)) if decision == "Allowed"}
         assert readable == {reader}, (machine, job, role, readable)
+
+
+def test_a_deliver_job_may_delete_older_committed_snapshot_copies_and_no_run_data(stage):
+    """A commit deletes the committed copies beyond `snapshots_kept` (jobs/snapshots.py)."""
+    aws, outputs, config = stage
+    (job,) = {state["Arguments"]["JobName"] for name, state in _deployed_definitions(aws, config)["destination-lake_drop"]["States"].items()
+              if name == "Deliver"}
+    role = _glue_job_role(aws, job)
+    work = f"arn:aws:s3:::{outputs['storage']['WorkBucket']}"
+    objects = [f"{work}/snapshots/lake_drop/r1/members/part-00000.parquet", f"{work}/runs/r1/snapshot/lake_drop/part-00000.parquet"]
+    asked = [Request(_role_policies(aws, role), "s3:DeleteObject", arn, ACCOUNT, f"arn:aws:iam::{ACCOUNT}:role/{role}") for arn in objects]
+    assert decisions(asked) == ["Allowed", "ImplicitlyDenied"]
 
 
 def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zip_scripts_and_config(stage):
@@ -245,7 +259,7 @@ def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deplo
     assert arns["scheduler"] == outputs["orchestration"]["SchedulerArn"]
     s3 = aws.client("s3")
     work, delivery = outputs["storage"]["WorkBucket"], f"{PREFIX}{ACCOUNT}-delivery"
-    compute = ScriptCompute({f"{PREFIX}prepare": ROOT / "jobs" / "prepare.py", f"{PREFIX}deliver": ROOT / "jobs" / "deliver.py"},
+    compute = ScriptCompute({f"{PREFIX}prepare": ROOT / "jobs" / "prepare.py", f"{PREFIX}deliver-lake_drop": ROOT / "jobs" / "deliver.py"},
                             work, tmp_path / "work", aws.environment(), s3)
     engine.install(compute, retry_scale=0.01)
 
@@ -276,7 +290,7 @@ def test_a_completed_input_in_the_deployed_bucket_is_delivered_through_the_deplo
     (started,) = aws.executions(arns["scheduler"])
     execution = aws.wait(started["executionArn"], timeout=600)
     assert execution.status == "SUCCEEDED", (execution.error, execution.cause, [label for label, _ in compute.runs])
-    assert [label for label, _ in compute.runs] == [f"{PREFIX}prepare", f"{PREFIX}deliver"]
+    assert [label for label, _ in compute.runs] == [f"{PREFIX}prepare", f"{PREFIX}deliver-lake_drop"]
 
     run_id = execution.output["run_id"]
     summary = json.loads(s3.get_object(Bucket=work, Key=f"runs/{run_id}/delivery/lake_drop/summary.json")["Body"].read())
