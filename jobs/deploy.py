@@ -235,11 +235,10 @@ def deploy(plan: Deployment, config: Config) -> None:
     config = live or config
     _stack(plan, cloudformation, "compute", (TEMPLATES / "compute.yaml").read_text(), plan.parameters("compute", LibraryWheel=f"dist/{wheel.name}"))
     template = orchestration_stack(config, catalog)
-    on_emr = {"LibraryWheel": f"dist/{wheel.name}"} if "LibraryWheel" in template["Parameters"] else {}
     with_catalog = {"CatalogCodeKey": f"dist/{catalog_code.name}"} if catalog_code else {}
     _stack(plan, cloudformation, "orchestration", json.dumps(template),
-           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", LambdaCodeKey=f"dist/{library.name}", **on_emr,
-                           **with_catalog))
+           plan.parameters("orchestration", IngestCodeKey=f"dist/{ingest.name}", LambdaCodeKey=f"dist/{library.name}",
+                           LibraryWheel=f"dist/{wheel.name}", **with_catalog))
     if catalog:
         _migrate_catalog(plan)
     if plan.api_cidrs:

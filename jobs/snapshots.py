@@ -22,6 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from jobs import paths, removals, storage
+from jobs.logs import log_event
 from transforms.delta import REMOVE_HELD
 from transforms.schemas import BATCHED, SNAPSHOT
 
@@ -230,7 +231,10 @@ def commit(out: str, run_id: str, destination_id: str, baseline_run_id: str | No
         raise PointerMoved(f"{uri}: another run was committed while run {run_id} was") from None
     for older in history[keep:]:
         paths.run_id(older, f"{uri}: history")
-        storage.delete_folder(committed_copy_path(out, destination_id, older))
+        try:
+            storage.delete_folder(committed_copy_path(out, destination_id, older))
+        except PermissionError as refused:   # the commit stands; the copy stays until an operator deletes it
+            log_event("snapshot_prune_refused", "WARN", destination=destination_id, run_id=older, error=str(refused))
     return pointer
 
 

@@ -254,6 +254,10 @@ def delete_folder(uri: str) -> None:
         bucket, _ = _bucket_key(uri)
         keys = [_bucket_key(f)[1] for f in list_files(uri)]
         for start in range(0, len(keys), 1000):   # DeleteObjects takes 1,000 keys per call
-            _s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+            answer = _s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+            refused = answer.get("Errors") or []   # per key, in a 200 answer
+            if refused:
+                raise PermissionError(f"s3://{bucket}/{refused[0]['Key']}: {refused[0]['Code']} ({refused[0].get('Message', '')}); "
+                                      f"{len(refused)} of {len(keys[start:start + 1000])} objects not deleted")
         return
     shutil.rmtree(uri, ignore_errors=True)

@@ -7,8 +7,9 @@ resources and deployed with `DefinitionSubstitutions` that import them from the 
 (infra/templates/). Around the machines: their log group (KMS, level ALL), X-Ray tracing, a
 role holding only the integrations the definitions call, an alarm on failed executions of each
 machine; the ingest Lambda on the ingest queue (S3 completion markers start the scheduler) and,
-when `ScheduleExpression` is given, an EventBridge schedule that starts it on a clock; and one
-Secrets Manager secret per destination whose credentials live there. With the run catalog
+when `ScheduleExpression` is given, an EventBridge schedule that starts it on a clock; one
+Secrets Manager secret per destination whose credentials live there, and one deliver Glue job per
+destination under a role that reads only that secret. With the run catalog
 (infra/templates/catalog.yaml deployed), the catalog Lambda and the window ingest Lambda run in
 its VPC, in the security group that alone reaches the database.
 """
@@ -27,6 +28,7 @@ PLACEHOLDERS = Resources(
     state_table="${StateTable}",
     prepare_job="${PrepareJob}",
     deliver_job="${DeliverJob}",
+    own_deliver_jobs=True,
     work_bucket="${WorkBucket}",
     config_uri="s3://${ArtifactsBucket}/config/destinations.yaml",
     alert_topic_arn="${AlertTopicArn}",
@@ -99,7 +101,8 @@ def _machines_role(names: list[str], catalog: bool) -> dict:
     """What the definitions call: Glue .sync, EMR .sync, child executions, the lease, the
     summary, the alert and the failures queue; plus log delivery and X-Ray, which have no
     resource-level permissions."""
-    glue_jobs = [_arn("glue", f"job/{STAGE}-prepare"), _arn("glue", f"job/{STAGE}-deliver"), _arn("glue", f"job/{STAGE}-feedback")]
+    glue_jobs = [_arn("glue", f"job/{STAGE}-prepare"), _arn("glue", f"job/{STAGE}-deliver"), _arn("glue", f"job/{STAGE}-deliver-*"),
+                 _arn("glue", f"job/{STAGE}-feedback")]
     destination_machines = _arn("states", f"stateMachine:{STAGE}-destination-*")
     statements = [
         _statement("RunGlueJobs", ["glue:StartJobRun", "glue:GetJobRun", "glue:GetJobRuns", "glue:BatchStopJobRun"], glue_jobs),
@@ -153,6 +156,7 @@ OWN = {
     "CatalogFunction": {"Fn::Sub": f"{STAGE}-catalog"},
     "LibraryWheel": {"Ref": "LibraryWheel"},
     "Stage": {"Ref": "Stage"},
+    "DeliverJob": {"Fn::Sub": f"{STAGE}-deliver"},   # REGISTERED_MACHINE's; a destination's adds `-<id>`
 }
 
 
@@ -405,7 +409,8 @@ def _schedule_resources() -> dict[str, dict]:
 
 
 def _secret(destination: str) -> dict:
-    """Created with a generated value that the operator replaces with the real credential."""
+    """Created with a generated value that the operator replaces with the real credential; tagged
+    with its destination, which keeps it from the job of destinations registered since the deploy."""
     return {
         "Type": "AWS::SecretsManager::Secret",
         "DeletionPolicy": "RetainExceptOnCreate",   # a credential outlives a stack update that drops its destination
@@ -416,8 +421,80 @@ def _secret(destination: str) -> dict:
                            "(aws secretsmanager put-secret-value) before its first delivery",
             "KmsKeyId": _imported("DataKeyArn"),
             "GenerateSecretString": {"PasswordLength": 32, "ExcludePunctuation": True},
+            "Tags": [{"Key": DESTINATION_TAG, "Value": destination}],
         },
     }
+
+
+DESTINATION_TAG = "audience-relay:destination"   # on a deployed destination's secret and deliver role
+
+
+def _deliver_role(destination: str | None, reads_secret: bool) -> dict:
+    """A deliver job's role: the compute stack's deliver policy (what every deliver job may do) and
+    the destination's own secret, by name (`-??????`: the six characters Secrets Manager appends).
+    `None`: the job of destinations registered since the deploy, which reads the stage's secrets
+    that no deployed destination owns (untagged)."""
+    if destination is None:
+        secret = {**_statement("ReadRegisteredDestinationsCredentials", ["secretsmanager:GetSecretValue"],
+                               [_arn("secretsmanager", f"secret:{secret_name('${Stage}', '*')}")]),
+                  "Condition": {"Null": {f"aws:ResourceTag/{DESTINATION_TAG}": "true"}}}
+    else:
+        secret = _statement("ReadOwnCredentials", ["secretsmanager:GetSecretValue"],
+                            [_arn("secretsmanager", f"secret:{secret_name('${Stage}', destination)}-??????")])
+    properties = {
+        # A destination's role is named by CloudFormation: the stage's prefix and a 32-character id exceed IAM's 64.
+        **({"RoleName": {"Fn::Sub": f"{STAGE}-deliver"}} if destination is None else {}),
+        "PermissionsBoundary": {"Ref": "PermissionsBoundaryArn"},
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "glue.amazonaws.com"}, "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]},
+        "ManagedPolicyArns": [_imported("DeliverPolicyArn")],
+        **({"Policies": [{"PolicyName": "credentials", "PolicyDocument": {"Version": "2012-10-17", "Statement": [secret]}}]}
+           if destination is None or reads_secret else {}),
+        **({"Tags": [{"Key": DESTINATION_TAG, "Value": destination}]} if destination else {}),
+    }
+    return {"Type": "AWS::IAM::Role", "Properties": properties}
+
+
+def _deliver_job(destination: str | None, role: str) -> dict:
+    """The deliver Glue job of one destination (`None`: of those registered since the deploy)."""
+    artifacts = _imported("ArtifactsBucket")
+    return {
+        "Type": "AWS::Glue::Job",
+        "Properties": {
+            "Name": {"Fn::Sub": f"{STAGE}-deliver" + (f"-{destination}" if destination else "")},
+            "Description": f"send destination {destination}'s batches within its limits (jobs/deliver.py)" if destination
+                          else "send the batches of a destination registered since the deploy (jobs/deliver.py)",
+            "Role": {"Fn::GetAtt": [role, "Arn"]},
+            "GlueVersion": {"Ref": "GlueVersion"},
+            "WorkerType": {"Ref": "DeliverWorkerType"},
+            "NumberOfWorkers": {"Ref": "DeliverWorkers"},
+            "Timeout": PLACEHOLDERS.job_timeout_seconds // 60,   # minutes, as the machine's task timeout
+            "MaxRetries": 0,   # the machine retries, under a new fencing token
+            # One run at a time holds the lease; an attempt fenced out may still be finishing.
+            "ExecutionProperty": {"MaxConcurrentRuns": 5 if destination else 50},
+            "SecurityConfiguration": _imported("GlueSecurityConfiguration"),
+            "Command": {"Name": "glueetl", "PythonVersion": "3",
+                        "ScriptLocation": {"Fn::Sub": ["s3://${Bucket}/jobs/deliver.py", {"Bucket": artifacts}]}},
+            "DefaultArguments": {
+                "--job-language": "python",
+                "--additional-python-modules": {"Fn::Sub": ["s3://${Bucket}/${LibraryWheel}", {"Bucket": artifacts}]},
+                "--enable-metrics": "true",
+                "--TempDir": {"Fn::Sub": ["s3://${Bucket}/glue-temp/", {"Bucket": _imported("WorkBucket")}]},
+            },
+        },
+    }
+
+
+def _deliver_resources(destinations: list[MachineSpec], secret_destinations: list[str]) -> dict[str, dict]:
+    """One deliver job and role per destination, and one for those registered since the deploy."""
+    resources = {"RegisteredDeliverRole": _deliver_role(None, True),
+                 "RegisteredDeliverJob": _deliver_job(None, "RegisteredDeliverRole")}
+    for destination in destinations:
+        prefix = _logical_id(destination.id).removesuffix("Machine")
+        resources[f"{prefix}DeliverRole"] = _deliver_role(destination.id, destination.id in secret_destinations)
+        resources[f"{prefix}DeliverJob"] = _deliver_job(destination.id, f"{prefix}DeliverRole")
+    return resources
 
 
 def secret_name(stage: str, destination: str) -> str:
@@ -442,7 +519,13 @@ PARAMETERS = {
     "Stage": {"Type": "String", "AllowedPattern": "^[a-z][a-z0-9-]{0,15}$"},
     "PermissionsBoundaryArn": {"Type": "String", "AllowedPattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:policy/.+$"},
     "LibraryWheel": {"Type": "String", "AllowedPattern": "^dist/audience_relay-[0-9A-Za-z.+-]+-py3-none-any[.]whl$",
-                     "Description": "key of the library wheel in the artifacts bucket, installed on EMR clusters (`audience-relay deploy` uploads it)"},
+                     "Description": "key of the library wheel in the artifacts bucket, installed by the deliver jobs and on EMR clusters "
+                                    "(`audience-relay deploy` uploads it)"},
+    "GlueVersion": {"Type": "String", "Default": "5.1", "AllowedValues": ["5.0", "5.1"],
+                    "Description": "the deliver jobs' Glue version (the compute stack's for prepare and feedback)"},
+    "DeliverWorkerType": {"Type": "String", "Default": "G.1X", "AllowedValues": ["G.1X", "G.2X"]},
+    "DeliverWorkers": {"Type": "Number", "Default": 2, "MinValue": 2,
+                       "Description": "deliver sends from the driver's threads; executors only read batch files"},
     "IngestCodeKey": {"Type": "String", "AllowedPattern": "^dist/ingest-[0-9a-f]{12}[.]zip$",
                       "Description": "key of the ingest Lambda's zip in the artifacts bucket (`audience-relay deploy` uploads it)"},
     "LambdaCodeKey": {"Type": "String", "AllowedPattern": "^dist/lambda-[0-9a-f]{12}[.]zip$",
@@ -488,17 +571,16 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
     if catalog:
         resources.update(_catalog_resources())
     resources.update(_schedule_resources())
+    resources.update(_deliver_resources(destinations, list(secret_destinations)))
     for destination in secret_destinations:
         resources[_secret_logical_id(destination)] = _secret(destination)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine per "
-                       "destination, one for destinations registered since, the scheduler and the delivery feedback, their log "
-                       "group, role and failure alarms; the ingest and feedback Lambdas, the optional schedule, the "
-                       "destinations' secrets.",
-        # LibraryWheel only when a machine prepares on EMR (cfn-lint reports unused parameters).
-        "Parameters": {k: v for k, v in PARAMETERS.items()
-                       if (k != "LibraryWheel" or "${LibraryWheel}" in json.dumps(definitions)) and (k != "CatalogCodeKey" or catalog)},
+        "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine and "
+                       "one deliver job per destination, one of each for destinations registered since, the scheduler and the "
+                       "delivery feedback, their log group, roles and failure alarms; the ingest and feedback Lambdas, the "
+                       "optional schedule, the destinations' secrets.",
+        "Parameters": {k: v for k, v in PARAMETERS.items() if k != "CatalogCodeKey" or catalog},
         "Conditions": {"HasSchedule": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]}},
         "Rules": {"ScheduledRunsNameTheirInput": {
             "RuleCondition": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScheduleExpression"}, ""]}]},

@@ -70,6 +70,10 @@ class Resources:
     state_table: str = "audience-relay-state"
     prepare_job: str = "audience-relay-prepare"
     deliver_job: str = "audience-relay-deliver"
+    # Each destination's machine runs a deliver job of its own, `<deliver_job>-<id>` (a deployed
+    # stage: each under a role that reads only that destination's secret); `deliver_job` then
+    # runs the destinations registered since the deploy.
+    own_deliver_jobs: bool = False
     work_bucket: str = "audience-relay-work"
     config_uri: str = "s3://audience-relay-artifacts/config/destinations.yaml"
     alert_topic_arn: str = "arn:aws:sns:us-east-1:123456789012:audience-relay-alerts"
@@ -301,6 +305,11 @@ def _identity(destination: MachineSpec | None) -> dict:
             "quota_key": f"{{% $exists($states.input.quota_key) ? $states.input.quota_key : '{destination.quota_key}' %}}"}
 
 
+def deliver_job(destination: MachineSpec | None, resources: Resources) -> str:
+    """The Glue job a destination's machine delivers with (`None`: REGISTERED_MACHINE's)."""
+    return f"{resources.deliver_job}-{destination.id}" if destination and resources.own_deliver_jobs else resources.deliver_job
+
+
 def destination_machine(destination: MachineSpec | None, resources: Resources) -> dict:
     """The per-destination lifecycle; the execution input holds `run_id`, `input` and `consent`
     (and `prepared: true` when the scheduler prepared the run). `None` renders REGISTERED_MACHINE,
@@ -369,7 +378,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
             "Next": "Deliver",
         },
         "Deliver": {
-            **{key: value for key, value in _glue(resources.deliver_job, {
+            **{key: value for key, value in _glue(deliver_job(destination, resources), {
                 **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
                 # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
                 "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0", "--held_exit_code": "0",

@@ -17,7 +17,7 @@ Metadata exceptions live on the resource, so a reviewer sees them next to what t
       audience-relay:
         encryption: <why not KMS>
         unscoped: {<statement Sid>: <why Resource "*">}
-        managed_policies: {<AWS managed policy name>: <why its actions are needed>}
+        managed_policies: {<AWS managed policy name>: <why its actions are needed>}   (the stage's own, imported: checked where defined)
         dead_letter_store: <why a queue without a redrive policy is itself a dead-letter store>
 """
 from __future__ import annotations
@@ -170,6 +170,8 @@ def problems(template: dict) -> list[str]:
         if resource_type == "AWS::IAM::Role" and not properties.get("PermissionsBoundary"):
             found.append(f"{name}: role without PermissionsBoundary")
         for arn in properties.get("ManagedPolicyArns", []) if resource_type == "AWS::IAM::Role" else []:
+            if isinstance(arn, dict) and "Fn::ImportValue" in arn:
+                continue   # the stage's own managed policy: its statements are checked in the stack that defines it
             policy = str(arn.get("Fn::Sub", arn) if isinstance(arn, dict) else arn).rsplit("/", 1)[-1]
             if policy not in (exceptions.get("managed_policies") or {}):
                 found.append(f"{name}: managed policy {policy} without a reason under Metadata audience-relay.managed_policies")

@@ -28,7 +28,7 @@ def deployed(moto_server, tmp_path_factory) -> dict:
     cloudformation = boto3.client("cloudformation")
     parameters = {
         "compute": {"PermissionsBoundaryArn": BOUNDARY, "LibraryWheel": "dist/audience_relay-0.1.0-py3-none-any.whl"},
-        "orchestration": {"PermissionsBoundaryArn": BOUNDARY},
+        "orchestration": {"PermissionsBoundaryArn": BOUNDARY, "LibraryWheel": "dist/audience_relay-0.1.0-py3-none-any.whl"},
     }
     build = tmp_path_factory.mktemp("stack")
     ingest = ingest_package(build)
