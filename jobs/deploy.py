@@ -12,7 +12,7 @@ steps without building or calling AWS.
 
 The config is checked against the stage first: a destination whose credentials are in Secrets
 Manager must name the secret the stack creates for it (`audience-relay/<stage>/<id>`, the only
-ones the deliver role may read); one reading an environment variable gets a warning, since Glue
+one its deliver job's role may read); one reading an environment variable gets a warning, since Glue
 and EMR jobs have no such variable.
 """
 from __future__ import annotations
@@ -134,8 +134,8 @@ def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str
         if _secret_arn(destination):
             name = destination.credentials.secret_arn.split(":secret:", 1)[1]
             if not names_own_secret(stage, destination.id, destination.credentials.secret_arn):
-                errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; the stage's deliver "
-                              f"role reads only the one the stack creates: ...:secret:{expected}")
+                errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; its deliver job "
+                              f"reads only the one the stack creates for it: ...:secret:{expected}")
         else:
             warnings.append(f"destinations.{destination.id}.credentials.env: Glue and EMR jobs have no variable "
                             f"{destination.credentials.env}; use secret_arn ...:secret:{expected}")

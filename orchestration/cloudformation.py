@@ -498,7 +498,7 @@ def _deliver_resources(destinations: list[MachineSpec], secret_destinations: lis
 
 
 def secret_name(stage: str, destination: str) -> str:
-    """Where a destination's Secrets Manager credentials live; the deliver role reads only these."""
+    """Where a destination's Secrets Manager credentials live; its deliver job's role reads only this one."""
     return f"audience-relay/{stage}/{destination}"
 
 
