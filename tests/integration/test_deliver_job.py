@@ -297,9 +297,10 @@ def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prep
     assert code == 0 and report["status"] == "SUCCEEDED" and report["snapshot_committed"], report
 
 
-def test_a_destination_left_out_of_the_run_for_undecided_removals_is_refused_by_name(prepared, capsys):
+def test_a_destination_left_out_of_the_run_for_undecided_removals_ends_blocked_naming_the_decision(prepared, capsys):
     """Prepare leaves a destination out while its last run's held removals wait for a decision;
-    its machine still delivers the run for it. Nothing to send must not read as SUCCEEDED."""
+    its machine still delivers the run for it. Nothing to send must not read as SUCCEEDED, nor as
+    a crash the machine retries: BLOCKED (exit 6), with the command that unblocks it."""
     import shutil
 
     root, config, manifest = prepared
@@ -311,8 +312,12 @@ def test_a_destination_left_out_of_the_run_for_undecided_removals_is_refused_by_
     (out / "runs" / "d1" / "manifest.json").write_text(json.dumps(edited))
     capsys.readouterr()
     code = main(["deliver", "--out", str(out), "--run-id", "d1", "--config", str(config), "--destination", "meta_ads"])
-    err = capsys.readouterr().err
-    assert code == 2 and "meta_ads" in err and "d0" in err and "approve-removals" in err, err
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 6 and summary["status"] == "BLOCKED", summary
+    entry = json.loads((out / "runs" / "d1" / "delivery" / "meta_ads" / "summary.json").read_text())
+    assert entry["status"] == "BLOCKED" and entry["blocked_by"] == {"run_id": "d0", "audiences": ["meta_high_value"]}
+    assert "audience-relay approve-removals --run d0 --destination meta_ads" in entry["note"]
+    assert entry["batches"]["delivered"] == 0
 
 
 def test_deliver_logs_counts_per_destination_and_emits_emf_metrics_without_identifiers(prepared, capsys):

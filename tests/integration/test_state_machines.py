@@ -229,6 +229,18 @@ def test_removals_held_for_approval_fail_the_execution_with_an_alert_and_release
     assert "owner" not in machines.lease("google_ads_project")
 
 
+def test_a_destination_blocked_by_undecided_removals_fails_once_with_an_alert_not_after_retries(machines, jobs):
+    """BLOCKED: prepare left the destination out while an earlier run's held removals wait for a
+    decision. Retrying cannot help; one alert naming the phase, the lease released."""
+    jobs.statuses["google_dm"] = ["BLOCKED"]
+    execution = machines.run("destination-google_dm", "blocked", {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "FAILED" and execution.error == "BlockedFailed", execution.cause
+    [(_, deliver)] = jobs.calls
+    assert deliver["--blocked_exit_code"] == "0"   # routed on summary.json, not a failed Glue run
+    assert [alert["message"]["phase"] for alert in machines.alerts()] == ["Blocked"]
+    assert "owner" not in machines.lease("google_ads_project")
+
+
 def test_a_delivery_waiting_for_an_earlier_run_releases_the_lease_waits_and_delivers_after_it(machines, jobs):
     """WAITING: an earlier run of the destination is not committed yet; this run sent nothing."""
     jobs.statuses["google_dm"] = ["WAITING", "SUCCEEDED"]
