@@ -9,8 +9,9 @@ summarised. A destination whose batches are all delivered gets the run's snapsho
 Runs under spark-submit, Glue and `audience-relay deliver`. Exit codes: 0 SUCCEEDED,
 3 QUOTA_DEFERRED (with `resume_at`) or WAITING (an earlier run of the destination is not yet
 committed), 4 SUPERSEDED (a newer run is committed; nothing sent), 5 REMOVALS_HELD (removals over
-a removal guard wait for `approve-removals`; all else was sent), 1 FAILED (failed batches are in
-the dead-letter store).
+a removal guard wait for `approve-removals`; all else was sent), 6 BLOCKED (prepare left the
+destination out while an earlier run's held removals wait for a decision; nothing sent), 1 FAILED
+(failed batches are in the dead-letter store).
 """
 from __future__ import annotations
 
@@ -214,8 +215,25 @@ def _status(outcomes: list[BatchOutcome], ledger: list[BatchRecord]) -> tuple[st
 
 # Per destination, the most pressing status names the run's: nothing is done while one fails
 # or waits. WAITING: an earlier run of the destination's chain is still being delivered.
-# REMOVALS_HELD: all else was sent; removals over the guard wait for `approve-removals`.
-STATUS_ORDER = ("FAILED", "QUOTA_DEFERRED", "WAITING", "REMOVALS_HELD", "SUPERSEDED", "SUCCEEDED")
+# BLOCKED: prepare left the destination out while an earlier run's held removals wait for a
+# decision; nothing of this run is for it. REMOVALS_HELD: all else was sent; removals over the
+# guard wait for `approve-removals`.
+STATUS_ORDER = ("FAILED", "BLOCKED", "QUOTA_DEFERRED", "WAITING", "REMOVALS_HELD", "SUPERSEDED", "SUCCEEDED")
+
+
+def _blocked_entry(run_id: str, destination_id: str, blocked_by: dict) -> dict:
+    """The report of a destination prepare left out of the run (manifest `blocked`): nothing sent,
+    and what unblocks it."""
+    return {
+        "status": "BLOCKED", "resume_at": None, "batches": {state.value: 0 for state in BatchState},
+        "ids": {state.value: 0 for state in BatchState}, "sent_now": 0, "fenced": 0, "retries": 0,
+        "snapshot_committed": False, "superseded_by": None, "waiting_for": None, "removals_held": {},
+        "blocked_by": {"run_id": blocked_by["run_id"], "audiences": blocked_by["audiences"]},
+        "note": (f"run {run_id} left {destination_id} out: run {blocked_by['run_id']} holds its removals of "
+                 f"{blocked_by['audiences']} for a decision (audience-relay approve-removals --run {blocked_by['run_id']} "
+                 f"--destination {destination_id} [--reject]); then prepare {destination_id} again"),
+        "accounting": None,   # none of the run's rows are for it
+    }
 
 
 def _destination_status(position: str, outcomes: list[BatchOutcome], ledger: list[BatchRecord], waiting_resume_at: str | None) -> tuple[str, str | None]:
@@ -340,11 +358,9 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     if not request.state.startswith("dynamodb://") and not spark.sparkContext.master.startswith("local"):
         raise DeliverError(f"--state {request.state}: a SQLite ledger only works on one machine; on a cluster use dynamodb://TABLE")
     config = request.config
-    if blocked := sorted(set(request.destinations) & set(manifest.get("blocked", {}))):
-        raise DeliverError("; ".join(
-            f"run {request.run_id} left {d} out: run {manifest['blocked'][d]['run_id']} holds its removals of "
-            f"{manifest['blocked'][d]['audiences']} for a decision (audience-relay approve-removals --run "
-            f"{manifest['blocked'][d]['run_id']} --destination {d} [--reject]), then prepare {d} again" for d in blocked))
+    blocked = {d: _blocked_entry(request.run_id, d, manifest["blocked"][d]) for d in sorted(set(request.destinations) & set(manifest.get("blocked", {})))}
+    for destination_id, entry in blocked.items():
+        log_event("deliver.blocked", level="WARNING", run_id=request.run_id, destination=destination_id, blocked_by=entry["blocked_by"], note=entry["note"])
     chosen = [d for d in config.active_destinations if d.id in manifest["destinations"] and (not request.destinations or d.id in request.destinations)]
     unsupported = [d.id for d in chosen if d.kind not in SUPPORTED_KINDS]
     if unsupported:
@@ -379,7 +395,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     # are read in between (seconds on S3), and a lease lapsed there fences the commit out.
     with _lease_heartbeats(request, chosen):
         outcomes = _send(spark, request, run_dir, todo, chosen_ids, timer) if todo else []
-        report = _settle(request, store, manifest, chosen, outcomes, held_back, baselines, decided)
+        report = _settle(request, store, manifest, chosen, outcomes, held_back, baselines, decided) | blocked
     status = min((entry["status"] for entry in report.values()), key=STATUS_ORDER.index, default="SUCCEEDED")
     resume_at = max((entry["resume_at"] for entry in report.values() if entry["status"] == status and entry["resume_at"]), default=None)
     summary = {
@@ -402,7 +418,7 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     for destination_id, entry in report.items():
         tally = delivery_tally(entry, [o for o in outcomes if o.destination_id == destination_id], destination_id in with_quota)
         log_event("deliver.destination_done", run_id=request.run_id, destination=destination_id, status=entry["status"],
-                  batches=entry["batches"], rows=entry["accounting"]["rows"], **tally, seconds=summary["seconds"])
+                  batches=entry["batches"], rows=(entry["accounting"] or {}).get("rows"), **tally, seconds=summary["seconds"])
         emit_deliver_metrics(request.run_id, destination_id, tally)
     emit_job_metrics("deliver", request.run_id, summary["seconds"], DeadLetters=summary["dead_letters"])
     log_event("deliver.done", status=status, run_id=request.run_id, resume_at=resume_at, dead_letters=summary["dead_letters"], seconds=summary["seconds"])
@@ -438,6 +454,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--held-exit-code", "--held_exit_code", dest="held_exit_code", type=int, default=5,
         help="exit code for REMOVALS_HELD: removals over a removal guard wait for approve-removals, all else was sent "
              "(default 5; under Step Functions 0)",
+    )
+    parser.add_argument(
+        "--blocked-exit-code", "--blocked_exit_code", dest="blocked_exit_code", type=int, default=6,
+        help="exit code for BLOCKED: prepare left the destination out while an earlier run's held removals wait for "
+             "approve-removals, nothing was sent (default 6; under Step Functions 0)",
     )
     parser.add_argument(
         "--failed-exit-code", "--failed_exit_code", dest="failed_exit_code", type=int, default=1,
@@ -486,6 +507,8 @@ def command(args: argparse.Namespace) -> int:
         return args.superseded_exit_code
     if summary["status"] == "REMOVALS_HELD":
         return args.held_exit_code
+    if summary["status"] == "BLOCKED":
+        return args.blocked_exit_code
     return EXIT_CODES[summary["status"]]
 
 

@@ -122,7 +122,7 @@ class RunReport:
         statuses = {line.status for line in self.destinations}
         if len(statuses) == 1:
             return statuses.pop()
-        for worst in ("FAILED", "QUOTA_DEFERRED", "REMOVALS_HELD"):
+        for worst in ("FAILED", "BLOCKED", "QUOTA_DEFERRED", "REMOVALS_HELD"):
             if worst in statuses:
                 return worst
         return "IN_PROGRESS"  # some destinations delivered, others not yet

@@ -382,6 +382,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                 **common, "--destination": "{% $destination_id %}", "--state": f"dynamodb://{resources.state_table}",
                 # Every summary status exits 0: the machine routes on summary.json; a crash fails the run.
                 "--deferred_exit_code": "0", "--failed_exit_code": "0", "--superseded_exit_code": "0", "--held_exit_code": "0",
+                "--blocked_exit_code": "0",
                 "--fence_owner": "{% $owner %}", "--fence_token": "{% $fencing_token %}", "--lease_seconds": str(resources.lease_seconds),
             }, "Deliver", "ReadSummary", resources.job_timeout_seconds).items() if key != "Retry"},
             # Not retried in place: the failed attempt may still be running (States.Timeout, a lost
@@ -425,6 +426,9 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                 # dead letter, lease released) until a person decides with approve-removals and the
                 # destination runs again (or the dead letter is replayed); the run is not committed.
                 {"Condition": "{% $summary.status = 'REMOVALS_HELD' %}", "Next": "RemovalsHeld"},
+                # Prepare left the destination out while an earlier run's held removals wait: retrying
+                # cannot help. BlockedFailed (alert, dead letter, lease released); its summary names the command.
+                {"Condition": "{% $summary.status = 'BLOCKED' %}", "Next": "Blocked"},
             ],
             "Default": "DeliveryFailed",
         },
@@ -477,6 +481,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                                  "Next": "RecordFailure"},
         "DeliveryFailed": {"Type": "Pass", "Assign": {"failed_phase": "Delivery", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
         "RemovalsHeld": {"Type": "Pass", "Assign": {"failed_phase": "RemovalsHeld", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
+        "Blocked": {"Type": "Pass", "Assign": {"failed_phase": "Blocked", "failure": "{% $summary %}"}, "Next": "RecordFailure"},
         **_failure_tail("{% 'audience-relay ' & $destination_id & ': delivery lifecycle failed' %}", release,
                         "'destination': $destination_id, 'run_id': $run.run_id, 'deferrals': $deferrals, 'retries': $retries"),
     }
