@@ -260,7 +260,8 @@ def _read_committed(spark: SparkSession, out: str, destination_id: str, pointer:
     outside = [p for p in listed if not p.startswith(own)]
     if outside:
         raise SnapshotIncomplete(f"{uri}: files {outside[:3]} are not under {own}")
-    damaged = [p for p, f in zip(listed, pointer["files"]) if storage.size(storage.join(out, p)) != f.get("size")]
+    present = storage.file_sizes(storage.join(out, own))   # one listing, not a request per file
+    damaged = [p for p, f in zip(listed, pointer["files"]) if present.get(p[len(own):]) != f.get("size")]
     if damaged:
         raise SnapshotIncomplete(f"committed snapshot of {destination_id} (run {run_id}) is incomplete: {len(damaged)} of its "
                                  f"{len(listed)} files are missing or changed, first {storage.join(out, damaged[0])}; restore them "

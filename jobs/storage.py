@@ -195,14 +195,19 @@ def read_bytes(uri: str) -> bytes | None:
 
 def list_files(uri: str) -> list[str]:
     """Every file under a folder (at any depth), as URIs in the same form, sorted; [] when none."""
+    return sorted(join(uri, relative) for relative in file_sizes(uri))
+
+
+def file_sizes(uri: str) -> dict[str, int]:
+    """Every file under a folder (at any depth) by its path relative to it, with its size in
+    bytes; {} when none. One listing (S3: a page per 1,000 files), no request per file."""
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         prefix = key.rstrip("/") + "/"
-        scheme = uri.split("://", 1)[0]
         pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return sorted(f"{scheme}://{bucket}/{item['Key']}" for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/"))
+        return {item["Key"][len(prefix):]: item["Size"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")}
     root = Path(uri)
-    return sorted(join(uri, *p.relative_to(root).parts) for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+    return {"/".join(p.relative_to(root).parts): p.stat().st_size for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
 
 
 COPY_THREADS = 16   # server-side copies in flight: a snapshot is hundreds of ~70 MB files
@@ -233,19 +238,6 @@ def copy_folder(source: str, target: str) -> list[tuple[str, int]]:
         shutil.copyfile(join(source, name), destination)
         copied.append((name, destination.stat().st_size))
     return sorted(copied)
-
-
-def size(uri: str) -> int | None:
-    """The file's size in bytes, or None when it does not exist."""
-    if is_s3(uri):
-        bucket, key = _bucket_key(uri)
-        client = _s3()
-        try:
-            return client.head_object(Bucket=bucket, Key=key)["ContentLength"]
-        except client.exceptions.ClientError:
-            return None
-    path = Path(uri)
-    return path.stat().st_size if path.is_file() else None
 
 
 def delete_folder(uri: str) -> None:
