@@ -24,6 +24,10 @@ TEST = [
     "moto[server]==5.2.5",
     "cfn-lint>=1.0",
     "check-jsonschema==0.39.0",  # its vendored Compose specification schema checks docker-compose.yml
+    # Google's published API description (static discovery documents) and the client built from it:
+    # the reference our Google requests are checked against (tests/unit/connectors/test_google_conformance.py).
+    "google-api-python-client>=2.190",
+    "jsonschema>=4.20",
 ]
 # `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
 # engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.
