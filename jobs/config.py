@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
+from urllib.parse import urlparse
 
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
@@ -250,9 +251,39 @@ class _DestinationBase(_Strict):
         return rule
 
 
+DIGITS = re.compile(r"[0-9]+")
+
+
 class HttpDestination(_DestinationBase):
     kind: Literal["http_api"]
     connection: HttpConnection | None = None
+
+    @model_validator(mode="after")
+    def _google_request_contract(self) -> HttpDestination:
+        """What every Data Manager request needs (Google's reference, "Destination" and
+        "ProductAccount"): the operating account's id and each audience's user list id, and a
+        base URL the profile's `/v1/audienceMembers:...` paths go under."""
+        if self.profile != "google_data_manager":
+            return self
+        connection = self.connection
+        if connection is None:
+            raise ValueError("connection: google_data_manager needs base_url, account_id and audience_ids")
+        if urlparse(connection.base_url).path.strip("/"):
+            raise ValueError(f"connection.base_url: {connection.base_url} has a path; give the API root "
+                             "(https://datamanager.googleapis.com): requests go to <root>/v1/audienceMembers:ingest")
+        if connection.account_id is None:
+            raise ValueError("connection.account_id: required for google_data_manager: the Google Ads customer id "
+                             "(digits) that holds the audiences, sent as operatingAccount.accountId")
+        if not DIGITS.fullmatch(connection.account_id):
+            raise ValueError(f"connection.account_id: {connection.account_id!r}: a Google Ads customer id is digits only, without dashes")
+        missing = sorted(set(self.audiences) - set(connection.audience_ids))
+        if missing:
+            raise ValueError(f"connection.audience_ids: audiences {missing} have no user list id; Google takes each "
+                             "audience's numeric user list id as productDestinationId")
+        for audience, list_id in sorted(connection.audience_ids.items()):
+            if not DIGITS.fullmatch(list_id):
+                raise ValueError(f"connection.audience_ids.{audience}: {list_id!r} is not a user list id (numeric)")
+        return self
 
 
 class SftpDestination(_DestinationBase):

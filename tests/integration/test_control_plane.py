@@ -229,7 +229,7 @@ def staged_api(moto_server, published):
         yield server.url
 
 
-def _google(secret_name: str, base_url: str = "https://datamanager.googleapis.com/v1") -> dict:
+def _google(secret_name: str, base_url: str = "https://datamanager.googleapis.com") -> dict:
     google = copy.deepcopy(EXAMPLE["google_dm"])
     google["credentials"] = {"secret_arn": f"arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret_name}-AbCdEf"}
     google["connection"] = {**google["connection"], "base_url": base_url}
@@ -244,7 +244,7 @@ def test_a_caller_cannot_point_a_destination_at_another_destinations_secret_or_a
     stolen = {**_google("audience-relay/dev/meta_ads"), "id": "google_dm_copy", "daily_quota": {"requests": 100000, "key": "copy"}}
     status, refused = call(staged_api, "POST", "/destinations", stolen)
     assert status == 400 and "credentials.secret_arn" in refused["error"] and "audience-relay/dev/google_dm_copy" in refused["error"]
-    status, refused = call(staged_api, "PUT", "/destinations/google_dm", _google("audience-relay/dev/google_dm", "https://collector.example.net/v1"))
+    status, refused = call(staged_api, "PUT", "/destinations/google_dm", _google("audience-relay/dev/google_dm", "https://collector.example.net"))
     assert status == 400 and "connection.base_url" in refused["error"] and "datamanager.googleapis.com" in refused["error"]
     sftp = copy.deepcopy(EXAMPLE["partner_sftp"])
     status, refused = call(staged_api, "POST", "/destinations", sftp)

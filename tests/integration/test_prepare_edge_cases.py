@@ -18,6 +18,7 @@ CONFIG = {
         {"id": "meta_ads", "kind": "http_api", "profile": "meta_custom_audiences", "id_types": ["email"],
          "audiences": {"00042": ["seg_a"], "23851234567890123": ["seg_b"]}},
         {"id": "quiet", "kind": "http_api", "profile": "google_data_manager", "id_types": ["email"],
+         "connection": {"base_url": "https://datamanager.googleapis.com", "account_id": "1234567890", "audience_ids": {"nobody": "5550009"}},
          "audiences": {"nobody": ["seg_none"]}},
     ],
 }

@@ -131,7 +131,7 @@ def write_input(folder: Path) -> Path:
 
 def write_config(path: Path, sftp) -> None:
     def http(destination_id: str, profile: str, id_types: list[str], audiences: dict, env: str, **connection) -> dict:
-        base = "https://graph.facebook.com/v21.0" if profile.startswith("meta") else "https://datamanager.googleapis.com/v1"
+        base = "https://graph.facebook.com/v21.0" if profile.startswith("meta") else "https://datamanager.googleapis.com"
         return {"id": destination_id, "kind": "http_api", "profile": profile, "id_types": id_types, "max_batch_size": 40,
                 "credentials": {"env": env}, "connection": {"base_url": base, **connection}, "audiences": audiences}
 
@@ -143,9 +143,10 @@ def write_config(path: Path, sftp) -> None:
             http("meta_ok", "meta_custom_audiences", everything, {"aud_all": ["seg_canary", "seg_filler"]}, "META_ACCESS_TOKEN",
                  audience_ids={"aud_all": "23850000000000001"}),
             http("google_ok", "google_data_manager", ["email", "phone", "maid"], {"aud_all": ["seg_canary", "seg_filler"]},
-                 "GOOGLE_DM_TOKEN", account_id="1234567890"),
+                 "GOOGLE_DM_TOKEN", account_id="1234567890", audience_ids={"aud_all": "5550001"}),
             http("meta_refusing", "meta_custom_audiences", everything, {"aud_canary": ["seg_canary"]}, "META_ACCESS_TOKEN"),
-            http("google_refusing", "google_data_manager", ["email", "phone", "maid"], {"aud_canary": ["seg_canary"]}, "GOOGLE_DM_TOKEN"),
+            http("google_refusing", "google_data_manager", ["email", "phone", "maid"], {"aud_canary": ["seg_canary"]}, "GOOGLE_DM_TOKEN",
+                 account_id="1234567890", audience_ids={"aud_canary": "5550002"}),
             {"id": "partner_sftp", "kind": "sftp", "profile": "sftp_gzip_csv", "id_types": everything, "max_batch_size": 100,
              "credentials": {"env": "PARTNER_SFTP_KEY"}, "sync_mode": "upsert",
              "connection": {"host": "127.0.0.1", "port": sftp.port, "username": sftp.username,

@@ -14,7 +14,7 @@ from jobs.config import ConfigError, parse_config
 from transforms.id_types import ID_TYPES
 
 CONNECTIONS = {
-    "http_api": {"base_url": "https://api.example.com/v1"},
+    "http_api": {"base_url": "https://api.example.com/v1"},   # Meta's: a version path
     "sftp": {"host": "sftp.example.com", "username": "relay", "remote_dir": "/in", "known_hosts": "/etc/relay/known_hosts"},
     "s3": {"bucket": "partner-drop"},
 }
@@ -23,11 +23,19 @@ CLEAR = [(p.name, t) for p in PROFILES.values() for t, rule in p.identifiers.ite
 NOT_TAKEN = [(p.name, t) for p in PROFILES.values() for t in ID_TYPES if t not in p.identifiers]
 
 
+def _connection(profile: str, audiences: dict) -> dict:
+    """The kind's connection; Google's names its customer and a user list id per audience."""
+    if profile == "google_data_manager":
+        return {"base_url": "https://datamanager.googleapis.com", "account_id": "1234567890",
+                "audience_ids": {name: str(5550001 + i) for i, name in enumerate(sorted(audiences))}}
+    return CONNECTIONS[PROFILES[profile].kind]
+
+
 def config(profile: str, **destination) -> dict:
-    kind = PROFILES[profile].kind
+    audiences = destination.pop("audiences", {"aud": ["seg_1"]})
     return {"version": 1, "destinations": [{
-        "id": "dest", "kind": kind, "profile": profile, "credentials": {"env": "TOKEN"},
-        "connection": CONNECTIONS[kind], "audiences": {"aud": ["seg_1"]}, **destination,
+        "id": "dest", "kind": PROFILES[profile].kind, "profile": profile, "credentials": {"env": "TOKEN"},
+        "connection": _connection(profile, audiences), "audiences": audiences, **destination,
     }]}
 
 
@@ -82,7 +90,7 @@ def test_the_audience_mapping_prepare_joins_hashes_every_hashed_pair(spark):
     from jobs.prepare import audience_mapping
 
     destinations = [
-        {**config(profile)["destinations"][0], "id": f"d{i}", "audiences": {f"aud{i}": [f"seg_{i}"]},
+        {**config(profile, audiences={f"aud{i}": [f"seg_{i}"]})["destinations"][0], "id": f"d{i}",
          "hashing": {t: "sha256" for t, rule in PROFILES[profile].identifiers.items() if not rule.hash_sha256 and i % 2}}
         for i, profile in enumerate(sorted(PROFILES) * 2)
     ]
