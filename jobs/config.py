@@ -82,6 +82,8 @@ class HttpConnection(_Strict):
     # Manager API, and need its developer token (and a manager account's id, if through one).
     report_base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     developer_token: Credentials | None = None
+    # Meta: the app's secret (`env` or `secret_arn`) when the app requires an appsecret_proof with every call.
+    app_secret: Credentials | None = None
     login_customer_id: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")] | None = None
     # The API's own id of each audience (Meta custom audience id, Google user list id);
     # audiences not listed are sent under their configured name.

@@ -27,6 +27,12 @@ def _secret(destination) -> str:
     return resolve_secret(destination.credentials.env, destination.credentials.secret_arn)
 
 
+def _app_secret(connection) -> str | None:
+    """Meta's app secret, when the config names one (the app requires appsecret_proof)."""
+    secret = connection.app_secret if connection else None
+    return resolve_secret(secret.env, secret.secret_arn) if secret else None
+
+
 def build_destination(destination, endpoint: str | None = None) -> Destination:
     """The connector for one configured destination; `endpoint` overrides its URL (emulators)."""
     if isinstance(destination, HttpDestination):
@@ -35,7 +41,7 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
             raise UnsupportedDestination(f"destination {destination.id}: connection.base_url is required")
         account = destination.connection.account_id if destination.connection else None
         profiles = {
-            "meta_custom_audiences": lambda: MetaCustomAudiences(),
+            "meta_custom_audiences": lambda: MetaCustomAudiences(app_secret=_app_secret(destination.connection)),
             "google_data_manager": lambda: GoogleDataManager(operating_account_id=account or ""),
         }
         audience_ids = destination.connection.audience_ids if destination.connection else {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 from urllib.parse import urlparse
 
@@ -75,6 +75,7 @@ class HttpRequest:
     path: str
     json: dict | None
     headers: dict[str, str]
+    form: dict[str, str] | None = None   # sent form-encoded instead of `json`
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,14 @@ class HttpProfile(Protocol):
 
     def read_report(self, body: dict) -> tuple[list[ReportedAudience], str | None]:
         """The audiences on a report page, and the next page's token (None: the last page)."""
+
+    def authorize(self, request: HttpRequest, token: str) -> HttpRequest:
+        """The request with the credentials where the platform takes them."""
+
+
+def bearer(request: HttpRequest, token: str) -> HttpRequest:
+    """OAuth 2.0 bearer authorization (RFC 6750): the token in the Authorization header."""
+    return replace(request, headers={**request.headers, "Authorization": f"Bearer {token}"})
 
 
 def require_secure(base_url: str) -> None:
@@ -155,7 +164,6 @@ class HttpApiDestination(Destination):
         # empty value is ignored), proxy variables would reroute, and a ~/.netrc entry would
         # replace the Authorization header.
         self._session.trust_env = False
-        self._session.headers["Authorization"] = f"Bearer {self._token}"
 
     def close(self) -> None:
         if self._session:
@@ -166,9 +174,10 @@ class HttpApiDestination(Destination):
         audience = self.audience_ids.get(batch.record.audience_id, batch.record.audience_id)
         if not AUDIENCE_SEGMENT.fullmatch(audience):
             raise UnsafeAudienceId(f"audience id {audience!r} of {batch.record.audience_id!r} is not one URL path segment")
-        request = self.profile.build(batch, audience)
+        request = self.profile.authorize(self.profile.build(batch, audience), self._token)
         response = self._session.request(
-            request.method, f"{self.base_url}{request.path}", json=request.json, headers=request.headers, timeout=self.timeout,
+            request.method, f"{self.base_url}{request.path}", json=None if request.form else request.json, data=request.form,
+            headers=request.headers, timeout=self.timeout,
             allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
         )
         body = _answer(response)
@@ -188,7 +197,8 @@ class HttpApiDestination(Destination):
         found, token = [], None
         for _ in range(max_pages):
             request = self.profile.report_request(account_id, token)
-            body = self._report_page(base, HttpRequest(request.method, request.path, request.json, {**request.headers, **(headers or {})}))
+            request = replace(request, headers={**request.headers, **(headers or {})})
+            body = self._report_page(base, self.profile.authorize(request, self._token))
             audiences, token = self.profile.read_report(body)
             found.extend(audiences)
             if token is None:
@@ -198,8 +208,8 @@ class HttpApiDestination(Destination):
     def _report_page(self, base: str, request: HttpRequest) -> dict:
         for attempt in range(1, REPORT_ATTEMPTS + 1):
             try:
-                response = self._session.request(request.method, f"{base}{request.path}", json=request.json,
-                                                 headers=request.headers, timeout=self.timeout, allow_redirects=False)
+                response = self._session.request(request.method, f"{base}{request.path}", json=None if request.form else request.json,
+                                                 data=request.form, headers=request.headers, timeout=self.timeout, allow_redirects=False)
             except (requests.ConnectionError, requests.Timeout):
                 if attempt == REPORT_ATTEMPTS:
                     raise

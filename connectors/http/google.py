@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connectors.destination import Batch, Receipt
-from connectors.http.client import HttpError, HttpRequest, ReportedAudience, retry_after_seconds
+from connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
 from connectors.retry import Failure, FailureKind
 
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
@@ -68,6 +68,9 @@ class GoogleDataManager:
 
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(len(batch.members), f"requestId={body.get('requestId', '')}")
+
+    def authorize(self, request: HttpRequest, token: str) -> HttpRequest:
+        return bearer(request, token)
 
     def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
         """A page of the customer's Customer Match lists with their size and match rate (page tokens),

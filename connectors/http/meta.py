@@ -1,19 +1,25 @@
 """Meta Marketing API, Customer File Custom Audiences (`/{audience_id}/users`).
 
-Adds are `POST`, removes `DELETE`, both with a multi-key `payload` (`schema` + `data` rows in
-schema order, blanks for keys a row lacks). Every batch is its own upload session whose id
+Adds are `POST`, removes `DELETE`, both with a multi-key `payload` (`schema`, `is_raw`, `data`
+rows in schema order, blanks for keys a row lacks) and the `session`, JSON-encoded form fields
+as Meta's Business SDK sends them, with `access_token` and, when the app requires it,
+`appsecret_proof`. Unlike the SDK, a DELETE carries them in the body, not the query string
+(10,000 rows do not fit in a URL), and the token never travels in a URL (connection errors
+quote URLs). Every batch is its own upload session whose id
 is derived from the batch key, so a resent batch carries the same session id. Throttling is an
 error code (4, 17, 613, 80003, 80004) with the time to regain access in the
 `X-Business-Use-Case-Usage` header, in minutes.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from connectors.destination import Batch, Receipt
-from connectors.http.client import HttpError, HttpRequest, ReportedAudience, retry_after_seconds
+from connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
 from connectors.retry import Failure, FailureKind
 
 SCHEMA_KEYS = {"email": "EMAIL", "phone": "PHONE", "maid": "MADID", "external_id": "EXTERN_ID"}
@@ -21,6 +27,11 @@ THROTTLING_CODES = {4, 17, 613, 80003, 80004}
 REPORT_FIELDS = "id,approximate_count_lower_bound,approximate_count_upper_bound,operation_status"
 REPORT_PAGE_SIZE = 100
 TRANSIENT_CODES = {1, 2}
+
+
+def _encoded(value: dict) -> str:
+    """A form field's JSON as the SDK encodes it: sorted keys, compact separators."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def session_id(batch: Batch) -> int:
@@ -45,18 +56,26 @@ class MetaCustomAudiences:
     """Requests are relative to the versioned Graph API root (`https://graph.facebook.com/v21.0`)."""
 
     name: str = "meta_custom_audiences"
+    app_secret: str | None = field(default=None, repr=False)   # set when the app requires appsecret_proof
 
     def build(self, batch: Batch, audience: str) -> HttpRequest:
         types = sorted({id_type for id_type, _ in batch.members}, key=list(SCHEMA_KEYS).index)
         schema = [SCHEMA_KEYS[t] for t in types]
         data = [[key if id_type == t else "" for t in types] for id_type, key in batch.members]
-        body = {
-            "payload": {"schema": schema, "data": data},
-            "session": {"session_id": session_id(batch), "batch_seq": 1, "last_batch_flag": True,
-                        "estimated_num_total": len(batch.members)},
-        }
+        # `is_raw`: rows of several keys, each hashed (MADIDs and external ids as they are).
+        payload = {"schema": schema, "is_raw": True, "data": data}
+        session = {"session_id": session_id(batch), "batch_seq": 1, "last_batch_flag": True, "estimated_num_total": len(batch.members)}
         method = "POST" if batch.record.op == "add" else "DELETE"
-        return HttpRequest(method, f"/{audience}/users", body, {})
+        return HttpRequest(method, f"/{audience}/users", None, {}, form={"payload": _encoded(payload), "session": _encoded(session)})
+
+    def authorize(self, request: HttpRequest, token: str) -> HttpRequest:
+        """`access_token` (and `appsecret_proof`) with a write's form fields; a report page (GET)
+        takes the token as a bearer header and the proof as a parameter."""
+        proof = {"appsecret_proof": hmac.new(self.app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()} if self.app_secret else {}
+        if request.form is not None:
+            return replace(request, form={**request.form, "access_token": token, **proof})
+        path = f"{request.path}{'&' if '?' in request.path else '?'}{urlencode(proof)}" if proof else request.path
+        return bearer(replace(request, path=path), token)
 
     def classify(self, error: HttpError) -> Failure:
         details = error.body.get("error") if isinstance(error.body, dict) else None

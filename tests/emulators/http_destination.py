@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, parse_qsl, urlparse
 
 
 @dataclass
@@ -226,7 +226,12 @@ class HttpDestinationEmulator:
                 self.wfile.write(data)
 
             def _body(self) -> dict:
-                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                """A JSON body (Google), or Graph's form fields with their JSON values decoded (Meta)."""
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                    return json.loads(raw or b"{}")
+                fields = dict(parse_qsl(raw.decode()))
+                return {name: json.loads(value) if name in ("payload", "session") else value for name, value in fields.items()}
 
             def do_POST(self) -> None:
                 if self.path.rstrip("/").endswith("/googleAds:search"):
@@ -290,6 +295,9 @@ class HttpDestinationEmulator:
                     audience = body["destinations"][0]["productDestinationId"]
                     op = "add" if self.path.endswith(":ingest") else "remove"
                 else:
+                    if not body.get("access_token"):   # Graph takes it as a parameter, as the SDK sends it
+                        return self._reply(400, {"error": {"code": 190, "type": "OAuthException",
+                                                           "message": "An active access token must be used"}})
                     members = _meta_members(body)
                     audience = self.path.strip("/").split("/")[-2]  # [/version]/{audience}/users
                     op = "add" if method == "POST" else "remove"

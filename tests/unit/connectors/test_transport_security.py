@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from connectors.destination import Batch
-from connectors.http.client import HttpApiDestination, HttpError, InsecureEndpoint, require_secure
+from connectors.http.client import HttpApiDestination, HttpError, HttpRequest, InsecureEndpoint, require_secure
 from connectors.http.google import GoogleDataManager
 from connectors.http.meta import MetaCustomAudiences
 from connectors.retry import FailureKind
@@ -151,15 +151,21 @@ def test_the_same_server_is_reachable_when_its_certificate_is_trusted(https_serv
     assert response.status_code == 200 and https_server.requests == [("POST", "/x")]
 
 
-def test_a_netrc_entry_does_not_replace_the_bearer_token(monkeypatch, tmp_path):
+def test_a_netrc_entry_neither_replaces_a_bearer_token_nor_adds_credentials(monkeypatch, tmp_path):
     netrc = tmp_path / "netrc"
-    netrc.write_text("machine graph.facebook.com login someone password other-secret\n")
+    netrc.write_text("machine datamanager.googleapis.com login someone password other-secret\n"
+                     "machine graph.facebook.com login someone password other-secret\n")
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
-    destination = HttpApiDestination("https://graph.facebook.com/v21.0", MetaCustomAudiences(), token="the-token")
-    destination.open()
-    prepared = destination._session.prepare_request(requests.Request("POST", "https://graph.facebook.com/v21.0/1/users"))
+    google = HttpApiDestination("https://datamanager.googleapis.com", GoogleDataManager(operating_account_id="1"), token="the-token")
+    google.open()
+    signed = google.profile.authorize(HttpRequest("POST", "/v1/audienceMembers:ingest", {}, {}), "the-token")
+    prepared = google._session.prepare_request(requests.Request("POST", "https://datamanager.googleapis.com/v1/audienceMembers:ingest",
+                                                                headers=signed.headers))
     assert prepared.headers["Authorization"] == "Bearer the-token"
+    meta = HttpApiDestination("https://graph.facebook.com/v21.0", MetaCustomAudiences(), token="the-token")
+    meta.open()   # Meta's token travels as a form field: nothing may add an Authorization header
+    assert "Authorization" not in meta._session.prepare_request(requests.Request("POST", "https://graph.facebook.com/v21.0/1/users")).headers
 
 
 @pytest.mark.parametrize("profile", [MetaCustomAudiences(), GoogleDataManager(operating_account_id="1")])
