@@ -216,28 +216,20 @@ def test_a_superseded_delivery_ends_the_lifecycle_releasing_the_lease_without_fa
     assert "owner" not in machines.lease("google_ads_project") and machines.alerts() == []
 
 
-def test_removals_held_for_approval_fail_the_execution_with_an_alert_and_release_the_lease(machines, jobs):
-    """REMOVALS_HELD: all else was sent; the run is not committed until a person decides. The
-    execution says so loudly (alert, dead letter to replay once decided) and frees the quota."""
-    jobs.statuses["google_dm"] = ["REMOVALS_HELD"]
-    execution = machines.run("destination-google_dm", "removals-held", {**RUN, "prepared": True}, timeout=60)
-    assert execution.status == "FAILED" and execution.error == "RemovalsHeldFailed", execution.cause
+@pytest.mark.parametrize("status, phase, exit_code", [("REMOVALS_HELD", "RemovalsHeld", "--held_exit_code"),
+                                                      ("BLOCKED", "Blocked", "--blocked_exit_code")])
+def test_a_delivery_waiting_for_a_person_fails_once_with_an_alert_and_releases_the_lease(machines, jobs, status, phase, exit_code):
+    """REMOVALS_HELD: all else was sent; the run is not committed until a person decides on the
+    held removals. BLOCKED: prepare left the destination out while an earlier run's held removals
+    wait for that decision. Retrying cannot help either: the execution says so loudly, once
+    (alert, dead letter to replay once decided), and frees the quota."""
+    jobs.statuses["google_dm"] = [status]
+    execution = machines.run("destination-google_dm", status.lower().replace("_", "-"), {**RUN, "prepared": True}, timeout=60)
+    assert execution.status == "FAILED" and execution.error == f"{phase}Failed", execution.cause
     [(_, deliver)] = jobs.calls
-    assert deliver["--held_exit_code"] == "0"   # routed on summary.json, not a failed Glue run
-    assert [alert["message"]["phase"] for alert in machines.alerts()] == ["RemovalsHeld"]
-    assert [letter["phase"] for letter in machines.dead_letters()] == ["RemovalsHeld"]
-    assert "owner" not in machines.lease("google_ads_project")
-
-
-def test_a_destination_blocked_by_undecided_removals_fails_once_with_an_alert_not_after_retries(machines, jobs):
-    """BLOCKED: prepare left the destination out while an earlier run's held removals wait for a
-    decision. Retrying cannot help; one alert naming the phase, the lease released."""
-    jobs.statuses["google_dm"] = ["BLOCKED"]
-    execution = machines.run("destination-google_dm", "blocked", {**RUN, "prepared": True}, timeout=60)
-    assert execution.status == "FAILED" and execution.error == "BlockedFailed", execution.cause
-    [(_, deliver)] = jobs.calls
-    assert deliver["--blocked_exit_code"] == "0"   # routed on summary.json, not a failed Glue run
-    assert [alert["message"]["phase"] for alert in machines.alerts()] == ["Blocked"]
+    assert deliver[exit_code] == "0"   # routed on summary.json, not a failed Glue run
+    assert [alert["message"]["phase"] for alert in machines.alerts()] == [phase]
+    assert [letter["phase"] for letter in machines.dead_letters()] == [phase]
     assert "owner" not in machines.lease("google_ads_project")
 
 

@@ -29,6 +29,7 @@ from connectors.destination import Batch
 from connectors.state.store import BatchRecord
 from jobs.config import DEFAULT_CONFIG, ConfigError, parse_config
 from jobs.destinations import build_destination
+from tests.unit.connectors.recording import Recording
 
 DESCRIPTION = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "datamanager.v1.json").read_text())
 REQUIRED = {
@@ -77,24 +78,6 @@ def _strings(value) -> list[str]:
     return [value] if isinstance(value, str) else []
 
 
-class Recording(requests.adapters.BaseAdapter):
-    """The transport under our HTTP session: keeps each prepared request, answers 200."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[requests.PreparedRequest] = []
-
-    def send(self, request, **_) -> requests.Response:
-        self.sent.append(request)
-        response = requests.Response()
-        response.status_code, response._content, response.request, response.url = 200, b'{"requestId": "r-1"}', request, request.url
-        response.headers["Content-Type"] = "application/json"
-        return response
-
-    def close(self) -> None:
-        pass
-
-
 def _google(raw: dict) -> dict:
     (google,) = [d for d in raw["destinations"] if d["profile"] == "google_data_manager"]
     return google
@@ -109,7 +92,7 @@ def _sent(raw: dict, op: str, monkeypatch) -> requests.PreparedRequest:
     audience = sorted(destination_config.audiences)[0]
     members = sorted([("email", hashlib.sha256(b"ada@example.com").hexdigest()), ("phone", hashlib.sha256(b"+14155550132").hexdigest())])
     record = BatchRecord("r1", destination_config.id, audience, op, 0, "c" * 64, len(members))
-    destination, recording = build_destination(destination_config), Recording()
+    destination, recording = build_destination(destination_config), Recording({"requestId": "r-1"})
     destination.open()
     destination._session.mount("https://", recording)
     destination.send(Batch(record, members))

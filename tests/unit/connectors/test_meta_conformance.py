@@ -34,6 +34,7 @@ from connectors.destination import Batch
 from connectors.state.store import BatchRecord
 from jobs.config import DEFAULT_CONFIG, parse_config
 from jobs.destinations import build_destination
+from tests.unit.connectors.recording import Recording
 
 EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 TOKEN, APP_SECRET = "EAAB-test-token", "app-secret-0123"
@@ -41,23 +42,7 @@ MEMBERS = sorted([("email", hashlib.sha256(b"ada@example.com").hexdigest()), ("p
                   ("maid", "6d92078a-8246-4ba4-ae5b-76104861e7dc"), ("email", hashlib.sha256(b"bob@example.com").hexdigest())])
 
 
-class Recording(requests.adapters.BaseAdapter):
-    """The transport under an HTTP session: keeps each prepared request, answers as Graph does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[requests.PreparedRequest] = []
-
-    def send(self, request, **_) -> requests.Response:
-        self.sent.append(request)
-        response = requests.Response()
-        answer = {"audience_id": "1", "session_id": "1", "num_received": len(MEMBERS), "num_invalid_entries": 0, "invalid_entry_samples": {}}
-        response.status_code, response._content, response.request, response.url = 200, json.dumps(answer).encode(), request, request.url
-        response.headers["Content-Type"] = "application/json"
-        return response
-
-    def close(self) -> None:
-        pass
+ANSWER = {"audience_id": "1", "session_id": "1", "num_received": len(MEMBERS), "num_invalid_entries": 0, "invalid_entry_samples": {}}
 
 
 def _parameters(request: requests.PreparedRequest) -> dict[str, str]:
@@ -76,7 +61,7 @@ def _ours(op: str, app_secret: str | None, monkeypatch) -> requests.PreparedRequ
         monkeypatch.setenv("META_APP_SECRET", app_secret)
     config = next(d for d in parse_config(raw, "destinations.yaml").destinations if d.profile == "meta_custom_audiences")
     audience = sorted(config.audiences)[0]
-    destination, recording = build_destination(config), Recording()
+    destination, recording = build_destination(config), Recording(ANSWER)
     destination.open()
     destination._session.mount("https://", recording)
     destination.send(Batch(BatchRecord("r1", config.id, audience, op, 0, "c" * 64, len(MEMBERS)), MEMBERS))
@@ -86,7 +71,7 @@ def _ours(op: str, app_secret: str | None, monkeypatch) -> requests.PreparedRequ
 
 def _sdks(op: str, audience_id: str, payload: dict, session: dict, app_secret: str | None) -> requests.PreparedRequest:
     api = FacebookAdsApi.init(app_id="1", app_secret=app_secret, access_token=TOKEN, api_version="v21.0", crash_log=False)
-    recording = Recording()
+    recording = Recording(ANSWER)
     api._session.requests.mount("https://", recording)
     audience = CustomAudience(audience_id, api=api)
     rows = payload["data"]
