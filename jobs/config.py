@@ -189,6 +189,15 @@ class _DestinationBase(_Strict):
             raise ValueError(f"connection.audience_ids: {unknown} are not audiences of this destination")
         return self
 
+    def secret_references(self) -> dict[str, str]:
+        """Every Secrets Manager ARN the destination names, by its key."""
+        connection = getattr(self, "connection", None)
+        found = {"credentials.secret_arn": self.credentials.secret_arn if self.credentials else None}
+        for key in ("developer_token", "app_secret"):
+            reference = getattr(connection, key, None)
+            found[f"connection.{key}.secret_arn"] = reference.secret_arn if reference else None
+        return {key: arn for key, arn in found.items() if arn}
+
     @model_validator(mode="after")
     def _within_profile(self) -> _DestinationBase:
         profile = PROFILES.get(self.profile)

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from jobs.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
-from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, secret_name, stack_template
+from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
 from orchestration.definitions import CATALOG_LAMBDA_SECONDS, machine_specs
 from orchestration.ingest import COMPLETION_MARKER
 
@@ -117,11 +117,20 @@ def orchestration_stack(config: Config, catalog: bool = False) -> dict:
     `catalog`: the stage has the run catalog stack."""
     destinations = config.destinations
     window = config.ingest.model_dump() if config.ingest.mode == "window" else None
-    return stack_template(machine_specs(destinations), [d.id for d in destinations if _secret_arn(d)], window, catalog)
+    return stack_template(machine_specs(destinations), secret_paths(destinations), window, catalog)
 
 
-def _secret_arn(destination) -> str | None:
-    return destination.credentials.secret_arn if destination.credentials else None
+def secret_paths(destinations) -> list[str]:
+    """The secrets the stack creates: `<id>` for each destination whose credentials are in Secrets
+    Manager, `<id>/<part>` for its other secrets named so (whichever stage the config names:
+    `credential_problems` checks that against the deployed one)."""
+    paths = set()
+    for destination in destinations:
+        for key, arn in destination.secret_references().items():
+            name = arn.split(":secret:", 1)[-1].split("/")
+            path = own_secret_path(name[1], destination.id, arn) if len(name) > 2 else None
+            paths.add(destination.id if key == "credentials.secret_arn" else path)
+    return sorted(p for p in paths if p)
 
 
 def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str]]:
@@ -129,14 +138,13 @@ def credential_problems(config: Config, stage: str) -> tuple[list[str], list[str
     errors, warnings = [], []
     for destination in config.active_destinations:
         expected = secret_name(stage, destination.id)
+        for key, arn in destination.secret_references().items():
+            if not names_own_secret(stage, destination.id, arn):
+                errors.append(f"destinations.{destination.id}.{key} names secret {arn.split(':secret:', 1)[1]!r}; its deliver "
+                              f"job reads only its own, which the stack creates: ...:secret:{expected} (or {expected}/<part>)")
         if destination.credentials is None:
             continue   # no credential to keep: an S3 destination writes with the deliver role
-        if _secret_arn(destination):
-            name = destination.credentials.secret_arn.split(":secret:", 1)[1]
-            if not names_own_secret(stage, destination.id, destination.credentials.secret_arn):
-                errors.append(f"destinations.{destination.id}.credentials.secret_arn names secret {name!r}; its deliver job "
-                              f"reads only the one the stack creates for it: ...:secret:{expected}")
-        else:
+        if not destination.credentials.secret_arn:
             warnings.append(f"destinations.{destination.id}.credentials.env: Glue and EMR jobs have no variable "
                             f"{destination.credentials.env}; use secret_arn ...:secret:{expected}")
     return errors, warnings

@@ -408,16 +408,18 @@ def _schedule_resources() -> dict[str, dict]:
     }
 
 
-def _secret(destination: str) -> dict:
-    """Created with a generated value that the operator replaces with the real credential; tagged
-    with its destination, which keeps it from the job of destinations registered since the deploy."""
+def _secret(path: str) -> dict:
+    """A destination's secret (`path`: `<id>` or `<id>/<part>`), created with a generated value
+    that the operator replaces with the real credential; tagged with its destination, which keeps
+    it from the job of destinations registered since the deploy."""
+    destination, _, part = path.partition("/")
     return {
         "Type": "AWS::SecretsManager::Secret",
         "DeletionPolicy": "RetainExceptOnCreate",   # a credential outlives a stack update that drops its destination
         "UpdateReplacePolicy": "Retain",
         "Properties": {
-            "Name": {"Fn::Sub": secret_name("${Stage}", destination)},
-            "Description": f"credentials of destination {destination}: replace the generated value "
+            "Name": {"Fn::Sub": secret_name("${Stage}", destination, part or None)},
+            "Description": f"{part or 'credentials'} of destination {destination}: replace the generated value "
                            "(aws secretsmanager put-secret-value) before its first delivery",
             "KmsKeyId": _imported("DataKeyArn"),
             "GenerateSecretString": {"PasswordLength": 32, "ExcludePunctuation": True},
@@ -438,9 +440,10 @@ def _deliver_role(destination: str | None, reads_secret: bool) -> dict:
         secret = {**_statement("ReadRegisteredDestinationsCredentials", ["secretsmanager:GetSecretValue"],
                                [_arn("secretsmanager", f"secret:{secret_name('${Stage}', '*')}")]),
                   "Condition": {"Null": {f"aws:ResourceTag/{DESTINATION_TAG}": "true"}}}
-    else:
+    else:   # its secret and those under it (`<id>/<part>`: Meta's app secret)
         secret = _statement("ReadOwnCredentials", ["secretsmanager:GetSecretValue"],
-                            [_arn("secretsmanager", f"secret:{secret_name('${Stage}', destination)}-??????")])
+                            [_arn("secretsmanager", f"secret:{secret_name('${Stage}', destination)}-??????"),
+                             _arn("secretsmanager", f"secret:{secret_name('${Stage}', destination)}/*")])
     properties = {
         # A destination's role is named by CloudFormation: the stage's prefix and a 32-character id exceed IAM's 64.
         **({"RoleName": {"Fn::Sub": f"{STAGE}-deliver"}} if destination is None else {}),
@@ -486,33 +489,44 @@ def _deliver_job(destination: str | None, role: str) -> dict:
     }
 
 
-def _deliver_resources(destinations: list[MachineSpec], secret_destinations: list[str]) -> dict[str, dict]:
+def _deliver_resources(destinations: list[MachineSpec], secrets: list[str]) -> dict[str, dict]:
     """One deliver job and role per destination, and one for those registered since the deploy."""
     resources = {"RegisteredDeliverRole": _deliver_role(None, True),
                  "RegisteredDeliverJob": _deliver_job(None, "RegisteredDeliverRole")}
+    with_secrets = {path.partition("/")[0] for path in secrets}
     for destination in destinations:
         prefix = _logical_id(destination.id).removesuffix("Machine")
-        resources[f"{prefix}DeliverRole"] = _deliver_role(destination.id, destination.id in secret_destinations)
+        resources[f"{prefix}DeliverRole"] = _deliver_role(destination.id, destination.id in with_secrets)
         resources[f"{prefix}DeliverJob"] = _deliver_job(destination.id, f"{prefix}DeliverRole")
     return resources
 
 
-def secret_name(stage: str, destination: str) -> str:
-    """Where a destination's Secrets Manager credentials live; its deliver job's role reads only this one."""
-    return f"audience-relay/{stage}/{destination}"
+SECRET_PART = "[A-Za-z0-9_.]{1,64}"   # no `-`: what follows one in an ARN is Secrets Manager's suffix
+
+
+def secret_name(stage: str, destination: str, part: str | None = None) -> str:
+    """Where a destination's Secrets Manager credentials live (and its other secrets, `part`, such
+    as Meta's app secret); its deliver job's role reads only these."""
+    return f"audience-relay/{stage}/{destination}" + (f"/{part}" if part else "")
 
 
 SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
 
 
-def names_own_secret(stage: str, destination: str, secret_arn: str | None) -> bool:
-    """Whether the ARN names the destination's own secret of the stage (`secret_name`)."""
+def own_secret_path(stage: str, destination: str, secret_arn: str | None) -> str | None:
+    """`<id>` or `<id>/<part>` when the ARN names one of the destination's own secrets of the stage, else None."""
     name = secret_arn.split(":secret:", 1)[-1] if secret_arn and ":secret:" in secret_arn else None
-    return name is not None and re.fullmatch(re.escape(secret_name(stage, destination)) + SECRET_SUFFIX, name) is not None
+    found = name and re.fullmatch(re.escape(secret_name(stage, destination)) + f"(/{SECRET_PART})?" + SECRET_SUFFIX, name)
+    return destination + (found.group(1) or "") if found else None
 
 
-def _secret_logical_id(destination: str) -> str:
-    return _logical_id(destination).removesuffix("Machine") + "Secret"
+def names_own_secret(stage: str, destination: str, secret_arn: str | None) -> bool:
+    """Whether the ARN names one of the destination's own secrets of the stage (`secret_name`)."""
+    return own_secret_path(stage, destination, secret_arn) is not None
+
+
+def _secret_logical_id(path: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", path)) + "Secret"
 
 
 PARAMETERS = {
@@ -542,11 +556,11 @@ PARAMETERS = {
 }
 
 
-def stack_template(destinations: list[MachineSpec], secret_destinations: list[str] = (), ingest_window: dict | None = None,
+def stack_template(destinations: list[MachineSpec], secrets: list[str] = (), ingest_window: dict | None = None,
                    catalog: bool = False) -> dict:
     """The orchestration stack for these destinations (CloudFormation JSON as a dict).
 
-    `secret_destinations`: ids of the destinations whose credentials are in Secrets Manager.
+    `secrets`: the destinations' secrets in Secrets Manager, as `<id>` or `<id>/<part>`.
     `ingest_window`: the config's `ingest` section when files are ingested in windows.
     `catalog`: the stage has the run catalog (its stack's exports are imported).
     """
@@ -571,9 +585,9 @@ def stack_template(destinations: list[MachineSpec], secret_destinations: list[st
     if catalog:
         resources.update(_catalog_resources())
     resources.update(_schedule_resources())
-    resources.update(_deliver_resources(destinations, list(secret_destinations)))
-    for destination in secret_destinations:
-        resources[_secret_logical_id(destination)] = _secret(destination)
+    resources.update(_deliver_resources(destinations, list(secrets)))
+    for path in secrets:
+        resources[_secret_logical_id(path)] = _secret(path)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "audience-relay orchestration (rendered by `audience-relay definitions --stack`): one state machine and "

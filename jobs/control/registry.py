@@ -83,10 +83,13 @@ def _refused_through_the_api(spec: dict, stage: str | None) -> list[str]:
         if url and urlparse(url).hostname not in hosts:
             problems.append(f"connection.{key}: host {urlparse(url).hostname!r} is not one of the {destination.profile} API's "
                             f"{list(hosts)}; another host needs a deploy")
-    if stage is not None and destination.credentials is not None \
-            and not names_own_secret(stage, destination.id, destination.credentials.secret_arn):
+    if stage is not None and destination.credentials is not None and not destination.credentials.secret_arn:
         problems.append(f"credentials.secret_arn: a destination registered here reads its own secret, "
                         f"...:secret:{secret_name(stage, destination.id)}")
+    for key, arn in destination.secret_references().items() if stage is not None else ():
+        if not names_own_secret(stage, destination.id, arn):
+            problems.append(f"{key}: a destination registered here reads its own secrets, "
+                            f"...:secret:{secret_name(stage, destination.id)} (or .../<part>)")
     return problems
 
 

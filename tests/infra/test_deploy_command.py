@@ -58,6 +58,26 @@ def test_a_complete_secret_arn_with_its_random_suffix_is_the_stages_secret(capsy
     assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", str(config), "--dry-run"]) == 2
 
 
+def test_metas_app_secret_lives_under_the_destinations_own_secret_and_the_stack_creates_it(capsys, tmp_path):
+    """Meta's app secret is a second secret of the destination, `<id>/<part>`: its deliver job
+    reads it (the role allows `<id>/*`); naming another destination's is refused by key."""
+    from jobs.config import load_config
+    from jobs.deploy import orchestration_stack
+
+    config = Path(stage_config(tmp_path, "dev"))
+    own = "arn:aws:secretsmanager:us-east-1:123456789012:secret:audience-relay/dev/meta_ads/app_secret"
+    config.write_text(config.read_text().replace('account_id: "act_1234567890"', f'account_id: "act_1234567890"\n      app_secret: {{secret_arn: "{own}"}}', 1))
+    assert "app_secret" in config.read_text()
+    assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", str(config), "--dry-run"]) == 0, capsys.readouterr().err
+    resources = orchestration_stack(load_config(config))["Resources"]
+    assert resources["MetaAdsAppSecretSecret"]["Properties"]["Name"] == {"Fn::Sub": "audience-relay/${Stage}/meta_ads/app_secret"}
+    readable = resources["MetaAdsDeliverRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"]
+    assert [r["Fn::Sub"].rsplit(":secret:", 1)[1] for r in readable] == ["audience-relay/${Stage}/meta_ads-??????", "audience-relay/${Stage}/meta_ads/*"]
+    config.write_text(config.read_text().replace("audience-relay/dev/meta_ads/app_secret", "audience-relay/dev/google_dm/app_secret"))
+    assert main(["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", str(config), "--dry-run"]) == 2
+    assert "destinations.meta_ads.connection.app_secret.secret_arn names secret 'audience-relay/dev/google_dm/app_secret'" in capsys.readouterr().err
+
+
 def test_a_schedule_needs_the_input_its_runs_read(capsys, tmp_path):
     command = ["deploy", "--stage", "dev", "--boundary", BOUNDARY, "--config", stage_config(tmp_path, "dev"), "--dry-run"]
     assert main([*command, "--schedule", "cron(0 6 * * ? *)"]) == 2
