@@ -43,6 +43,18 @@ def test_invalid_email_is_rejected_with_reason(spark, raw):
     assert normalized(spark, "email", raw) == (None, "invalid_email")
 
 
+@pytest.mark.parametrize("raw", ["+tag@gmail.com", ".+shopping@googlemail.com", "...@gmail.com"])
+def test_a_gmail_address_with_no_account_left_once_canonical_is_invalid(spark, raw):
+    """Google's canonical form drops dots and the `+tag`: nothing would remain of these but
+    `@gmail.com`, whose hash matches nobody, and no Gmail account can have such an address."""
+    assert normalized(spark, "email", raw) == (None, "invalid_email")
+
+
+@pytest.mark.parametrize("raw, expected", [("a.b+c@gmail.com", "a.b+c@gmail.com"), ("+tag@example.com", "+tag@example.com")])
+def test_a_gmail_address_with_an_account_part_stays_valid(spark, raw, expected):
+    assert normalized(spark, "email", raw) == (expected, None)
+
+
 def test_overlong_email_is_rejected(spark):
     assert normalized(spark, "email", "a" * 250 + "@example.com") == (None, "invalid_email")
 
