@@ -3,7 +3,9 @@
 Normalization follows the destinations' published rules:
 - email: whitespace removed (Google Data Manager removes intermediate whitespace too),
   lower-cased, then validated; Google additionally canonicalizes gmail.com/googlemail.com
-  local parts (dots and a `+tag` removed), applied per destination by `with_match_key`.
+  local parts (dots and a `+tag` removed), applied per destination by `with_match_key`; a
+  gmail address with nothing left once canonical (`+tag@gmail.com`) is invalid for every
+  destination (no Gmail account has it).
 - phone: E.164 (`+` and country code). Numbers without `+`/`00` are national: leading trunk
   zeros dropped and the default country code prefixed. Meta wants the digits without `+`.
 - maid (IDFA/GAID): lower-case UUID with dashes, never hashed by Meta; the all-zero id is the
@@ -26,6 +28,7 @@ EMAIL_PATTERN = (
     r"@[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.[a-z]{2,63}$"
 )
 EMAIL_MAX_LENGTH = 254
+GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
 PHONE_ALLOWED = r"^\+?[0-9()\-./ ]+$"
 E164_DIGITS = r"^[1-9][0-9]{7,14}$"
 NANP_DIGITS = r"^1[2-9][0-9]{9}$"
@@ -102,7 +105,7 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     id_type = F.col("clean_id_type")
     # Length first: `And` stops at a false left side, and Java's regex engine recurses once per
     # repeated group, so a 1 MB "a.a.a...@x.com" would overflow the stack and kill the executor.
-    is_valid_email = (F.length("email") <= EMAIL_MAX_LENGTH) & F.col("email").rlike(EMAIL_PATTERN)
+    is_valid_email = (F.length("email") <= EMAIL_MAX_LENGTH) & F.col("email").rlike(EMAIL_PATTERN) & ~_gmail_without_account(F.col("email"))
     is_valid_phone = (
         F.col("compact").rlike(PHONE_ALLOWED)
         & F.col("e164").rlike(E164_DIGITS)
@@ -142,6 +145,16 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     )
 
 
+def _is_gmail(email: Column) -> Column:
+    return F.substring_index(email, "@", -1).isin(*GMAIL_DOMAINS)
+
+
+def _gmail_without_account(email: Column) -> Column:
+    """A gmail.com/googlemail.com address whose canonical local part is empty (`+tag@gmail.com`):
+    no Gmail account has it, and Google would be sent the hash of `@gmail.com`."""
+    return _is_gmail(email) & (F.regexp_replace(F.regexp_extract(F.substring_index(email, "@", 1), r"^([^+]*)", 1), r"\.", "") == "")
+
+
 def _gmail_canonical(email: Column) -> Column:
     local = F.substring_index(email, "@", 1)
     domain = F.substring_index(email, "@", -1)
@@ -155,10 +168,9 @@ def with_match_key(df: DataFrame) -> DataFrame:
     Reads the rule flags (`hash_sha256`, `phone_with_plus`, `gmail_canonical`) that the
     audience mapping join attached to each row.
     """
-    is_gmail = F.substring_index("id_normalized", "@", -1).isin("gmail.com", "googlemail.com")
     formatted = (
         F.when((F.col("id_type") == "phone") & ~F.col("phone_with_plus"), F.substring("id_normalized", 2, 32))
-        .when((F.col("id_type") == "email") & F.col("gmail_canonical") & is_gmail, _gmail_canonical(F.col("id_normalized")))
+        .when((F.col("id_type") == "email") & F.col("gmail_canonical") & _is_gmail(F.col("id_normalized")), _gmail_canonical(F.col("id_normalized")))
         .otherwise(F.col("id_normalized"))
     )
     return df.withColumn("match_key", F.when(F.col("hash_sha256"), F.sha2(formatted, 256)).otherwise(formatted))
