@@ -46,6 +46,13 @@ class EmulatorConfig:
     match_rate: float = 0.8
     report_page_size: int = 25   # audiences per report page (Meta's `limit`, Google's fixed page)
     report_failures: int = 0     # the first report requests answered as a transient server error
+    # Google OAuth 2.0: with a service account's public key (PEM), the emulator is also the
+    # key's `token_uri` (`POST /token`, the JWT assertion verified by google-auth against the
+    # key) and Data Manager calls need a live token it issued; tokens live this long, and the
+    # token of the `revoke_token_after`-th accepted batch is revoked (a 401 for the next call).
+    oauth_public_key: str | None = None
+    token_lifetime_seconds: float = 3600.0
+    revoke_token_after: int | None = None
 
 
 @dataclass
@@ -58,6 +65,7 @@ class Scoreboard:
     held: dict[str, set] = field(default_factory=lambda: defaultdict(set))
     refused: Counter = field(default_factory=Counter)  # reason -> count
     report_pages: int = 0  # audience report pages served
+    tokens_issued: int = 0
 
     @property
     def duplicates(self) -> int:
@@ -118,6 +126,7 @@ class HttpDestinationEmulator:
         self._burst_left = 0
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
+        self._tokens: dict[str, float] = {}   # OAuth access token -> when it expires (monotonic)
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -172,7 +181,8 @@ class HttpDestinationEmulator:
                 self._per_day[self.day] += 1
             return None, 0.0
 
-    def _accept(self, key: str | None, audience: str, op: str, members: list[tuple[str, str]]) -> None:
+    def _accept(self, key: str | None, audience: str, op: str, members: list[tuple[str, str]]) -> int:
+        """Record an accepted batch; returns how many batches were accepted so far."""
         key = key or hashlib.sha256(json.dumps([audience, op, sorted(members)]).encode()).hexdigest()
         with self._lock:
             self.score.accepted[key] += 1
@@ -186,6 +196,7 @@ class HttpDestinationEmulator:
             accepted = sum(self.score.accepted.values())
         if self.config.on_accept:
             self.config.on_accept(accepted)
+        return accepted
 
     def matched_sizes(self) -> dict[str, tuple[int, int]]:
         """audience -> (members now, members the platform matched): adds minus removes, and of
@@ -236,7 +247,42 @@ class HttpDestinationEmulator:
             def do_POST(self) -> None:
                 if self.path.rstrip("/").endswith("/googleAds:search"):
                     return self._google_report()
+                if self.path == "/token" and emulator.config.oauth_public_key:
+                    return self._issue_token()
                 self._handle("POST")
+
+            def _issue_token(self) -> None:
+                """OAuth 2.0 JWT-bearer grant (RFC 7523), as Google's token endpoint answers it."""
+                from google.auth import jwt
+
+                fields = dict(parse_qsl(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()))
+                try:
+                    # google-auth addresses the assertion to Google's token endpoint, whatever `token_uri` says.
+                    claims = jwt.decode(fields.get("assertion", ""), certs=emulator.config.oauth_public_key,
+                                        audience="https://oauth2.googleapis.com/token")
+                except ValueError as error:
+                    return self._reply(400, {"error": "invalid_grant", "error_description": str(error)[:100]})
+                if fields.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or "datamanager" not in claims.get("scope", ""):
+                    return self._reply(400, {"error": "invalid_request"})
+                with emulator._lock:
+                    emulator.score.tokens_issued += 1
+                    token = f"ya29.emulated-{emulator.score.tokens_issued}"
+                    emulator._tokens[token] = time.monotonic() + emulator.config.token_lifetime_seconds
+                return self._reply(200, {"access_token": token, "expires_in": emulator.config.token_lifetime_seconds, "token_type": "Bearer"})
+
+            def _google_unauthenticated(self) -> bool:
+                """With OAuth on: a missing, unknown, expired or revoked token is a 401."""
+                if not emulator.config.oauth_public_key:
+                    return False
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                with emulator._lock:
+                    live = emulator._tokens.get(token, 0) > time.monotonic()
+                    if not live:
+                        emulator.score.refused["unauthenticated"] += 1
+                if not live:
+                    self._reply(401, {"error": {"code": 401, "status": "UNAUTHENTICATED",
+                                                "message": "Request had invalid authentication credentials."}})
+                return not live
 
             def do_GET(self) -> None:
                 if "/customaudiences" in self.path:
@@ -291,6 +337,8 @@ class HttpDestinationEmulator:
                 body = self._body()
                 google = self.path.startswith("/v1/audienceMembers:")
                 if google:
+                    if self._google_unauthenticated():
+                        return
                     members = _google_members(body)
                     audience = body["destinations"][0]["productDestinationId"]
                     op = "add" if self.path.endswith(":ingest") else "remove"
@@ -327,8 +375,11 @@ class HttpDestinationEmulator:
                     reason = {"code": 400, "status": "INVALID_ARGUMENT", "message": "TOO_MANY_AUDIENCE_MEMBERS"} if google else {
                         "code": 100, "message": "Too many records in payload"}
                     return self._reply(400, {"error": reason})
-                emulator._accept(key, audience, op, members)
+                accepted = emulator._accept(key, audience, op, members)
                 if google:
+                    if emulator.config.revoke_token_after and accepted == emulator.config.revoke_token_after:
+                        with emulator._lock:
+                            emulator._tokens.pop(self.headers.get("Authorization", "").removeprefix("Bearer "), None)
                     return self._reply(200, {"requestId": hashlib.md5(json.dumps(body).encode()).hexdigest()})
                 return self._reply(200, {"audience_id": audience, "session_id": body.get("session", {}).get("session_id"),
                                          "num_received": len(members), "num_invalid_entries": 0, "invalid_entry_samples": {}})
