@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from connectors.destination import Destination
 from connectors.http.client import HttpApiDestination
 from connectors.http.google import GoogleDataManager
+from connectors.http.google_oauth import google_access_token
 from connectors.http.meta import MetaCustomAudiences
 from connectors.secrets import resolve_secret
 from jobs.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
@@ -46,9 +47,9 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
         }
         audience_ids = destination.connection.audience_ids if destination.connection else {}
         timeout = destination.connection.timeout_seconds if destination.connection else 30.0
-        return HttpApiDestination(
-            base_url, profiles[destination.profile](), token=_secret(destination), timeout_seconds=timeout, audience_ids=audience_ids,
-        )
+        secret = _secret(destination)
+        token = google_access_token(secret) if destination.profile == "google_data_manager" else secret
+        return HttpApiDestination(base_url, profiles[destination.profile](), token=token, timeout_seconds=timeout, audience_ids=audience_ids)
     # The S3 and SFTP connectors are imported when built: the feedback Lambda asks HTTP
     # destinations only, and its zip has no paramiko.
     if isinstance(destination, S3DestinationConfig):

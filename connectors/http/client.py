@@ -116,6 +116,37 @@ class HttpProfile(Protocol):
         """The request with the credentials where the platform takes them."""
 
 
+class AccessToken(Protocol):
+    """Where a destination's access token comes from, for tokens that expire."""
+
+    def current(self) -> str:
+        """A token valid now (renewed first if it is about to expire)."""
+
+    def refresh(self) -> bool:
+        """Take a new token now (the API refused the current one); False when it cannot be renewed."""
+
+
+@dataclass(frozen=True)
+class FixedToken:
+    """A token that does not expire, or is renewed elsewhere."""
+
+    value: str
+
+    def current(self) -> str:
+        return self.value
+
+    def refresh(self) -> bool:
+        return False
+
+
+class TokenRefreshFailed(Exception):
+    """A new access token could not be had; `retryable` when the token endpoint was unreachable or failing."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
 def bearer(request: HttpRequest, token: str) -> HttpRequest:
     """OAuth 2.0 bearer authorization (RFC 6750): the token in the Authorization header."""
     return replace(request, headers={**request.headers, "Authorization": f"Bearer {token}"})
@@ -149,12 +180,13 @@ def _answer(response: requests.Response) -> dict:
 
 class HttpApiDestination(Destination):
     def __init__(
-        self, base_url: str, profile: HttpProfile, token: str, timeout_seconds: float = 30.0, audience_ids: dict[str, str] | None = None,
+        self, base_url: str, profile: HttpProfile, token: str | AccessToken, timeout_seconds: float = 30.0,
+        audience_ids: dict[str, str] | None = None,
     ) -> None:
         require_secure(base_url)
         self.base_url, self.profile, self.timeout = base_url.rstrip("/"), profile, timeout_seconds
         self.audience_ids = audience_ids or {}  # our audience name -> the API's audience id
-        self._token = token
+        self._token = FixedToken(token) if isinstance(token, str) else token
         self._session: requests.Session | None = None
 
     def open(self) -> None:
@@ -174,16 +206,21 @@ class HttpApiDestination(Destination):
         audience = self.audience_ids.get(batch.record.audience_id, batch.record.audience_id)
         if not AUDIENCE_SEGMENT.fullmatch(audience):
             raise UnsafeAudienceId(f"audience id {audience!r} of {batch.record.audience_id!r} is not one URL path segment")
-        request = self.profile.authorize(self.profile.build(batch, audience), self._token)
-        response = self._session.request(
-            request.method, f"{self.base_url}{request.path}", json=None if request.form else request.json, data=request.form,
-            headers=request.headers, timeout=self.timeout,
-            allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
-        )
+        response = self._send_once(batch, audience)
+        if response.status_code == 401 and self._token.refresh():   # revoked or expired early: once more, with a new token
+            response = self._send_once(batch, audience)
         body = _answer(response)
         if response.status_code >= 300:
             raise HttpError(response.status_code, redact(body, [key for _, key in batch.members]), dict(response.headers))
         return self.profile.receipt(body, batch)
+
+    def _send_once(self, batch: Batch, audience: str) -> requests.Response:
+        request = self.profile.authorize(self.profile.build(batch, audience), self._token.current())
+        return self._session.request(
+            request.method, f"{self.base_url}{request.path}", json=None if request.form else request.json, data=request.form,
+            headers=request.headers, timeout=self.timeout,
+            allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
+        )
 
     def audience_reports(self, account_id: str, report_base_url: str | None = None, headers: dict[str, str] | None = None,
                          max_pages: int = 1000) -> list[ReportedAudience]:
@@ -198,7 +235,7 @@ class HttpApiDestination(Destination):
         for _ in range(max_pages):
             request = self.profile.report_request(account_id, token)
             request = replace(request, headers={**request.headers, **(headers or {})})
-            body = self._report_page(base, self.profile.authorize(request, self._token))
+            body = self._report_page(base, self.profile.authorize(request, self._token.current()))
             audiences, token = self.profile.read_report(body)
             found.extend(audiences)
             if token is None:
@@ -230,6 +267,8 @@ class HttpApiDestination(Destination):
             return self.profile.classify(error)
         if isinstance(error, UnsafeAudienceId):
             return Failure(FailureKind.PERMANENT, str(error))
+        if isinstance(error, TokenRefreshFailed):
+            return Failure(FailureKind.RETRYABLE if error.retryable else FailureKind.PERMANENT, str(error))
         if isinstance(error, requests.exceptions.SSLError):  # a ConnectionError too, but retrying cannot help
             return Failure(FailureKind.PERMANENT, f"TLS verification of {urlparse(self.base_url).hostname} failed")
         if isinstance(error, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)):
