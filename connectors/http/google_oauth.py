@@ -17,14 +17,16 @@ from google.oauth2 import service_account
 from connectors.http.client import FixedToken, TokenRefreshFailed, require_secure
 from connectors.secrets import SecretUnavailable
 
-# The Data Manager API's scope, as its published API description lists it.
+# The Data Manager API's scope, as its published API description lists it, and the Google Ads
+# API's, which `feedback` reads the user lists' sizes from with the same credentials.
 DATA_MANAGER_SCOPE = "https://www.googleapis.com/auth/datamanager"
+GOOGLE_ADS_SCOPE = "https://www.googleapis.com/auth/adwords"
 
 
 class ServiceAccountToken:
     """A service account's access token, renewed before it expires or when asked (a 401)."""
 
-    def __init__(self, key: dict, scopes: tuple[str, ...] = (DATA_MANAGER_SCOPE,)) -> None:
+    def __init__(self, key: dict, scopes: tuple[str, ...] = (DATA_MANAGER_SCOPE, GOOGLE_ADS_SCOPE)) -> None:
         require_secure(key.get("token_uri", ""))
         self._credentials = service_account.Credentials.from_service_account_info(key, scopes=list(scopes))
         session = requests.Session()
