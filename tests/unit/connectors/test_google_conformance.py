@@ -164,3 +164,22 @@ def test_a_google_base_url_with_a_version_path_is_refused():
     """The profile adds `/v1/audienceMembers:ingest`: a `/v1` in the base doubles it (404, every batch dead-lettered)."""
     message = _refused(lambda google: google["connection"].update(base_url="https://datamanager.googleapis.com/v1"))
     assert "(google_dm).connection.base_url" in message and "https://datamanager.googleapis.com" in message
+
+
+def test_consent_the_config_gives_is_sent_with_every_ingest_as_the_description_spells_it(monkeypatch):
+    """EEA audiences need the users' consent for ad user data and ad personalization (Google's
+    EU user consent policy); the destination says it once, for every member it sends."""
+    raw = copy.deepcopy(EXAMPLE)
+    _google(raw)["connection"]["consent"] = {"ad_user_data": "granted", "ad_personalization": "denied"}
+    body = json.loads(_sent(raw, "add", monkeypatch).body)
+    assert body["consent"] == {"adUserData": "CONSENT_GRANTED", "adPersonalization": "CONSENT_DENIED"}
+    _validate(body, "IngestAudienceMembersRequest")
+    assert "consent" not in json.loads(_sent(raw, "remove", monkeypatch).body)   # RemoveAudienceMembersRequest has none
+
+
+def test_consent_is_refused_where_the_platform_takes_none():
+    raw = copy.deepcopy(EXAMPLE)
+    (meta,) = [d for d in raw["destinations"] if d["profile"] == "meta_custom_audiences"]
+    meta["connection"]["consent"] = {"ad_user_data": "granted", "ad_personalization": "granted"}
+    with pytest.raises(ConfigError, match=r"\(meta_ads\)\.connection\.consent"):
+        parse_config(raw, "destinations.yaml")
