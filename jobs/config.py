@@ -74,6 +74,13 @@ class Guards(_Strict):
     min_match_rate: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
+class GoogleConsent(_Strict):
+    """The users' consent Google's EU user consent policy asks for, given for every member sent."""
+
+    ad_user_data: Literal["granted", "denied"]
+    ad_personalization: Literal["granted", "denied"]
+
+
 class HttpConnection(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
     account_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None   # goes into URL paths
@@ -84,6 +91,8 @@ class HttpConnection(_Strict):
     developer_token: Credentials | None = None
     # Meta: the app's secret (`env` or `secret_arn`) when the app requires an appsecret_proof with every call.
     app_secret: Credentials | None = None
+    # Google: the consent for ad user data and ad personalization sent with every ingest (EEA audiences need it).
+    consent: GoogleConsent | None = None
     login_customer_id: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")] | None = None
     # The API's own id of each audience (Meta custom audience id, Google user list id);
     # audiences not listed are sent under their configured name.
@@ -275,6 +284,8 @@ class HttpDestination(_DestinationBase):
         "ProductAccount"): the operating account's id and each audience's user list id, and a
         base URL the profile's `/v1/audienceMembers:...` paths go under."""
         if self.profile != "google_data_manager":
+            if self.connection is not None and self.connection.consent is not None:
+                raise ValueError(f"connection.consent: {self.profile} takes no consent field; it is Google's")
             return self
         connection = self.connection
         if connection is None:

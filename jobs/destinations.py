@@ -43,7 +43,9 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
         account = destination.connection.account_id if destination.connection else None
         profiles = {
             "meta_custom_audiences": lambda: MetaCustomAudiences(app_secret=_app_secret(destination.connection)),
-            "google_data_manager": lambda: GoogleDataManager(operating_account_id=account or ""),
+            "google_data_manager": lambda: GoogleDataManager(
+                operating_account_id=account or "",
+                consent=destination.connection.consent.model_dump() if destination.connection and destination.connection.consent else None),
         }
         audience_ids = destination.connection.audience_ids if destination.connection else {}
         timeout = destination.connection.timeout_seconds if destination.connection else 30.0

@@ -37,6 +37,7 @@ class GoogleDataManager:
     name: str = "google_data_manager"
     operating_account_id: str = ""
     operating_account_type: str = "GOOGLE_ADS"
+    consent: dict[str, str] | None = None   # {"ad_user_data": "granted" | "denied", "ad_personalization": ...}
 
     def build(self, batch: Batch, audience: str) -> HttpRequest:
         destination = {
@@ -50,6 +51,9 @@ class GoogleDataManager:
         }
         if batch.record.op == "add":
             body["termsOfService"] = {"customerMatchTermsOfServiceStatus": "ACCEPTED"}
+            if self.consent:   # the request's consent applies to every member of it
+                body["consent"] = {"adUserData": f"CONSENT_{self.consent['ad_user_data'].upper()}",
+                                   "adPersonalization": f"CONSENT_{self.consent['ad_personalization'].upper()}"}
             return HttpRequest("POST", "/v1/audienceMembers:ingest", body, {})
         return HttpRequest("POST", "/v1/audienceMembers:remove", body, {})
 
