@@ -29,6 +29,9 @@ TEST = [
     # the reference our Google requests are checked against (tests/unit/connectors/test_google_conformance.py).
     "google-api-python-client>=2.190",
     "jsonschema>=4.20",
+    # Meta's official Business SDK: the reference our Meta requests are checked against
+    # (tests/unit/connectors/test_meta_conformance.py).
+    "facebook_business>=22.0",
 ]
 # `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
 # engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.

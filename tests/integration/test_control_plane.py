@@ -246,7 +246,15 @@ def test_a_caller_cannot_point_a_destination_at_another_destinations_secret_or_a
     assert status == 400 and "credentials.secret_arn" in refused["error"] and "audience-relay/dev/google_dm_copy" in refused["error"]
     status, refused = call(staged_api, "PUT", "/destinations/google_dm", _google("audience-relay/dev/google_dm", "https://collector.example.net"))
     assert status == 400 and "connection.base_url" in refused["error"] and "datamanager.googleapis.com" in refused["error"]
+    # Any secret a destination names is its own: Meta's app secret under its own name, not another's.
+    meta = copy.deepcopy(EXAMPLE["meta_ads"])
+    meta["credentials"] = {"secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:audience-relay/dev/meta_ads-AbCdEf"}
+    meta["connection"]["app_secret"] = {"secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:audience-relay/dev/google_dm-AbCdEf"}
+    status, refused = call(staged_api, "POST", "/destinations", meta)
+    assert status == 400 and "connection.app_secret.secret_arn" in refused["error"], refused
+    meta["connection"]["app_secret"]["secret_arn"] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:audience-relay/dev/meta_ads/app_secret-AbCdEf"
+    assert call(staged_api, "POST", "/destinations", meta)[0] == 201
     sftp = copy.deepcopy(EXAMPLE["partner_sftp"])
     status, refused = call(staged_api, "POST", "/destinations", sftp)
     assert status == 400 and "deploy" in refused["error"]
-    assert [d["id"] for d in call(staged_api, "GET", "/destinations")[1]] == ["google_dm"]
+    assert [d["id"] for d in call(staged_api, "GET", "/destinations")[1]] == ["google_dm", "meta_ads"]

@@ -18,6 +18,9 @@ from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmul
 pytestmark = pytest.mark.integration
 
 MISSING_SEGMENTS = ("seg_0006", "seg_0007", "seg_0008", "seg_0009")   # all of google_in_market
+# The emulator holds each audience under the id it was sent as: Google's user list id.
+LIST_IDS = next(d for d in yaml.safe_load(DEFAULT_CONFIG.read_text())["destinations"] if d["id"] == "google_dm")["connection"]["audience_ids"]
+IN_MARKET, HIGH_VALUE = LIST_IDS["google_in_market"], LIST_IDS["google_high_value"]
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +68,19 @@ def test_removals_over_the_limit_are_held_while_adds_and_other_audiences_go_unti
     root, config, day1, day2, partial = days
     with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=6000)) as google:
         out, day1_held, code, summary = _held_run(days, "held", google, capsys)
-        assert google.score.held["google_in_market"] == day1_held["google_in_market"], "the partial input emptied the audience"
+        assert google.score.held[IN_MARKET] == day1_held[IN_MARKET], "the partial input emptied the audience"
         manifest = json.loads((out / "runs" / "r1" / "manifest.json").read_text())
         held = manifest["destinations"]["google_dm"]["removals_held"]
         assert set(held) == {"google_in_market"}
         numbers = held["google_in_market"]
-        assert numbers["removes"] == numbers["committed_members"] == len(day1_held["google_in_market"]) > 0
+        assert numbers["removes"] == numbers["committed_members"] == len(day1_held[IN_MARKET]) > 0
         assert numbers["max_remove_fraction"] == 0.5
         report = summary["destinations"]["google_dm"]
         assert code == 5 and summary["status"] == "REMOVALS_HELD" and not report["snapshot_committed"]
         assert report["removals_held"]["google_in_market"]["decision"] is None
         # The held audience keeps every member; the other audience got day 2's changes.
-        assert google.score.held["google_in_market"] == day1_held["google_in_market"]
-        assert google.score.held["google_high_value"] != day1_held["google_high_value"]
+        assert google.score.held[IN_MARKET] == day1_held[IN_MARKET]
+        assert google.score.held[HIGH_VALUE] != day1_held[HIGH_VALUE]
 
         # The report says what is held and that nobody decided yet.
         capsys.readouterr()
@@ -96,7 +99,7 @@ def test_removals_over_the_limit_are_held_while_adds_and_other_audiences_go_unti
         report = summary["destinations"]["google_dm"]
         assert code == 0 and summary["status"] == "SUCCEEDED" and report["snapshot_committed"]
         assert report["removals_held"]["google_in_market"]["decision"] == "approved"
-        assert not google.score.held.get("google_in_market")
+        assert not google.score.held.get(IN_MARKET)
 
 
 def test_rejected_removals_stay_at_the_destination_and_the_next_run_builds_on_that(days, capsys):
@@ -108,7 +111,7 @@ def test_rejected_removals_stay_at_the_destination_and_the_next_run_builds_on_th
                      "--reject", "--by", "ops@example.test"]) == 0
         code, summary = _deliver(out, config, "r1", google.url, capsys)
         assert code == 0 and summary["destinations"]["google_dm"]["snapshot_committed"]
-        assert google.score.held["google_in_market"] == day1_held["google_in_market"]
+        assert google.score.held[IN_MARKET] == day1_held[IN_MARKET]
         # The full day 2 arrives: built on what the destination really holds, it ends as day 2.
         assert _prepare(out, config, day1, day2["membership"], "r2", capsys)[0] == 0
         assert _deliver(out, config, "r2", google.url, capsys)[0] == 0
