@@ -198,6 +198,11 @@ class HttpDestinationEmulator:
             self.config.on_accept(accepted)
         return accepted
 
+    def revoke_tokens(self) -> None:
+        """Every OAuth token issued so far stops working (a key rotated, a token revoked)."""
+        with self._lock:
+            self._tokens.clear()
+
     def matched_sizes(self) -> dict[str, tuple[int, int]]:
         """audience -> (members now, members the platform matched): adds minus removes, and of
         those the ones whose hash falls under the match rate."""
@@ -318,6 +323,8 @@ class HttpDestinationEmulator:
             def _google_report(self) -> None:
                 """`POST /v*/customers/<id>/googleAds:search` over user_list, `nextPageToken` paging."""
                 body = self._body()
+                if self._google_unauthenticated():
+                    return
                 if not self.headers.get("developer-token"):
                     return self._reply(401, {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "developer-token missing"}})
                 if self._report_fails(google=True):

@@ -94,3 +94,16 @@ def test_a_key_the_token_endpoint_refuses_fails_the_batches_for_good_naming_the_
         outcomes = _deliver(emulator, _service_account_key(private, f"{emulator.url}/token"), work, store)
     assert [o.state for o in outcomes] == ["failed", "failed"]
     assert all("invalid_grant" in (o.error or "") for o in outcomes) and emulator.score.accepted == {}
+
+
+def test_a_report_page_refused_for_a_revoked_token_is_asked_again_with_a_new_one():
+    """Feedback reads the user lists with the same credentials; a token revoked between pages is renewed."""
+    private, public = _key_pair()
+    with HttpDestinationEmulator(EmulatorConfig(oauth_public_key=public)) as emulator:
+        destination = HttpApiDestination(emulator.url, GoogleDataManager(operating_account_id="1234567890"),
+                                         token=google_access_token(_service_account_key(private, f"{emulator.url}/token")))
+        destination.open()
+        assert destination.audience_reports("1234567890", headers={"developer-token": "dev"}) == []
+        emulator.revoke_tokens()
+        assert destination.audience_reports("1234567890", headers={"developer-token": "dev"}) == []
+    assert emulator.score.refused["unauthenticated"] == 1 and emulator.score.tokens_issued == 2
