@@ -234,16 +234,17 @@ class HttpApiDestination(Destination):
         found, token = [], None
         for _ in range(max_pages):
             request = self.profile.report_request(account_id, token)
-            request = replace(request, headers={**request.headers, **(headers or {})})
-            body = self._report_page(base, self.profile.authorize(request, self._token.current()))
+            body = self._report_page(base, replace(request, headers={**request.headers, **(headers or {})}))
             audiences, token = self.profile.read_report(body)
             found.extend(audiences)
             if token is None:
                 return found
         raise HttpError(0, {"error": f"more than {max_pages} report pages"}, {})
 
-    def _report_page(self, base: str, request: HttpRequest) -> dict:
+    def _report_page(self, base: str, unsigned: HttpRequest) -> dict:
+        renewed = False
         for attempt in range(1, REPORT_ATTEMPTS + 1):
+            request = self.profile.authorize(unsigned, self._token.current())
             try:
                 response = self._session.request(request.method, f"{base}{request.path}", json=None if request.form else request.json,
                                                  data=request.form, headers=request.headers, timeout=self.timeout, allow_redirects=False)
@@ -255,6 +256,9 @@ class HttpApiDestination(Destination):
             body = _answer(response)
             if response.status_code < 300:
                 return body
+            if response.status_code == 401 and not renewed and self._token.refresh():   # once, with a new token
+                renewed = True
+                continue
             error = HttpError(response.status_code, body, dict(response.headers))
             failure = self.profile.classify(error)
             if failure.kind not in (FailureKind.RETRYABLE, FailureKind.RATE_LIMITED) or attempt == REPORT_ATTEMPTS:
