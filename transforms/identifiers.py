@@ -149,17 +149,20 @@ def _is_gmail(email: Column) -> Column:
     return F.substring_index(email, "@", -1).isin(*GMAIL_DOMAINS)
 
 
+def _gmail_account(email: Column) -> Column:
+    """The local part as Gmail reads it: the `+tag` and every dot removed."""
+    untagged = F.regexp_extract(F.substring_index(email, "@", 1), r"^([^+]*)", 1)
+    return F.regexp_replace(untagged, r"\.", "")
+
+
 def _gmail_without_account(email: Column) -> Column:
     """A gmail.com/googlemail.com address whose canonical local part is empty (`+tag@gmail.com`):
     no Gmail account has it, and Google would be sent the hash of `@gmail.com`."""
-    return _is_gmail(email) & (F.regexp_replace(F.regexp_extract(F.substring_index(email, "@", 1), r"^([^+]*)", 1), r"\.", "") == "")
+    return _is_gmail(email) & (_gmail_account(email) == "")
 
 
 def _gmail_canonical(email: Column) -> Column:
-    local = F.substring_index(email, "@", 1)
-    domain = F.substring_index(email, "@", -1)
-    untagged = F.regexp_extract(local, r"^([^+]*)", 1)
-    return F.concat(F.regexp_replace(untagged, r"\.", ""), F.lit("@"), domain)
+    return F.concat(_gmail_account(email), F.lit("@"), F.substring_index(email, "@", -1))
 
 
 def with_match_key(df: DataFrame) -> DataFrame:
