@@ -215,9 +215,13 @@ class HttpApiDestination(Destination):
         return self.profile.receipt(body, batch)
 
     def _send_once(self, batch: Batch, audience: str) -> requests.Response:
-        request = self.profile.authorize(self.profile.build(batch, audience), self._token.current())
+        return self._request(self.base_url, self.profile.build(batch, audience))
+
+    def _request(self, base: str, unsigned: HttpRequest) -> requests.Response:
+        """One request with the current token, where the profile puts it; a form or a JSON body."""
+        request = self.profile.authorize(unsigned, self._token.current())
         return self._session.request(
-            request.method, f"{self.base_url}{request.path}", json=None if request.form else request.json, data=request.form,
+            request.method, f"{base}{request.path}", json=None if request.form else request.json, data=request.form,
             headers=request.headers, timeout=self.timeout,
             allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
         )
@@ -244,10 +248,8 @@ class HttpApiDestination(Destination):
     def _report_page(self, base: str, unsigned: HttpRequest) -> dict:
         renewed = False
         for attempt in range(1, REPORT_ATTEMPTS + 1):
-            request = self.profile.authorize(unsigned, self._token.current())
             try:
-                response = self._session.request(request.method, f"{base}{request.path}", json=None if request.form else request.json,
-                                                 data=request.form, headers=request.headers, timeout=self.timeout, allow_redirects=False)
+                response = self._request(base, unsigned)
             except (requests.ConnectionError, requests.Timeout):
                 if attempt == REPORT_ATTEMPTS:
                     raise
