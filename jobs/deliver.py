@@ -489,7 +489,9 @@ def request_from_args(args: argparse.Namespace) -> DeliverRequest:
     )
 
 
-EXIT_CODES = {"SUCCEEDED": 0, "QUOTA_DEFERRED": 3, "FAILED": 1}
+# Each summary status but SUCCEEDED (0) exits with the code of its option (under Step Functions all 0).
+EXIT_CODE_OPTIONS = {"QUOTA_DEFERRED": "deferred_exit_code", "WAITING": "deferred_exit_code", "FAILED": "failed_exit_code",
+                     "SUPERSEDED": "superseded_exit_code", "REMOVALS_HELD": "held_exit_code", "BLOCKED": "blocked_exit_code"}
 
 
 def command(args: argparse.Namespace) -> int:
@@ -499,17 +501,8 @@ def command(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
     print(json.dumps(summary))
-    if summary["status"] in ("QUOTA_DEFERRED", "WAITING"):
-        return args.deferred_exit_code
-    if summary["status"] == "FAILED":
-        return args.failed_exit_code
-    if summary["status"] == "SUPERSEDED":
-        return args.superseded_exit_code
-    if summary["status"] == "REMOVALS_HELD":
-        return args.held_exit_code
-    if summary["status"] == "BLOCKED":
-        return args.blocked_exit_code
-    return EXIT_CODES[summary["status"]]
+    option = EXIT_CODE_OPTIONS.get(summary["status"])
+    return getattr(args, option) if option else 0
 
 
 def main(argv: list[str] | None = None) -> int:
