@@ -127,9 +127,7 @@ def secret_paths(destinations) -> list[str]:
     paths = set()
     for destination in destinations:
         for key, arn in destination.secret_references().items():
-            name = arn.split(":secret:", 1)[-1].split("/")
-            path = own_secret_path(name[1], destination.id, arn) if len(name) > 2 else None
-            paths.add(destination.id if key == "credentials.secret_arn" else path)
+            paths.add(destination.id if key == "credentials.secret_arn" else own_secret_path(None, destination.id, arn))
     return sorted(p for p in paths if p)
 
 

@@ -513,10 +513,12 @@ def secret_name(stage: str, destination: str, part: str | None = None) -> str:
 SECRET_SUFFIX = "(-[A-Za-z0-9]{6})?"   # a complete secret ARN ends with six random characters
 
 
-def own_secret_path(stage: str, destination: str, secret_arn: str | None) -> str | None:
-    """`<id>` or `<id>/<part>` when the ARN names one of the destination's own secrets of the stage, else None."""
+def own_secret_path(stage: str | None, destination: str, secret_arn: str | None) -> str | None:
+    """`<id>` or `<id>/<part>` when the ARN names one of the destination's own secrets of the stage
+    (of any stage when `stage` is None), else None."""
     name = secret_arn.split(":secret:", 1)[-1] if secret_arn and ":secret:" in secret_arn else None
-    found = name and re.fullmatch(re.escape(secret_name(stage, destination)) + f"(/{SECRET_PART})?" + SECRET_SUFFIX, name)
+    own = re.escape(secret_name(stage, destination)) if stage is not None else f"audience-relay/[^/]+/{re.escape(destination)}"
+    found = name and re.fullmatch(own + f"(/{SECRET_PART})?" + SECRET_SUFFIX, name)
     return destination + (found.group(1) or "") if found else None
 
 
