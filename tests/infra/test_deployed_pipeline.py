@@ -178,8 +178,7 @@ def test_each_deliver_job_reads_the_secrets_of_the_destinations_it_delivers_and_
     readers = {"lake_drop": "destination-lake_drop", "lake_archive": "destination-lake_archive",
                "registered_later": "destination-_registered"}
     for reader, machine in readers.items():
-        (job,) = {state["Arguments"]["JobName"] for name, state in _deployed_definitions(aws, config)[machine]["States"].items()
-                  if name == "Deliver"}
+        job = _deployed_definitions(aws, config)[machine]["States"]["Deliver"]["Arguments"]["JobName"]
         role = _glue_job_role(aws, job)
         asked = [Request(_role_policies(aws, role), "secretsmanager:GetSecretValue", arn, ACCOUNT,
                          f"arn:aws:iam::{ACCOUNT}:role/{role}",
@@ -192,8 +191,7 @@ def test_each_deliver_job_reads_the_secrets_of_the_destinations_it_delivers_and_
 def test_a_deliver_job_may_delete_older_committed_snapshot_copies_and_no_run_data(stage):
     """A commit deletes the committed copies beyond `snapshots_kept` (jobs/snapshots.py)."""
     aws, outputs, config = stage
-    (job,) = {state["Arguments"]["JobName"] for name, state in _deployed_definitions(aws, config)["destination-lake_drop"]["States"].items()
-              if name == "Deliver"}
+    job = _deployed_definitions(aws, config)["destination-lake_drop"]["States"]["Deliver"]["Arguments"]["JobName"]
     role = _glue_job_role(aws, job)
     work = f"arn:aws:s3:::{outputs['storage']['WorkBucket']}"
     objects = [f"{work}/snapshots/lake_drop/r1/members/part-00000.parquet", f"{work}/runs/r1/snapshot/lake_drop/part-00000.parquet"]
