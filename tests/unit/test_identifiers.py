@@ -1,6 +1,8 @@
 """Normalization and match keys, checked against vectors computed with hashlib."""
+import functools
 import hashlib
 
+import phonenumbers
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -59,26 +61,32 @@ def test_overlong_email_is_rejected(spark):
     assert normalized(spark, "email", "a" * 250 + "@example.com") == (None, "invalid_email")
 
 
-@pytest.mark.parametrize(
-    "raw, country, expected",
-    [
-        ("(415) 555-0123", "1", "+14155550123"),
-        ("1-415-555-0123", "1", "+14155550123"),
-        ("+1 415.555.0123", "1", "+14155550123"),
-        ("+44 20 7946 0958", "1", "+442079460958"),
-        ("0044 20 7946 0958", "1", "+442079460958"),
-        ("020 7946 0958", "44", "+442079460958"),  # national number, trunk zero dropped
-        ("0151 234 5678", "49", "+491512345678"),
-        ("+44 (0)20 7946 0958", "1", "+442079460958"),  # written trunk zero
-    ],
-)
-def test_phone_becomes_e164_with_default_country(spark, raw, country, expected):
-    assert normalized(spark, "phone", raw, country) == (expected, None)
+# The defects found against libphonenumber (issue 21), and usual shapes; see test_phone_numbers.py.
+PHONES = [
+    ("(415) 555-0123", "1"), ("+1 415.555.0123", "1"), ("+44 (0)20 7946 0958", "1"), ("020 7946 0958", "44"),
+    ("06 1234 5678", "39"), ("8 (495) 123-45-67", "7"), ("06 1 234 5678", "36"), ("07911 123456", "1"),
+    ("1 415 555 0132", "44"), ("011 44 20 7946 0958", "1"), ("tel:+1-415-555-0132", "1"),
+    ("+1 415 555 0132 x123", "1"), ("555-0123", "1"), ("+1 015 555 0123", "1"), ("1234567890123456", "1"),
+]
 
 
-@pytest.mark.parametrize("raw", ["555-0123", "+1 015 555 0123", "415-555-CALL", "+12", "++44 20 7946 0958", "1234567890123456"])
-def test_invalid_phone_is_rejected(spark, raw):
-    assert normalized(spark, "phone", raw) == (None, "invalid_phone")
+def test_phones_are_valid_and_e164_exactly_as_libphonenumber_reads_them(spark):
+    def library(raw: str, country: str) -> tuple[str | None, str | None]:
+        try:
+            number = phonenumbers.parse(raw, phonenumbers.region_code_for_country_code(int(country)))
+        except phonenumbers.NumberParseException:
+            return None, "invalid_phone"
+        if not phonenumbers.is_valid_number(number):
+            return None, "invalid_phone"
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), None
+
+    per_country = [
+        raw_rows(spark, [(raw, "phone", raw, "seg_1") for raw, c in PHONES if c == country]).transform(normalize_identifiers, country)
+        for country in sorted({c for _, c in PHONES})
+    ]
+    rows = functools.reduce(lambda left, right: left.unionByName(right), per_country).collect()
+    got = {row.user_id: (row.id_normalized, row.reject_reason) for row in rows}
+    assert got == {raw: library(raw, country) for raw, country in PHONES}
 
 
 @pytest.mark.parametrize(
@@ -153,7 +161,7 @@ def test_megabyte_email_is_rejected_before_the_regex_sees_it(spark, raw):
 
 
 def test_bad_default_country_code_is_refused(spark):
-    with pytest.raises(ValueError, match="default_country_code"):
+    with pytest.raises(ValueError, match="country calling code '\\+1'"):
         raw_rows(spark, []).transform(normalize_identifiers, "+1")
 
 
