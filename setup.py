@@ -17,6 +17,7 @@ RUNTIME = [
     "requests>=2.31",
     "paramiko>=3.4",
     "google-auth>=2.30,<3",   # Google's OAuth 2.0 service-account tokens (connectors/http/google_oauth.py)
+    "phonenumbers>=9.0,<10",  # libphonenumber: phone validity and E.164 (transforms/phone_numbers.py)
 ]
 TEST = [
     "pytest>=8",
@@ -32,6 +33,9 @@ TEST = [
     # Meta's official Business SDK: the reference our Meta requests are checked against
     # (tests/unit/connectors/test_meta_conformance.py).
     "facebook_business>=22.0",
+    # Google's own Data Manager formatting utility: the reference for Google's email rule
+    # (tests/unit/test_email_rules.py).
+    "google-ads-datamanager-util>=0.4",
 ]
 # `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
 # engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.

@@ -41,13 +41,20 @@ WORK = ROOT / ".work"
 RESULTS = ROOT / "results"
 
 
-def ensure_data(rows: int) -> dict[str, Path]:
+def input_name(rows: int, phone_share: float | None) -> str:
+    """The input's folder and results name: the row count, and the phone share when not the default."""
+    return str(rows) if phone_share is None else f"{rows}-phones{round(phone_share * 100)}"
+
+
+def ensure_data(rows: int, phone_share: float | None = None) -> dict[str, Path]:
     """Generated day 1 and day 2 for `rows`, made once and reused (bench/.data/)."""
-    base = DATA / str(rows)
+    base = DATA / input_name(rows, phone_share)
     days = {"day1": base / "day1", "day2": base / "day2"}
     if not (days["day2"] / "_generator.json").exists():
         shutil.rmtree(base, ignore_errors=True)
         cli = [sys.executable, "-m", "jobs.cli", "generate", "--master", "local[2]"]
+        if phone_share is not None:
+            cli += ["--phone-share", str(phone_share)]
         subprocess.run([*cli, "--records", str(rows), "--out", str(days["day1"])], check=True, stdout=subprocess.DEVNULL)
         subprocess.run([*cli, "--previous", str(days["day1"]), "--out", str(days["day2"])], check=True, stdout=subprocess.DEVNULL)
     return days
@@ -114,12 +121,14 @@ def sha256_limit(sample: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.prepare", description=__doc__)
     parser.add_argument("--rows", type=record_count, required=True, help="generated rows per day: 1M, 10M, 50M")
+    parser.add_argument("--phone-share", type=float, help="share of rows with a phone id (generator default 0.25): a phone-heavy input")
     parser.add_argument("--skip", default="", help="comma-separated contenders to leave out: local1, duckdb, udf")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
-    days = ensure_data(args.rows)
+    days = ensure_data(args.rows, args.phone_share)
+    name = input_name(args.rows, args.phone_share)
     rows = {day: input_rows(path) for day, path in days.items()}
-    work = WORK / str(args.rows)
+    work = WORK / name
     shutil.rmtree(work, ignore_errors=True)
 
     contenders: dict[str, tuple[int, dict]] = {"ours local[2]": (2, ours(days, work / "ours2", "local[2]"))}
@@ -146,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     machine = {"cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30), "cpu": platform.processor() or platform.machine(),
                "date": date.today().isoformat(), "python": platform.python_version()}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"prepare-{args.rows}.json").write_text(json.dumps({"machine": machine, "rows": args.rows, "results": table, "sha256": limit}, indent=2) + "\n")
-    print(render(table, limit, machine, args.rows))
+    (RESULTS / f"prepare-{name}.json").write_text(json.dumps({"machine": machine, "rows": args.rows, "results": table, "sha256": limit}, indent=2) + "\n")
+    print(render(table, limit, machine, name))
     return 0
 
 
-def render(table: list[dict], limit: dict, machine: dict, rows: int) -> str:
-    lines = [f"prepare benchmark, {rows} generated rows per day, {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['date']}",
+def render(table: list[dict], limit: dict, machine: dict, name: str) -> str:
+    lines = [f"prepare benchmark, input {name} (generated rows per day), {machine['cores']} cores, {machine['memory_gib']} GiB, {machine['date']}",
              "| contender | day | rows | s | rows/s/core | CPU s | peak RSS MB | shuffle MB | files | mean file MB | same adds/removes as ours |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in table:

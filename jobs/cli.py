@@ -77,7 +77,8 @@ def record_count(text: str) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from jobs.session import build_session
 
-    overrides = {"records": args.records, "seed": args.seed, "day": args.day, "data_format": args.format, "compression": args.compression}
+    overrides = {"records": args.records, "seed": args.seed, "day": args.day, "data_format": args.format, "compression": args.compression,
+                 "phone_share": args.phone_share}
     if args.previous:
         spec = generator.spec_from_previous(args.previous, **overrides)
     else:
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--previous", help="a directory written by generate: make its next day")
     gen.add_argument("--format", choices=["parquet", "csv", "jsonl"])
     gen.add_argument("--compression", choices=["gzip"])
+    gen.add_argument("--phone-share", type=float, help="share of rows with a phone id (default 0.25)")
     gen.add_argument("--master", help="Spark master (default local[*])")
     gen.set_defaults(handler=_generate)
 

@@ -19,6 +19,7 @@ from jobs import storage
 from orchestration.definitions import EmrCluster as _EmrDefaults
 from transforms.contract import format_of
 from transforms.id_types import ID_TYPES
+from transforms.phone_regions import region_for_country_code
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Destination ids name state machines, executions (80 characters with the run id) and alert subjects.
@@ -340,10 +341,17 @@ class Quality(_Strict):
 
 
 class Defaults(_Strict):
+    # Phone numbers written without a country code are read in this code's main region (1 → US).
     default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
     # Committed snapshots kept per destination (under snapshots/<id>/<run>/, outside the expiring
     # runs/): the current one, and older ones to restore from by hand.
     snapshots_kept: Annotated[int, Field(ge=1)] = 3
+
+    @field_validator("default_country_code")
+    @classmethod
+    def _has_region(cls, code: str) -> str:
+        region_for_country_code(code)  # a ValueError naming the code becomes an error on this key
+        return code
 
 
 S3_FOLDER = r"^([A-Za-z0-9_=.-]+/)+$"

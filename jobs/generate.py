@@ -3,7 +3,8 @@
 Every value is a pure function of (seed, user, slot, day) through `xxhash64`, so a day can be
 regenerated on any cluster shape and day 2 differs from day 1 only by the churn below:
 - users: `users = records / 2.5`; each holds 1-5 segment slots (mean 2.5) and identifiers of
-  several types (email 55%, phone 25%, maid 15%, external_id 5% of rows);
+  several types (email 55%, phone 25%, maid 15%, external_id 5% of rows; `phone_share` moves
+  the phone share and scales the others);
 - segments: Zipf-like popularity over `segments` ids: a few huge segments and a long tail;
 - dirt: case and whitespace noise, phone punctuation and national/international formats,
   upper-case IDFAs, invalid emails and phones, all-zero MAIDs, unknown id types and nulls;
@@ -31,6 +32,9 @@ DOMAINS = [("gmail.com", 0.30), ("yahoo.com", 0.15), ("outlook.com", 0.15), ("go
            ("icloud.com", 0.10), ("example.org", 0.13), ("company-mail.net", 0.15)]
 
 
+DEFAULT_PHONE_SHARE = 0.25  # with it, the other types' weights below add up to 1
+
+
 class GeneratorError(ValueError):
     """Bad generator arguments or an unreadable `--previous` directory."""
 
@@ -47,6 +51,7 @@ class GeneratorSpec:
     destinations: tuple[str, ...] = field(default=("meta_ads", "google_dm", "partner_sftp"))
     data_format: str = "parquet"
     compression: str | None = None
+    phone_share: float = DEFAULT_PHONE_SHARE
 
     def __post_init__(self) -> None:
         if self.records < 1:
@@ -57,6 +62,13 @@ class GeneratorSpec:
             raise GeneratorError(f"--format must be parquet, csv or jsonl, got {self.data_format!r}")
         if self.compression not in (None, "gzip"):
             raise GeneratorError(f"--compression must be gzip or omitted, got {self.compression!r}")
+        if not 0 <= self.phone_share <= 1:
+            raise GeneratorError(f"--phone-share must be between 0 and 1, got {self.phone_share}")
+
+    @property
+    def id_type_mix(self) -> list[tuple[str, float]]:
+        others = (1 - self.phone_share) / (1 - DEFAULT_PHONE_SHARE)
+        return [("email", 0.55 * others), ("phone", self.phone_share), ("maid", 0.15 * others), ("external_id", 0.05 * others)]
 
     @property
     def users(self) -> int:
@@ -172,7 +184,7 @@ def membership(spark: SparkSession, spec: GeneratorSpec) -> DataFrame:
     rows = _active_users(spark, spec).select(user, F.explode(F.sequence(F.lit(0), slots - 1)).alias("slot"))
     slot = F.col("slot")
     row_unit = _unit(seed, user, slot, spec.day, "dirt")
-    id_type = _pick(_unit(seed, user, slot, "type"), [("email", 0.55), ("phone", 0.25), ("maid", 0.15), ("external_id", 0.05)])
+    id_type = _pick(_unit(seed, user, slot, "type"), spec.id_type_mix)
     id_value = (
         F.when(id_type == "email", _email(seed, user, row_unit))
         .when(id_type == "phone", _phone(seed, user, row_unit))

@@ -1,18 +1,46 @@
 """A plain-Python reference of the prepare semantics, written separately from the Spark code.
 
 Integration tests run `prepare` on generated data and compare its batches and accounting with
-what this module computes row by row with `re` and `hashlib`.
+what this module computes row by row with `re`, `hashlib` and libphonenumber (`phonenumbers`).
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections import Counter, defaultdict
 
+from transforms.phone_regions import library_e164, region_for_country_code
+
 WS = re.compile(r"[\s\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]+")
-EMAIL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+LOCAL_SYMBOLS = set("!#$%&'*+/=?^_`{|}~-")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 KNOWN = {"email", "phone", "maid", "external_id"}
+
+
+def _letter_mark_or_digit(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LMN"
+
+
+def _valid_domain(domain: str) -> bool:
+    *labels, top = domain.split(".")
+    if not labels:
+        return False
+    for label in labels:
+        if not (1 <= len(label) <= 63 and label[0] != "-" and label[-1] != "-" and all(_letter_mark_or_digit(c) or c == "-" for c in label)):
+            return False
+    spelled = 2 <= len(top) <= 63 and unicodedata.category(top[0])[0] == "L" and all(unicodedata.category(c)[0] in "LM" for c in top)
+    return spelled or re.fullmatch(r"xn--[a-z0-9-]{1,59}", top) is not None
+
+
+def valid_email(email: str) -> bool:
+    """RFC 6531 addresses without quoted local parts or address literals, at most 254 characters."""
+    if len(email) > 254 or WS.search(email) or email.count("@") != 1:
+        return False
+    local, domain = email.split("@")
+    atoms_ok = all(atom and all(_letter_mark_or_digit(c) or c in LOCAL_SYMBOLS for c in atom) for atom in local.split("."))
+    gmail_account_left = domain not in ("gmail.com", "googlemail.com") or local.split("+", 1)[0].replace(".", "") != ""
+    return atoms_ok and _valid_domain(domain) and gmail_account_left
 
 
 def blank(value) -> bool:
@@ -42,25 +70,11 @@ def normalize(row: dict, country: str = "1") -> tuple[str | None, str | None, st
     if blank(value):
         return id_type, None, "missing_id_value"
     if id_type == "email":
-        email = WS.sub("", value).lower()
-        ok = EMAIL.fullmatch(email) and len(email) <= 254
-        return (id_type, email, None) if ok else (id_type, None, "invalid_email")
+        email = strip(value).lower()
+        return (id_type, email, None) if valid_email(email) else (id_type, None, "invalid_email")
     if id_type == "phone":
-        compact = WS.sub("", value)
-        digits = re.sub(r"\D", "", compact.replace("(0)", ""))
-        if compact.startswith("+"):
-            e164 = digits
-        elif digits.startswith("00"):
-            e164 = digits[2:]
-        else:
-            national = digits.lstrip("0")
-            e164 = national if country == "1" and len(national) == 11 and national.startswith("1") else country + national
-        ok = (
-            re.fullmatch(r"\+?[0-9()\-./ ]+", compact)
-            and re.fullmatch(r"[1-9][0-9]{7,14}", e164)
-            and (not e164.startswith("1") or re.fullmatch(r"1[2-9][0-9]{9}", e164))
-        )
-        return (id_type, "+" + e164, None) if ok else (id_type, None, "invalid_phone")
+        e164 = library_e164(strip(value), region_for_country_code(country))
+        return (id_type, e164, None) if e164 else (id_type, None, "invalid_phone")
     if id_type == "maid":
         maid = WS.sub("", value).lower()
         if re.fullmatch(r"[0-9a-f]{32}", maid):

@@ -1,13 +1,15 @@
 """Identifier normalization and the per-destination match key.
 
 Normalization follows the destinations' published rules:
-- email: whitespace removed (Google Data Manager removes intermediate whitespace too),
-  lower-cased, then validated; Google additionally canonicalizes gmail.com/googlemail.com
-  local parts (dots and a `+tag` removed), applied per destination by `with_match_key`; a
-  gmail address with nothing left once canonical (`+tag@gmail.com`) is invalid for every
-  destination (no Gmail account has it).
-- phone: E.164 (`+` and country code). Numbers without `+`/`00` are national: leading trunk
-  zeros dropped and the default country code prefixed. Meta wants the digits without `+`.
+- email: trimmed, lower-cased (Unicode), then validated: one `@`, no whitespace inside, dot-atoms
+  of letters (any script), digits and RFC 5322's symbols before it, a domain of dot-separated
+  labels (IDN in Unicode or punycode) after it. That is the form Meta's SDK hashes. Google's rule
+  adds gmail.com/googlemail.com canonicalization (dots and a `+tag` removed), applied per
+  destination by `with_match_key`, as Google's Data Manager utility does; a gmail address with
+  nothing left once canonical (`+tag@gmail.com`) is invalid for every destination.
+- phone: valid and in E.164 (`+` and country code) exactly as libphonenumber reads it with the
+  default country code's main region (transforms/phone_numbers.py): trunk prefixes, dialling
+  prefixes, extensions and `tel:` URIs as the library handles them. Meta wants no `+`.
 - maid (IDFA/GAID): lower-case UUID with dashes, never hashed by Meta; the all-zero id is the
   "limit ad tracking" value and identifies nobody.
 - external_id: trimmed, case kept.
@@ -21,17 +23,16 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from transforms.id_types import ID_TYPES
+from transforms.phone_numbers import with_e164
 
 WHITESPACE = r"[\s\p{Z}\x{200B}\x{FEFF}]+"
-EMAIL_PATTERN = (
-    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.[a-z]{2,63}$"
-)
+_LOCAL_ATOM = r"[\p{L}\p{M}\p{N}!#$%&'*+/=?^_`{|}~-]+"
+_DOMAIN_LABEL = r"[\p{L}\p{M}\p{N}]([\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?"
+_TOP_LEVEL_DOMAIN = r"(\p{L}[\p{L}\p{M}]{1,62}|xn--[a-z0-9-]{1,59})"
+# RFC 6531 (internationalized) addresses without quoted local parts or address literals.
+EMAIL_PATTERN = f"^{_LOCAL_ATOM}(\\.{_LOCAL_ATOM})*@({_DOMAIN_LABEL}\\.)+{_TOP_LEVEL_DOMAIN}$"
 EMAIL_MAX_LENGTH = 254
 GMAIL_DOMAINS = ("gmail.com", "googlemail.com")
-PHONE_ALLOWED = r"^\+?[0-9()\-./ ]+$"
-E164_DIGITS = r"^[1-9][0-9]{7,14}$"
-NANP_DIGITS = r"^1[2-9][0-9]{9}$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 ZERO_MAID = "00000000-0000-0000-0000-000000000000"
 EXTERNAL_ID_MAX_LENGTH = 256
@@ -47,19 +48,6 @@ def strip_whitespace(column: str | Column) -> Column:
 def _per_type(id_type: str, value: Column) -> Column:
     """`value` for rows of `id_type`, null for others, so no row pays for another type's rules."""
     return F.when(F.col("clean_id_type") == id_type, value)
-
-
-def _phone_e164_digits(default_country_code: str) -> Column:
-    """E.164 digits (no `+`) from the whitespace-free value and its digits."""
-    national = F.regexp_replace("phone_digits", "^0+", "")
-    # North American numbers are often written with their country code but without a `+`.
-    written_with_nanp_code = F.lit(default_country_code == "1") & (F.length(national) == 11) & national.startswith("1")
-    return (
-        F.when(F.col("compact").startswith("+"), F.col("phone_digits"))
-        .when(F.col("phone_digits").startswith("00"), F.substring("phone_digits", 3, 32))
-        .when(written_with_nanp_code, national)
-        .otherwise(F.concat(F.lit(default_country_code), national))
-    )
 
 
 def _dashed_uuid(compact: Column) -> Column:
@@ -81,8 +69,6 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     expression runs once per row: Spark does not share subexpressions across the branches of
     a `when` chain, and inlining them there made normalization five times slower.
     """
-    if not default_country_code.isdigit():
-        raise ValueError(f"default_country_code must be digits, got {default_country_code!r}")
     raw = ["id_value", "updated_at", "source_file", "read_error"]
     cleaned = df.select(
         *raw,
@@ -94,23 +80,23 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     lowered = F.lower("compact")
     typed = cleaned.select(
         *raw, "user_id", "segment_id", "clean_id_type", "compact",
-        _per_type("email", lowered).alias("email"),
-        # "+44 (0)20 ..." writes the trunk zero that international dialling drops.
-        _per_type("phone", F.regexp_replace(F.regexp_replace("compact", r"\(0\)", ""), "[^0-9]", "")).alias("phone_digits"),
+        _per_type("email", F.lower(strip_whitespace("id_value"))).alias("email"),
+        _per_type("phone", strip_whitespace("id_value")).alias("phone"),
         _per_type("maid", F.when(lowered.rlike("^[0-9a-f]{32}$"), _dashed_uuid(lowered)).otherwise(lowered)).alias("maid"),
         _per_type("external_id", strip_whitespace("id_value")).alias("external_id"),
     )
-    formatted = typed.select("*", _per_type("phone", _phone_e164_digits(default_country_code)).alias("e164"))
+    formatted = typed.transform(with_e164, "phone", default_country_code, "e164")
 
     id_type = F.col("clean_id_type")
     # Length first: `And` stops at a false left side, and Java's regex engine recurses once per
     # repeated group, so a 1 MB "a.a.a...@x.com" would overflow the stack and kill the executor.
-    is_valid_email = (F.length("email") <= EMAIL_MAX_LENGTH) & F.col("email").rlike(EMAIL_PATTERN) & ~_gmail_without_account(F.col("email"))
-    is_valid_phone = (
-        F.col("compact").rlike(PHONE_ALLOWED)
-        & F.col("e164").rlike(E164_DIGITS)
-        & (~F.col("e164").startswith("1") | F.col("e164").rlike(NANP_DIGITS))
+    is_valid_email = (
+        (F.length("email") <= EMAIL_MAX_LENGTH)
+        & ~F.col("email").rlike(WHITESPACE)
+        & F.col("email").rlike(EMAIL_PATTERN)
+        & ~_gmail_without_account(F.col("email"))
     )
+    is_valid_phone = F.col("e164").isNotNull()
     has_replacement_character = (
         F.col("user_id").contains(REPLACEMENT_CHARACTER)
         | F.col("segment_id").contains(REPLACEMENT_CHARACTER)
@@ -132,7 +118,7 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
         .when((id_type == "maid") & (F.col("maid") == ZERO_MAID), "zero_maid")
         .when((id_type == "external_id") & (F.length("external_id") > EXTERNAL_ID_MAX_LENGTH), "invalid_external_id")
     )
-    id_normalized = F.coalesce("email", F.concat(F.lit("+"), F.col("e164")), "maid", "external_id")
+    id_normalized = F.coalesce("email", "e164", "maid", "external_id")
     return formatted.select("*", reject_reason.alias("reject_reason")).select(
         "user_id",
         id_type.alias("id_type"),

@@ -9,9 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+from duckdb.typing import VARCHAR
 
 from jobs.config import Config
-from transforms.identifiers import E164_DIGITS, EMAIL_MAX_LENGTH, EMAIL_PATTERN, NANP_DIGITS, PHONE_ALLOWED, UUID_PATTERN, WHITESPACE, ZERO_MAID
+from transforms.identifiers import EMAIL_MAX_LENGTH, EMAIL_PATTERN, UUID_PATTERN, WHITESPACE, ZERO_MAID
+from transforms.phone_regions import library_e164, region_for_country_code
 
 
 def _q(text: str) -> str:
@@ -22,7 +25,17 @@ def _strip(column: str) -> str:
     return f"regexp_replace({column}, {_q(f'^{WHITESPACE}|{WHITESPACE}$')}, '', 'g')"
 
 
-def _normalized_sql(source: str, country: str) -> str:
+def _register_phone_e164(con: duckdb.DuckDBPyConnection, country: str) -> None:
+    """`phone_e164(value)`: libphonenumber's E.164, or null when the number is not valid."""
+    region = region_for_country_code(country)
+
+    def phone_e164(values: pa.Array) -> pa.Array:
+        return pa.array([library_e164(value, region) for value in values.to_pylist()], pa.string())
+
+    con.create_function("phone_e164", phone_e164, [VARCHAR], VARCHAR, type="arrow")
+
+
+def _normalized_sql(source: str) -> str:
     """Valid rows with their canonical identifier (the `id_normalized` of transforms/)."""
     return f"""
     WITH cleaned AS (
@@ -32,30 +45,24 @@ def _normalized_sql(source: str, country: str) -> str:
         FROM {source}
     ), typed AS (
         SELECT *,
-            CASE WHEN id_type = 'email' THEN lower(compact) END AS email,
-            CASE WHEN id_type = 'phone' THEN regexp_replace(replace(compact, '(0)', ''), '[^0-9]', '', 'g') END AS phone_digits,
+            CASE WHEN id_type = 'email' THEN lower({_strip('id_value')}) END AS email,
+            CASE WHEN id_type = 'phone' THEN phone_e164({_strip('id_value')}) END AS e164,
             CASE WHEN id_type = 'maid' THEN CASE WHEN regexp_full_match(lower(compact), '[0-9a-f]{{32}}')
                  THEN concat_ws('-', substr(lower(compact), 1, 8), substr(lower(compact), 9, 4), substr(lower(compact), 13, 4),
                                 substr(lower(compact), 17, 4), substr(lower(compact), 21, 12))
                  ELSE lower(compact) END END AS maid,
             CASE WHEN id_type = 'external_id' THEN {_strip('id_value')} END AS external_id
         FROM cleaned
-    ), formatted AS (
-        SELECT *, CASE WHEN id_type = 'phone' THEN
-            CASE WHEN starts_with(compact, '+') THEN phone_digits
-                 WHEN starts_with(phone_digits, '00') THEN substr(phone_digits, 3)
-                 WHEN {_q(country)} = '1' AND length(ltrim(phone_digits, '0')) = 11 AND starts_with(ltrim(phone_digits, '0'), '1')
-                      THEN ltrim(phone_digits, '0')
-                 ELSE {_q(country)} || ltrim(phone_digits, '0') END END AS e164
-        FROM typed
     )
-    SELECT user_id, segment_id, id_type, coalesce(email, '+' || e164, maid, external_id) AS id_normalized
-    FROM formatted
+    SELECT user_id, segment_id, id_type, coalesce(email, e164, maid, external_id) AS id_normalized
+    FROM typed
     WHERE coalesce(user_id, '') <> '' AND coalesce(segment_id, '') <> '' AND coalesce(compact, '') <> ''
       AND CASE id_type
-          WHEN 'email' THEN regexp_matches(email, {_q(EMAIL_PATTERN)}) AND length(email) <= {EMAIL_MAX_LENGTH}
-          WHEN 'phone' THEN regexp_matches(compact, {_q(PHONE_ALLOWED)}) AND regexp_matches(e164, {_q(E164_DIGITS)})
-                            AND (NOT starts_with(e164, '1') OR regexp_matches(e164, {_q(NANP_DIGITS)}))
+          WHEN 'email' THEN length(email) <= {EMAIL_MAX_LENGTH} AND NOT regexp_matches(email, {_q(WHITESPACE)})
+                            AND regexp_matches(email, {_q(EMAIL_PATTERN)})
+                            AND NOT (split_part(email, '@', 2) IN ('gmail.com', 'googlemail.com')
+                                     AND replace(split_part(split_part(email, '@', 1), '+', 1), '.', '') = '')
+          WHEN 'phone' THEN e164 IS NOT NULL
           WHEN 'maid' THEN regexp_matches(maid, {_q(UUID_PATTERN)}) AND maid <> {_q(ZERO_MAID)}
           WHEN 'external_id' THEN length(external_id) <= 256
           ELSE false END
@@ -126,7 +133,8 @@ def run(config: Config, membership: str, consent: str, previous: str | None, out
     con.execute(f"CREATE TEMP TABLE consent AS SELECT {_strip('user_id')} AS user_id, {_strip('scope')} AS scope "
                 f"FROM read_parquet({_q(membership_glob(consent))})")
     source = f"read_parquet({_q(membership_glob(membership))})"
-    con.execute(f"CREATE TEMP TABLE normalized AS {_normalized_sql(source, config.defaults.default_country_code)}")
+    _register_phone_e164(con, config.defaults.default_country_code)
+    con.execute(f"CREATE TEMP TABLE normalized AS {_normalized_sql(source)}")
     con.execute(f"CREATE TEMP TABLE members AS {MEMBERS_SQL}")
     if previous:
         con.execute(f"CREATE TEMP TABLE previous AS SELECT * FROM read_parquet({_q(previous)})")
