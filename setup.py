@@ -36,6 +36,9 @@ TEST = [
     # Google's own Data Manager formatting utility: the reference for Google's email rule
     # (tests/unit/test_email_rules.py).
     "google-ads-datamanager-util>=0.4",
+    # Google's Google Ads API client: the reference for feedback's report request and the versions
+    # Google still serves (tests/unit/connectors/test_google_ads_report_conformance.py).
+    "google-ads>=34",
 ]
 # `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
 # engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.

@@ -13,6 +13,8 @@ from connectors.http.client import HttpError, HttpRequest, ReportedAudience, bea
 from connectors.retry import Failure, FailureKind
 
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
+# The Google Ads API version feedback's report is written for (its root: https://googleads.googleapis.com/<version>).
+GOOGLE_ADS_API_VERSION = "v21"
 # Customer Match lists as the Google Ads API reports them (GAQL over `user_list`).
 REPORT_QUERY = "SELECT user_list.id, user_list.size_for_search, user_list.match_rate_percentage FROM user_list WHERE user_list.type = CRM_BASED"
 
@@ -78,7 +80,7 @@ class GoogleDataManager:
 
     def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
         """A page of the customer's Customer Match lists with their size and match rate (page tokens),
-        relative to the Google Ads API root with its version (`https://googleads.googleapis.com/v21`)."""
+        relative to the Google Ads API root with its version (`https://googleads.googleapis.com/<GOOGLE_ADS_API_VERSION>`)."""
         body = {"query": REPORT_QUERY, **({"pageToken": page_token} if page_token else {})}
         return HttpRequest("POST", f"/customers/{account_id}/googleAds:search", body, {})
 
