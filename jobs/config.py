@@ -86,7 +86,7 @@ class HttpConnection(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
     account_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None   # goes into URL paths
     # Where the audience reports are read (`feedback`), when not at base_url: Google's come from
-    # the Google Ads API with its version (https://googleads.googleapis.com/v21), not the Data
+    # the Google Ads API with its version (https://googleads.googleapis.com/v26, connectors/http/google.py GOOGLE_ADS_API_VERSION), not the Data
     # Manager API, and need its developer token (and a manager account's id, if through one).
     report_base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     developer_token: Credentials | None = None

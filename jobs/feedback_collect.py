@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from connectors.http.google import GOOGLE_ADS_API_VERSION
 from connectors.secrets import resolve_secret
 from jobs import storage
 from jobs.config import Config, HttpDestination
@@ -41,7 +42,7 @@ def _report_access(destination: HttpDestination, endpoint: str | None) -> tuple[
         return endpoint or connection.report_base_url, {}
     if not endpoint and not connection.report_base_url:
         raise FeedbackError(f"destinations.{destination.id}.connection.report_base_url: Google's audience reports come from "
-                            "the Google Ads API, not the Data Manager API: set it (https://googleads.googleapis.com/v21)")
+                            f"the Google Ads API, not the Data Manager API: set it (https://googleads.googleapis.com/{GOOGLE_ADS_API_VERSION})")
     if connection.developer_token is None:
         raise FeedbackError(f"destinations.{destination.id}.connection.developer_token: the Google Ads API needs the "
                             "developer token (env or secret_arn)")

@@ -14,7 +14,7 @@ from connectors.retry import Failure, FailureKind
 
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
 # The Google Ads API version feedback's report is written for (its root: https://googleads.googleapis.com/<version>).
-GOOGLE_ADS_API_VERSION = "v21"
+GOOGLE_ADS_API_VERSION = "v26"
 # Customer Match lists as the Google Ads API reports them (GAQL over `user_list`).
 REPORT_QUERY = "SELECT user_list.id, user_list.size_for_search, user_list.match_rate_percentage FROM user_list WHERE user_list.type = CRM_BASED"
 

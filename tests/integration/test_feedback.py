@@ -141,7 +141,7 @@ def test_google_reports_need_the_ads_api_and_its_developer_token(tmp_path, monke
     google = next(d for d in config.destinations if d.id == "google_dm")
     with pytest.raises(feedback.FeedbackError, match=r"destinations\.google_dm\.connection\.report_base_url: .*Google Ads API"):
         feedback.collect(config, str(tmp_path), "r4", {"meta_ads": "http://127.0.0.1:1"})
-    without_token = google.connection.model_copy(update={"report_base_url": "https://googleads.googleapis.com/v21", "developer_token": None})
+    without_token = google.connection.model_copy(update={"report_base_url": "https://googleads.googleapis.com/v26", "developer_token": None})
     config = config.model_copy(update={"destinations": [google.model_copy(update={"connection": without_token})]})
     with pytest.raises(feedback.FeedbackError, match=r"google_dm\.connection\.developer_token"):
         feedback.collect(config, str(tmp_path), "r4")

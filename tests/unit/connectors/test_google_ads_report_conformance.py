@@ -29,7 +29,7 @@ def profile() -> GoogleDataManager:
 def test_the_report_body_is_a_search_request_in_googles_json_mapping(page_token):
     search = ads("services.types.google_ads_service")
     request = profile().report_request("1234567890", page_token)
-    message = json_format.ParseDict(request.body, search.SearchGoogleAdsRequest.pb())  # unknown fields raise
+    message = json_format.ParseDict(request.json, search.SearchGoogleAdsRequest.pb(search.SearchGoogleAdsRequest()))  # unknown fields raise
     assert message.query == REPORT_QUERY
     assert message.page_token == (page_token or "")
     assert (request.method, request.path) == ("POST", "/customers/1234567890/googleAds:search")
