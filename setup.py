@@ -32,7 +32,7 @@ TEST = [
     "jsonschema>=4.20",
     # Meta's official Business SDK: the reference our Meta requests are checked against
     # (tests/unit/connectors/test_meta_conformance.py).
-    "facebook_business>=22.0",
+    "facebook_business>=26,<27",  # the Graph API version the example config calls is its own
     # Google's own Data Manager formatting utility: the reference for Google's email rule
     # (tests/unit/test_email_rules.py).
     "google-ads-datamanager-util>=0.4",
