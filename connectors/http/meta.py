@@ -53,7 +53,7 @@ def _regain_access_seconds(headers: dict[str, str]) -> float | None:
 
 @dataclass(frozen=True)
 class MetaCustomAudiences:
-    """Requests are relative to the versioned Graph API root (`https://graph.facebook.com/v21.0`)."""
+    """Requests are relative to the versioned Graph API root (`https://graph.facebook.com/v26.0`)."""
 
     name: str = "meta_custom_audiences"
     app_secret: str | None = field(default=None, repr=False)   # set when the app requires appsecret_proof

@@ -37,7 +37,7 @@ def meta_destination(destination_id: str, batch_size: int, rpm: int, quota: dict
         "id": destination_id, "kind": "http_api", "profile": "meta_custom_audiences", "id_types": ["email"],
         "max_batch_size": batch_size, "rate_limit": {"requests_per_minute": rpm},
         "credentials": {"env": "META_ACCESS_TOKEN"}, "sync_mode": "mirror",
-        "connection": {"base_url": "https://graph.facebook.com/v21.0", "timeout_seconds": timeout_seconds},
+        "connection": {"base_url": "https://graph.facebook.com/v26.0", "timeout_seconds": timeout_seconds},
         "audiences": {"aud_a": ["seg_1", "seg_2"], "aud_b": ["seg_3", "seg_4"]},
     }
     if quota:

@@ -131,7 +131,7 @@ def write_input(folder: Path) -> Path:
 
 def write_config(path: Path, sftp) -> None:
     def http(destination_id: str, profile: str, id_types: list[str], audiences: dict, env: str, **connection) -> dict:
-        base = "https://graph.facebook.com/v21.0" if profile.startswith("meta") else "https://datamanager.googleapis.com"
+        base = "https://graph.facebook.com/v26.0" if profile.startswith("meta") else "https://datamanager.googleapis.com"
         return {"id": destination_id, "kind": "http_api", "profile": profile, "id_types": id_types, "max_batch_size": 40,
                 "credentials": {"env": env}, "connection": {"base_url": base, **connection}, "audiences": audiences}
 

@@ -114,10 +114,10 @@ def https_server(self_signed):
 def test_the_environment_does_not_change_what_the_session_verifies_against(monkeypatch, environment):
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    destination = HttpApiDestination("https://graph.facebook.com/v21.0", MetaCustomAudiences(), token="t")
+    destination = HttpApiDestination("https://graph.facebook.com/v26.0", MetaCustomAudiences(), token="t")
     destination.open()
     session = destination._session
-    settings = session.merge_environment_settings("https://graph.facebook.com/v21.0/1/users", {}, None, None, None)
+    settings = session.merge_environment_settings("https://graph.facebook.com/v26.0/1/users", {}, None, None, None)
     assert settings["verify"] is True and session.trust_env is False
 
 
@@ -163,9 +163,9 @@ def test_a_netrc_entry_neither_replaces_a_bearer_token_nor_adds_credentials(monk
     prepared = google._session.prepare_request(requests.Request("POST", "https://datamanager.googleapis.com/v1/audienceMembers:ingest",
                                                                 headers=signed.headers))
     assert prepared.headers["Authorization"] == "Bearer the-token"
-    meta = HttpApiDestination("https://graph.facebook.com/v21.0", MetaCustomAudiences(), token="the-token")
+    meta = HttpApiDestination("https://graph.facebook.com/v26.0", MetaCustomAudiences(), token="the-token")
     meta.open()   # Meta's token travels as a form field: nothing may add an Authorization header
-    assert "Authorization" not in meta._session.prepare_request(requests.Request("POST", "https://graph.facebook.com/v21.0/1/users")).headers
+    assert "Authorization" not in meta._session.prepare_request(requests.Request("POST", "https://graph.facebook.com/v26.0/1/users")).headers
 
 
 @pytest.mark.parametrize("profile", [MetaCustomAudiences(), GoogleDataManager(operating_account_id="1")])
@@ -187,15 +187,15 @@ def test_a_redirect_is_not_followed_and_fails_the_batch(profile, status):
 
 
 @pytest.mark.parametrize("url", [
-    "http://graph.facebook.com/v21.0", "http://10.0.0.1:8080", "http://localhost.example.com", "http://127.0.0.1@evil.example",
-    "http://127.0.0.1.nip.io", "ftp://127.0.0.1", "graph.facebook.com/v21.0", "http://[::ffff:10.0.0.1]",
+    "http://graph.facebook.com/v26.0", "http://10.0.0.1:8080", "http://localhost.example.com", "http://127.0.0.1@evil.example",
+    "http://127.0.0.1.nip.io", "ftp://127.0.0.1", "graph.facebook.com/v26.0", "http://[::ffff:10.0.0.1]",
 ])
 def test_plain_http_is_refused_except_to_loopback(url):
     with pytest.raises(InsecureEndpoint):
         require_secure(url)
 
 
-@pytest.mark.parametrize("url", ["https://graph.facebook.com/v21.0", "http://127.0.0.1:8080", "http://localhost:1", "http://127.0.0.2"])
+@pytest.mark.parametrize("url", ["https://graph.facebook.com/v26.0", "http://127.0.0.1:8080", "http://localhost:1", "http://127.0.0.2"])
 def test_https_anywhere_and_http_to_loopback_are_allowed(url):
     require_secure(url)
 
