@@ -32,7 +32,7 @@ def _register_phone_e164(con: duckdb.DuckDBPyConnection, country: str) -> None:
     def phone_e164(values: pa.Array) -> pa.Array:
         return pa.array([library_e164(value, region) for value in values.to_pylist()], pa.string())
 
-    con.create_function("phone_e164", phone_e164, [VARCHAR], VARCHAR, type="arrow")
+    con.create_function("phone_e164", phone_e164, [VARCHAR], VARCHAR, type="arrow", null_handling="special")
 
 
 def _normalized_sql(source: str) -> str:

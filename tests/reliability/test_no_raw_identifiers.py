@@ -80,7 +80,9 @@ CANARIES = [
     Canary("email", "Canary.Overlong." + "x" * 250 + "@Example.com", ("canary.overlong.xxxx",), False),
     Canary("phone", "(415) 555-0134", ("(415) 555-0134", "+14155550134", "14155550134", "4155550134", "415-555-0134", "555-0134"), True),
     Canary("phone", "+44 20 7946 0958", ("+44 20 7946 0958", "+442079460958", "442079460958", "2079460958", "7946 0958"), True),
-    Canary("phone", "0033 6 71 29 84 53", ("0033 6 71 29 84 53", "+33671298453", "33671298453", "0033671298453", "671298453"), True),
+    # 011 is the international dialling prefix from the default country (1); libphonenumber reads
+    # "0033 ..." there as an invalid national number.
+    Canary("phone", "011 33 6 71 29 84 53", ("011 33 6 71 29 84 53", "+33671298453", "33671298453", "01133671298453", "671298453"), True),
     Canary("phone", "415-555-CANARY", ("415-555-canary",), False),
     Canary("maid", "6D92078A-8246-4BA4-AE5B-76104861E7DC", ("6d92078a-8246-4ba4-ae5b-76104861e7dc", "6d92078a82464ba4ae5b76104861e7dc"), True),
     Canary("maid", "0F8FAD5BD9CB469FA16570867728950E", ("0f8fad5bd9cb469fa16570867728950e", "0f8fad5b-d9cb-469f-a165-70867728950e"), True),
