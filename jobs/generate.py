@@ -14,6 +14,7 @@ regenerated on any cluster shape and day 2 differs from day 1 only by the churn 
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -33,13 +34,16 @@ DOMAINS = [("gmail.com", 0.30), ("yahoo.com", 0.15), ("outlook.com", 0.15), ("go
            ("icloud.com", 0.10), ("example.org", 0.13), ("company-mail.net", 0.15)]
 
 
-# Area codes libphonenumber knows as the United States' (about 380 of 200-999): real feeds hold
-# numbers people have, and the phone rule is libphonenumber's.
-US_AREA_CODES = [
-    str(code) for code in range(200, 1000)
-    if phonenumbers.region_code_for_number(phonenumbers.parse(f"+1{code}2345678")) == "US"
-    and phonenumbers.is_valid_number(phonenumbers.parse(f"+1{code}2345678"))
-]
+@functools.cache
+def us_area_codes() -> list[str]:
+    """Area codes libphonenumber knows as the United States' (about 380 of 200-999): real feeds
+    hold numbers people have, and the phone rule is libphonenumber's. Asked for when a day is
+    generated, not when the CLI (every job's entry point) is imported."""
+    numbers = {code: phonenumbers.parse(f"+1{code}2345678") for code in range(200, 1000)}
+    return [str(code) for code, number in numbers.items()
+            if phonenumbers.region_code_for_number(number) == "US" and phonenumbers.is_valid_number(number)]
+
+
 DEFAULT_PHONE_SHARE = 0.25  # with it, the other types' weights below add up to 1
 
 
@@ -138,7 +142,7 @@ def _phone(seed: int, user: Column, row_unit: Column) -> Column:
     def digits(label: str, low: int, high: int) -> Column:
         return (F.floor(_unit(seed, user, label) * (high - low + 1)) + low).cast("string")
 
-    area, exchange = _choice(_unit(seed, user, "area"), US_AREA_CODES), digits("exchange", 201, 989)
+    area, exchange = _choice(_unit(seed, user, "area"), us_area_codes()), digits("exchange", 201, 989)
     line = F.lpad(digits("line", 0, 9999), 4, "0")
     uk = F.concat(F.lit("20 "), digits("uk1", 7000, 8999), F.lit(" "), F.lpad(digits("uk2", 0, 9999), 4, "0"))
     nanp = (
