@@ -6,7 +6,7 @@ ledger; a destination only knows how to put one batch on the wire and what its f
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connectors.retry import Failure
 from connectors.state.store import BatchRecord
@@ -19,6 +19,9 @@ class Batch:
     record: BatchRecord
     members: list[tuple[str, str]]  # (id_type, match_key), sorted
     load_error: str | None = None  # the batch file could not be read: the batch fails, nothing is sent
+    # Members whose consent the input gave (ad_user_data, ad_personalization: "granted", "denied"
+    # or None); empty when the destination's consent is fixed in its config, or it has none.
+    member_consent: dict[tuple[str, str], tuple[str | None, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

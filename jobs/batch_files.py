@@ -12,6 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from transforms.schemas import CONSENT_SIGNALS
+
 COLUMNS = ["batch_number", "id_type", "match_key"]
 
 
@@ -20,11 +22,23 @@ class BatchFileReader:
         self._path: str | None = None
         self._table: pa.Table | None = None
 
-    def members(self, path: str, batch_number: int) -> list[tuple[str, str]]:
-        """The batch's (id_type, match_key) pairs, sorted; raises if the file cannot be read."""
+    def _batch(self, path: str, batch_number: int) -> pa.Table:
         if path != self._path:
             self._path, self._table = None, None  # a failed read must not leave the old file behind
-            self._table = pq.read_table(path, columns=COLUMNS)
+            # Files prepared before members carried consent signals have none: read as unspecified.
+            signals = [s for s in CONSENT_SIGNALS if s in pq.read_schema(path).names]
+            self._table = pq.read_table(path, columns=COLUMNS + signals)
             self._path = path
-        batch = self._table.filter(pc.equal(self._table.column("batch_number"), batch_number))
+        return self._table.filter(pc.equal(self._table.column("batch_number"), batch_number))
+
+    def members(self, path: str, batch_number: int) -> list[tuple[str, str]]:
+        """The batch's (id_type, match_key) pairs, sorted; raises if the file cannot be read."""
+        batch = self._batch(path, batch_number)
         return sorted(zip(batch.column("id_type").to_pylist(), batch.column("match_key").to_pylist()))
+
+    def consent(self, path: str, batch_number: int) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+        """The batch's members that carry consent signals -> (ad_user_data, ad_personalization)."""
+        batch = self._batch(path, batch_number)
+        signals = [batch.column(s).to_pylist() if s in batch.column_names else [None] * batch.num_rows for s in CONSENT_SIGNALS]
+        members = zip(batch.column("id_type").to_pylist(), batch.column("match_key").to_pylist())
+        return {member: given for member, *given in zip(members, *signals) if any(given)} if batch.num_rows else {}

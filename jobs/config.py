@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from connectors.profiles import PROFILES, IdentifierRule, Profile
 from jobs import storage
 from orchestration.definitions import EmrCluster as _EmrDefaults
-from transforms.contract import format_of
+from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
 from transforms.id_types import ID_TYPES
 from transforms.phone_regions import region_for_country_code
 
@@ -75,11 +75,47 @@ class Guards(_Strict):
     min_match_rate: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
-class GoogleConsent(_Strict):
-    """The users' consent Google's EU user consent policy asks for, given for every member sent."""
+class ConsentColumn(_Strict):
+    """A column of the membership input holding the signal per row: `granted`, `denied` or empty
+    (unspecified); any other value rejects the row (`invalid_consent`)."""
 
-    ad_user_data: Literal["granted", "denied"]
-    ad_personalization: Literal["granted", "denied"]
+    column: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+
+    @field_validator("column")
+    @classmethod
+    def _not_a_membership_column(cls, column: str) -> str:
+        if column in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+            raise ValueError(f"{column!r} is a membership column of the data contract, not a consent column")
+        return column
+
+
+class GoogleConsent(_Strict):
+    """The users' consent Google's EU user consent policy asks for: one value for every member
+    (sent with each request) or, per signal, a column of the input (sent with each member)."""
+
+    ad_user_data: Literal["granted", "denied"] | ConsentColumn
+    ad_personalization: Literal["granted", "denied"] | ConsentColumn
+
+    @field_validator("ad_user_data", "ad_personalization", mode="before")
+    @classmethod
+    def _one_of_the_forms(cls, value: object) -> object:
+        """One error naming the key, rather than one per form the value fails to be."""
+        if isinstance(value, dict):
+            try:
+                return ConsentColumn.model_validate(value)
+            except ValidationError as error:
+                detail = error.errors()[0]
+                where = ".".join(str(part) for part in detail["loc"])
+                raise ValueError(f"{where + ': ' if where else ''}{detail['msg'].removeprefix('Value error, ')}") from None
+        if value not in ("granted", "denied"):
+            raise ValueError(f"{value!r}: give granted, denied or {{column: <membership input column>}}")
+        return value
+
+    def columns(self) -> dict[str, str]:
+        """Signal -> input column, for the signals read from the input."""
+        return {signal: value.column for signal, value in (("ad_user_data", self.ad_user_data),
+                                                           ("ad_personalization", self.ad_personalization))
+                if isinstance(value, ConsentColumn)}
 
 
 class HttpConnection(_Strict):
@@ -432,6 +468,20 @@ class Config(_Strict):
     @property
     def active_destinations(self) -> list[HttpDestination | SftpDestination | S3Destination]:
         return [d for d in self.destinations if d.active]
+
+    def consent_sources(self) -> dict[str, dict[str, str]]:
+        """Active destination id -> {consent signal: input column} for signals read from the input."""
+        sources = {}
+        for destination in self.active_destinations:
+            consent = destination.connection.consent if isinstance(destination, HttpDestination) and destination.connection else None
+            if consent is not None and consent.columns():
+                sources[destination.id] = consent.columns()
+        return sources
+
+    @property
+    def consent_columns(self) -> tuple[str, ...]:
+        """The input columns the active destinations read consent from, sorted."""
+        return tuple(sorted({column for columns in self.consent_sources().values() for column in columns.values()}))
 
     def restricted_to(self, ids: list[str]) -> Config:
         """The same config with only these destinations (a destination's own prepare run)."""

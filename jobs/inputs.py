@@ -19,6 +19,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -27,6 +29,7 @@ from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZT
 
 from jobs import storage
 from jobs.config import DESTINATION_ID
+from transforms.consent_signals import carried
 from transforms.contract import column_names, format_of, missing_columns_error
 from transforms.identifiers import strip_whitespace
 from transforms.schemas import CONSENT, MEMBERSHIP
@@ -321,7 +324,20 @@ def _check_json_lines_keys(located: Located, contract: StructType, optional: set
         _require_columns(name, keys, contract, optional)
 
 
-def _parquet_read_schema(inferred: StructType) -> StructType:
+def _check_parquet_columns(located: Located, contract: StructType, optional: set[str]) -> None:
+    """Spark takes a Parquet folder's schema from one file and reads a column another file lacks
+    as nulls; check each local file's footer, so a file without a contract column is named."""
+    root = Path(located.path)
+    for file in [root] if root.is_file() else _data_files(root):
+        try:
+            names = pq.read_schema(file).names
+        except (OSError, ValueError, pa.ArrowException):
+            continue   # an unreadable file is named when Spark reads it (naming_unreadable_files)
+        name = located.source if root.is_file() else f"{located.source.rstrip('/')}/{file.relative_to(root)}"
+        _require_columns(name, names, contract, optional)
+
+
+def _parquet_read_schema(inferred: StructType, consent_columns: tuple[str, ...] = ()) -> StructType:
     """The schema every Parquet file is read with: the contract's strings, and updated_at as found.
 
     Spark infers the schema from one file; reading with an explicit one makes it check every
@@ -329,7 +345,7 @@ def _parquet_read_schema(inferred: StructType) -> StructType:
     instead of being cast to digits here and failing in another file there. Timestamps with
     and without a time zone (`isAdjustedToUTC`) both read as `timestamp`.
     """
-    fields = [StructField(c, StringType()) for c in STRING_COLUMNS]
+    fields = [StructField(c, StringType()) for c in STRING_COLUMNS + consent_columns]
     if "updated_at" in inferred.fieldNames():
         found = inferred["updated_at"].dataType
         fields.append(StructField("updated_at", TimestampType() if isinstance(found, (TimestampType, TimestampNTZType)) else found))
@@ -344,30 +360,35 @@ def _json_container(column: str) -> Column:
     return F.when(looks_like_one & is_one, F.lit(f"{column} is a JSON object or array, expected a string"))
 
 
-def read_membership(spark: SparkSession, path: str, data_format: str | None = None) -> DataFrame:
+def read_membership(spark: SparkSession, path: str, data_format: str | None = None, consent_columns: tuple[str, ...] = ()) -> DataFrame:
     """Membership rows with `source_file` and `read_error` (null when the record parsed).
 
-    Extra columns are ignored. The Spark job that first reads the rows should run inside
+    `consent_columns`: the consent columns the config reads (strings, required in every file),
+    returned under `consent_signals.carried` names so they never clash with ours. Other extra
+    columns are ignored. The Spark job that first reads the rows should run inside
     `naming_unreadable_files`.
     """
     located = localize(spark, path)
     data_format = data_format or detect_format(located.path)
     _check_files(located, data_format)
+    contract = StructType(MEMBERSHIP.fields + [StructField(c, StringType()) for c in consent_columns])
     try:
         with naming_unreadable_files(located.source):
             if data_format == "parquet":
                 inferred = spark.read.parquet(located.path)
-                _require_columns(located.source, inferred.columns, MEMBERSHIP, {"updated_at"})
-                _refuse_nested(located, inferred.schema)
-                raw = spark.read.schema(_parquet_read_schema(inferred.schema)).parquet(located.path)
+                _require_columns(located.source, inferred.columns, contract, {"updated_at"})
+                if not storage.is_s3(located.path):
+                    _check_parquet_columns(located, contract, {"updated_at"})
+                _refuse_nested(located, inferred.schema, contract)
+                raw = spark.read.schema(_parquet_read_schema(inferred.schema, consent_columns)).parquet(located.path)
                 read_error = F.lit(None).cast("string")
             else:
                 if data_format == "jsonl" and not storage.is_s3(located.path):
-                    _check_json_lines_keys(located, MEMBERSHIP, {"updated_at"})
-                raw = _read_text_format(spark, located, data_format, MEMBERSHIP, {"updated_at"})
+                    _check_json_lines_keys(located, contract, {"updated_at"})
+                raw = _read_text_format(spark, located, data_format, contract, {"updated_at"})
                 read_error = F.col(CORRUPT)
                 if data_format == "jsonl":
-                    read_error = F.coalesce(read_error, *[_json_container(c) for c in STRING_COLUMNS])
+                    read_error = F.coalesce(read_error, *[_json_container(c) for c in STRING_COLUMNS + consent_columns])
     except AnalysisException as error:
         raise InputError(f"{located.source}: cannot read as {data_format}: {error}") from None
     if "updated_at" not in raw.columns:
@@ -386,11 +407,12 @@ def read_membership(spark: SparkSession, path: str, data_format: str | None = No
         updated_at.alias("updated_at"),
         located.source_file().alias("source_file"),
         F.coalesce(read_error, F.when(bad_timestamp, F.lit("unparseable updated_at"))).alias("read_error"),
+        *[F.col(c).cast("string").alias(carried(c)) for c in consent_columns],
     )
 
 
-def _refuse_nested(located: Located, schema: StructType) -> None:
-    for field in MEMBERSHIP.fields:
+def _refuse_nested(located: Located, schema: StructType, contract: StructType) -> None:
+    for field in contract.fields:
         if field.name in schema.fieldNames() and schema[field.name].dataType.typeName() in ("struct", "array", "map"):
             raise InputError(f"{located.source}: column {field.name!r} is {schema[field.name].dataType.simpleString()}, expected a scalar")
 

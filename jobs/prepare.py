@@ -31,6 +31,7 @@ from jobs.quality import check_opt_out_shares, raise_on_critical, validate_input
 from jobs.session import task_slices
 from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
+from transforms.consent_signals import carried, flag_invalid_consent, with_member_consent
 from transforms.delta import BATCHED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
 from transforms.identifiers import normalize_identifiers
 from transforms.schemas import AUDIENCE_MAPPING, AUDIENCE_SIZES, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
@@ -112,10 +113,12 @@ def _check_request(spark: SparkSession, request: PrepareRequest) -> tuple[str, d
 
 
 def _flagged_rows(spark: SparkSession, valid: DataFrame, opt_outs: DataFrame, broadcast_opt_outs: bool, config: Config) -> DataFrame:
-    """Usable rows fanned out to their audiences, those consent removes flagged `opted_out`."""
+    """Usable rows fanned out to their audiences with their consent signals, those consent removes flagged `opted_out`."""
+    sources = {d: {signal: carried(column) for signal, column in columns.items()} for d, columns in config.consent_sources().items()}
     return (
-        valid.select("user_id", "id_type", "segment_id", "id_normalized")
+        valid.select("user_id", "id_type", "segment_id", "id_normalized", *[carried(c) for c in config.consent_columns])
         .transform(map_to_audiences, audience_mapping(spark, config))
+        .transform(with_member_consent, sources)
         .transform(mark_opted_out, opt_outs, broadcast_opt_outs)
     )
 
@@ -167,8 +170,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     # The normalized input feeds the quality gate, the statistics, the rejected rows and the
     # members: kept once rather than read and normalized four times.
     normalized = (
-        read_membership(spark, request.input, request.input_format)
+        read_membership(spark, request.input, request.input_format, config.consent_columns)
         .transform(normalize_identifiers, config.defaults.default_country_code)
+        .transform(flag_invalid_consent, tuple(carried(c) for c in config.consent_columns))
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     with timer.phase("read_normalize_quality"):
@@ -194,7 +198,7 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         is_unusable = F.col("reject_reason").isNotNull() | ~F.col("id_type").isin(*accepted_anywhere)
         normalized.filter(is_unusable).withColumn(
             "reject_reason", F.coalesce("reject_reason", F.lit(ID_TYPE_NOT_ACCEPTED))
-        ).select(REJECTED.fieldNames()).coalesce(max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))).write.mode(
+        ).select(*REJECTED.fieldNames(), *[F.col(carried(c)).alias(c) for c in config.consent_columns]).coalesce(max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))).write.mode(
             "overwrite"
         ).parquet(storage.join(run_dir, "rejected"))
 

@@ -24,7 +24,7 @@ from pyspark.sql.types import StructType
 from jobs import paths, removals, storage
 from jobs.logs import log_event
 from transforms.delta import REMOVE_HELD
-from transforms.schemas import BATCHED, SNAPSHOT
+from transforms.schemas import BATCHED, CONSENT_SIGNALS, SNAPSHOT
 
 # The snapshot is written partitioned by destination, so its files lack that column; batch
 # files lack the three they are partitioned by.
@@ -243,13 +243,13 @@ def _kept_members(spark: SparkSession, destination_id: str, folders: dict[str, s
     them, so the baseline lists them although the candidate snapshot (written before anyone
     decided) does not."""
     return [spark.read.schema(STORED_BATCH).parquet(folder).select(
-        F.lit(destination_id).alias("destination_id"), F.lit(audience_id).alias("audience_id"), "id_type", "match_key")
+        F.lit(destination_id).alias("destination_id"), F.lit(audience_id).alias("audience_id"), "id_type", "match_key", *CONSENT_SIGNALS)
         for audience_id, folder in sorted(folders.items())]
 
 
 def _members(spark: SparkSession, destination_id: str, folder: str) -> DataFrame:
     return spark.read.schema(STORED_SNAPSHOT).parquet(folder).select(
-        F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key")
+        F.lit(destination_id).alias("destination_id"), "audience_id", "id_type", "match_key", *CONSENT_SIGNALS)
 
 
 def _read_committed(spark: SparkSession, out: str, destination_id: str, pointer: dict) -> list[DataFrame]:

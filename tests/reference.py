@@ -98,6 +98,53 @@ def match_key(id_type: str, value: str, rule) -> str:
     return hashlib.sha256(value.encode()).hexdigest() if rule.hash_sha256 else value
 
 
+def _blocked(consent: list[dict], config) -> dict[str, set]:
+    """Per destination, the users whose consent rows opt them out of it."""
+    blocked = defaultdict(set)
+    ids = [d.id for d in config.active_destinations]
+    for c in consent:
+        scope = c["scope"].strip()
+        for d in ids:
+            if scope in ("*", d):
+                blocked[d].add(c["user_id"].strip())
+    return blocked
+
+
+def consent_signal(value) -> str | None:
+    """A consent column's value as the contract reads it: `granted`, `denied`, another word, or None (blank)."""
+    return value.strip().lower() or None if isinstance(value, str) else None
+
+
+def _consent_reason(row: dict, columns: tuple[str, ...]) -> str | None:
+    return "invalid_consent" if any(consent_signal(row.get(c)) not in (None, "granted", "denied") for c in columns) else None
+
+
+def member_consent(rows: list[dict], opt_outs: list[dict], config) -> dict[str, dict]:
+    """Per destination that reads consent from the input: {(audience, id_type, key): (ad_user_data,
+    ad_personalization)}, a member denying a signal if any of its rows does and granting it only if all do."""
+    result, blocked = {}, _blocked(opt_outs, config)
+    country = config.defaults.default_country_code
+    for destination_id, columns in config.consent_sources().items():
+        destination = next(d for d in config.active_destinations if d.id == destination_id)
+        audience_of = {s: a for a, segs in destination.audiences.items() for s in segs}
+        given = defaultdict(list)
+        for row in rows:
+            id_type, value, reason = normalize(row, country)
+            if (reason or _consent_reason(row, config.consent_columns) or id_type not in destination.accepted_id_types
+                    or row["user_id"].strip() in blocked[destination_id]):
+                continue
+            audience = audience_of.get(row["segment_id"].strip())
+            if audience is not None:
+                key = (audience, id_type, match_key(id_type, value, destination.identifier_rule(id_type)))
+                given[key].append(tuple(consent_signal(row.get(columns[s])) if s in columns else None
+                                        for s in ("ad_user_data", "ad_personalization")))
+        result[destination_id] = {
+            key: tuple("denied" if "denied" in said else "granted" if all(v == "granted" for v in said) else None
+                       for said in zip(*values))
+            for key, values in given.items()}
+    return result
+
+
 def members(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict]:
     """Per destination: {(audience, id_type, key): rows} and the row accounting."""
     result, accounting, _ = members_and_withdrawn(rows, consent, config)
@@ -106,14 +153,9 @@ def members(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict]:
 
 def members_and_withdrawn(rows: list[dict], consent: list[dict], config) -> tuple[dict, dict, dict]:
     """`members`, and per destination the member keys of the rows consent removed."""
-    blocked = defaultdict(set)
-    ids = [d.id for d in config.active_destinations]
-    for c in consent:
-        scope = c["scope"].strip()
-        for d in ids:
-            if scope in ("*", d):
-                blocked[d].add(c["user_id"].strip())
-    normalized = [(row, *normalize(row, config.defaults.default_country_code)) for row in rows]
+    blocked = _blocked(consent, config)
+    normalized = [(row, id_type, value, reason or _consent_reason(row, config.consent_columns))
+                  for row in rows for id_type, value, reason in [normalize(row, config.defaults.default_country_code)]]
     result, accounting, withdrawn = {}, {}, {}
     for destination in config.active_destinations:
         audience_of = {s: a for a, segs in destination.audiences.items() for s in segs}

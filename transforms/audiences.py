@@ -2,7 +2,9 @@
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from transforms.consent_signals import member_consent_aggregates
 from transforms.identifiers import strip_whitespace, with_match_key
+from transforms.schemas import MEMBERS
 
 ALL_DESTINATIONS = "*"
 
@@ -48,9 +50,11 @@ def mark_opted_out(mapped: DataFrame, opt_outs: DataFrame, broadcast: bool = Tru
 
 
 def to_members(mapped: DataFrame) -> DataFrame:
-    """Collapse rows into distinct audience members, keeping how many input rows each stands for."""
+    """Collapse rows into distinct audience members (`MEMBERS`), keeping how many input rows each
+    stands for and the consent its rows give together (rows carry `with_member_consent`'s signals)."""
     return (
         mapped.transform(with_match_key)
         .groupBy("destination_id", "audience_id", "id_type", "match_key")
-        .agg(F.count(F.lit(1)).alias("source_rows"))
+        .agg(F.count(F.lit(1)).alias("source_rows"), *member_consent_aggregates())
+        .select(MEMBERS.fieldNames())
     )

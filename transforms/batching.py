@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from transforms.delta import BATCHED_STATUSES
+from transforms.schemas import CONSENT_SIGNALS
 
 GROUP = ["destination_id", "audience_id", "op"]
 DEFAULT_SUB_BUCKETS = 512
@@ -30,6 +31,7 @@ def deliverable_changes(classified: DataFrame, sub_buckets: int) -> DataFrame:
         "id_type",
         "match_key",
         "source_rows",
+        *CONSENT_SIGNALS,
         F.pmod(F.xxhash64("id_type", "match_key"), F.lit(sub_buckets)).alias("sub_bucket"),
     )
 
@@ -82,4 +84,5 @@ def assign_batches(
         Window.partitionBy(*GROUP, "file_in_group").orderBy("sub_bucket", "id_type", "match_key")
     )
     batch_number = F.col("first_batch") + F.floor((rank_in_file - 1) / F.col("max_batch_size"))
-    return placed.select(*GROUP, batch_number.cast("int").alias("batch_number"), "id_type", "match_key", "source_rows")
+    return placed.select(*GROUP, batch_number.cast("int").alias("batch_number"), "id_type", "match_key", "source_rows",
+                         *CONSENT_SIGNALS)

@@ -4,7 +4,9 @@ Statuses:
 - `add`: a member the destination does not hold yet;
 - `remove`: a member the destination holds that left the audience (`mirror` mode only), or
   whose consent was withdrawn (every mode, guarded audiences too);
-- `unchanged`: held and still a member;
+- `add` also for a held member whose consent signals changed (transforms/consent_signals.py):
+  sent again so the destination holds the new consent;
+- `unchanged`: held and still a member, with the same consent;
 - `retained`: held, no longer a member, but kept (`upsert` mode never removes, and a guarded
   audience sends nothing);
 - `held`: a new member of an audience below its minimum size, withheld until it grows;
@@ -12,10 +14,13 @@ Statuses:
   its committed members, or a count): not sent until approved, so a partial input cannot empty
   an audience. Consent withdrawals are never held.
 """
+from functools import reduce
+from operator import or_
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from transforms.schemas import MEMBER_KEY
+from transforms.schemas import CONSENT_SIGNALS, MEMBER_KEY
 
 ADD, REMOVE, UNCHANGED, RETAINED, HELD, REMOVE_HELD = "add", "remove", "unchanged", "retained", "held", "remove_held"
 DELIVERED_STATUSES = (ADD, REMOVE)
@@ -27,19 +32,26 @@ def mark_membership(current: DataFrame, previous: DataFrame, withdrawn: DataFram
     """Full outer join of current members and the previous snapshot: where each member is.
 
     `withdrawn`: member keys of this run's rows that consent removed (`withdrawn` is true for
-    them); a key that another, consenting row still supports stays current.
+    them); a key that another, consenting row still supports stays current. A member's consent
+    signals are the current ones, or the snapshot's for a member no longer current;
+    `consent_changed` says a member in both differs in them.
     """
+    earlier = previous.select(*MEMBER_KEY, *[F.col(s).alias(f"previous_{s}") for s in CONSENT_SIGNALS])
     marked = current.withColumn("in_current", F.lit(True)).join(
-        previous.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full"
+        earlier.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full"
     )
     if withdrawn is not None:
         marked = marked.join(withdrawn.select(*MEMBER_KEY).distinct().withColumn("withdrawn", F.lit(True)), on=list(MEMBER_KEY), how="left")
+    in_current, in_previous = F.col("in_current").isNotNull(), F.col("in_previous").isNotNull()
+    differs = [~F.col(s).eqNullSafe(F.col(f"previous_{s}")) for s in CONSENT_SIGNALS]
     return marked.select(
         *MEMBER_KEY,
+        *[F.when(in_current, F.col(s)).otherwise(F.col(f"previous_{s}")).alias(s) for s in CONSENT_SIGNALS],
         F.coalesce(F.col("source_rows"), F.lit(0).cast("long")).alias("source_rows"),
-        F.col("in_current").isNotNull().alias("in_current"),
-        F.col("in_previous").isNotNull().alias("in_previous"),
+        in_current.alias("in_current"),
+        in_previous.alias("in_previous"),
         (F.col("withdrawn").isNotNull() if withdrawn is not None else F.lit(False)).alias("withdrawn"),
+        (in_current & in_previous & reduce(or_, differs)).alias("consent_changed"),
     )
 
 
@@ -74,7 +86,8 @@ def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> Da
     in_current, in_previous = F.col("in_current"), F.col("in_previous")
     is_guarded = F.coalesce(F.col("audience_size"), F.lit(0)) < F.col("min_audience_size")
     status = (
-        F.when(in_current & in_previous, UNCHANGED)
+        F.when(in_current & in_previous & F.col("consent_changed"), ADD)
+        .when(in_current & in_previous, UNCHANGED)
         .when(in_current & is_guarded, HELD)
         .when(in_current, ADD)
         .when(F.col("withdrawn"), REMOVE)   # consent withdrawn: removed whatever the mode or guard
@@ -82,7 +95,7 @@ def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> Da
         .when(F.coalesce(F.col("removals_held"), F.lit(False)), REMOVE_HELD)
         .otherwise(REMOVE)
     )
-    return joined.select(*MEMBER_KEY, "source_rows", status.alias("status"))
+    return joined.select(*MEMBER_KEY, *CONSENT_SIGNALS, "source_rows", status.alias("status"))
 
 
 def classify_members(current: DataFrame, previous: DataFrame, rules: DataFrame) -> DataFrame:

@@ -65,11 +65,13 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
     """Add `id_normalized` (canonical form per id type) and `reject_reason` (null when usable).
 
     Expects the raw membership columns plus `source_file` and `read_error` (set by the reader
-    for records it could not parse). Built as successive projections so that each regular
+    for records it could not parse); any other column is passed through unchanged, last. Built as successive projections so that each regular
     expression runs once per row: Spark does not share subexpressions across the branches of
     a `when` chain, and inlining them there made normalization five times slower.
     """
-    raw = ["id_value", "updated_at", "source_file", "read_error"]
+    reader_columns = {"user_id", "id_type", "segment_id", "id_value", "updated_at", "source_file", "read_error"}
+    carried = [c for c in df.columns if c not in reader_columns]   # passed through as they are (consent columns)
+    raw = ["id_value", "updated_at", "source_file", "read_error", *carried]
     cleaned = df.select(
         *raw,
         strip_whitespace("user_id").alias("user_id"),
@@ -128,6 +130,7 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
         "source_file",
         F.when(F.col("reject_reason").isNull(), id_normalized).alias("id_normalized"),
         "reject_reason",
+        *carried,
     )
 
 

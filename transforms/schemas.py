@@ -39,6 +39,8 @@ NORMALIZED = StructType(
     ]
 )
 
+# Rejected rows are written with these columns, then the consent columns the config reads
+# (under their input names, as they were written).
 REJECTED = StructType(
     [
         StructField("reject_reason", StringType()),
@@ -88,6 +90,11 @@ CONSENT_OPT_OUT = StructType(
 # What a destination holds: the unit of the snapshot, the delta and the batches.
 MEMBER_KEY = ("destination_id", "audience_id", "id_type", "match_key")
 
+# A member's consent as Google asks for it (transforms/consent_signals.py): `granted`, `denied`,
+# or null (unspecified, and always null for destinations whose consent is fixed in the config).
+CONSENT_SIGNALS = ("ad_user_data", "ad_personalization")
+_SIGNAL_FIELDS = [StructField(signal, StringType(), True) for signal in CONSENT_SIGNALS]
+
 SNAPSHOT = StructType(
     [
         StructField("destination_id", StringType(), False),
@@ -95,6 +102,7 @@ SNAPSHOT = StructType(
         StructField("id_type", StringType(), False),
         StructField("match_key", StringType(), False),
     ]
+    + _SIGNAL_FIELDS
 )
 
 MEMBERS = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False)])
@@ -121,4 +129,5 @@ BATCHED = StructType(
         StructField("match_key", StringType(), False),
         StructField("source_rows", LongType(), False),  # input rows behind the member (0 for removes)
     ]
+    + _SIGNAL_FIELDS
 )

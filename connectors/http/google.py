@@ -13,6 +13,7 @@ from connectors.http.client import HttpError, HttpRequest, ReportedAudience, bea
 from connectors.retry import Failure, FailureKind
 
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
+CONSENT_FIELDS = {"ad_user_data": "adUserData", "ad_personalization": "adPersonalization"}
 # The Google Ads API version feedback's report is written for (its root: https://googleads.googleapis.com/<version>).
 GOOGLE_ADS_API_VERSION = "v26"
 # Customer Match lists as the Google Ads API reports them (GAQL over `user_list`).
@@ -23,6 +24,11 @@ def _member(id_type: str, key: str) -> dict:
     if id_type == "maid":
         return {"mobileData": {"mobileIds": [key]}}
     return {"userData": {"userIdentifiers": [{IDENTIFIER_FIELDS[id_type]: key}]}}
+
+
+def _consent(signals: dict[str, str | None]) -> dict:
+    """The API's `Consent` message; an unspecified signal is left out (CONSENT_STATUS_UNSPECIFIED)."""
+    return {field: f"CONSENT_{signals[signal].upper()}" for signal, field in CONSENT_FIELDS.items() if signals.get(signal)}
 
 
 def _quota_limit(body: dict) -> str:
@@ -39,25 +45,37 @@ class GoogleDataManager:
     name: str = "google_data_manager"
     operating_account_id: str = ""
     operating_account_type: str = "GOOGLE_ADS"
-    consent: dict[str, str] | None = None   # {"ad_user_data": "granted" | "denied", "ad_personalization": ...}
+    # The config's consent: signal -> "granted" | "denied", or {"column": ...} for a signal the
+    # input gives per member (then in `Batch.member_consent`).
+    consent: dict[str, str | dict] | None = None
+
+    def _ingest_members(self, batch: Batch) -> tuple[list[dict], dict | None]:
+        """The members, and the request's consent when the config fixes both signals; otherwise
+        each member carries its own (the input's signals, the config's fixed ones filled in)."""
+        members = [_member(id_type, key) for id_type, key in batch.members]
+        fixed = {s: v for s, v in (self.consent or {}).items() if isinstance(v, str)}
+        if not self.consent or len(fixed) == len(CONSENT_FIELDS):
+            return members, _consent(fixed) if fixed else None
+        for member, (id_type, key) in zip(members, batch.members):
+            given = dict(zip(CONSENT_FIELDS, batch.member_consent.get((id_type, key), (None, None))))
+            if consent := _consent({**given, **fixed}):
+                member["consent"] = consent
+        return members, None
 
     def build(self, batch: Batch, audience: str) -> HttpRequest:
         destination = {
             "operatingAccount": {"accountType": self.operating_account_type, "accountId": self.operating_account_id},
             "productDestinationId": audience,
         }
-        body = {
-            "destinations": [destination],
-            "audienceMembers": [_member(id_type, key) for id_type, key in batch.members],
-            "encoding": "HEX",
-        }
-        if batch.record.op == "add":
-            body["termsOfService"] = {"customerMatchTermsOfServiceStatus": "ACCEPTED"}
-            if self.consent:   # the request's consent applies to every member of it
-                body["consent"] = {"adUserData": f"CONSENT_{self.consent['ad_user_data'].upper()}",
-                                   "adPersonalization": f"CONSENT_{self.consent['ad_personalization'].upper()}"}
-            return HttpRequest("POST", "/v1/audienceMembers:ingest", body, {})
-        return HttpRequest("POST", "/v1/audienceMembers:remove", body, {})
+        if batch.record.op != "add":   # RemoveAudienceMembersRequest takes no consent
+            body = {"destinations": [destination], "audienceMembers": [_member(t, k) for t, k in batch.members], "encoding": "HEX"}
+            return HttpRequest("POST", "/v1/audienceMembers:remove", body, {})
+        members, request_consent = self._ingest_members(batch)
+        body = {"destinations": [destination], "audienceMembers": members, "encoding": "HEX",
+                "termsOfService": {"customerMatchTermsOfServiceStatus": "ACCEPTED"}}
+        if request_consent:   # the request's consent applies to every member of it
+            body["consent"] = request_consent
+        return HttpRequest("POST", "/v1/audienceMembers:ingest", body, {})
 
     def classify(self, error: HttpError) -> Failure:
         details = error.body.get("error") if isinstance(error.body, dict) else None

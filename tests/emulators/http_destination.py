@@ -66,6 +66,9 @@ class Scoreboard:
     refused: Counter = field(default_factory=Counter)  # reason -> count
     report_pages: int = 0  # audience report pages served
     tokens_issued: int = 0
+    # Google: the consent each member was last ingested with, (audience, member) -> (adUserData,
+    # adPersonalization), the member's own `consent` or else the request's; None where neither says.
+    consent: dict[tuple[str, tuple[str, str]], tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def duplicates(self) -> int:
@@ -97,6 +100,23 @@ def _google_members(body: dict) -> list[tuple[str, str]]:
                 if field_name in identifier:
                     members.append((id_type, identifier[field_name]))
     return members
+
+
+CONSENT_STATUSES = ("CONSENT_GRANTED", "CONSENT_DENIED", "CONSENT_STATUS_UNSPECIFIED")
+
+
+def _google_consent(body: dict) -> dict[tuple[str, str], tuple[str | None, str | None]] | str:
+    """Each ingested member's consent, or the error message for a value the API would refuse."""
+    request = body.get("consent") or {}
+    given = {}
+    for index, member in enumerate(body["audienceMembers"]):
+        consent = {**request, **(member.get("consent") or {})}
+        for name, value in consent.items():
+            if name not in ("adUserData", "adPersonalization") or value not in CONSENT_STATUSES:
+                return f"Invalid value at 'audience_members[{index}].consent.{name}' ({value})"
+        for identifier in _google_members({"audienceMembers": [member]}):
+            given[identifier] = (consent.get("adUserData"), consent.get("adPersonalization"))
+    return given
 
 
 def _echoing_error(google: bool, members: list[tuple[str, str]]) -> dict:
@@ -382,7 +402,14 @@ class HttpDestinationEmulator:
                     reason = {"code": 400, "status": "INVALID_ARGUMENT", "message": "TOO_MANY_AUDIENCE_MEMBERS"} if google else {
                         "code": 100, "message": "Too many records in payload"}
                     return self._reply(400, {"error": reason})
+                consent = _google_consent(body) if google and op == "add" else {}
+                if isinstance(consent, str):
+                    emulator.score.refused["invalid_consent"] += 1
+                    return self._reply(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": consent}})
                 accepted = emulator._accept(key, audience, op, members)
+                if consent and emulator.config.keep_members:
+                    with emulator._lock:
+                        emulator.score.consent.update({(audience, member): given for member, given in consent.items()})
                 if google:
                     if emulator.config.revoke_token_after and accepted == emulator.config.revoke_token_after:
                         with emulator._lock:

@@ -3,6 +3,7 @@ import hashlib
 from chispa import assert_df_equality
 
 from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
+from transforms.consent_signals import with_member_consent
 from transforms.schemas import AUDIENCE_MAPPING, CONSENT, MEMBERS
 
 
@@ -64,9 +65,9 @@ def test_duplicate_rows_collapse_into_one_member_counting_their_rows(spark):
     audiences = mapping(
         spark, [("s1", "email", "meta", "aud", True, False, False), ("s2", "email", "meta", "aud", True, False, False)]
     )
-    members = map_to_audiences(rows, audiences).transform(to_members)
+    members = map_to_audiences(rows, audiences).transform(with_member_consent, {}).transform(to_members)
     digest = lambda s: hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
     expected = spark.createDataFrame(
-        [("meta", "aud", "email", digest("a@x.com"), 2), ("meta", "aud", "email", digest("b@x.com"), 1)], MEMBERS
+        [("meta", "aud", "email", digest("a@x.com"), None, None, 2), ("meta", "aud", "email", digest("b@x.com"), None, None, 1)], MEMBERS
     )
     assert_df_equality(members, expected, ignore_row_order=True, ignore_nullable=True)

@@ -13,6 +13,8 @@ def classified(spark, n, audience="a", status="add", destination="d"):
         F.lit(audience).alias("audience_id"),
         F.lit("email").alias("id_type"),
         F.sha2(F.col("id").cast("string"), 256).alias("match_key"),
+        F.lit(None).cast("string").alias("ad_user_data"),
+        F.lit(None).cast("string").alias("ad_personalization"),
         F.lit(1).cast("long").alias("source_rows"),
         F.lit(status).alias("status"),
     )
@@ -64,13 +66,15 @@ def test_small_groups_get_exact_batches_ranked_by_key(spark):
 
     from transforms.schemas import BATCHED
 
+    consent = {"k1": ("granted", "denied"), "k9": ("denied", None)}   # carried to the batch, as prepared
     frame = spark.createDataFrame(
-        [("d", "a", "email", k, 1, "add") for k in ("k3", "k1", "k2")] + [("d", "a", "email", "k9", 0, "remove")],
+        [("d", "a", "email", k, *consent.get(k, (None, None)), 1, "add") for k in ("k3", "k1", "k2")]
+        + [("d", "a", "email", "k9", *consent["k9"], 0, "remove")],
         CLASSIFIED,
     )
     expected = spark.createDataFrame(
-        [("d", "a", "add", 0, "email", "k1", 1), ("d", "a", "add", 0, "email", "k2", 1), ("d", "a", "add", 1, "email", "k3", 1),
-         ("d", "a", "remove", 0, "email", "k9", 0)],
+        [("d", "a", "add", 0, "email", "k1", 1, "granted", "denied"), ("d", "a", "add", 0, "email", "k2", 1, None, None),
+         ("d", "a", "add", 1, "email", "k3", 1, None, None), ("d", "a", "remove", 0, "email", "k9", 0, "denied", None)],
         BATCHED,
     )
     got = assign_batches(frame, rules(spark, 2), sub_buckets=1)

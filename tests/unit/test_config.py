@@ -183,3 +183,20 @@ def test_window_ingest_refuses_mirror_destinations_and_the_row_count_band():
         raw["quality"] = {}
     assert "destinations.yaml: quality.row_count_band: with ingest.mode window" in broken(banded)
     assert parse_config(copy.deepcopy(EXAMPLE), "destinations.yaml").ingest.mode == "marker"   # the default
+
+
+@pytest.mark.parametrize("value, error", [
+    ("maybe", r"\(google_dm\)\.connection\.consent\.ad_user_data: 'maybe': give granted, denied or \{column: "),
+    ({"column": "user_id"}, r"\(google_dm\)\.connection\.consent\.ad_user_data\.column: 'user_id' is a membership column"),
+    ({"column": "eea data"}, r"\(google_dm\)\.connection\.consent\.ad_user_data\.column: String should match pattern"),
+])
+def test_google_consent_is_a_fixed_value_or_an_input_column_and_a_wrong_one_is_named(value, error):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    google = next(d for d in raw["destinations"] if d["id"] == "google_dm")
+    google["connection"]["consent"] = {"ad_user_data": value, "ad_personalization": "granted"}
+    with pytest.raises(ConfigError, match=error):
+        parse_config(raw, "destinations.yaml")
+    google["connection"]["consent"] = {"ad_user_data": {"column": "eea_data"}, "ad_personalization": {"column": "eea_ads"}}
+    config = parse_config(raw, "destinations.yaml")
+    assert config.consent_sources() == {"google_dm": {"ad_user_data": "eea_data", "ad_personalization": "eea_ads"}}
+    assert config.consent_columns == ("eea_ads", "eea_data")

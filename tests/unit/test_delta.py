@@ -4,16 +4,27 @@ from transforms.delta import audience_sizes, classify_marked, classify_members, 
 from transforms.schemas import CLASSIFIED, DESTINATION_RULES, MEMBERS, SNAPSHOT
 
 
+def _members(spark, rows):
+    """MEMBERS rows of (destination, audience, id type, key, source rows[, ad_user_data, ad_personalization])."""
+    return spark.createDataFrame([(*r[:4], *(r[5:] or (None, None)), r[4]) for r in rows], MEMBERS)
+
+
+def _snapshot(spark, rows):
+    """SNAPSHOT rows of (destination, audience, id type, key[, ad_user_data, ad_personalization])."""
+    return spark.createDataFrame([(*r, None, None) if len(r) == 4 else r for r in rows], SNAPSHOT)
+
+
 def rules(spark, rows):
     """Destination rules; rows of (id, sync mode, max batch, min size) have no removal guard."""
     return spark.createDataFrame([(*row, None, None) if len(row) == 4 else row for row in rows], DESTINATION_RULES)
 
 
 def test_mirror_mode_adds_new_removes_gone_keeps_unchanged(spark):
-    current = spark.createDataFrame([("d", "a", "email", "k1", 1), ("d", "a", "email", "k2", 3)], MEMBERS)
-    previous = spark.createDataFrame([("d", "a", "email", "k2"), ("d", "a", "email", "k3")], SNAPSHOT)
+    current = _members(spark, [("d", "a", "email", "k1", 1), ("d", "a", "email", "k2", 3)])
+    previous = _snapshot(spark, [("d", "a", "email", "k2"), ("d", "a", "email", "k3")])
     expected = spark.createDataFrame(
-        [("d", "a", "email", "k1", 1, "add"), ("d", "a", "email", "k2", 3, "unchanged"), ("d", "a", "email", "k3", 0, "remove")],
+        [(*key, None, None, rows, status) for *key, rows, status in
+         [("d", "a", "email", "k1", 1, "add"), ("d", "a", "email", "k2", 3, "unchanged"), ("d", "a", "email", "k3", 0, "remove")]],
         CLASSIFIED,
     )
     got = classify_members(current, previous, rules(spark, [("d", "mirror", 10, 0)]))
@@ -21,26 +32,26 @@ def test_mirror_mode_adds_new_removes_gone_keeps_unchanged(spark):
 
 
 def test_upsert_mode_never_removes(spark):
-    current = spark.createDataFrame([("d", "a", "email", "k1", 1)], MEMBERS)
-    previous = spark.createDataFrame([("d", "a", "email", "k3")], SNAPSHOT)
+    current = _members(spark, [("d", "a", "email", "k1", 1)])
+    previous = _snapshot(spark, [("d", "a", "email", "k3")])
     got = classify_members(current, previous, rules(spark, [("d", "upsert", 10, 0)]))
     assert sorted((r.match_key, r.status) for r in got.collect()) == [("k1", "add"), ("k3", "retained")]
 
 
 def test_first_run_is_a_full_load(spark):
-    current = spark.createDataFrame([("d", "a", "email", "k1", 1), ("d", "b", "maid", "k2", 1)], MEMBERS)
-    previous = spark.createDataFrame([], SNAPSHOT)
+    current = _members(spark, [("d", "a", "email", "k1", 1), ("d", "b", "maid", "k2", 1)])
+    previous = _snapshot(spark, [])
     got = classify_members(current, previous, rules(spark, [("d", "mirror", 10, 0)]))
     assert sorted(r.status for r in got.collect()) == ["add", "add"]
 
 
 def test_audience_below_minimum_size_sends_nothing_and_keeps_what_destination_has(spark):
-    current = spark.createDataFrame(
+    current = _members(
+        spark,
         [("d", "small", "email", "k1", 1), ("d", "small", "email", "k2", 1), ("d", "big", "email", "k1", 1),
          ("d", "big", "email", "k2", 1), ("d", "big", "email", "k3", 1)],
-        MEMBERS,
     )
-    previous = spark.createDataFrame([("d", "small", "email", "k2"), ("d", "small", "email", "k9")], SNAPSHOT)
+    previous = _snapshot(spark, [("d", "small", "email", "k2"), ("d", "small", "email", "k9")])
     got = classify_members(current, previous, rules(spark, [("d", "mirror", 10, 3)]))
     statuses = sorted((r.audience_id, r.match_key, r.status) for r in got.collect())
     assert statuses == [
@@ -50,16 +61,16 @@ def test_audience_below_minimum_size_sends_nothing_and_keeps_what_destination_ha
 
 
 def test_same_key_in_two_destinations_is_two_members(spark):
-    current = spark.createDataFrame([("d1", "a", "email", "k1", 1), ("d2", "a", "email", "k1", 1)], MEMBERS)
-    previous = spark.createDataFrame([("d1", "a", "email", "k1")], SNAPSHOT)
+    current = _members(spark, [("d1", "a", "email", "k1", 1), ("d2", "a", "email", "k1", 1)])
+    previous = _snapshot(spark, [("d1", "a", "email", "k1")])
     got = classify_members(current, previous, rules(spark, [("d1", "mirror", 10, 0), ("d2", "mirror", 10, 0)]))
     assert sorted((r.destination_id, r.status) for r in got.collect()) == [("d1", "unchanged"), ("d2", "add")]
 
 
 def _audience(spark, previous_keys, current_keys, withdrawn_keys=()):
-    current = spark.createDataFrame([("d", "a", "email", k, 1) for k in current_keys], MEMBERS)
-    previous = spark.createDataFrame([("d", "a", "email", k) for k in previous_keys], SNAPSHOT)
-    withdrawn = spark.createDataFrame([("d", "a", "email", k, 1) for k in withdrawn_keys], MEMBERS)
+    current = _members(spark, [("d", "a", "email", k, 1) for k in current_keys])
+    previous = _snapshot(spark, [("d", "a", "email", k) for k in previous_keys])
+    withdrawn = _members(spark, [("d", "a", "email", k, 1) for k in withdrawn_keys])
     return mark_membership(current, previous, withdrawn)
 
 
@@ -88,3 +99,21 @@ def test_consent_withdrawals_are_never_held_nor_counted_against_the_guard(spark)
     assert _statuses(marked, rules(spark, [("d", "mirror", 10, 0, 0.4, None)])) == [("k1", "remove"), ("k2", "remove"), ("k3", "remove")]
     # Over the guard (k3 alone is more than 0.2 of 3): k3 is held, the withdrawals still go.
     assert _statuses(marked, rules(spark, [("d", "mirror", 10, 0, 0.2, None)])) == [("k1", "remove"), ("k2", "remove"), ("k3", "remove_held")]
+
+
+def test_a_held_member_whose_consent_changed_is_sent_again_with_the_new_consent(spark):
+    """Google keeps the consent a member was last ingested with: a change must reach it, in every mode."""
+    current = _members(spark, [("d", "a", "email", "k1", 1, "denied", "granted"), ("d", "a", "email", "k2", 2, "granted", "granted"),
+                               ("d", "a", "email", "k3", 1), ("d", "a", "email", "k5", 1, None, "denied")])
+    previous = _snapshot(spark, [("d", "a", "email", "k1", "granted", "granted"), ("d", "a", "email", "k2", "granted", "granted"),
+                                 ("d", "a", "email", "k3"), ("d", "a", "email", "k4", "denied", None),
+                                 ("d", "a", "email", "k5", "granted", "denied")])
+    for mode, gone in (("mirror", "remove"), ("upsert", "retained")):
+        got = classify_members(current, previous, rules(spark, [("d", mode, 10, 0)]))
+        assert sorted((r.match_key, r.status, r.ad_user_data, r.ad_personalization) for r in got.collect()) == [
+            ("k1", "add", "denied", "granted"),        # ad user data withdrawn
+            ("k2", "unchanged", "granted", "granted"),
+            ("k3", "unchanged", None, None),           # unspecified then and now (or consent fixed in the config)
+            ("k4", gone, "denied", None),              # a member that leaves keeps the consent it was held with
+            ("k5", "add", None, "denied"),             # granted, now unspecified: sent again without it
+        ]

@@ -290,3 +290,38 @@ def test_prepare_waits_for_the_marker_the_s3_trigger_waits_for():
     from orchestration.ingest import COMPLETION_MARKER as TRIGGER_MARKER
 
     assert COMPLETION_MARKER == TRIGGER_MARKER
+
+
+CONSENT_HEADER = "user_id,id_type,id_value,segment_id,eea_data\n"
+
+
+def test_consent_columns_the_config_reads_come_as_strings_under_their_carried_names(spark, tmp_path):
+    path = write(tmp_path / "a.csv", CONSENT_HEADER + "u1,email,a@x.com,s, Granted \nu2,email,b@x.com,s,\n")
+    rows = read_membership(spark, str(path), consent_columns=("eea_data",)).collect()
+    assert [r["consent:eea_data"] for r in rows] == [" Granted ", None]
+    lines = json.dumps({**ROW, "eea_data": "denied"}) + "\n" + json.dumps(ROW) + "\n"   # a key left out is unspecified
+    rows = read_membership(spark, str(write(tmp_path / "m.jsonl", lines)), consent_columns=("eea_data",)).collect()
+    assert [(r["consent:eea_data"], r.read_error) for r in rows] == [("denied", None), (None, None)]
+    parquet = write_parquet(tmp_path / "p" / "a.parquet", [{**ROW, "eea_data": "granted"}])
+    assert read_membership(spark, str(parquet), consent_columns=("eea_data",)).first()["consent:eea_data"] == "granted"
+
+
+@pytest.mark.parametrize("name, content, error", [
+    # CSV: Spark's header check names the file; the names outside the data contract are not quoted.
+    ("in/b.csv", HEADER + "u1,email,a@x.com,s,\n", r"in/b[.]csv: header \[user_id, id_type, id_value, segment_id, updated_at\] differs"),
+    ("in/b.jsonl", json.dumps(ROW) + "\n", r"in/b[.]jsonl: missing required column\(s\) \['eea_data'\]"),
+    ("in/b.parquet", None, r"in/b[.]parquet: missing required column\(s\) \['eea_data'\]"),
+])
+def test_a_file_without_a_consent_column_the_config_reads_is_named(spark, tmp_path, name, content, error):
+    """Another file of the folder has the column: Spark would read the missing one as unspecified consent."""
+    if name.endswith(".parquet"):
+        write_parquet(tmp_path / "in" / "a.parquet", [{**ROW, "eea_data": "granted"}])
+        write_parquet(tmp_path / name, [ROW])
+    else:
+        extension = name.rsplit(".", 1)[1]
+        first = CONSENT_HEADER + "u1,email,a@x.com,s,granted\n" if extension == "csv" else json.dumps({**ROW, "eea_data": "granted"}) + "\n"
+        write(tmp_path / f"in/a.{extension}", first)
+        write(tmp_path / name, content)
+    with pytest.raises(InputError, match=error):
+        with naming_unreadable_files(str(tmp_path / "in")):
+            read_membership(spark, str(tmp_path / "in"), consent_columns=("eea_data",)).collect()

@@ -5,7 +5,7 @@ from transforms.schemas import BATCHED
 
 
 def _write(spark, rows, path):
-    spark.createDataFrame(rows, BATCHED).coalesce(1).write.mode("append").partitionBy("destination_id", "audience_id", "op").parquet(path)
+    spark.createDataFrame([(*row, None, None) for row in rows], BATCHED).coalesce(1).write.mode("append").partitionBy("destination_id", "audience_id", "op").parquet(path)
 
 
 def test_batches_are_listed_with_size_file_and_checksum(spark, tmp_path):

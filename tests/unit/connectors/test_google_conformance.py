@@ -83,7 +83,7 @@ def _google(raw: dict) -> dict:
     return google
 
 
-def _sent(raw: dict, op: str, monkeypatch) -> requests.PreparedRequest:
+def _sent(raw: dict, op: str, monkeypatch, member_consent: dict | None = None) -> requests.PreparedRequest:
     """The request our connector sends for a batch of the example's first Google audience."""
     raw = copy.deepcopy(raw)
     _google(raw)["credentials"] = {"env": "GOOGLE_DM_TOKEN"}
@@ -95,7 +95,7 @@ def _sent(raw: dict, op: str, monkeypatch) -> requests.PreparedRequest:
     destination, recording = build_destination(destination_config), Recording({"requestId": "r-1"})
     destination.open()
     destination._session.mount("https://", recording)
-    destination.send(Batch(record, members))
+    destination.send(Batch(record, members, member_consent=member_consent or {}))
     (sent,) = recording.sent
     return sent
 
@@ -175,6 +175,23 @@ def test_consent_the_config_gives_is_sent_with_every_ingest_as_the_description_s
     assert body["consent"] == {"adUserData": "CONSENT_GRANTED", "adPersonalization": "CONSENT_DENIED"}
     _validate(body, "IngestAudienceMembersRequest")
     assert "consent" not in json.loads(_sent(raw, "remove", monkeypatch).body)   # RemoveAudienceMembersRequest has none
+
+
+def test_consent_from_input_columns_goes_with_each_member_as_the_description_spells_it(monkeypatch):
+    """A signal read from the input travels per member (AudienceMember.consent); the config's fixed
+    signal is filled in beside it, and a signal the input left blank is left out (unspecified)."""
+    raw = copy.deepcopy(EXAMPLE)
+    _google(raw)["connection"]["consent"] = {"ad_user_data": {"column": "eea_data"}, "ad_personalization": "granted"}
+    email, phone = hashlib.sha256(b"ada@example.com").hexdigest(), hashlib.sha256(b"+14155550132").hexdigest()
+    body = json.loads(_sent(raw, "add", monkeypatch, {("email", email): ("denied", None)}).body)
+    _validate(body, "IngestAudienceMembersRequest")
+    assert "consent" not in body
+    by_key = {m["userData"]["userIdentifiers"][0].popitem()[1]: m.get("consent") for m in body["audienceMembers"]}
+    assert by_key == {email: {"adUserData": "CONSENT_DENIED", "adPersonalization": "CONSENT_GRANTED"},
+                      phone: {"adPersonalization": "CONSENT_GRANTED"}}
+    removal = json.loads(_sent(raw, "remove", monkeypatch, {("email", email): ("denied", None)}).body)
+    _validate(removal, "RemoveAudienceMembersRequest")
+    assert all("consent" not in m for m in removal["audienceMembers"])
 
 
 def test_consent_is_refused_where_the_platform_takes_none():
