@@ -20,7 +20,7 @@ from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report
 from jobs.prepare import destination_rules, write_batches
 from transforms.batching import DEFAULT_SUB_BUCKETS
 from transforms.delta import ADD
-from transforms.schemas import SNAPSHOT
+from transforms.schemas import CONSENT_SIGNALS, SNAPSHOT
 
 
 def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segment: str, ids: int) -> dict:
@@ -32,6 +32,7 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
     keys = spark.range(ids).select(F.sha2(F.concat(F.lit("bench-"), F.col("id").cast("string")), 256).alias("match_key"))
     classified = targets.crossJoin(keys).select(
         "destination_id", "audience_id", F.lit("email").alias("id_type"), "match_key",
+        *[F.lit(None).cast("string").alias(signal) for signal in CONSENT_SIGNALS],
         F.lit(1).cast("long").alias("source_rows"), F.lit(ADD).alias("status"),
     )
     run_dir = storage.join(str(out), "runs", run_id)
