@@ -12,18 +12,39 @@ def _glue_resolver():
     return getResolvedOptions
 
 
-def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """Parse `argv`, ignoring the arguments Glue adds (`--JOB_ID`, `--TempDir`, ...).
+def _own_values_attached(arguments: list[str], own: set[str]) -> list[str]:
+    """`--name value` of the job's own options as `--name=value`, Glue's arguments as they are.
 
-    Inside a Glue run (`--JOB_NAME` present) the values are resolved with awsglue's
-    `getResolvedOptions`, as Glue documents, then typed and validated by `parser`.
+    Glue passes every argument as a `--name value` pair; argparse, Glue's parser too, would take
+    a value that starts with `-` (`--fence_token -3`, a path `-x.yaml`) for an option.
     """
+    attached, position = [], 0
+    while position < len(arguments):
+        item = arguments[position]
+        if item.startswith("--") and item[2:] in own and position + 1 < len(arguments):
+            attached.append(f"{item}={arguments[position + 1]}")
+            position += 2
+        else:
+            attached.append(item)
+            position += 1
+    return attached
+
+
+def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse a script's `argv` (its path first, as `sys.argv`), ignoring the arguments Glue adds
+    (`--JOB_ID`, `--TempDir`, ...).
+
+    Inside a Glue run (`--JOB_NAME` present) the job's own options are resolved with awsglue's
+    `getResolvedOptions` on the whole list, as Glue documents (`getResolvedOptions(sys.argv, [...])`),
+    then typed and validated by `parser`.
+    """
+    arguments = argv[1:]
     resolver = _glue_resolver()
-    if resolver and "--JOB_NAME" in argv:
-        known = {opt.lstrip("-") for action in parser._actions for opt in action.option_strings if opt.startswith("--")}
-        present = [a.lstrip("-") for a in argv if a.startswith("--") and a.lstrip("-") in known]
-        resolved = resolver(argv, present)
-        # getResolvedOptions returns `run-id` under the key `run_id`.
-        argv = [item for name in present for item in (f"--{name}", resolved[name.replace("-", "_")])]
-    args, _glue_extras = parser.parse_known_args(argv)
+    if resolver and "--JOB_NAME" in arguments:
+        own = {opt[2:] for action in parser._actions for opt in action.option_strings if opt.startswith("--")}
+        present = list(dict.fromkeys(a[2:].split("=", 1)[0] for a in arguments if a.startswith("--") and a[2:].split("=", 1)[0] in own))
+        resolved = resolver([argv[0], *_own_values_attached(arguments, own)], present)
+        # getResolvedOptions keys `run-id` as `run_id`.
+        arguments = [f"--{name}={resolved[name.replace('-', '_')]}" for name in present]
+    args, _glue_extras = parser.parse_known_args(arguments)
     return args

@@ -58,7 +58,7 @@ def run_job(prog: str, description: str, add_arguments: Callable, command: Calla
     """A job script's main: Glue-style or CLI-style arguments, then the same command the CLI runs."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_arguments(parser)
-    args = parse_job_args(parser, sys.argv[1:] if argv is None else argv)
+    args = parse_job_args(parser, sys.argv if argv is None else [prog, *argv])
     return run_guarded(lambda: command(args))
 
 

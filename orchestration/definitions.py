@@ -120,7 +120,26 @@ def _catch(phase: str, next_state: str = "RecordFailure") -> list[dict]:
              "Assign": {"failed_phase": phase, "failure": "{% $states.errorOutput %}"}}]
 
 
+# Argument names a Glue job run cannot give a job: awsglue's getResolvedOptions refuses or
+# re-declares them (Job.continuation_options, job_bookmark_options, job_bookmark_range_options,
+# id_params, encryption_type_options, and TempDir/RedshiftTempDir it takes for itself), and
+# JOB_NAME is Glue's own. tests/unit/test_args.py keeps this list equal to awsglue's.
+GLUE_RESERVED_ARGUMENTS = frozenset({
+    "--continuation-option", "--job-bookmark-option", "--job-bookmark-from", "--job-bookmark-to",
+    "--JOB_NAME", "--JOB_ID", "--JOB_RUN_ID", "--SECURITY_CONFIGURATION", "--encryption-type",
+    "--TempDir", "--RedshiftTempDir",
+})
+
+
+class ReservedGlueArgument(ValueError):
+    """A Glue job's argument has a name Glue's argument parser reserves."""
+
+
 def _glue(job: str, arguments: dict, phase: str, next_state: str, timeout: int) -> dict:
+    reserved = sorted(set(arguments) & GLUE_RESERVED_ARGUMENTS)
+    if reserved:
+        raise ReservedGlueArgument(f"Glue job {job} ({phase}): arguments {reserved} are reserved by Glue "
+                                   "(awsglue's getResolvedOptions refuses or overrides them); rename them")
     return {
         "Type": "Task",
         "Resource": GLUE_SYNC,

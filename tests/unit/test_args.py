@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import pytest
-from awsglue.utils import getResolvedOptions  # noqa: F401 - the real parser must be installed, not skipped
+from awsglue.utils import GlueArgumentError, getResolvedOptions   # the real parser, installed (never skipped)
 
 from jobs import deliver, feedback, prepare
 from jobs.args import parse_job_args
@@ -125,3 +125,27 @@ def test_a_missing_required_option_under_glue_is_named():
     argv = [SCRIPT, *GLUE, "--out", "s3://work", "--run_id", "r1"]
     with pytest.raises(SystemExit):
         parse_job_args(_parser("feedback"), argv)
+
+
+def test_the_names_the_definitions_refuse_are_those_awsglue_reserves():
+    from awsglue.job import Job
+
+    from orchestration.definitions import GLUE_RESERVED_ARGUMENTS
+
+    reserved = {Job.continuation_options()[0], Job.job_bookmark_options()[0], *Job.job_bookmark_range_options(), *Job.id_params(),
+                Job.encryption_type_options()[0], "--TempDir", "--RedshiftTempDir"}
+    assert GLUE_RESERVED_ARGUMENTS == reserved
+    for name in sorted(reserved - {"--JOB_NAME", "--TempDir", "--RedshiftTempDir"}):   # JOB_NAME is Glue's to give
+        with pytest.raises((RuntimeError, argparse.ArgumentError, GlueArgumentError)):
+            getResolvedOptions([SCRIPT, *GLUE, name, "x"], [name[2:]])
+    # The temporary folders are Glue's: RedshiftTempDir is overwritten with TempDir's value.
+    assert getResolvedOptions([SCRIPT, *GLUE, "--RedshiftTempDir", "x"], ["RedshiftTempDir"])["RedshiftTempDir"] == "s3://work/glue-temp/"
+
+
+def test_a_definition_giving_a_glue_job_a_reserved_argument_is_refused_naming_it():
+    from orchestration import definitions
+
+    with pytest.raises(definitions.ReservedGlueArgument, match=r"audience-relay-prepare \(Prepare\): arguments \['--TempDir'\]"):
+        definitions._glue("audience-relay-prepare", {"--out": "s3://work", "--TempDir": "s3://mine/"}, "Prepare", "Next", 60)
+    assert definitions._glue("audience-relay-prepare", {"--out": "s3://work"}, "Prepare", "Next", 60)["Arguments"]["Arguments"] == {
+        "--out": "s3://work"}
