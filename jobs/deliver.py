@@ -34,6 +34,7 @@ from connectors.failpoints import crash_point
 from connectors.quota import DailyQuota
 from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
+from connectors.state.lease import Heartbeat, LeaseLock, lease_fence
 from connectors.state.store import BatchRecord, BatchState, Fence, FenceRejected, StateStore
 from jobs import paths, removals, snapshots, storage
 from jobs.batch_files import BatchFileReader
@@ -43,7 +44,6 @@ from jobs.logs import PhaseTimer, log_event
 from jobs.manifest import OPS
 from jobs.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
 from jobs.paths import RUN_ID
-from orchestration.lock import Heartbeat, LeaseLock
 
 OUTCOME = StructType(
     [
@@ -137,8 +137,8 @@ def check_manifest_paths(manifest: dict, source: str) -> None:
 def _fence(request: DeliverRequest, quota_key: str) -> Fence | None:
     if request.fence_owner is None or request.fence_token is None:
         return None
-    return Fence(request.state.removeprefix("dynamodb://"), f"LEASE#{quota_key}", "LEASE", request.fence_owner, request.fence_token,
-                 request.lease_seconds * request.lease_stop_fraction)
+    return lease_fence(request.state.removeprefix("dynamodb://"), quota_key, request.fence_owner, request.fence_token,
+                       request.lease_seconds * request.lease_stop_fraction)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import argparse
 import json
 
 from jobs.logs import log_event
-from orchestration.lock import LeaseLock, LeaseLost
+from connectors.state.lease import LeaseLock, LeaseLost
 
 
 class LeaseCommandError(ValueError):

@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import replace
 
+from connectors.state.lease import LEASE_PREFIX
 from orchestration.definitions import (CATALOG_LAMBDA_SECONDS, CLUSTER_STAGE_TAG, FEEDBACK_LAMBDA_SECONDS, REGISTERED_MACHINE,
                                        MachineSpec, Resources, machines)
 
@@ -128,7 +129,7 @@ def _machines_role(names: list[str], catalog: bool) -> dict:
                    [_arn("states", f"execution:{STAGE}-feedback/*")]),
         _statement("AskDestinations", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-feedback")]),
         *([_statement("RecordInCatalog", ["lambda:InvokeFunction"], [_arn("lambda", f"function:{STAGE}-catalog")])] if catalog else []),
-        _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")], leading_keys=["LEASE#*"]),
+        _statement("Lease", ["dynamodb:UpdateItem", "dynamodb:GetItem"], [_imported("StateTableArn")], leading_keys=[f"{LEASE_PREFIX}*"]),
         _statement("ListRegisteredDestinations", ["dynamodb:Scan"], [_imported("RegistryTableArn")]),
         _statement("ReadSummaries", ["s3:GetObject"], [_bucket_objects("WorkBucket", "runs/")]),
         _statement("Alert", ["sns:Publish"], [_imported("AlertTopicArn")]),

@@ -28,6 +28,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from connectors.state.lease import asl_acquire, asl_release
+
 
 # Destination ids are lower case and start with a letter or digit: no destination's machine takes this name.
 REGISTERED = "_registered"
@@ -335,20 +337,12 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
     whose input also names the `destination` (and its `quota_key`)."""
     shape = destination or _REGISTERED_SHAPE
     out = f"s3://{resources.work_bucket}"
-    lease_key = {"pk": {"S": "{% 'LEASE#' & $quota_key %}"}, "sk": {"S": "LEASE"}}
     now = "{% $string($floor($millis() / 1000)) %}"
     common = {"--out": out, "--run_id": "{% $run.run_id %}", "--config": resources.config_uri}
     release = {
         "Type": "Task",
         "Resource": "arn:aws:states:::dynamodb:updateItem",
-        "Arguments": {
-            "TableName": resources.state_table,
-            "Key": lease_key,
-            "UpdateExpression": "SET expires_at = :zero REMOVE #owner",
-            "ConditionExpression": "#owner = :owner",
-            "ExpressionAttributeNames": {"#owner": "owner"},
-            "ExpressionAttributeValues": {":owner": {"S": "{% $owner %}"}, ":zero": {"N": "0"}},
-        },
+        "Arguments": asl_release(resources.state_table, "$quota_key", "{% $owner %}"),
     }
     held = {"lease_held": False}
     states = {
@@ -375,20 +369,8 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
         "AcquireLease": {
             "Type": "Task",
             "Resource": "arn:aws:states:::dynamodb:updateItem",
-            "Arguments": {
-                "TableName": resources.state_table,
-                "Key": lease_key,
-                "UpdateExpression": "SET #owner = :owner, expires_at = :expires ADD fencing_token :one",
-                "ConditionExpression": "attribute_not_exists(expires_at) OR expires_at < :now OR #owner = :owner",
-                "ExpressionAttributeNames": {"#owner": "owner"},
-                "ExpressionAttributeValues": {
-                    ":owner": {"S": "{% $owner %}"},
-                    ":expires": {"N": f"{{% $string($floor($millis() / 1000) + {resources.lease_seconds}) %}}"},
-                    ":now": {"N": now},
-                    ":one": {"N": "1"},
-                },
-                "ReturnValues": "UPDATED_NEW",
-            },
+            "Arguments": asl_acquire(resources.state_table, "$quota_key", "{% $owner %}",
+                                     f"{{% $string($floor($millis() / 1000) + {resources.lease_seconds}) %}}", now),
             "Assign": {"fencing_token": "{% $states.result.Attributes.fencing_token.N %}", "lease_held": True},
             # Another job holds the shared quota: wait for it, with backoff and jitter.
             "Retry": [{"ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"], "IntervalSeconds": 60, "BackoffRate": 1.5,

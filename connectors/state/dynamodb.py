@@ -10,7 +10,7 @@ protected by a condition on its state.
 Ledger, quota and dead-letter items carry `purge_at` (epoch seconds), the table's TTL attribute
 (infra/templates/state.yaml): a run's ledger and dead letters go with its run folder (90 days
 after their last change by default), a quota window two days after its last use. Leases
-(orchestration/lock.py, same table) never carry it: deleting one would restart its fencing token.
+(connectors/state/lease.py, same table) never carry it: deleting one would restart its fencing token.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
+from connectors.state.lease import HOLDER_CONDITION, OWNER_NAMES
 from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence, FenceRejected
 
 DAY_SECONDS = 86_400
@@ -179,8 +180,8 @@ class DynamoStateStore:
         check = {"ConditionCheck": {
             "TableName": fence.table,
             "Key": {"pk": fence.pk, "sk": fence.sk},
-            "ConditionExpression": "#owner = :owner AND fencing_token = :token",
-            "ExpressionAttributeNames": {"#owner": "owner"},
+            "ConditionExpression": HOLDER_CONDITION,
+            "ExpressionAttributeNames": OWNER_NAMES,
             "ExpressionAttributeValues": {":owner": fence.owner, ":token": fence.token},
         }}
         for attempt in range(FENCED_WRITE_ATTEMPTS):

@@ -34,7 +34,7 @@ class Fence:
     """A lease a write is conditioned on: the write happens only while `token` is current.
 
     The lease item lives in `table` under key (`pk`, `sk`) with attributes `owner` and
-    `fencing_token` (see orchestration/lock.py).
+    `fencing_token` (see connectors/state/lease.py).
     """
 
     table: str

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from connectors.state.lease import lease_key
 from orchestration.definitions import MachineSpec, Resources, machines
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
@@ -75,7 +76,7 @@ class LocalStateMachines:
 
     def lease(self, quota_key: str) -> dict:
         item = self.aws.client("dynamodb").get_item(
-            TableName=self.resources.state_table, Key={"pk": {"S": f"LEASE#{quota_key}"}, "sk": {"S": "LEASE"}}, ConsistentRead=True,
+            TableName=self.resources.state_table, Key={k: {"S": v} for k, v in lease_key(quota_key).items()}, ConsistentRead=True,
         ).get("Item", {})
         return {key: next(iter(value.values())) for key, value in item.items()}
 

@@ -164,7 +164,7 @@ def _leases(table: str, current_seconds: float):
     """A lease table whose `meta_ads` lease was held by `execution-old` (its token now stale) and
     is held by `execution-new` for `current_seconds`."""
     from connectors.state.dynamodb import create_table
-    from orchestration.lock import LeaseLock
+    from connectors.state.lease import LeaseLock
 
     create_table(table)
     lock = LeaseLock(table)
@@ -229,7 +229,7 @@ def test_workers_stop_sending_when_the_lease_cannot_be_renewed(prepared, capsys)
     from botocore.exceptions import ClientError
 
     from connectors.state.dynamodb import create_table
-    from orchestration.lock import LeaseLock
+    from connectors.state.lease import LeaseLock
 
     root, config, manifest = prepared
     out = root / "unrenewed-out"
@@ -271,7 +271,7 @@ def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prep
 
     from connectors.state.dynamodb import create_table
     from jobs import deliver as deliver_job
-    from orchestration.lock import LeaseLock
+    from connectors.state.lease import LeaseLock
 
     root, config, _ = prepared
     out = root / "slow-commit-out"

@@ -20,7 +20,7 @@ import pytest
 from connectors.failpoints import kill_session
 from connectors.state.dynamodb import DynamoStateStore, create_table
 from jobs.cli import main
-from orchestration.lock import LeaseLock
+from connectors.state.lease import LeaseLock
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, start_deliver, unrecorded_keys
 

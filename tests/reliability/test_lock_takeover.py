@@ -16,7 +16,7 @@ import pytest
 
 from connectors.state.dynamodb import DynamoStateStore, create_table
 from connectors.state.store import BatchState
-from orchestration.lock import LeaseHeld, LeaseLock
+from connectors.state.lease import LeaseHeld, LeaseLock
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, meta_destination, prepare_run, start_deliver, unrecorded_keys
 

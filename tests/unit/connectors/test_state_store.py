@@ -89,7 +89,7 @@ def test_dead_letters_keep_the_error_and_can_be_removed_for_replay(store):
 
 
 def test_dynamodb_items_carry_their_purge_time_and_leases_never_do(moto_server):
-    from orchestration.lock import LeaseLock
+    from connectors.state.lease import LeaseLock
 
     name = f"audience-relay-state-{uuid.uuid4().hex[:8]}"
     create_table(name)

@@ -14,7 +14,7 @@ import pytest
 from connectors.state import dynamodb
 from connectors.state.dynamodb import DynamoStateStore, create_table
 from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, FenceRejected
-from orchestration.lock import LeaseLock
+from connectors.state.lease import LeaseLock
 
 
 def _cancelled(codes: list[str]) -> tuple[object, dict]:

@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from connectors.state.dynamodb import create_table
-from orchestration.lock import LeaseLock, LeaseLost
+from connectors.state.lease import LeaseLock, LeaseLost
 from jobs.cli import main
 
 

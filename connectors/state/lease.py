@@ -10,6 +10,11 @@ pass their token to `check_fence` (or use it in a transaction's condition).
 
 Expiry uses the clients' clocks (DynamoDB has no server time in conditions): keep leases
 much longer than the worst clock skew; the fencing token is what keeps a late writer out.
+
+This module is the one place the lease protocol is written: the item's key, its update and
+condition expressions, the fence that state writes carry, and the Step Functions task
+arguments the state machines take and release leases with (`asl_acquire`, `asl_release`),
+rendered from the same constants.
 """
 from __future__ import annotations
 
@@ -22,6 +27,59 @@ import boto3
 from botocore.exceptions import ClientError
 
 from connectors.state.store import Fence
+
+
+LEASE_PREFIX = "LEASE#"   # partition keys of leases in the state table (IAM scopes the lease policy to it)
+LEASE_SK = "LEASE"
+OWNER_NAMES = {"#owner": "owner"}
+# Take the lease: free, expired or already ours; the token only grows.
+ACQUIRE_UPDATE = "SET #owner = :owner, expires_at = :expires ADD fencing_token :one"
+ACQUIRE_CONDITION = "attribute_not_exists(expires_at) OR expires_at < :now OR #owner = :owner"
+# Free it, keeping the token; renewals, releases and fenced writes need the holder's owner and token.
+RELEASE_UPDATE = "SET expires_at = :zero REMOVE #owner"
+HOLDER_CONDITION = "#owner = :owner AND fencing_token = :token"
+
+
+def lease_key(name: str) -> dict:
+    """The lease item's key (`pk`, `sk`) for a lease name (a quota key)."""
+    return {"pk": f"{LEASE_PREFIX}{name}", "sk": LEASE_SK}
+
+
+def lease_fence(table: str, name: str, owner: str, token: int, min_remaining_seconds: float = 0.0) -> Fence:
+    """The condition a state-store write carries so it lands only while (owner, token) holds the lease."""
+    key = lease_key(name)
+    return Fence(table, key["pk"], key["sk"], owner, token, min_remaining_seconds)
+
+
+def asl_acquire(table: str, name: str, owner: str, expires: str, now: str) -> dict:
+    """`dynamodb:updateItem` arguments taking the lease (JSONata expressions for the name, owner,
+    expiry and now, evaluated by the state machine); the new token comes back in the result."""
+    return {
+        "TableName": table,
+        "Key": _asl_key(name),
+        "UpdateExpression": ACQUIRE_UPDATE,
+        "ConditionExpression": ACQUIRE_CONDITION,
+        "ExpressionAttributeNames": OWNER_NAMES,
+        "ExpressionAttributeValues": {":owner": {"S": owner}, ":expires": {"N": expires}, ":now": {"N": now}, ":one": {"N": "1"}},
+        "ReturnValues": "UPDATED_NEW",
+    }
+
+
+def asl_release(table: str, name: str, owner: str) -> dict:
+    """`dynamodb:updateItem` arguments freeing the lease if `owner` still holds it (token kept)."""
+    return {
+        "TableName": table,
+        "Key": _asl_key(name),
+        "UpdateExpression": RELEASE_UPDATE,
+        "ConditionExpression": "#owner = :owner",
+        "ExpressionAttributeNames": OWNER_NAMES,
+        "ExpressionAttributeValues": {":owner": {"S": owner}, ":zero": {"N": "0"}},
+    }
+
+
+def _asl_key(name: str) -> dict:
+    """The key in DynamoDB's typed form; `name` is a JSONata expression."""
+    return {"pk": {"S": f"{{% '{LEASE_PREFIX}' & {name} %}}"}, "sk": {"S": LEASE_SK}}
 
 
 class LeaseHeld(Exception):
@@ -45,7 +103,7 @@ class Lease:
 
     def fence(self, table: str) -> Fence:
         """The condition a state-store write carries so it lands only while this lease is current."""
-        return Fence(table, f"LEASE#{self.name}", "LEASE", self.owner, self.token)
+        return lease_fence(table, self.name, self.owner, self.token)
 
 
 def _conditional_failure(error: ClientError) -> bool:
@@ -57,25 +115,21 @@ class LeaseLock:
         self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
         self._clock = clock
 
-    @staticmethod
-    def _key(name: str) -> dict:
-        return {"pk": f"LEASE#{name}", "sk": "LEASE"}
-
     def acquire(self, name: str, owner: str, lease_seconds: float) -> Lease:
         now = self._clock()
         try:
             item = self._table.update_item(
-                Key=self._key(name),
-                UpdateExpression="SET #owner = :owner, expires_at = :expires ADD fencing_token :one",
-                ConditionExpression="attribute_not_exists(expires_at) OR expires_at < :now OR #owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
+                Key=lease_key(name),
+                UpdateExpression=ACQUIRE_UPDATE,
+                ConditionExpression=ACQUIRE_CONDITION,
+                ExpressionAttributeNames=OWNER_NAMES,
                 ExpressionAttributeValues={":owner": owner, ":expires": _decimal(now + lease_seconds), ":now": _decimal(now), ":one": 1},
                 ReturnValues="ALL_NEW",
             )["Attributes"]
         except ClientError as error:
             if not _conditional_failure(error):
                 raise
-            current = self._table.get_item(Key=self._key(name), ConsistentRead=True).get("Item", {})
+            current = self._table.get_item(Key=lease_key(name), ConsistentRead=True).get("Item", {})
             raise LeaseHeld(name, current.get("owner", "?"), float(current.get("expires_at", 0))) from None
         return Lease(name, owner, int(item["fencing_token"]), float(item["expires_at"]))
 
@@ -86,11 +140,11 @@ class LeaseLock:
 
     def release(self, lease: Lease) -> None:
         """Free the lock now; the fencing token stays, so the next holder's is higher."""
-        self._conditional(lease, "SET expires_at = :zero REMOVE #owner", {":zero": 0})
+        self._conditional(lease, RELEASE_UPDATE, {":zero": 0})
 
     def describe(self, name: str) -> dict | None:
         """The lock's item as an operator needs it: owner, token, expiry and whether it is live."""
-        item = self._table.get_item(Key=self._key(name), ConsistentRead=True).get("Item")
+        item = self._table.get_item(Key=lease_key(name), ConsistentRead=True).get("Item")
         if item is None:
             return None
         expires_at = float(item.get("expires_at", 0))
@@ -108,8 +162,8 @@ class LeaseLock:
         values = {":zero": 0, **({":owner": expected_owner} if expected_owner else {})}
         try:
             self._table.update_item(
-                Key=self._key(name), UpdateExpression="SET expires_at = :zero REMOVE #owner",
-                ConditionExpression=condition, ExpressionAttributeNames={"#owner": "owner"}, ExpressionAttributeValues=values,
+                Key=lease_key(name), UpdateExpression=RELEASE_UPDATE,
+                ConditionExpression=condition, ExpressionAttributeNames=OWNER_NAMES, ExpressionAttributeValues=values,
             )
         except ClientError as error:
             if _conditional_failure(error):
@@ -119,17 +173,17 @@ class LeaseLock:
 
     def check_fence(self, lease: Lease) -> None:
         """Raise `LeaseLost` unless `lease` is still the current one (same owner and token, not expired)."""
-        item = self._table.get_item(Key=self._key(lease.name), ConsistentRead=True).get("Item", {})
+        item = self._table.get_item(Key=lease_key(lease.name), ConsistentRead=True).get("Item", {})
         if item.get("owner") != lease.owner or int(item.get("fencing_token", -1)) != lease.token or float(item.get("expires_at", 0)) < self._clock():
             raise LeaseLost(f"lock {lease.name!r}: token {lease.token} of {lease.owner!r} is no longer current")
 
     def _conditional(self, lease: Lease, update: str, values: dict) -> None:
         try:
             self._table.update_item(
-                Key=self._key(lease.name),
+                Key=lease_key(lease.name),
                 UpdateExpression=update,
-                ConditionExpression="#owner = :owner AND fencing_token = :token",
-                ExpressionAttributeNames={"#owner": "owner"},
+                ConditionExpression=HOLDER_CONDITION,
+                ExpressionAttributeNames=OWNER_NAMES,
                 ExpressionAttributeValues={":owner": lease.owner, ":token": lease.token, **values},
             )
         except ClientError as error:

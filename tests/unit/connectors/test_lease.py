@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from connectors.state.dynamodb import create_table
-from orchestration.lock import Heartbeat, LeaseHeld, LeaseLock, LeaseLost
+from connectors.state.lease import Heartbeat, LeaseHeld, LeaseLock, LeaseLost
 
 
 class Clock:
