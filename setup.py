@@ -22,6 +22,7 @@ RUNTIME = [
 TEST = [
     "pytest>=8",
     "pytest-xdist>=3.5",  # -n 2 in pytest.ini: tests wait on processes, leases and rate limits
+    "import-linter>=2.1",  # the layering contracts (.importlinter), checked by `./dev test` before the suite
     "chispa>=0.10",
     "moto[server]==5.2.5",
     "cfn-lint>=1.0",
