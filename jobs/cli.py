@@ -92,7 +92,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _definitions(args: argparse.Namespace) -> int:
     from jobs.config import DEFAULT_CONFIG, load_config
-    from orchestration.definitions import Resources, machine_specs, render
+    from orchestration.definitions import render
+    from orchestration.machines.specs import Resources, machine_specs
 
     if not (args.out or args.stack):
         print("audience-relay definitions: give --out DIR, --stack FILE or both", file=sys.stderr)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from connectors.profiles import PROFILES, IdentifierRule, Profile
 from jobs import storage
-from orchestration.definitions import EmrCluster as _EmrDefaults
+from orchestration.machines.specs import EmrCluster as _EmrDefaults
 from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
 from transforms.id_types import ID_TYPES
 from transforms.phone_regions import region_for_country_code

@@ -37,7 +37,8 @@ from botocore.exceptions import ClientError, WaiterError
 from jobs.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
 from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
-from orchestration.definitions import CATALOG_LAMBDA_SECONDS, machine_specs
+from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
+from orchestration.machines.specs import machine_specs
 from orchestration.ingest import COMPLETION_MARKER
 
 ROOT = Path(__file__).resolve().parents[1]

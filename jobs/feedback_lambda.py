@@ -1,6 +1,6 @@
 """The feedback machine's Lambda: which destinations report, and asking one of them.
 
-The feedback machine (orchestration.definitions.feedback_machine) invokes it twice over: once
+The feedback machine (orchestration.machines.feedback.feedback_machine) invokes it twice over: once
 with `{"action": "list", "run_id"}` for the destinations to ask, then from each Express child of
 its Distributed Map with `{"action": "ask", "run_id", "destination"}`, which reads every page
 of that destination's audience report and writes its part to the work bucket. An error leaves

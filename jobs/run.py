@@ -15,7 +15,7 @@ from jobs import deliver as deliver_job
 from jobs import prepare as prepare_job
 from jobs.config import DEFAULT_CONFIG, ConfigError, load_config
 from jobs.tables import delivered_table, prepared_table
-from orchestration.definitions import Resources, machine_specs
+from orchestration.machines.specs import Resources, machine_specs
 
 # Glue job name -> the script Glue would run (EMR steps name the same scripts by file name).
 SCRIPTS = {Resources.prepare_job: Path(prepare_job.__file__), Resources.deliver_job: Path(deliver_job.__file__)}

@@ -20,8 +20,11 @@ import re
 from dataclasses import replace
 
 from connectors.state.lease import LEASE_PREFIX
-from orchestration.definitions import (CATALOG_LAMBDA_SECONDS, CLUSTER_STAGE_TAG, FEEDBACK_LAMBDA_SECONDS, REGISTERED_MACHINE,
-                                       MachineSpec, Resources, machines)
+from orchestration.definitions import machines
+from orchestration.machines.destination import CLUSTER_STAGE_TAG
+from orchestration.machines.feedback import FEEDBACK_LAMBDA_SECONDS
+from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
+from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec, Resources
 
 PLACEHOLDERS = Resources(
     stage="${Stage}",

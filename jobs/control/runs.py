@@ -3,7 +3,7 @@
 A run started here is the destination machine's own run (it prepares the input for that
 destination alone, then delivers), named by its run id, so a second start of the same run id is
 refused rather than run twice. A destination registered after the last deploy has no machine of
-its own: its run goes to the registered destinations' machine (orchestration.definitions
+its own: its run goes to the registered destinations' machine (orchestration.machines.destination
 REGISTERED_MACHINE), named `<run id>-<destination>`, unless it needs a shape only its own machine
 has (an EMR prepare, a transform job). How it went comes from where the pipeline keeps it: the
 execution (followed through continue-as-new), the delivery summary in the work bucket
@@ -25,7 +25,7 @@ from jobs.control.errors import Conflict, Invalid, NotFound
 from jobs import removals
 from jobs.control.registry import Registered
 from jobs.paths import RUN_ID
-from orchestration.definitions import REGISTERED
+from orchestration.machines.specs import REGISTERED
 
 S3_FOLDER = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S*$")
 MAX_CONTINUATIONS = 100

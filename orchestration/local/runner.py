@@ -11,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from connectors.state.lease import lease_key
-from orchestration.definitions import MachineSpec, Resources, machines
+from orchestration.definitions import machines
+from orchestration.machines.specs import MachineSpec, Resources
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
 from orchestration.local.stack import Execution, LocalAws

@@ -21,7 +21,7 @@ from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
 from connectors.state.dynamodb import create_registry_table, create_table
-from orchestration.definitions import Resources
+from orchestration.machines.specs import Resources
 from orchestration.local.moto_app import moto_app
 
 REGION = "us-east-1"

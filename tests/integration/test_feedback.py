@@ -11,7 +11,7 @@ from jobs import feedback, feedback_lambda
 from jobs.cli import main
 from jobs.config import DEFAULT_CONFIG, parse_config
 from jobs.report import ReportError, RunReport, html_report, read_feedback, text_report
-from orchestration.definitions import Resources
+from orchestration.machines.specs import Resources
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator

@@ -32,7 +32,8 @@ from botocore.exceptions import ClientError
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import StateTaskServiceAwsSdk
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_dynamodb import StateTaskServiceDynamoDB
 
-from orchestration.definitions import REGISTERED_MACHINE, MachineSpec, machines
+from orchestration.definitions import machines
+from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec
 from orchestration.local.engine import JobFailed, LocalClusters
 from orchestration.local.runner import ALERT_TAP_QUEUE, LocalStateMachines
 from orchestration.local.stack import Execution

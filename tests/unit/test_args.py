@@ -130,7 +130,7 @@ def test_a_missing_required_option_under_glue_is_named():
 def test_the_names_the_definitions_refuse_are_those_awsglue_reserves():
     from awsglue.job import Job
 
-    from orchestration.definitions import GLUE_RESERVED_ARGUMENTS
+    from orchestration.machines.states import GLUE_RESERVED_ARGUMENTS
 
     reserved = {Job.continuation_options()[0], Job.job_bookmark_options()[0], *Job.job_bookmark_range_options(), *Job.id_params(),
                 Job.encryption_type_options()[0], "--TempDir", "--RedshiftTempDir"}
@@ -143,9 +143,9 @@ def test_the_names_the_definitions_refuse_are_those_awsglue_reserves():
 
 
 def test_a_definition_giving_a_glue_job_a_reserved_argument_is_refused_naming_it():
-    from orchestration import definitions
+    from orchestration.machines import states
 
-    with pytest.raises(definitions.ReservedGlueArgument, match=r"audience-relay-prepare \(Prepare\): arguments \['--TempDir'\]"):
-        definitions._glue("audience-relay-prepare", {"--out": "s3://work", "--TempDir": "s3://mine/"}, "Prepare", "Next", 60)
-    assert definitions._glue("audience-relay-prepare", {"--out": "s3://work"}, "Prepare", "Next", 60)["Arguments"]["Arguments"] == {
+    with pytest.raises(states.ReservedGlueArgument, match=r"audience-relay-prepare \(Prepare\): arguments \['--TempDir'\]"):
+        states.glue_task("audience-relay-prepare", {"--out": "s3://work", "--TempDir": "s3://mine/"}, "Prepare", "Next", 60)
+    assert states.glue_task("audience-relay-prepare", {"--out": "s3://work"}, "Prepare", "Next", 60)["Arguments"]["Arguments"] == {
         "--out": "s3://work"}

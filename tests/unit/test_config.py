@@ -137,7 +137,8 @@ def test_a_config_restricted_to_some_destinations_keeps_only_those_and_refuses_u
 
 
 def test_an_emr_destination_sizes_its_cluster_and_a_bad_size_is_named():
-    from orchestration.definitions import Resources, destination_machine, machine_specs
+    from orchestration.machines.destination import destination_machine
+    from orchestration.machines.specs import Resources, machine_specs
 
     raw = copy.deepcopy(EXAMPLE)
     raw["destinations"][2]["orchestration"] = {"prepare_engine": "emr", "emr": {

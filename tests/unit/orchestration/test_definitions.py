@@ -5,7 +5,10 @@ import pytest
 from cfnlint.api import ManualArgs, lint
 
 from jobs.cli import main
-from orchestration.definitions import MachineSpec, Resources, destination_machine, feedback_machine, scheduler_machine
+from orchestration.machines.destination import destination_machine
+from orchestration.machines.feedback import feedback_machine
+from orchestration.machines.scheduler import scheduler_machine
+from orchestration.machines.specs import MachineSpec, Resources
 
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
 META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")
