@@ -24,9 +24,9 @@ import duckdb
 import psutil
 
 from bench.measure import Measured, parquet_files, run_measured
-from jobs import snapshots
+from pipeline import snapshots
 from jobs.cli import record_count
-from jobs.config import DEFAULT_CONFIG, load_config
+from pipeline.config import DEFAULT_CONFIG, load_config
 
 # List prices (us-east-1, on-demand) used by the cost model. Glue: $0.44 per DPU-hour, a DPU is
 # 4 vCPU + 16 GB (G.1X). EMR: m6g.xlarge (4 vCPU, 16 GB) EC2 $0.154/h + EMR uplift $0.0385/h.

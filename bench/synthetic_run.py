@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs import snapshots, storage
-from jobs.accounting import MemberStat, SegmentStat
-from jobs.config import Config
-from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report
+from pipeline import snapshots, storage
+from pipeline.accounting import MemberStat, SegmentStat
+from pipeline.config import Config
+from pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report
 from jobs.prepare import destination_rules, write_batches
 from transforms.batching import DEFAULT_SUB_BUCKETS
 from transforms.delta import ADD
@@ -64,8 +64,8 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.synthetic_run`: a fresh process, so a caller's own Spark session is left alone."""
     from jobs.cli import record_count
-    from jobs.config import load_config
-    from jobs.session import build_session
+    from pipeline.config import load_config
+    from pipeline.session import build_session
 
     parser = argparse.ArgumentParser(prog="python -m bench.synthetic_run", description=__doc__)
     parser.add_argument("--config", required=True)

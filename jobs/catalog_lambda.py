@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from connectors.catalog.source import CatalogSource, CatalogSourceError
 from jobs.catalog import CatalogUsageError, record_run
-from jobs.paths import RUN_ID
+from pipeline.paths import RUN_ID
 
 LOG = logging.getLogger("audience_relay.catalog")
 LOG.setLevel(logging.INFO)

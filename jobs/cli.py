@@ -19,18 +19,18 @@ from jobs import generate as generator
 from jobs import ingest as ingest_command
 from jobs import lease as lease_command
 from jobs import prepare as prepare_job
-from jobs import removals as removals_command
+from pipeline import removals as removals_command
 from jobs import report as run_report
 from jobs import run as run_command
-from jobs.args import parse_job_args
-from jobs.config import ConfigError
+from pipeline.args import parse_job_args
+from pipeline.config import ConfigError
 from jobs.control import server as control_server
 from jobs.demo import DemoError, run_demo
-from jobs.destinations import UnsupportedDestination
-from jobs.inputs import InputError
-from jobs.logs import redact_text
-from jobs.paths import UnsafePath
-from jobs.quality import QualityError
+from pipeline.destinations import UnsupportedDestination
+from pipeline.inputs import InputError
+from pipeline.logs import redact_text
+from pipeline.paths import UnsafePath
+from pipeline.quality import QualityError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (
@@ -75,7 +75,7 @@ def record_count(text: str) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from jobs.session import build_session
+    from pipeline.session import build_session
 
     overrides = {"records": args.records, "seed": args.seed, "day": args.day, "data_format": args.format, "compression": args.compression,
                  "phone_share": args.phone_share}
@@ -91,7 +91,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _definitions(args: argparse.Namespace) -> int:
-    from jobs.config import DEFAULT_CONFIG, load_config
+    from pipeline.config import DEFAULT_CONFIG, load_config
     from orchestration.definitions import render
     from orchestration.machines.specs import Resources, machine_specs
 

@@ -10,7 +10,7 @@ import argparse
 import json
 
 from connectors.state.store import BatchState
-from jobs import storage
+from pipeline import storage
 from jobs.deliver import DeliverError, open_store
 
 

@@ -36,14 +36,14 @@ from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.lease import Heartbeat, LeaseLock, lease_fence
 from connectors.state.store import BatchRecord, BatchState, Fence, FenceRejected, StateStore
-from jobs import paths, removals, snapshots, storage
-from jobs.batch_files import BatchFileReader
-from jobs.config import Config, load_config
-from jobs.destinations import SUPPORTED_KINDS, build_destination
-from jobs.logs import PhaseTimer, log_event
-from jobs.manifest import OPS
-from jobs.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
-from jobs.paths import RUN_ID
+from pipeline import paths, removals, snapshots, storage
+from pipeline.batch_files import BatchFileReader
+from pipeline.config import Config, load_config
+from pipeline.destinations import SUPPORTED_KINDS, build_destination
+from pipeline.logs import PhaseTimer, log_event
+from pipeline.manifest import OPS
+from pipeline.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
+from pipeline.paths import RUN_ID
 
 OUTCOME = StructType(
     [
@@ -469,7 +469,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> DeliverRequest:
-    from jobs.config import DEFAULT_CONFIG
+    from pipeline.config import DEFAULT_CONFIG
 
     endpoints = {}
     for item in args.endpoint:
@@ -497,7 +497,7 @@ EXIT_CODE_OPTIONS = {"QUOTA_DEFERRED": "deferred_exit_code", "WAITING": "deferre
 
 def command(args: argparse.Namespace) -> int:
     """Run deliver from parsed arguments, print the summary, exit by its status."""
-    from jobs.session import build_session
+    from pipeline.session import build_session
 
     request = request_from_args(args)
     summary = run_deliver(build_session("audience-relay-deliver", args.master), request)

@@ -34,7 +34,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 
-from jobs.config import DEFAULT_CONFIG, Config, Ingest, load_config
+from pipeline.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
 from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
 from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
@@ -51,7 +51,7 @@ INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py", "orche
                   "connectors/__init__.py", "connectors/catalog/__init__.py", "connectors/catalog/source.py")
 PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
 # The library's Lambdas (the control plane, the feedback Lambda) validate the config with
-# jobs.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
+# pipeline.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
 # for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6", "requests>=2.31,<3", "google-auth>=2.30,<3", "phonenumbers>=9.0,<10")
 # The catalog Lambda reads a run's report (pyarrow for its outcome files, the Parquet windows' pin)

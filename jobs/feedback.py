@@ -1,6 +1,6 @@
 """`audience-relay feedback`: what each destination says it holds, next to what the run sent it.
 
-After delivery each destination is asked for its audience report (jobs/feedback_collect.py,
+After delivery each destination is asked for its audience report (pipeline/feedback_collect.py,
 one partial result per destination). A PySpark step (this module; the Glue job `feedback` in
 AWS, `--ask none`) consolidates the parts
 with the ids each audience should hold after the run (the manifest's adds and unchanged) into
@@ -18,10 +18,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-from jobs import storage
-from jobs.config import DEFAULT_CONFIG, Config, load_config
-from jobs.feedback_collect import FeedbackError, FeedbackIncomplete, collect, part_path, reporting_destinations
-from jobs.paths import RUN_ID
+from pipeline import storage
+from pipeline.config import DEFAULT_CONFIG, Config, load_config
+from pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect, part_path, reporting_destinations
+from pipeline.paths import RUN_ID
 from transforms.delta import SNAPSHOT_STATUSES   # what an audience holds after the run: added, unchanged, retained
 
 REPORTED = StructType([
@@ -113,7 +113,7 @@ def run_feedback(args: argparse.Namespace) -> int:
             found = collect(config, args.out, args.run, endpoints, refresh=args.ask == "all")
     except FeedbackIncomplete as error:
         missing = str(error)
-    from jobs.session import build_session
+    from pipeline.session import build_session
 
     # What did answer is consolidated either way; the others show as not reported.
     table = consolidate(build_session("audience-relay-feedback", args.master), config, args.out, args.run)

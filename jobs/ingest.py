@@ -14,7 +14,7 @@ import os
 import boto3
 
 from connectors.catalog.source import CatalogSource
-from jobs.config import DEFAULT_CONFIG, load_config
+from pipeline.config import DEFAULT_CONFIG, load_config
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window
 from orchestration.local.window_poller import run_window
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from jobs.logs import log_event
+from pipeline.logs import log_event
 from connectors.state.lease import LeaseLock, LeaseLost
 
 

@@ -20,15 +20,15 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import paths, removals, snapshots, storage
-from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
-from jobs.config import Config, load_config
-from jobs.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership, require_completion_marker
-from jobs.logs import PhaseTimer, log_event
-from jobs.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
-from jobs.metrics import emit_job_metrics, emit_prepare_metrics
-from jobs.quality import check_opt_out_shares, raise_on_critical, validate_input
-from jobs.session import task_slices
+from pipeline import paths, removals, snapshots, storage
+from pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
+from pipeline.config import Config, load_config
+from pipeline.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership, require_completion_marker
+from pipeline.logs import PhaseTimer, log_event
+from pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
+from pipeline.metrics import emit_job_metrics, emit_prepare_metrics
+from pipeline.quality import check_opt_out_shares, raise_on_critical, validate_input
+from pipeline.session import task_slices
 from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
 from transforms.consent_signals import carried, flag_invalid_consent, with_member_consent
@@ -354,7 +354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> PrepareRequest:
-    from jobs.config import DEFAULT_CONFIG
+    from pipeline.config import DEFAULT_CONFIG
 
     config_path = args.config or str(DEFAULT_CONFIG)
     config = load_config(config_path)
@@ -377,7 +377,7 @@ def request_from_args(args: argparse.Namespace) -> PrepareRequest:
 
 def command(args: argparse.Namespace) -> int:
     """Run prepare from parsed arguments and print the summary line (CLI, spark-submit, Glue)."""
-    from jobs.session import build_session
+    from pipeline.session import build_session
 
     request = request_from_args(args)
     for option, path in (("--input", request.input), ("--consent", request.consent)):

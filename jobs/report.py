@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs import paths, removals, storage
-from jobs.paths import RUN_ID
+from pipeline import paths, removals, storage
+from pipeline.paths import RUN_ID
 
 OUTCOME_FOLDER_TIME = "%Y%m%dT%H%M%S%fZ"  # deliver names each attempt's outcome folder <time>-<destinations>
 OUTCOME_COLUMNS = ["destination_id", "state", "retries"]  # never `error`: the report shows counts only

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jobs import deliver as deliver_job
 from jobs import prepare as prepare_job
-from jobs.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
 from jobs.tables import delivered_table, prepared_table
 from orchestration.machines.specs import Resources, machine_specs
 

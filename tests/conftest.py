@@ -52,7 +52,7 @@ def spark(moto_server):
     """Started after the moto server, so Spark's Python workers see its endpoint too."""
     from pyspark.sql import SparkSession
 
-    from jobs.session import TUNED_CONF
+    from pipeline.session import TUNED_CONF
 
     job_submit_args = os.environ.pop("PYSPARK_SUBMIT_ARGS", None)   # its own settings are below
     builder = SparkSession.builder

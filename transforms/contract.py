@@ -1,6 +1,6 @@
 """The membership data contract's file formats and column names, in plain Python.
 
-Prepare reads inputs with Spark (`jobs.inputs`, `transforms.schemas`); the ingest Lambda checks
+Prepare reads inputs with Spark (`pipeline.inputs`, `transforms.schemas`); the ingest Lambda checks
 each landed file without Spark (`orchestration.file_checks`). Both take the formats and the
 columns from here, so a file the Lambda admits is one prepare can read.
 """

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from jobs.config import DEFAULT_CONFIG, load_config
+from pipeline.config import DEFAULT_CONFIG, load_config
 from tests import reference
 
 NORMALIZED = StructType([StructField("id_type", StringType()), StructField("value", StringType()), StructField("reason", StringType())])

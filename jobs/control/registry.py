@@ -2,7 +2,7 @@
 
 An item holds the destination's config mapping exactly as it would be written in the YAML
 file. Before any write the whole registry, with the change, is checked as one config
-(`jobs.config.parse_config`): a registered destination is validated exactly like the YAML
+(`pipeline.config.parse_config`): a registered destination is validated exactly like the YAML
 config, the checks across destinations included (unique ids, one limit per shared quota).
 Every write is conditional on the item's version, so two operators changing one destination
 cannot overwrite each other unseen.
@@ -27,8 +27,8 @@ import boto3
 import yaml
 from botocore.exceptions import ClientError
 
-from jobs import storage
-from jobs.config import ConfigError, Destination, parse_config
+from pipeline import storage
+from pipeline.config import ConfigError, Destination, parse_config
 from jobs.control.errors import Conflict, Invalid, NotFound, StaleVersion
 from orchestration.cloudformation import names_own_secret, secret_name
 

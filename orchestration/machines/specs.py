@@ -82,7 +82,7 @@ class Resources:
 
 
 def machine_specs(destinations) -> list[MachineSpec]:
-    """One spec per configured destination (`jobs.config` destination objects)."""
+    """One spec per configured destination (`pipeline.config` destination objects)."""
     return [MachineSpec(d.id, d.kind, d.profile, d.quota_key, d.orchestration.prepare_engine, d.orchestration.transform_job,
                         EmrCluster(**d.orchestration.emr.model_dump()))
             for d in destinations]

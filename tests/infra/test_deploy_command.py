@@ -15,7 +15,7 @@ from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG
+from pipeline.config import DEFAULT_CONFIG
 from jobs.deploy import Deployment, _stack
 
 BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
@@ -61,7 +61,7 @@ def test_a_complete_secret_arn_with_its_random_suffix_is_the_stages_secret(capsy
 def test_metas_app_secret_lives_under_the_destinations_own_secret_and_the_stack_creates_it(capsys, tmp_path):
     """Meta's app secret is a second secret of the destination, `<id>/<part>`: its deliver job
     reads it (the role allows `<id>/*`); naming another destination's is refused by key."""
-    from jobs.config import load_config
+    from pipeline.config import load_config
     from jobs.deploy import orchestration_stack
 
     config = Path(stage_config(tmp_path, "dev"))
@@ -207,7 +207,7 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
 def test_a_destination_without_credentials_and_a_paused_one_deploy_with_their_machines(capsys, tmp_path):
     import yaml
 
-    from jobs.config import load_config
+    from pipeline.config import load_config
     from jobs.deploy import orchestration_stack
 
     config = yaml.safe_load(Path(stage_config(tmp_path, "dev")).read_text())

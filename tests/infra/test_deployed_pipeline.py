@@ -27,7 +27,7 @@ import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from jobs.config import load_config
+from pipeline.config import load_config
 from jobs.deploy import INGEST_MODULES, Deployment, deploy, orchestration_stack
 from jobs.generate import GeneratorSpec, generate
 from orchestration import ingest
@@ -189,7 +189,7 @@ def test_each_deliver_job_reads_the_secrets_of_the_destinations_it_delivers_and_
 
 
 def test_a_deliver_job_may_delete_older_committed_snapshot_copies_and_no_run_data(stage):
-    """A commit deletes the committed copies beyond `snapshots_kept` (jobs/snapshots.py)."""
+    """A commit deletes the committed copies beyond `snapshots_kept` (pipeline/snapshots.py)."""
     aws, outputs, config = stage
     job = _deployed_definitions(aws, config)["destination-lake_drop"]["States"]["Deliver"]["Arguments"]["JobName"]
     role = _glue_job_role(aws, job)
@@ -233,7 +233,7 @@ def test_the_job_scripts_run_from_the_uploaded_wheel_outside_the_checkout(stage,
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)], check=True)
     # PYTHONPATH's entries come before the checkout's editable install (a finder appended to sys.meta_path).
     environment = {**os.environ, "PYTHONPATH": str(site)}
-    probe = "import jobs.prepare, transforms.identifiers, jobs.config as c; print(jobs.prepare.__file__); print(c.DEFAULT_CONFIG.read_text()[:9])"
+    probe = "import jobs.prepare, transforms.identifiers, pipeline.config as c; print(jobs.prepare.__file__); print(c.DEFAULT_CONFIG.read_text()[:9])"
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=environment, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.splitlines() == [f"{site}/jobs/prepare.py", "# audienc"]   # the package data is in the wheel too

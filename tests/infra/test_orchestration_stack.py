@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG
+from pipeline.config import DEFAULT_CONFIG
 from tests.infra.policy import cfn_lint, load, problems
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")

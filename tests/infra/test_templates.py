@@ -82,7 +82,7 @@ def test_yaml_aliases_are_found(tmp_path):
 def test_quarantined_input_files_expire_like_inputs_and_deploy_names_their_prefix():
     """Quarantined files are inputs that failed their checks: raw identifiers, kept for
     inspection, then expired with the inputs; the prefix is the config's."""
-    from jobs.config import DEFAULT_CONFIG
+    from pipeline.config import DEFAULT_CONFIG
     from jobs.deploy import Deployment
 
     storage = load(next(t for t in TEMPLATES if t.stem == "storage"))

@@ -137,7 +137,7 @@ def test_the_scheduler_records_each_run_and_a_catalog_down_is_alerted_without_fa
     resources = Resources(catalog_function="audience-relay-catalog")
     run = {"input": "s3://lake/in/day1/", "consent": "s3://lake/consent/"}
     with LocalStateMachines([META], resources, retry_scale=0.0) as local:
-        for name, value in local.aws.environment().items():   # the handler reads the run through jobs.storage
+        for name, value in local.aws.environment().items():   # the handler reads the run through pipeline.storage
             monkeypatch.setenv(name, value)
         secrets = local.aws.client("secretsmanager")
         arn = secrets.create_secret(Name="rds!cluster-local", SecretString=json.dumps({"username": role, "password": password}))["ARN"]

@@ -139,7 +139,7 @@ def test_held_removals_are_approved_over_http_and_the_run_is_delivered_again(sta
     assert machines.aws.wait(started["execution_arn"], timeout=60).error == "RemovalsHeldFailed"
     assert [a["message"]["phase"] for a in machines.alerts()] == ["RemovalsHeld"]
 
-    # The work bucket is in this stage's moto, which jobs.storage reaches through AWS_ENDPOINT_URL.
+    # The work bucket is in this stage's moto, which pipeline.storage reaches through AWS_ENDPOINT_URL.
     for name, value in {"AWS_ENDPOINT_URL": machines.aws.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG
+from pipeline.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 

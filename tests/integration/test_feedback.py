@@ -9,7 +9,7 @@ import yaml
 
 from jobs import feedback, feedback_lambda
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG, parse_config
+from pipeline.config import DEFAULT_CONFIG, parse_config
 from jobs.report import ReportError, RunReport, html_report, read_feedback, text_report
 from orchestration.machines.specs import Resources
 from orchestration.local.engine import JobFailed

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG, load_config
+from pipeline.config import DEFAULT_CONFIG, load_config
 from tests import reference
 from tests.emulators.http_destination import HttpDestinationEmulator
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG
+from pipeline.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import snapshots
-from jobs.config import parse_config
+from pipeline import snapshots
+from pipeline.config import parse_config
 from jobs.prepare import PrepareError, PrepareRequest, run_prepare
 
 pytestmark = pytest.mark.integration

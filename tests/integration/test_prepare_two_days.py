@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import snapshots
-from jobs.config import DEFAULT_CONFIG, load_config
+from pipeline import snapshots
+from pipeline.config import DEFAULT_CONFIG, load_config
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from jobs.prepare import PrepareRequest, run_prepare
 from tests import reference

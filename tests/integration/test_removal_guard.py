@@ -11,7 +11,7 @@ import yaml
 from pyspark.sql import functions as F
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG
+from pipeline.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 

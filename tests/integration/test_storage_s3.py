@@ -4,7 +4,7 @@ import uuid
 import boto3
 import pytest
 
-from jobs import storage
+from pipeline import storage
 
 pytestmark = pytest.mark.integration
 

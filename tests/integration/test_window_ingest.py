@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import DEFAULT_CONFIG, parse_config
+from pipeline.config import DEFAULT_CONFIG, parse_config
 from jobs.prepare import PrepareRequest, run_prepare
 from orchestration.file_claims import FileClaims
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files

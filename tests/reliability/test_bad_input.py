@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from jobs.config import load_config
+from pipeline.config import load_config
 from tests import reference
 
 MAX_BATCH = 40

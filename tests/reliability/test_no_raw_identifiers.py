@@ -352,14 +352,14 @@ def _canary_rows(header: bool) -> str:
 
 
 def _read_all(spark, path: Path, data_format: str | None = None) -> None:
-    from jobs.inputs import naming_unreadable_files, read_membership
+    from pipeline.inputs import naming_unreadable_files, read_membership
 
     with naming_unreadable_files(str(path)):
         read_membership(spark, str(path), data_format).collect()
 
 
 def test_a_csv_without_header_line_is_refused_without_quoting_its_first_row(spark, tmp_path):
-    from jobs.inputs import InputError
+    from pipeline.inputs import InputError
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=False))
@@ -369,7 +369,7 @@ def test_a_csv_without_header_line_is_refused_without_quoting_its_first_row(spar
 
 
 def test_a_csv_file_without_the_header_of_the_others_is_named_without_quoting_its_first_row(spark, tmp_path):
-    from jobs.inputs import InputError
+    from pipeline.inputs import InputError
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))
@@ -396,7 +396,7 @@ def test_spark_s_own_log_lines_about_a_task_failing_on_a_record_are_redacted(tmp
 
 
 def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_path):
-    from jobs.inputs import InputError
+    from pipeline.inputs import InputError
 
     (tmp_path / "in").mkdir()
     rows = [json.dumps([f"canary_u{i}", c.id_type, c.raw, "seg_canary"]) for i, c in enumerate(CANARIES)]
@@ -407,9 +407,9 @@ def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_p
 
 
 def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
-    from jobs.config import DEFAULT_CONFIG, load_config
+    from pipeline.config import DEFAULT_CONFIG, load_config
     from jobs.prepare import PrepareRequest, run_prepare
-    from jobs.quality import QualityError
+    from pipeline.quality import QualityError
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))  # half the rows are rejected
@@ -422,7 +422,7 @@ def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
 
 
 def test_a_secret_pasted_where_a_reference_belongs_is_not_echoed():
-    from jobs.config import DEFAULT_CONFIG, ConfigError, parse_config
+    from pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["destinations"][0]["credentials"] = {"env": "EAAB-canary-secret-token"}

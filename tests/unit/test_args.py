@@ -12,7 +12,7 @@ import pytest
 from awsglue.utils import GlueArgumentError, getResolvedOptions   # the real parser, installed (never skipped)
 
 from jobs import deliver, feedback, prepare
-from jobs.args import parse_job_args
+from pipeline.args import parse_job_args
 
 # What Glue adds to every run of a job (names from Glue's "Special parameters" page and awsglue's Job).
 GLUE = ["--JOB_ID", "j_0123", "--JOB_RUN_ID", "jr_4567", "--JOB_NAME", "audience-relay-prod-prepare",

@@ -3,8 +3,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import batch_files
-from jobs.batch_files import BatchFileReader
+from pipeline import batch_files
+from pipeline.batch_files import BatchFileReader
 
 
 def _file(path, batches: dict[int, list[tuple[str, str]]]) -> str:

@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from jobs.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 

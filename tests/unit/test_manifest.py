@@ -1,6 +1,6 @@
 import pytest
 
-from jobs.manifest import batch_list
+from pipeline.manifest import batch_list
 from transforms.schemas import BATCHED
 
 

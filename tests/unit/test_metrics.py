@@ -5,7 +5,7 @@ import time
 import pytest
 
 from connectors.delivery import BatchOutcome
-from jobs.metrics import (
+from pipeline.metrics import (
     NAMESPACE, UNITS, Metric, MetricError, counts, delivery_tally, emf_records, emit_deliver_metrics, emit_job_metrics,
     emit_metrics, emit_prepare_metrics,
 )

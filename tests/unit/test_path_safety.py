@@ -23,8 +23,8 @@ from connectors.http.meta import MetaCustomAudiences
 from connectors.retry import FailureKind
 from connectors.s3 import S3Destination
 from connectors.state.store import BatchRecord
-from jobs import paths
-from jobs.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from pipeline import paths
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 BAD_RUN_IDS = ["../x", "..", ".", "", "/abs", "r1/..", "r1\n", "r1\x00", "r 1", "a" * 41, "-r1", "r1/x"]
 CHECKSUM = hashlib.sha256(b"x").hexdigest()
@@ -127,7 +127,7 @@ def test_a_report_refuses_a_manifest_destination_that_is_not_one_segment(destina
 
 @pytest.mark.parametrize("run_id", ["../../x", "/etc", "r1\n", None])
 def test_a_snapshot_pointer_naming_an_unsafe_run_is_refused(run_id, tmp_path):
-    from jobs import snapshots
+    from pipeline import snapshots
 
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": run_id, "path": "/etc"}))
@@ -137,7 +137,7 @@ def test_a_snapshot_pointer_naming_an_unsafe_run_is_refused(run_id, tmp_path):
 
 @pytest.mark.parametrize("field", ["run_id", "baseline_run_id"])
 def test_a_head_naming_an_unsafe_run_is_refused(field, tmp_path):
-    from jobs import snapshots
+    from pipeline import snapshots
 
     (tmp_path / "snapshots").mkdir()
     head = {"run_id": "r1", "baseline_run_id": "r0", field: "../../etc"}
@@ -147,7 +147,7 @@ def test_a_head_naming_an_unsafe_run_is_refused(field, tmp_path):
 
 
 def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_pointers_path(tmp_path):
-    from jobs import snapshots
+    from pipeline import snapshots
 
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": "r0", "path": "/etc"}))
@@ -158,7 +158,7 @@ def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_poin
 
 @pytest.mark.parametrize("listed", ["/etc/passwd", "snapshots/../../etc/passwd", "s3://other/x", "snapshots/other/r0/members/x"])
 def test_a_committed_snapshots_file_list_cannot_name_a_file_outside_its_copy(tmp_path, listed):
-    from jobs import paths, snapshots
+    from pipeline import paths, snapshots
 
     (tmp_path / "snapshots").mkdir()
     pointer = {"run_id": "r0", "path": "x", "files": [{"path": listed, "size": 1}]}
@@ -172,7 +172,7 @@ def test_a_committed_snapshots_file_list_cannot_name_a_file_outside_its_copy(tmp
 
 @pytest.mark.parametrize("key", ["lake/in//etc/cron.d/x", "lake/in/../x.csv", "lake/in/./x.csv", "lake/in/a/../../x.csv"])
 def test_an_s3_input_object_whose_key_would_leave_the_local_folder_is_refused(key, moto_server, tmp_path):
-    from jobs import storage
+    from pipeline import storage
 
     client = boto3.client("s3")
     bucket = "path-safety-" + hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.profiles import PROFILES
-from jobs.config import ConfigError, parse_config
+from pipeline.config import ConfigError, parse_config
 from transforms.id_types import ID_TYPES
 
 CONNECTIONS = {

@@ -6,7 +6,7 @@ import uuid
 import boto3
 import pytest
 
-from jobs import snapshots, storage
+from pipeline import snapshots, storage
 
 
 @pytest.fixture(params=["local", "s3"])

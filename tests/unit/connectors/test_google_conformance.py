@@ -27,8 +27,8 @@ from googleapiclient.discovery import build
 
 from connectors.destination import Batch
 from connectors.state.store import BatchRecord
-from jobs.config import DEFAULT_CONFIG, ConfigError, parse_config
-from jobs.destinations import build_destination
+from pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
+from pipeline.destinations import build_destination
 from tests.unit.connectors.recording import Recording
 
 DESCRIPTION = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "datamanager.v1.json").read_text())

@@ -36,8 +36,8 @@ from facebook_business.apiconfig import ads_api_config
 from connectors.destination import Batch
 from connectors.http.meta import REPORT_FIELDS, REPORT_PAGE_SIZE, MetaCustomAudiences
 from connectors.state.store import BatchRecord
-from jobs.config import DEFAULT_CONFIG, parse_config
-from jobs.destinations import build_destination
+from pipeline.config import DEFAULT_CONFIG, parse_config
+from pipeline.destinations import build_destination
 from tests.unit.connectors.recording import Recording
 
 EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())

@@ -34,8 +34,8 @@ from connectors.http.meta import MetaCustomAudiences
 from connectors.retry import FailureKind
 from connectors.sftp import KnownHostsError, SftpDestination
 from connectors.state.store import BatchRecord
-from jobs.config import DEFAULT_CONFIG, ConfigError, parse_config
-from jobs.destinations import build_destination
+from pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
+from pipeline.destinations import build_destination
 
 WEAKENING_ENV = {"CURL_CA_BUNDLE": "", "REQUESTS_CA_BUNDLE": "", "PYTHONHTTPSVERIFY": "0"}
 

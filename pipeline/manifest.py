@@ -4,7 +4,7 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, destination_accounting
+from pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, destination_accounting
 from transforms.delta import REMOVE, REMOVE_HELD, RETAINED, UNCHANGED
 from transforms.schemas import BATCHED
 

@@ -13,7 +13,7 @@ from connectors.http.google import GoogleDataManager
 from connectors.http.google_oauth import google_access_token
 from connectors.http.meta import MetaCustomAudiences
 from connectors.secrets import resolve_secret
-from jobs.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
+from pipeline.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
 
 SUPPORTED_KINDS = ("http_api", "s3", "sftp")
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 
-from jobs.config import Quality
+from pipeline.config import Quality
 from transforms.id_types import ID_TYPES
 
 CRITICAL, WARNING = "critical", "warning"

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 
 from connectors.http.google import GOOGLE_ADS_API_VERSION
 from connectors.secrets import resolve_secret
-from jobs import storage
-from jobs.config import Config, HttpDestination
-from jobs.destinations import build_destination
+from pipeline import storage
+from pipeline.config import Config, HttpDestination
+from pipeline.destinations import build_destination
 
 
 class FeedbackError(ValueError):

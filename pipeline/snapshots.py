@@ -21,8 +21,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs import paths, removals, storage
-from jobs.logs import log_event
+from pipeline import paths, removals, storage
+from pipeline.logs import log_event
 from transforms.delta import REMOVE_HELD
 from transforms.schemas import BATCHED, CONSENT_SIGNALS, SNAPSHOT
 

@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.profiles import PROFILES, IdentifierRule, Profile
-from jobs import storage
+from pipeline import storage
 from orchestration.machines.specs import EmrCluster as _EmrDefaults
 from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
 from transforms.id_types import ID_TYPES

@@ -27,8 +27,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
-from jobs import storage
-from jobs.config import DESTINATION_ID
+from pipeline import storage
+from pipeline.config import DESTINATION_ID
 from transforms.consent_signals import carried
 from transforms.contract import column_names, format_of, missing_columns_error
 from transforms.identifiers import strip_whitespace

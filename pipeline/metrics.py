@@ -15,7 +15,7 @@ the jobs emit a handful of lines once, at the end: the format is a dozen lines o
 this module writes and checks against the spec's rules (names, units, numeric values, string
 dimension values, at most 100 metrics per directive) with no new runtime dependency.
 
-The lines go to stderr with the jobs' other structured lines (`jobs.logs`): stdout carries the
+The lines go to stderr with the jobs' other structured lines (`pipeline.logs`): stdout carries the
 job's JSON summary, which callers parse. Dimensions are low-cardinality (destination, job,
 reject reason); the run id is a plain property, searchable in Logs Insights but not a metric
 dimension (one new metric per run would be expensive and unusable for alarms). Values are
