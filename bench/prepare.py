@@ -24,8 +24,8 @@ import duckdb
 import psutil
 
 from bench.measure import Measured, parquet_files, run_measured
-from pipeline import snapshots
 from jobs.cli import record_count
+from pipeline import snapshots
 from pipeline.config import DEFAULT_CONFIG, load_config
 
 # List prices (us-east-1, on-demand) used by the cost model. Glue: $0.44 per DPU-hour, a DPU is

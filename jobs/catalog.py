@@ -15,12 +15,13 @@ import os
 import sys
 
 from jobs.report import load_report
+from pipeline.errors import UsageError
 
 # Run ids as the ways of starting a run name them (orchestration/ingest*.py, the scheduler).
 TRIGGERS = (("w-", "window"), ("s3-", "marker"), ("daily-", "schedule"))
 
 
-class CatalogUsageError(ValueError):
+class CatalogUsageError(UsageError):
     """No catalog was named, or it has no such run."""
 
 

@@ -5,62 +5,23 @@ import argparse
 import json
 import sys
 import tempfile
-import traceback
 from pathlib import Path
-from typing import Callable
 
-from connectors.secrets import SecretUnavailable
 from jobs import catalog as catalog_command
 from jobs import dead_letters
-from jobs import feedback as feedback_command
-from jobs import deploy as deploy_command
 from jobs import deliver as deliver_job
+from jobs import deploy as deploy_command
+from jobs import feedback as feedback_command
 from jobs import generate as generator
 from jobs import ingest as ingest_command
 from jobs import lease as lease_command
 from jobs import prepare as prepare_job
-from pipeline import removals as removals_command
 from jobs import report as run_report
 from jobs import run as run_command
-from pipeline.args import parse_job_args
-from pipeline.config import ConfigError
 from jobs.control import server as control_server
-from jobs.demo import DemoError, run_demo
-from pipeline.destinations import UnsupportedDestination
-from pipeline.inputs import InputError
-from pipeline.logs import redact_text
-from pipeline.paths import UnsafePath
-from pipeline.quality import QualityError
-
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
-BAD_INPUT = (
-    ConfigError, InputError, QualityError, generator.GeneratorError, prepare_job.PrepareError, DemoError,
-    deliver_job.DeliverError, UnsupportedDestination, SecretUnavailable, run_command.RunError, run_report.ReportError,
-    lease_command.LeaseCommandError, catalog_command.CatalogUsageError, feedback_command.FeedbackError, ingest_command.IngestModeError,
-    UnsafePath, removals_command.RemovalsError,
-)
-
-
-def run_guarded(work: Callable[[], int]) -> int:
-    """Run a command, mapping failures to the documented exit codes with a message on stderr."""
-    try:
-        return work()
-    except BAD_INPUT as error:
-        print(f"audience-relay: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception:  # noqa: BLE001 - the last line of defence prints the trace and fails
-        # Redacted: a Spark task failure quotes the row it failed on.
-        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
-        return EXIT_FAILURE
-
-
-def run_job(prog: str, description: str, add_arguments: Callable, command: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
-    """A job script's main: Glue-style or CLI-style arguments, then the same command the CLI runs."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser)
-    args = parse_job_args(parser, sys.argv if argv is None else [prog, *argv])
-    return run_guarded(lambda: command(args))
-
+from jobs.demo import run_demo
+from pipeline import removals as removals_command
+from pipeline.entry import EXIT_BAD_INPUT, EXIT_OK, run_guarded
 
 def record_count(text: str) -> int:
     """Accept 10000, 10_000, 10k, 10M."""

@@ -10,8 +10,8 @@ import argparse
 import json
 
 from connectors.state.store import BatchState
-from pipeline import storage
 from jobs.deliver import DeliverError, open_store
+from pipeline import storage
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

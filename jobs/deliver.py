@@ -40,6 +40,7 @@ from pipeline import paths, removals, snapshots, storage
 from pipeline.batch_files import BatchFileReader
 from pipeline.config import Config, load_config
 from pipeline.destinations import SUPPORTED_KINDS, build_destination
+from pipeline.errors import UsageError
 from pipeline.logs import PhaseTimer, log_event
 from pipeline.manifest import OPS
 from pipeline.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
@@ -64,7 +65,7 @@ DEFAULT_REQUESTS_PER_MINUTE = 600  # for destinations whose profile and config s
 CHECKSUM = re.compile(r"[0-9a-f]{64}")
 
 
-class DeliverError(ValueError):
+class DeliverError(UsageError):
     """The run cannot be delivered as asked (no manifest, unsupported destination)."""
 
 
@@ -508,7 +509,7 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit and Glue."""
-    from jobs.cli import run_job
+    from pipeline.entry import run_job
 
     return run_job("deliver", __doc__, add_arguments, command, argv)
 

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, parse_config
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from jobs.report import load_report, write_html_report
 from jobs.run import describe, execute, run_input
+from pipeline.config import DEFAULT_CONFIG, parse_config
+from pipeline.errors import UsageError
 from pipeline.session import build_session
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TOKENS = {"META_ACCESS_TOKEN": "demo-meta-token", "GOOGLE_DM_TOKEN": "demo-google-token"}
 
 
-class DemoError(ValueError):
+class DemoError(UsageError):
     """The demo was pointed at a directory it would mix its runs into, or lacks its stand-ins."""
 
 

@@ -34,12 +34,12 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 
-from pipeline.config import DEFAULT_CONFIG, Config, Ingest, load_config
 from jobs.control.registry import DestinationRegistry
 from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
+from orchestration.ingest import COMPLETION_MARKER
 from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
 from orchestration.machines.specs import machine_specs
-from orchestration.ingest import COMPLETION_MARKER
+from pipeline.config import DEFAULT_CONFIG, Config, Ingest, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"

@@ -126,7 +126,7 @@ def run_feedback(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit and Glue (the feedback machine's Consolidate job)."""
-    from jobs.cli import run_job
+    from pipeline.entry import run_job
 
     return run_job("feedback", __doc__, add_arguments, run_feedback, argv)
 

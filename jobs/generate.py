@@ -24,6 +24,7 @@ import phonenumbers
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline.errors import UsageError
 from transforms.schemas import CONSENT, MEMBERSHIP
 
 METADATA_FILE = "_generator.json"
@@ -47,7 +48,7 @@ def us_area_codes() -> list[str]:
 DEFAULT_PHONE_SHARE = 0.25  # with it, the other types' weights below add up to 1
 
 
-class GeneratorError(ValueError):
+class GeneratorError(UsageError):
     """Bad generator arguments or an unreadable `--previous` directory."""
 
 

@@ -14,14 +14,15 @@ import os
 import boto3
 
 from connectors.catalog.source import CatalogSource
-from pipeline.config import DEFAULT_CONFIG, load_config
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window
 from orchestration.local.window_poller import run_window
+from pipeline.config import DEFAULT_CONFIG, load_config
+from pipeline.errors import UsageError
 
 DEFAULT_STALE_SECONDS = 900   # the ingest Lambda's longest run (its timeout) with room
 
 
-class IngestModeError(ValueError):
+class IngestModeError(UsageError):
     """The config does not ingest windows of files (windows need its `ingest.mode: window` checks)."""
 
 

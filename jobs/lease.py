@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.logs import log_event
 from connectors.state.lease import LeaseLock, LeaseLost
+from pipeline.errors import UsageError
+from pipeline.logs import log_event
 
 
-class LeaseCommandError(ValueError):
+class LeaseCommandError(UsageError):
     """The lease asked for does not exist, or is not held by the owner named."""
 
 

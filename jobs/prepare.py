@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pipeline import paths, removals, snapshots, storage
 from pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
 from pipeline.config import Config, load_config
+from pipeline.errors import UsageError
 from pipeline.inputs import Consent, InputError, naming_unreadable_files, read_consent, read_membership, require_completion_marker
 from pipeline.logs import PhaseTimer, log_event
 from pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
@@ -41,7 +42,7 @@ TARGET_FILE_ROWS = DEFAULT_FILE_ROWS
 BROADCAST_OPT_OUTS_MAX = 5_000_000
 
 
-class PrepareError(ValueError):
+class PrepareError(UsageError):
     """The request cannot be carried out as asked (bad run id, run already prepared)."""
 
 
@@ -389,7 +390,7 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit and Glue."""
-    from jobs.cli import run_job
+    from pipeline.entry import run_job
 
     return run_job("prepare", __doc__, add_arguments, command, argv)
 

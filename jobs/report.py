@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import paths, removals, storage
+from pipeline.errors import UsageError
 from pipeline.paths import RUN_ID
 
 OUTCOME_FOLDER_TIME = "%Y%m%dT%H%M%S%fZ"  # deliver names each attempt's outcome folder <time>-<destinations>
@@ -34,7 +35,7 @@ ROW_LABELS = {"consent_filtered": "consent"}
 NOT_DELIVERED = "NOT_DELIVERED"
 
 
-class ReportError(ValueError):
+class ReportError(UsageError):
     """The run cannot be reported: a bad run id, or its files are missing or unreadable."""
 
 

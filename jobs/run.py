@@ -13,15 +13,16 @@ from pathlib import Path
 
 from jobs import deliver as deliver_job
 from jobs import prepare as prepare_job
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
 from jobs.tables import delivered_table, prepared_table
 from orchestration.machines.specs import Resources, machine_specs
+from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+from pipeline.errors import UsageError
 
 # Glue job name -> the script Glue would run (EMR steps name the same scripts by file name).
 SCRIPTS = {Resources.prepare_job: Path(prepare_job.__file__), Resources.deliver_job: Path(deliver_job.__file__)}
 
 
-class RunError(ValueError):
+class RunError(UsageError):
     """`run` cannot start: a missing optional dependency or a bad argument."""
 
 

@@ -15,8 +15,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.profiles import PROFILES, IdentifierRule, Profile
-from pipeline import storage
 from orchestration.machines.specs import EmrCluster as _EmrDefaults
+from pipeline import storage
 from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
 from transforms.id_types import ID_TYPES
 from transforms.phone_regions import region_for_country_code

@@ -22,10 +22,10 @@ from botocore.exceptions import ClientError
 
 from connectors.state.dynamodb import DynamoStateStore
 from jobs.control.errors import Conflict, Invalid, NotFound
-from pipeline import removals
 from jobs.control.registry import Registered
-from pipeline.paths import RUN_ID
 from orchestration.machines.specs import REGISTERED
+from pipeline import removals
+from pipeline.paths import RUN_ID
 
 S3_FOLDER = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S*$")
 MAX_CONTINUATIONS = 100

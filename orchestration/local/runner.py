@@ -12,10 +12,10 @@ from urllib.parse import urlparse
 
 from connectors.state.lease import lease_key
 from orchestration.definitions import machines
-from orchestration.machines.specs import MachineSpec, Resources
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
 from orchestration.local.stack import Execution, LocalAws
+from orchestration.machines.specs import MachineSpec, Resources
 
 ALERT_TAP_QUEUE = "audience-relay-alerts-local"   # local only: lets a run show the SNS alerts it sent
 

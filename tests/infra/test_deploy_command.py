@@ -15,8 +15,8 @@ from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
 from jobs.cli import main
-from pipeline.config import DEFAULT_CONFIG
 from jobs.deploy import Deployment, _stack
+from pipeline.config import DEFAULT_CONFIG
 
 BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
 EXAMPLE_SECRET = "secret:audience-relay/google-dm"

@@ -27,13 +27,13 @@ import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from pipeline.config import load_config
 from jobs.deploy import INGEST_MODULES, Deployment, deploy, orchestration_stack
 from jobs.generate import GeneratorSpec, generate
 from orchestration import ingest
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
 from orchestration.local.stack import REGION, LocalAws, standard_children
+from pipeline.config import load_config
 from tests.infra.iam_simulator import Request, decisions
 
 pytestmark = pytest.mark.integration

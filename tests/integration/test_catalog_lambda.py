@@ -12,9 +12,9 @@ from connectors.catalog.postgres import CatalogError, RunCatalog
 from connectors.catalog.source import CatalogSource, CatalogSourceError
 from jobs import catalog_lambda
 from jobs.catalog import CatalogUsageError
-from orchestration.machines.specs import MachineSpec, Resources
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
+from orchestration.machines.specs import MachineSpec, Resources
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from connectors.state.dynamodb import create_registry_table
-from pipeline.config import DEFAULT_CONFIG, load_config
 from jobs.control.api import ControlPlane
 from jobs.control.auth import Key
 from jobs.control.registry import DestinationRegistry
 from jobs.control.server import ControlPlaneServer
+from pipeline.config import DEFAULT_CONFIG, load_config
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from pipeline.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate
+from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ import yaml
 
 from jobs import feedback, feedback_lambda
 from jobs.cli import main
-from pipeline.config import DEFAULT_CONFIG, parse_config
 from jobs.report import ReportError, RunReport, html_report, read_feedback, text_report
-from orchestration.machines.specs import Resources
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
+from orchestration.machines.specs import Resources
+from pipeline.config import DEFAULT_CONFIG, parse_config
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from pipeline.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
+from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration

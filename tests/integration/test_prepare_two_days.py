@@ -6,10 +6,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import snapshots
-from pipeline.config import DEFAULT_CONFIG, load_config
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from jobs.prepare import PrepareRequest, run_prepare
+from pipeline import snapshots
+from pipeline.config import DEFAULT_CONFIG, load_config
 from tests import reference
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import yaml
 from pyspark.sql import functions as F
 
 from jobs.cli import main
-from pipeline.config import DEFAULT_CONFIG
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
+from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration

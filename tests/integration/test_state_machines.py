@@ -10,10 +10,10 @@ from collections import defaultdict
 
 import pytest
 
-from orchestration.machines.specs import MachineSpec, Resources
 from orchestration.ingest import notification_configuration, start_runs
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
+from orchestration.machines.specs import MachineSpec, Resources
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from jobs.cli import main
-from pipeline.config import DEFAULT_CONFIG, parse_config
 from jobs.prepare import PrepareRequest, run_prepare
 from orchestration.file_claims import FileClaims
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
 from orchestration.local.window_poller import receive_window
+from pipeline.config import DEFAULT_CONFIG, parse_config
 from tests.integration.ingest_stage import Stage, members
 
 pytestmark = pytest.mark.integration

@@ -437,7 +437,7 @@ def test_a_secret_pasted_where_a_reference_belongs_is_not_echoed():
 def test_a_crash_trace_is_printed_without_the_identifiers_it_quotes(capsys):
     """A Spark task failure reaches the driver as an exception quoting the row it failed on;
     the last line of defence prints the trace, redacted."""
-    from jobs.cli import run_guarded
+    from pipeline.entry import run_guarded
 
     def fail():
         raise RuntimeError("Task failed on row (u1, email, Jane.Doe@Example.com, +1 (415) 555-0134, "

@@ -33,10 +33,10 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_dynamodb import StateTaskServiceDynamoDB
 
 from orchestration.definitions import machines
-from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec
 from orchestration.local.engine import JobFailed, LocalClusters
 from orchestration.local.runner import ALERT_TAP_QUEUE, LocalStateMachines
 from orchestration.local.stack import Execution
+from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec
 from tests.integration.test_state_machines import GOOGLE, RESOURCES, RUN, SFTP_ON_EMR, ScriptedJobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
