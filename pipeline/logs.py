@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 
-# What Spark's log layout redacts (jobs/log4j2-redacting.properties), and MAIDs: free text that
+# What Spark's log layout redacts (pipeline/log4j2-redacting.properties), and MAIDs: free text that
 # may quote a row (a traceback, a task failure) passes through `redact_text` before it is shown.
 _FREE_TEXT_IDENTIFIERS = (
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"), "<email>"),

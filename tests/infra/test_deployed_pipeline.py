@@ -214,7 +214,7 @@ def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zi
     metadata = wheel.read("audience_relay-0.1.0.dist-info/METADATA").decode()
     pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]
     assert pyspark and all("; extra ==" in line for line in pyspark)  # only through extras: Glue keeps its own Spark
-    assert "jobs/log4j2-redacting.properties" in wheel.namelist()
+    assert "pipeline/log4j2-redacting.properties" in wheel.namelist()
     cloudformation = aws.client("cloudformation")
     for name in ("keys", "messaging", "storage", "state", "compute", "orchestration"):
         assert cloudformation.describe_stacks(StackName=f"{PREFIX}{name}")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"

@@ -382,7 +382,7 @@ def test_a_csv_file_without_the_header_of_the_others_is_named_without_quoting_it
 def test_spark_s_own_log_lines_about_a_task_failing_on_a_record_are_redacted(tmp_path):
     """The same input as a process: Spark logs the failing task (BlockManager, Executor,
     TaskSetManager) with the record its CSV header check quoted; the job's log layout
-    (jobs/log4j2-redacting.properties) redacts it."""
+    (pipeline/log4j2-redacting.properties) redacts it."""
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))
     (tmp_path / "in" / "part-1.csv").write_text(_canary_rows(header=False))
