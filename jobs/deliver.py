@@ -105,8 +105,8 @@ def _load(run_id: str, run_dir: str, row, reader: BatchFileReader) -> Batch:
     """The batch with its members; a file that cannot be read makes a batch that fails, not a crash."""
     record = _record(run_id, row.asDict())
     try:
-        path = storage.join(run_dir, row.file)
-        return Batch(record, reader.members(path, row.batch_number), member_consent=reader.consent(path, row.batch_number))
+        members, consent = reader.members_and_consent(storage.join(run_dir, row.file), row.batch_number)
+        return Batch(record, members, member_consent=consent)
     except Exception as error:  # noqa: BLE001 - recorded as the batch's failure
         return Batch(record, [], load_error=f"batch file {row.file} unreadable: {type(error).__name__}")
 

@@ -33,12 +33,13 @@ class BatchFileReader:
 
     def members(self, path: str, batch_number: int) -> list[tuple[str, str]]:
         """The batch's (id_type, match_key) pairs, sorted; raises if the file cannot be read."""
-        batch = self._batch(path, batch_number)
-        return sorted(zip(batch.column("id_type").to_pylist(), batch.column("match_key").to_pylist()))
+        return self.members_and_consent(path, batch_number)[0]
 
-    def consent(self, path: str, batch_number: int) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-        """The batch's members that carry consent signals -> (ad_user_data, ad_personalization)."""
+    def members_and_consent(self, path: str, batch_number: int) -> tuple[list[tuple[str, str]], dict[tuple[str, str], tuple[str | None, str | None]]]:
+        """The batch's (id_type, match_key) pairs, sorted, and those that carry consent signals ->
+        (ad_user_data, ad_personalization), from one cut of the file."""
         batch = self._batch(path, batch_number)
+        members = list(zip(batch.column("id_type").to_pylist(), batch.column("match_key").to_pylist()))
         signals = [batch.column(s).to_pylist() if s in batch.column_names else [None] * batch.num_rows for s in CONSENT_SIGNALS]
-        members = zip(batch.column("id_type").to_pylist(), batch.column("match_key").to_pylist())
-        return {member: given for member, *given in zip(members, *signals) if any(given)} if batch.num_rows else {}
+        consent = {member: given for member, *given in zip(members, *signals) if any(given)}
+        return sorted(members), consent
