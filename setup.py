@@ -71,9 +71,10 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "pipeline*", "jobs*"]),
+    packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "pipeline*", "jobs*", "report*", "control*",
+                                     "lambdas*", "deploy*", "cli*"]),
     package_data={"pipeline": ["defaults/*.yaml", "log4j2-redacting.properties"], "connectors.catalog": ["migrations/*.sql"]},
     install_requires=RUNTIME,
     extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY + CATALOG, "local": SPARK + LOCAL, "bench": BENCH, "catalog": CATALOG, "dev": SPARK + DEV},
-    entry_points={"console_scripts": ["audience-relay=jobs.cli:main"]},
+    entry_points={"console_scripts": ["audience-relay=cli.main:main"]},
 )

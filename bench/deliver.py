@@ -28,7 +28,7 @@ import psutil
 import yaml
 
 from bench.measure import Measured, run_measured
-from jobs.cli import record_count
+from cli.main import record_count
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.emulators.moto_server import start_moto_server
 from tests.emulators.sftp_server import SftpServer, start_sftp_server
@@ -69,7 +69,7 @@ def ensure_run(ids: int, config_path: Path) -> Path:
 
 
 def deliver(out: Path, config: Path, destination: str, state: Path, workers: int, env: dict[str, str], endpoint: str | None = None) -> tuple[Measured, dict]:
-    argv = ["-m", "jobs.cli", "deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config), "--state", str(state),
+    argv = ["-m", "cli.main", "deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config), "--state", str(state),
             "--destination", destination, "--workers", str(workers), "--master", f"local[{workers}]",
             *(["--endpoint", f"{destination}={endpoint}"] if endpoint else [])]
     measured = run_measured(argv, env=env)

@@ -63,7 +63,7 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.synthetic_run`: a fresh process, so a caller's own Spark session is left alone."""
-    from jobs.cli import record_count
+    from cli.main import record_count
     from pipeline.config import load_config
     from pipeline.session import build_session
 

@@ -345,7 +345,7 @@ def _ingest_resources(window: dict | None = None, catalog: bool = False) -> dict
 
 
 def _feedback_resources() -> dict[str, dict]:
-    """The Lambda the feedback machine asks the destinations with (jobs.feedback_lambda), its role
+    """The Lambda the feedback machine asks the destinations with (lambdas.feedback), its role
     and log group: it reads the config, the destinations' credentials, and writes their parts."""
     statements = [
         _statement("ReadConfig", ["s3:GetObject"], [_objects("ArtifactsBucket", "config/*")]),
@@ -355,7 +355,7 @@ def _feedback_resources() -> dict[str, dict]:
         _statement("EncryptedBucketsAndSecrets", ["kms:Decrypt", "kms:GenerateDataKey"], [_imported("DataKeyArn")]),
     ]
     return _lambda_function(
-        "Feedback", "feedback-lambda", statements, code_key="LambdaCodeKey", handler="jobs.feedback_lambda.handler",
+        "Feedback", "feedback-lambda", statements, code_key="LambdaCodeKey", handler="lambdas.feedback.handler",
         description="asks one destination for its audience report (every page) and writes its part of a run's feedback",
         timeout=FEEDBACK_LAMBDA_SECONDS, memory=512,   # inside an Express child's 5 minutes, with a retry
         environment={"CONFIG_URI": {"Fn::Sub": ["s3://${Bucket}/config/destinations.yaml", {"Bucket": _imported("ArtifactsBucket")}]},
@@ -363,7 +363,7 @@ def _feedback_resources() -> dict[str, dict]:
 
 
 def _catalog_resources() -> dict[str, dict]:
-    """The run catalog's Lambda (jobs.catalog_lambda) in the catalog's VPC: deploy has it apply
+    """The run catalog's Lambda (lambdas.catalog) in the catalog's VPC: deploy has it apply
     the migrations, the scheduler has it record each run's accounting, read from the work bucket."""
     statements, environment = _catalog_settings()
     statements = [
@@ -373,7 +373,7 @@ def _catalog_resources() -> dict[str, dict]:
         *statements,
     ]
     return _lambda_function(
-        "Catalog", "catalog", statements, code_key="CatalogCodeKey", handler="jobs.catalog_lambda.handler",
+        "Catalog", "catalog", statements, code_key="CatalogCodeKey", handler="lambdas.catalog.handler",
         description="the run catalog from inside its VPC: applies its migrations (deploy), records each run's accounting (scheduler)",
         timeout=CATALOG_LAMBDA_SECONDS, memory=512, in_catalog_vpc=True,
         environment={**environment, "WORK_BUCKET": _imported("WorkBucket")})

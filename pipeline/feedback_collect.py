@@ -6,7 +6,7 @@ match rate). Each destination's answer is written as it comes, a partial result
 (`runs/<run>/feedback/parts/<destination>.json`), so one failing destination loses nothing of
 the others and a retry asks only for the missing ones. The CLI asks them in turn; in AWS the
 feedback machine's Distributed Map asks them at once, one Express child (this module in a
-Lambda, jobs/feedback_lambda.py) per destination. jobs/feedback.py consolidates the parts.
+Lambda, lambdas/feedback.py) per destination. jobs/feedback.py consolidates the parts.
 """
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def create_table(name: str, client=None) -> None:
 
 
 def create_registry_table(name: str, client=None) -> None:
-    """The destination registry's table (jobs/control/registry.py) for local runs and tests;
+    """The destination registry's table (control/registry.py) for local runs and tests;
     infra/templates/state.yaml makes it in AWS."""
     client = client or boto3.client("dynamodb")
     client.create_table(TableName=name, KeySchema=[{"AttributeName": "destination_id", "KeyType": "HASH"}],

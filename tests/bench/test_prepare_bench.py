@@ -6,7 +6,7 @@ tests/integration/test_prepare_two_days.py, without starting prepare again here.
 import pytest
 
 from bench import prepare as bench
-from jobs.cli import main
+from cli.main import main
 
 pytestmark = pytest.mark.integration
 

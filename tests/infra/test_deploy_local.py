@@ -13,8 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from jobs.cli import main
-from jobs.deploy import control_template, ingest_package
+from cli.main import main
+from deploy.stacks import control_template, ingest_package
 from tests.infra.policy import load
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
@@ -135,5 +135,5 @@ def test_the_control_api_is_created_with_its_lambda_and_stage(deployed):
     (api,) = [a for a in boto3.client("apigateway").get_rest_apis()["items"] if a["name"] == f"{prefix}control"]
     assert deployed["outputs"]["control"]["ControlApiUrl"].startswith(f"https://{api['id']}.execute-api.")
     function = boto3.client("lambda").get_function_configuration(FunctionName=f"{prefix}control")
-    assert function["Handler"] == "jobs.control.lambda_function.handler"
+    assert function["Handler"] == "lambdas.control.handler"
     assert function["Environment"]["Variables"]["REGISTRY_TABLE"] == deployed["outputs"]["state"]["RegistryTable"]

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from jobs.deploy import INGEST_MODULES, Deployment, deploy, orchestration_stack
+from deploy.stacks import INGEST_MODULES, Deployment, deploy, orchestration_stack
 from jobs.generate import GeneratorSpec, generate
 from orchestration import ingest
 from orchestration.local import engine

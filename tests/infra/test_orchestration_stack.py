@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from pipeline.config import DEFAULT_CONFIG
 from tests.infra.policy import cfn_lint, load, problems
 
@@ -194,7 +194,7 @@ def test_with_the_catalog_its_clients_run_in_its_vpc_and_the_scheduler_records_e
         statements = _statements(resources, role)
         assert statements["ReadCatalogSecret"]["Resource"] == secret   # the catalog's secret only
         assert "ec2:CreateNetworkInterface" in statements["VpcNetworkInterfaces"]["Action"]
-    assert resources["CatalogFunction"]["Properties"]["Handler"] == "jobs.catalog_lambda.handler"
+    assert resources["CatalogFunction"]["Properties"]["Handler"] == "lambdas.catalog.handler"
     assert set(_statements(resources, "CatalogRole")["ReadRuns"]["Action"]) == {"s3:GetObject"}   # reads runs, writes nothing in S3
     invoke = _statements(resources, "MachinesRole")["RecordInCatalog"]
     assert invoke["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:audience-relay-${Stage}-catalog"}]

@@ -10,11 +10,11 @@ import pytest
 
 from connectors.catalog.postgres import CatalogError, RunCatalog
 from connectors.catalog.source import CatalogSource, CatalogSourceError
-from jobs import catalog_lambda
-from jobs.catalog import CatalogUsageError
+from lambdas import catalog as catalog_lambda
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
 from orchestration.machines.specs import MachineSpec, Resources
+from report.catalog import CatalogUsageError
 
 pytestmark = pytest.mark.integration
 

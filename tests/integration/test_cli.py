@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import main
+from cli.main import main
 
 pytestmark = pytest.mark.integration
 

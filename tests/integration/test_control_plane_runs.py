@@ -8,11 +8,11 @@ import pytest
 
 from connectors.state.dynamodb import DynamoStateStore
 from connectors.state.store import DeadLetter
-from jobs.control.api import ControlPlane
-from jobs.control.auth import Key
-from jobs.control.registry import DestinationRegistry
-from jobs.control.runs import RunLocations, Runs
-from jobs.control.server import ControlPlaneServer
+from control.api import ControlPlane
+from control.auth import Key
+from control.registry import DestinationRegistry
+from control.runs import RunLocations, Runs
+from control.server import ControlPlaneServer
 from orchestration.local.runner import LocalStateMachines
 from orchestration.local.stack import REGION
 from tests.integration.test_control_plane import EXAMPLE, OPERATOR, call

@@ -5,7 +5,7 @@ import boto3
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from jobs.generate import GeneratorSpec, generate
 from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
@@ -270,8 +270,8 @@ def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prep
     import time
 
     from connectors.state.dynamodb import create_table
-    from jobs import deliver as deliver_job
     from connectors.state.lease import LeaseLock
+    from jobs import deliver as deliver_job
 
     root, config, _ = prepared
     out = root / "slow-commit-out"

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 def test_demo_prepares_and_delivers_two_days(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # the demo needs no AWS
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "demo", "--records", "4k", "--out", str(tmp_path / "demo")],
+        [sys.executable, "-m", "cli.main", "demo", "--records", "4k", "--out", str(tmp_path / "demo")],
         capture_output=True, text=True, timeout=900, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]

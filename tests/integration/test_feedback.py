@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import feedback, feedback_lambda
-from jobs.cli import main
-from jobs.report import ReportError, RunReport, html_report, read_feedback, text_report
+from cli.main import main
+from jobs import feedback
+from lambdas import feedback as feedback_lambda
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
 from orchestration.machines.specs import Resources
 from pipeline.config import DEFAULT_CONFIG, parse_config
+from report.run_report import ReportError, RunReport, html_report, read_feedback, text_report
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration

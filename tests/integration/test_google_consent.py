@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from pipeline.config import DEFAULT_CONFIG, load_config
 from tests import reference
 from tests.emulators.http_destination import HttpDestinationEmulator

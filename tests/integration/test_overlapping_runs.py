@@ -8,7 +8,7 @@ import boto3
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator

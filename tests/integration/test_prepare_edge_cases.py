@@ -150,7 +150,7 @@ def test_a_folder_is_read_only_once_its_completion_marker_is_there(spark, tmp_pa
     """A writer still adding files: in mirror mode the members of the files not yet written
     would be removed. Every trigger goes through prepare, so prepare refuses the folder until
     its `_SUCCESS` is there; the flag reads it anyway and says so in the manifest."""
-    from jobs.cli import main
+    from cli.main import main
     import yaml
 
     folder = tmp_path / "landing"

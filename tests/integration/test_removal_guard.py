@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from jobs.cli import main
+from cli.main import main
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator

@@ -6,9 +6,9 @@ import uuid
 import psycopg
 import pytest
 
+from cli.main import main
 from connectors.catalog.postgres import AccountingRecord, CatalogError, RunCatalog, RunRecord, migrate
 from connectors.catalog.source import CatalogSource
-from jobs.cli import main
 from orchestration.ingest_window import WindowSettings
 from tests.integration.ingest_stage import Stage, members
 

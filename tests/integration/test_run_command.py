@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from jobs.generate import GeneratorSpec, generate
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 

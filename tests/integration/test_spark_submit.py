@@ -35,7 +35,7 @@ def test_prepare_runs_under_spark_submit(spark, tmp_path):
 @pytest.fixture(scope="module")
 def prepared_out(spark, tmp_path_factory) -> Path:
     """One prepared run (meta_ads among its destinations); each deliver test sends a copy of it."""
-    from jobs.cli import main
+    from cli.main import main
 
     root = tmp_path_factory.mktemp("prepared")
     generate(spark, GeneratorSpec(records=2_000, seed=4), root / "day1")

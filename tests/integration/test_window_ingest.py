@@ -10,7 +10,7 @@ import boto3
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from jobs.prepare import PrepareRequest, run_prepare
 from orchestration.file_claims import FileClaims
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files

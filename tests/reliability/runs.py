@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from cli.main import main
 from connectors.destination import Batch
 from connectors.failpoints import CRASH_AT
 from connectors.http.meta import session_id
 from connectors.state.store import BatchRecord
-from jobs.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = "r1"

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from jobs.cli import main
+from cli.main import main
 from pipeline.config import load_config
 from tests import reference
 

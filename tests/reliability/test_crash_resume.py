@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from cli.main import main
 from connectors.failpoints import kill_session
 from connectors.state.dynamodb import DynamoStateStore, create_table
-from jobs.cli import main
 from connectors.state.lease import LeaseLock
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, start_deliver, unrecorded_keys

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from jobs.cli import main
+from cli.main import main
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, meta_destination, prepare_run
 

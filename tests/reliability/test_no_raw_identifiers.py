@@ -179,9 +179,9 @@ class ScannedRun:
 
 
 def run_job(name: str, args: list[str], env: dict[str, str], logs: Path) -> Job:
-    """`python -m jobs.cli ...` as its own process (Spark's JVM and Python workers included)."""
+    """`python -m cli.main ...` as its own process (Spark's JVM and Python workers included)."""
     logs.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     (logs / f"{name}.out").write_text(done.stdout)
     (logs / f"{name}.err").write_text(done.stderr)
     return Job(name, done.returncode, done.stdout, done.stderr)
@@ -407,8 +407,8 @@ def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_p
 
 
 def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
-    from pipeline.config import DEFAULT_CONFIG, load_config
     from jobs.prepare import PrepareRequest, run_prepare
+    from pipeline.config import DEFAULT_CONFIG, load_config
     from pipeline.quality import QualityError
 
     (tmp_path / "in").mkdir()

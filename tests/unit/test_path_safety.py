@@ -39,10 +39,10 @@ EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 @pytest.mark.parametrize("run_id", BAD_RUN_IDS)
 def test_a_run_id_that_is_not_one_safe_segment_is_refused_everywhere(run_id, tmp_path):
+    from cli.run import RunError, command
     from jobs.deliver import DeliverError, DeliverRequest, run_deliver
     from jobs.prepare import PrepareError, PrepareRequest, _check_request
-    from jobs.report import ReportError, load_report
-    from jobs.run import RunError, command
+    from report.run_report import ReportError, load_report
 
     config = load_config(DEFAULT_CONFIG)
     with pytest.raises(PrepareError, match="run id"):
@@ -103,7 +103,7 @@ def test_the_batches_prepare_writes_pass_the_manifest_check():
 
 
 def test_a_tampered_manifest_exits_2_from_the_cli(tmp_path, capsys):
-    from jobs.cli import main
+    from cli.main import main
 
     _write_manifest(tmp_path, [{**GOOD_BATCH, "file": "../../../../etc/passwd"}])
     assert main(["deliver", "--out", str(tmp_path), "--run-id", "r1"]) == 2
@@ -114,7 +114,7 @@ def test_a_tampered_manifest_exits_2_from_the_cli(tmp_path, capsys):
 
 @pytest.mark.parametrize("destination", ["../../x", "a/b", "..", ".x"])
 def test_a_report_refuses_a_manifest_destination_that_is_not_one_segment(destination, tmp_path):
-    from jobs.report import ReportError, load_report
+    from report.run_report import ReportError, load_report
 
     manifest = _write_manifest(tmp_path, [])
     manifest.write_text(json.dumps({"destinations": {destination: {}}, "batches": [], "input_rows": 0, "rejected": {"by_reason": {}}}))

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import main
+from cli.main import main
 from jobs.deliver import OUTCOME
 
 RAW_EMAIL = "alice.example@gmail.com"  # planted in an outcome's error: it must never reach the report

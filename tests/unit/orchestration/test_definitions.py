@@ -4,7 +4,7 @@ import json
 import pytest
 from cfnlint.api import ManualArgs, lint
 
-from jobs.cli import main
+from cli.main import main
 from orchestration.machines.destination import destination_machine
 from orchestration.machines.feedback import feedback_machine
 from orchestration.machines.scheduler import scheduler_machine

@@ -27,7 +27,7 @@ import boto3
 import yaml
 from botocore.exceptions import ClientError
 
-from jobs.control.errors import Conflict, Invalid, NotFound, StaleVersion
+from control.errors import Conflict, Invalid, NotFound, StaleVersion
 from orchestration.cloudformation import names_own_secret, secret_name
 from pipeline import storage
 from pipeline.config import ConfigError, Destination, parse_config

@@ -14,19 +14,7 @@ import json
 import os
 import sys
 
-from jobs.report import load_report
-from pipeline.errors import UsageError
-
-# Run ids as the ways of starting a run name them (orchestration/ingest*.py, the scheduler).
-TRIGGERS = (("w-", "window"), ("s3-", "marker"), ("daily-", "schedule"))
-
-
-class CatalogUsageError(UsageError):
-    """No catalog was named, or it has no such run."""
-
-
-def trigger_of(run_id: str) -> str:
-    return next((trigger for prefix, trigger in TRIGGERS if run_id.startswith(prefix)), "manual")
+from report.catalog import CatalogUsageError, record_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,19 +42,6 @@ def run_catalog(args: argparse.Namespace) -> int:
     except CatalogError as error:   # unreachable or refused: said plainly, exit 1
         print(f"audience-relay: {error}", file=sys.stderr)
         return 1
-
-
-def record_run(dsn: str, out: str, run_id: str) -> dict:
-    """A run and its accounting per destination, from the numbers `report` shows (CLI, the catalog Lambda)."""
-    from connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord
-
-    report = load_report(out, run_id)
-    if report.input_uri is None:
-        raise CatalogUsageError(f"run {run_id!r}: its manifest names no input (inputs.membership), written by another version?")
-    run = RunRecord(run_id, trigger_of(run_id), report.input_uri)
-    RunCatalog(dsn).record_accounting(run, [AccountingRecord(line.destination, line.status, line.input_rows, line.rows)
-                                            for line in report.destinations])
-    return {"recorded": run_id, "destinations": len(report.destinations)}
 
 
 def _act(args: argparse.Namespace) -> int:

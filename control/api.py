@@ -1,5 +1,5 @@
 """The control plane's routes, as plain functions of a request: the Lambda behind API Gateway and
-the local server (`jobs/control/server.py`) both call `ControlPlane.handle`.
+the local server (`control/server.py`) both call `ControlPlane.handle`.
 
 Authentication happens before a request gets here (IAM/SigV4 at API Gateway, the same check in
 the local server), and `handle` refuses a request without a principal all the same. Every answer
@@ -23,9 +23,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from jobs.control.errors import Invalid, RequestRefused
-from jobs.control.registry import DestinationRegistry
-from jobs.control.runs import Runs
+from control.errors import Invalid, RequestRefused
+from control.registry import DestinationRegistry
+from control.runs import Runs
 
 MAX_BODY_BYTES = 256 * 1024
 _DESTINATION = re.compile(r"^/destinations/([a-z0-9][a-z0-9_-]{0,31})(/pause|/resume|/runs)?(?:/([^/]+))?(/removals)?$")

@@ -21,8 +21,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from connectors.state.dynamodb import DynamoStateStore
-from jobs.control.errors import Conflict, Invalid, NotFound
-from jobs.control.registry import Registered
+from control.errors import Conflict, Invalid, NotFound
+from control.registry import Registered
 from orchestration.machines.specs import REGISTERED
 from pipeline import removals
 from pipeline.paths import RUN_ID

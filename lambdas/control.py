@@ -13,9 +13,9 @@ import json
 import logging
 import os
 
-from jobs.control.api import ControlPlane, Request, Response
-from jobs.control.registry import DestinationRegistry
-from jobs.control.runs import RunLocations, Runs
+from control.api import ControlPlane, Request, Response
+from control.registry import DestinationRegistry
+from control.runs import RunLocations, Runs
 
 LOG = logging.getLogger("audience_relay.control")
 _PLANE: ControlPlane | None = None   # one per Lambda container: clients are reused across requests

@@ -7,21 +7,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jobs import catalog as catalog_command
-from jobs import dead_letters
+from cli import catalog as catalog_command
+from cli import dead_letters
+from cli import ingest as ingest_command
+from cli import lease as lease_command
+from cli import run as run_command
+from cli.demo import run_demo
+from control import server as control_server
+from deploy import stacks as deploy_command
 from jobs import deliver as deliver_job
-from jobs import deploy as deploy_command
 from jobs import feedback as feedback_command
 from jobs import generate as generator
-from jobs import ingest as ingest_command
-from jobs import lease as lease_command
 from jobs import prepare as prepare_job
-from jobs import report as run_report
-from jobs import run as run_command
-from jobs.control import server as control_server
-from jobs.demo import run_demo
 from pipeline import removals as removals_command
 from pipeline.entry import EXIT_BAD_INPUT, EXIT_OK, run_guarded
+from report import run_report
+
 
 def record_count(text: str) -> int:
     """Accept 10000, 10_000, 10k, 10M."""
@@ -52,9 +53,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _definitions(args: argparse.Namespace) -> int:
-    from pipeline.config import DEFAULT_CONFIG, load_config
     from orchestration.definitions import render
     from orchestration.machines.specs import Resources, machine_specs
+    from pipeline.config import DEFAULT_CONFIG, load_config
 
     if not (args.out or args.stack):
         print("audience-relay definitions: give --out DIR, --stack FILE or both", file=sys.stderr)

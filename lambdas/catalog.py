@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping
 
 from connectors.catalog.source import CatalogSource, CatalogSourceError
-from jobs.catalog import CatalogUsageError, record_run
 from pipeline.paths import RUN_ID
+from report.catalog import CatalogUsageError, record_run
 
 LOG = logging.getLogger("audience_relay.catalog")
 LOG.setLevel(logging.INFO)

@@ -34,7 +34,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 
-from jobs.control.registry import DestinationRegistry
+from control.registry import DestinationRegistry
 from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
 from orchestration.ingest import COMPLETION_MARKER
 from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS

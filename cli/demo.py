@@ -18,12 +18,12 @@ from pathlib import Path
 
 import yaml
 
+from cli.run import describe, execute, run_input
 from jobs.generate import GeneratorSpec, generate, spec_from_previous
-from jobs.report import load_report, write_html_report
-from jobs.run import describe, execute, run_input
 from pipeline.config import DEFAULT_CONFIG, parse_config
 from pipeline.errors import UsageError
 from pipeline.session import build_session
+from report.run_report import load_report, write_html_report
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TOKENS = {"META_ACCESS_TOKEN": "demo-meta-token", "GOOGLE_DM_TOKEN": "demo-google-token"}

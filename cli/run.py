@@ -11,9 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
+from cli.tables import delivered_table, prepared_table
 from jobs import deliver as deliver_job
 from jobs import prepare as prepare_job
-from jobs.tables import delivered_table, prepared_table
 from orchestration.machines.specs import Resources, machine_specs
 from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
 from pipeline.errors import UsageError

@@ -1,5 +1,5 @@
 """The control plane as a local HTTP server: the same `ControlPlane` the Lambda runs, behind the
-same SigV4 check API Gateway makes (`jobs/control/auth.py`). `audience-relay control-plane`.
+same SigV4 check API Gateway makes (`control/auth.py`). `audience-relay control-plane`.
 
 It listens on 127.0.0.1 unless told otherwise and logs one JSON line per request (method, path,
 status, principal), never a body.
@@ -12,8 +12,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from jobs.control.api import MAX_BODY_BYTES, ControlPlane, Request, Response
-from jobs.control.auth import Key, Unauthenticated, authenticate
+from control.api import MAX_BODY_BYTES, ControlPlane, Request, Response
+from control.auth import Key, Unauthenticated, authenticate
 
 LOG = logging.getLogger("audience_relay.control")
 
@@ -105,9 +105,9 @@ def add_arguments(parser) -> None:
 
 def run_server(args) -> int:
     """`audience-relay control-plane`: serve until interrupted."""
-    from jobs.control.auth import load_keys
-    from jobs.control.registry import DestinationRegistry
-    from jobs.control.runs import RunLocations, Runs
+    from control.auth import load_keys
+    from control.registry import DestinationRegistry
+    from control.runs import RunLocations, Runs
 
     stage = (args.machine_arn_prefix, args.work_bucket, args.state_table)
     if any(stage) and not all(stage):
