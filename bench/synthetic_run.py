@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from jobs.prepare import destination_rules, write_batches
+from pipeline.prepare import destination_rules, write_batches
 from pipeline import snapshots, storage
 from pipeline.accounting import MemberStat, SegmentStat
 from pipeline.config import Config

@@ -10,7 +10,7 @@ import argparse
 import json
 
 from connectors.state.store import BatchState
-from jobs.deliver import DeliverError, open_store
+from pipeline.deliver import DeliverError, open_store
 from pipeline import storage
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from cli.run import describe, execute, run_input
-from jobs.generate import GeneratorSpec, generate, spec_from_previous
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG, parse_config
 from pipeline.errors import UsageError
 from pipeline.session import build_session

@@ -17,39 +17,12 @@ from control import server as control_server
 from deploy import stacks as deploy_command
 from jobs import deliver as deliver_job
 from jobs import feedback as feedback_command
-from jobs import generate as generator
+from jobs import generate as generate_job
 from jobs import prepare as prepare_job
 from pipeline import removals as removals_command
+from pipeline.args import record_count
 from pipeline.entry import EXIT_BAD_INPUT, EXIT_OK, run_guarded
 from report import run_report
-
-
-def record_count(text: str) -> int:
-    """Accept 10000, 10_000, 10k, 10M."""
-    multipliers = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
-    text = text.strip().lower().replace("_", "")
-    try:
-        if text and text[-1] in multipliers:
-            return int(float(text[:-1]) * multipliers[text[-1]])
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a record count: {text!r}") from None
-
-
-def _generate(args: argparse.Namespace) -> int:
-    from pipeline.session import build_session
-
-    overrides = {"records": args.records, "seed": args.seed, "day": args.day, "data_format": args.format, "compression": args.compression,
-                 "phone_share": args.phone_share}
-    if args.previous:
-        spec = generator.spec_from_previous(args.previous, **overrides)
-    else:
-        if args.records is None:
-            raise generator.GeneratorError("--records is required unless --previous is given")
-        spec = generator.GeneratorSpec(**{k: v for k, v in overrides.items() if v is not None})
-    spark = build_session("audience-relay-generate", args.master)
-    print(json.dumps(generator.generate(spark, spec, args.out)))
-    return EXIT_OK
 
 
 def _definitions(args: argparse.Namespace) -> int:
@@ -86,16 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     gen = commands.add_parser("generate", help="write synthetic segment membership and consent files")
-    gen.add_argument("--records", type=record_count, help="rows to generate (10000, 10k, 10M)")
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--day", type=int, help="day number; day N differs from day N-1 by churn")
-    gen.add_argument("--previous", help="a directory written by generate: make its next day")
-    gen.add_argument("--format", choices=["parquet", "csv", "jsonl"])
-    gen.add_argument("--compression", choices=["gzip"])
-    gen.add_argument("--phone-share", type=float, help="share of rows with a phone id (default 0.25)")
-    gen.add_argument("--master", help="Spark master (default local[*])")
-    gen.set_defaults(handler=_generate)
+    generate_job.add_arguments(gen)
+    gen.set_defaults(handler=generate_job.command)
 
     prep = commands.add_parser("prepare", help="turn membership into per-destination delivery batches")
     prepare_job.add_arguments(prep)

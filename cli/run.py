@@ -17,6 +17,8 @@ from jobs import prepare as prepare_job
 from orchestration.machines.specs import Resources, machine_specs
 from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
 from pipeline.errors import UsageError
+from pipeline.paths import RUN_ID
+from pipeline.prepare import default_run_id
 
 # Glue job name -> the script Glue would run (EMR steps name the same scripts by file name).
 SCRIPTS = {Resources.prepare_job: Path(prepare_job.__file__), Resources.deliver_job: Path(deliver_job.__file__)}
@@ -80,11 +82,11 @@ def describe(report, out: Path) -> str:
 
 
 def command(args: argparse.Namespace) -> int:
-    if args.run_id is not None and not prepare_job.RUN_ID.fullmatch(args.run_id):
-        raise RunError(f"--run-id {args.run_id!r} must match {prepare_job.RUN_ID.pattern} (it becomes a path and the execution name)")
+    if args.run_id is not None and not RUN_ID.fullmatch(args.run_id):
+        raise RunError(f"--run-id {args.run_id!r} must match {RUN_ID.pattern} (it becomes a path and the execution name)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    payload = run_input(args.run_id or prepare_job.default_run_id(), str(Path(args.input).resolve()), str(Path(args.consent).resolve()))
+    payload = run_input(args.run_id or default_run_id(), str(Path(args.input).resolve()), str(Path(args.consent).resolve()))
     report = execute(Path(args.config or DEFAULT_CONFIG), payload, out, args.destination, args.retry_scale)
     print(describe(report, out))
     return 0 if report.execution.status == "SUCCEEDED" else 1

@@ -48,3 +48,15 @@ def parse_job_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse
         arguments = [f"--{name}={resolved[name.replace('-', '_')]}" for name in present]
     args, _glue_extras = parser.parse_known_args(arguments)
     return args
+
+
+def record_count(text: str) -> int:
+    """Accept 10000, 10_000, 10k, 10M."""
+    multipliers = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+    text = text.strip().lower().replace("_", "")
+    try:
+        if text and text[-1] in multipliers:
+            return int(float(text[:-1]) * multipliers[text[-1]])
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a record count: {text!r}") from None

@@ -28,7 +28,7 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from deploy.stacks import INGEST_MODULES, Deployment, deploy, orchestration_stack
-from jobs.generate import GeneratorSpec, generate
+from pipeline.generator import GeneratorSpec, generate
 from orchestration import ingest
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from cli.main import main
-from jobs.generate import GeneratorSpec, generate
+from pipeline.generator import GeneratorSpec, generate
 from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
@@ -271,7 +271,7 @@ def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prep
 
     from connectors.state.dynamodb import create_table
     from connectors.state.lease import LeaseLock
-    from jobs import deliver as deliver_job
+    from pipeline import deliver as deliver_job
 
     root, config, _ = prepared
     out = root / "slow-commit-out"

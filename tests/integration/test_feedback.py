@@ -8,12 +8,14 @@ import pytest
 import yaml
 
 from cli.main import main
-from jobs import feedback
+from jobs import feedback as feedback_job
 from lambdas import feedback as feedback_lambda
 from orchestration.local.engine import JobFailed
 from orchestration.local.runner import LocalStateMachines
 from orchestration.machines.specs import Resources
 from pipeline.config import DEFAULT_CONFIG, parse_config
+from pipeline.feedback import consolidate
+from pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect
 from report.run_report import ReportError, RunReport, html_report, read_feedback, text_report
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
@@ -75,7 +77,7 @@ def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(sp
         holding(meta, "someone_elses_audience", 50)
         holding(google, "google_high_value", 500)   # google_in_market was never created there
         endpoints = {"meta_ads": meta.url, "google_dm": google.url}
-        assert feedback.collect(config, str(out), "r1", endpoints) == {"meta_ads": 2, "google_dm": 1}
+        assert collect(config, str(out), "r1", endpoints) == {"meta_ads": 2, "google_dm": 1}
         pages = meta.score.report_pages, google.score.report_pages
     assert pages == (3, 1)   # one audience per page: Meta holds 3 audiences, Google 1 (failed answers not counted)
 
@@ -84,9 +86,9 @@ def test_each_destination_is_asked_every_page_and_the_table_flags_low_matches(sp
     assert {row["audience_id"]: row["platform_audience_id"] for row in meta_part} == {
         "meta_high_value": "23851234567890123", "meta_sports_fans": "meta_sports_fans"}
     # A second collect asks nobody: the parts are kept (a retry asks only for missing ones).
-    assert feedback.collect(config, str(out), "r1", {"meta_ads": "http://127.0.0.1:1", "google_dm": "http://127.0.0.1:1"}) == {}
+    assert collect(config, str(out), "r1", {"meta_ads": "http://127.0.0.1:1", "google_dm": "http://127.0.0.1:1"}) == {}
 
-    table = feedback.consolidate(spark, config, str(out), "r1")
+    table = consolidate(spark, config, str(out), "r1")
     lines = {(line.destination, line.audience): line for line in read_feedback(str(out / "runs" / "r1"))}
     assert table.endswith("feedback/table") and set(lines) == set(SENT)
     high = lines[("meta_ads", "meta_high_value")]
@@ -113,8 +115,8 @@ def test_a_destination_failing_its_report_keeps_the_others_parts_and_the_retry_a
     run_with_manifest(out, "r2")
     with HttpDestinationEmulator(EmulatorConfig(report_page_size=10)) as meta:
         holding(meta, "meta_sports_fans", 10)
-        with pytest.raises(feedback.FeedbackIncomplete, match="google_dm.*ConnectionError"):   # its endpoint is not there
-            feedback.collect(config, str(out), "r2", {"google_dm": "http://127.0.0.1:1", "meta_ads": meta.url})
+        with pytest.raises(FeedbackIncomplete, match="google_dm.*ConnectionError"):   # its endpoint is not there
+            collect(config, str(out), "r2", {"google_dm": "http://127.0.0.1:1", "meta_ads": meta.url})
     parts = out / "runs" / "r2" / "feedback" / "parts"
     assert sorted(p.name for p in parts.iterdir()) == ["meta_ads.json"]
     with HttpDestinationEmulator(EmulatorConfig(report_page_size=10)) as google:
@@ -140,12 +142,12 @@ def test_an_unreadable_feedback_table_is_named(tmp_path):
 def test_google_reports_need_the_ads_api_and_its_developer_token(tmp_path, monkeypatch):
     config = feedback_config(tmp_path)
     google = next(d for d in config.destinations if d.id == "google_dm")
-    with pytest.raises(feedback.FeedbackError, match=r"destinations\.google_dm\.connection\.report_base_url: .*Google Ads API"):
-        feedback.collect(config, str(tmp_path), "r4", {"meta_ads": "http://127.0.0.1:1"})
+    with pytest.raises(FeedbackError, match=r"destinations\.google_dm\.connection\.report_base_url: .*Google Ads API"):
+        collect(config, str(tmp_path), "r4", {"meta_ads": "http://127.0.0.1:1"})
     without_token = google.connection.model_copy(update={"report_base_url": "https://googleads.googleapis.com/v26", "developer_token": None})
     config = config.model_copy(update={"destinations": [google.model_copy(update={"connection": without_token})]})
-    with pytest.raises(feedback.FeedbackError, match=r"google_dm\.connection\.developer_token"):
-        feedback.collect(config, str(tmp_path), "r4")
+    with pytest.raises(FeedbackError, match=r"google_dm\.connection\.developer_token"):
+        collect(config, str(tmp_path), "r4")
 
 
 class FeedbackCompute:
@@ -167,7 +169,7 @@ class FeedbackCompute:
     def run_glue_job(self, job_name: str, arguments: dict[str, str]) -> None:
         assert job_name == self.resources.feedback_job
         argv = [item for key, value in arguments.items() for item in (key, self._local(value))]
-        if feedback.main(argv) != 0:
+        if feedback_job.main(argv) != 0:
             raise JobFailed(f"{job_name} {argv} failed")
 
     def run_emr_step(self, cluster_id: str, args: list[str]) -> None:

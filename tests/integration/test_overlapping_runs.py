@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cli.main import main
-from jobs.generate import GeneratorSpec, generate, spec_from_previous
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 

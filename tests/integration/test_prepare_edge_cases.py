@@ -5,7 +5,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.prepare import PrepareError, PrepareRequest, run_prepare
+from pipeline.prepare import PrepareError, PrepareRequest, run_prepare
 from pipeline import snapshots
 from pipeline.config import parse_config
 
@@ -72,7 +72,7 @@ def test_a_finished_run_is_refused_again_unless_the_caller_asks_to_skip_it(spark
 
     import pytest
 
-    from jobs.prepare import PrepareError
+    from pipeline.prepare import PrepareError
 
     prepare(spark, tmp_path, "r1", ROWS)
     request = PrepareRequest(input=str(tmp_path / "r1.csv"), out=str(tmp_path / "out"), config=parse_config(CONFIG, "test.yaml"),
@@ -97,16 +97,16 @@ def test_rows_lost_after_the_consent_step_make_the_accounting_fail_instead_of_pa
     """A mutation: rows vanish between the consent filter and the members (a bad join, a
     filter). Counted as what is left over, they would pass as consent-filtered; counted from
     the data, the sum falls short and the run stops."""
-    import jobs.prepare
+    import pipeline.prepare
     from pyspark.sql import functions as F
 
     consent = tmp_path / "consent.csv"
     consent.write_text("user_id,scope\nu1,meta_ads\n")
-    to_members = jobs.prepare.to_members
-    monkeypatch.setattr(jobs.prepare, "to_members", lambda rows: to_members(rows.filter(F.col("user_id") != "u2")))
+    to_members = pipeline.prepare.to_members
+    monkeypatch.setattr(pipeline.prepare, "to_members", lambda rows: to_members(rows.filter(F.col("user_id") != "u2")))
     with pytest.raises(RuntimeError, match=r"accounting of meta_ads does not reconcile"):
         prepare(spark, tmp_path, "mutated", ROWS, consent=str(consent))
-    monkeypatch.setattr(jobs.prepare, "to_members", to_members)
+    monkeypatch.setattr(pipeline.prepare, "to_members", to_members)
     meta = prepare(spark, tmp_path, "intact", ROWS, consent=str(consent))["destinations"]["meta_ads"]["accounting"]
     assert meta["rows"]["consent_filtered"] == 1 and meta["reconciles"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.generate import GeneratorSpec, generate, spec_from_previous
-from jobs.prepare import PrepareRequest, run_prepare
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from pipeline.prepare import PrepareRequest, run_prepare
 from pipeline import snapshots
 from pipeline.config import DEFAULT_CONFIG, load_config
 from tests import reference
@@ -144,7 +144,7 @@ def test_the_benchmarks_duckdb_peer_computes_what_prepare_computes(two_days, tmp
 
 
 def test_preparing_a_run_twice_is_refused(spark, two_days):
-    from jobs.prepare import PrepareError
+    from pipeline.prepare import PrepareError
 
     out, config, day1, _, _ = two_days
     request = PrepareRequest(input=day1["membership"], out=str(out), config=config, config_source="x", run_id="day1")

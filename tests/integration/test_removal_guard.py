@@ -11,7 +11,7 @@ import yaml
 from pyspark.sql import functions as F
 
 from cli.main import main
-from jobs.generate import GeneratorSpec, generate, spec_from_previous
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from cli.main import main
-from jobs.generate import GeneratorSpec, generate
+from pipeline.generator import GeneratorSpec, generate
 from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.generate import GeneratorSpec, generate
+from pipeline.generator import GeneratorSpec, generate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cli.main import main
-from jobs.prepare import PrepareRequest, run_prepare
+from pipeline.prepare import PrepareRequest, run_prepare
 from orchestration.file_claims import FileClaims
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
 from orchestration.local.window_poller import receive_window

@@ -407,7 +407,7 @@ def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_p
 
 
 def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
-    from jobs.prepare import PrepareRequest, run_prepare
+    from pipeline.prepare import PrepareRequest, run_prepare
     from pipeline.config import DEFAULT_CONFIG, load_config
     from pipeline.quality import QualityError
 

@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.generate import GeneratorError, GeneratorSpec, consent, generate, membership, spec_from_previous
+from pipeline.generator import GeneratorError, GeneratorSpec, consent, generate, membership, spec_from_previous
 
 
 def rows(spark, **spec):

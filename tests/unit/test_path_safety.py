@@ -40,8 +40,8 @@ EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 @pytest.mark.parametrize("run_id", BAD_RUN_IDS)
 def test_a_run_id_that_is_not_one_safe_segment_is_refused_everywhere(run_id, tmp_path):
     from cli.run import RunError, command
-    from jobs.deliver import DeliverError, DeliverRequest, run_deliver
-    from jobs.prepare import PrepareError, PrepareRequest, _check_request
+    from pipeline.deliver import DeliverError, DeliverRequest, run_deliver
+    from pipeline.prepare import PrepareError, PrepareRequest, _check_request
     from report.run_report import ReportError, load_report
 
     config = load_config(DEFAULT_CONFIG)
@@ -86,7 +86,7 @@ def _write_manifest(out: Path, batches: list[dict]) -> Path:
 
 @pytest.mark.parametrize("key,value", TAMPERED)
 def test_a_tampered_manifest_batch_is_refused_before_anything_is_read_or_sent(key, value, tmp_path):
-    from jobs.deliver import DeliverRequest, run_deliver
+    from pipeline.deliver import DeliverRequest, run_deliver
 
     manifest = _write_manifest(tmp_path, [GOOD_BATCH, {**GOOD_BATCH, "batch_number": 1, key: value}])
     request = DeliverRequest(str(tmp_path), "r1", load_config(DEFAULT_CONFIG), str(tmp_path / "state" / "delivery.db"))
@@ -97,7 +97,7 @@ def test_a_tampered_manifest_batch_is_refused_before_anything_is_read_or_sent(ke
 
 
 def test_the_batches_prepare_writes_pass_the_manifest_check():
-    from jobs.deliver import check_manifest_paths
+    from pipeline.deliver import check_manifest_paths
 
     check_manifest_paths({"batches": [GOOD_BATCH, {**GOOD_BATCH, "audience_id": "aud.v2", "op": "remove", "batch_number": 12}]}, "m")
 

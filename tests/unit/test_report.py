@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cli.main import main
-from jobs.deliver import OUTCOME
+from pipeline.deliver import OUTCOME
 
 RAW_EMAIL = "alice.example@gmail.com"  # planted in an outcome's error: it must never reach the report
 ARROW_TYPES = {"StringType()": pa.string(), "LongType()": pa.int64(), "IntegerType()": pa.int32(), "DoubleType()": pa.float64()}

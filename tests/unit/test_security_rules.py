@@ -87,7 +87,7 @@ def test_an_id_type_the_profile_does_not_take_cannot_be_configured_in_clear(prof
 
 
 def test_the_audience_mapping_prepare_joins_hashes_every_hashed_pair(spark):
-    from jobs.prepare import audience_mapping
+    from pipeline.prepare import audience_mapping
 
     destinations = [
         {**config(profile, audiences={f"aud{i}": [f"seg_{i}"]})["destinations"][0], "id": f"d{i}",
