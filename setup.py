@@ -43,6 +43,7 @@ TEST = [
 ]
 # `audience-relay run` and the demo execute the state machines locally: moto's Step Functions
 # engine (with a local AWS), and jsonata-python for the JSONata expressions moto leaves unevaluated.
+# The testing package (testing/: the emulators and the reference) needs the same: its moto server.
 LOCAL = [
     "moto[server]==5.2.5",
     "jsonata-python==0.7.1",
@@ -72,9 +73,9 @@ setup(
     description=__doc__,
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "pipeline*", "jobs*", "report*", "control*",
-                                     "lambdas*", "deploy*", "cli*"]),
+                                     "lambdas*", "deploy*", "cli*", "testing*"]),
     package_data={"pipeline": ["defaults/*.yaml", "log4j2-redacting.properties"], "connectors.catalog": ["migrations/*.sql"]},
     install_requires=RUNTIME,
-    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY + CATALOG, "local": SPARK + LOCAL, "bench": BENCH, "catalog": CATALOG, "dev": SPARK + DEV},
+    extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY + CATALOG, "local": SPARK + LOCAL, "testing": LOCAL, "bench": BENCH, "catalog": CATALOG, "dev": SPARK + DEV},
     entry_points={"console_scripts": ["audience-relay=cli.main:main"]},
 )

@@ -29,9 +29,9 @@ import yaml
 
 from bench.measure import Measured, run_measured
 from cli.main import record_count
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
-from tests.emulators.moto_server import start_moto_server
-from tests.emulators.sftp_server import SftpServer, start_sftp_server
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.moto_server import start_moto_server
+from testing.emulators.sftp_server import SftpServer, start_sftp_server
 
 ROOT = Path(__file__).resolve().parent
 DATA, WORK, RESULTS = ROOT / ".data", ROOT / ".work", ROOT / "results"

@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.prepare import destination_rules, write_batches
 from pipeline import snapshots, storage
 from pipeline.accounting import MemberStat, SegmentStat
 from pipeline.config import Config
 from pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report
+from pipeline.prepare import destination_rules, write_batches
 from transforms.batching import DEFAULT_SUB_BUCKETS
 from transforms.delta import ADD
 from transforms.schemas import CONSENT_SIGNALS, SNAPSHOT

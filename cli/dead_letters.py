@@ -10,8 +10,8 @@ import argparse
 import json
 
 from connectors.state.store import BatchState
-from pipeline.deliver import DeliverError, open_store
 from pipeline import storage
+from pipeline.deliver import DeliverError, open_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,8 +3,8 @@
 Each day runs as `audience-relay run` does: the scheduler state machine, rendered as for AWS,
 executes in moto's Step Functions engine; it prepares the day once and fans out to one
 delivery machine per destination (lease, deliver, summary). The destinations are local
-stand-ins: the HTTP destination emulator (tests/emulators) plays the Meta- and Google-like
-APIs with their batch and rate limits, and an OpenSSH server on 127.0.0.1 plays the
+stand-ins from the testing package (testing/emulators): the HTTP destination emulator plays the
+Meta- and Google-like APIs with their batch and rate limits, and an OpenSSH server on 127.0.0.1 plays the
 partner's SFTP drop when `sshd` is installed. Day 1 is a full load; its delivery commits the
 snapshots, so day 2 is the delta: adds and removes per audience.
 """
@@ -13,35 +13,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import yaml
 
 from cli.run import describe, execute, run_input
-from pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG, parse_config
 from pipeline.errors import UsageError
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from pipeline.session import build_session
 from report.run_report import load_report, write_html_report
+from testing.emulators import http_destination, sftp_server
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
 DEMO_TOKENS = {"META_ACCESS_TOKEN": "demo-meta-token", "GOOGLE_DM_TOKEN": "demo-google-token"}
 
 
 class DemoError(UsageError):
-    """The demo was pointed at a directory it would mix its runs into, or lacks its stand-ins."""
-
-
-def _emulators():
-    """The destination emulators live with the tests; the demo runs from the source tree."""
-    if not (SOURCE_ROOT / "tests" / "emulators").is_dir():
-        raise DemoError(f"the demo needs the source tree's tests/emulators (not found under {SOURCE_ROOT})")
-    if str(SOURCE_ROOT) not in sys.path:
-        sys.path.insert(0, str(SOURCE_ROOT))
-    from tests.emulators import http_destination, sftp_server
-
-    return http_destination, sftp_server
+    """The demo was pointed at a directory it would mix its runs into."""
 
 
 def _demo_config(out: Path, sftp, emulator_urls: dict[str, str]) -> tuple[Path, object]:
@@ -70,7 +58,6 @@ def run_demo(out: Path, records: int) -> int:
     if out.exists() and any(out.iterdir()):
         raise DemoError(f"--out {out} is not empty; the demo writes a fresh run layout, give it an empty directory")
     out.mkdir(parents=True, exist_ok=True)
-    http_destination, sftp_server = _emulators()
     example = parse_config(yaml.safe_load(DEFAULT_CONFIG.read_text()), str(DEFAULT_CONFIG))
     with contextlib.ExitStack() as stack:
         sftp = None

@@ -1,7 +1,7 @@
 """The prepare pipeline as typical Glue code writes it: Python UDFs normalize and hash.
 
 Spark DataFrame joins for consent, mapping, dedupe and delta, but every identifier goes
-through Python (`tests/reference.py`'s row functions) for normalization and SHA-256, which
+through Python (`testing/reference.py`'s row functions) for normalization and SHA-256, which
 is the pattern the benchmark compares against: each row crosses the JVM/Python boundary.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipeline.config import DEFAULT_CONFIG, load_config
-from tests import reference
+from testing import reference
 
 NORMALIZED = StructType([StructField("id_type", StringType()), StructField("value", StringType()), StructField("reason", StringType())])
 

@@ -28,12 +28,12 @@ import yaml
 from cfnlint.decode import cfn_yaml
 
 from deploy.stacks import INGEST_MODULES, Deployment, deploy, orchestration_stack
-from pipeline.generator import GeneratorSpec, generate
 from orchestration import ingest
 from orchestration.local import engine
 from orchestration.local.compute import ScriptCompute
 from orchestration.local.stack import REGION, LocalAws, standard_children
 from pipeline.config import load_config
+from pipeline.generator import GeneratorSpec, generate
 from tests.infra.iam_simulator import Request, decisions
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from cli.main import main
-from pipeline.generator import GeneratorSpec, generate
 from pipeline.config import DEFAULT_CONFIG
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from pipeline.generator import GeneratorSpec, generate
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from pipeline.config import DEFAULT_CONFIG, parse_config
 from pipeline.feedback import consolidate
 from pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect
 from report.run_report import ReportError, RunReport, html_report, read_feedback, text_report
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

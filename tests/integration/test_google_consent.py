@@ -3,7 +3,7 @@
 Day 1 (CSV) loads members whose rows say `granted`, `denied`, nothing, or something else (those
 rows are rejected, kept with their value); day 2 (Parquet) changes some users' consent, drops
 some rows, adds users and opts some out. After each day the emulator must hold exactly the
-members, each with the consent, that tests/reference.py computes from the rows, and day 2 must
+members, each with the consent, that testing/reference.py computes from the rows, and day 2 must
 send again exactly the members that are new or whose consent changed.
 """
 import csv
@@ -18,8 +18,8 @@ import yaml
 
 from cli.main import main
 from pipeline.config import DEFAULT_CONFIG, load_config
-from tests import reference
-from tests.emulators.http_destination import HttpDestinationEmulator
+from testing import reference
+from testing.emulators.http_destination import HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.sqlite import SqliteStateStore
 from connectors.state.store import BatchRecord, BatchState
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 POLICY = RetryPolicy(base_seconds=0.05, cap_seconds=0.5, max_attempts=4)

@@ -14,7 +14,7 @@ from connectors.rate_limit import TokenBucket
 from connectors.retry import RetryPolicy
 from connectors.state.sqlite import SqliteStateStore
 from connectors.state.store import BatchRecord, BatchState
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

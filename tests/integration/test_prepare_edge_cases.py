@@ -5,9 +5,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.prepare import PrepareError, PrepareRequest, run_prepare
 from pipeline import snapshots
 from pipeline.config import parse_config
+from pipeline.prepare import PrepareError, PrepareRequest, run_prepare
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Day 1 full load and day 2 delta on generated data, checked against tests/reference.py."""
+"""Day 1 full load and day 2 delta on generated data, checked against testing/reference.py."""
 import json
 from collections import Counter
 from pathlib import Path
@@ -6,11 +6,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.generator import GeneratorSpec, generate, spec_from_previous
-from pipeline.prepare import PrepareRequest, run_prepare
 from pipeline import snapshots
 from pipeline.config import DEFAULT_CONFIG, load_config
-from tests import reference
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from pipeline.prepare import PrepareRequest, run_prepare
+from testing import reference
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import yaml
 from pyspark.sql import functions as F
 
 from cli.main import main
-from pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from pipeline.config import DEFAULT_CONFIG
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

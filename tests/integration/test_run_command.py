@@ -6,7 +6,7 @@ import yaml
 
 from cli.main import main
 from pipeline.generator import GeneratorSpec, generate
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

@@ -75,7 +75,7 @@ def test_a_server_that_stops_answering_mid_upload_times_out_and_is_retried(sftp_
     import time
 
     from connectors.retry import FailureKind
-    from tests.emulators.stalling_proxy import StallingProxy
+    from testing.emulators.stalling_proxy import StallingProxy
 
     server = sftp_server
     proxy = StallingProxy(server.port)

@@ -44,7 +44,7 @@ def prepared_out(spark, tmp_path_factory) -> Path:
 
 
 def test_deliver_runs_under_spark_submit(prepared_out, tmp_path):
-    from tests.emulators.http_destination import HttpDestinationEmulator
+    from testing.emulators.http_destination import HttpDestinationEmulator
 
     out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
     spark_submit = Path(sys.executable).parent / "spark-submit"
@@ -63,7 +63,7 @@ def test_deliver_runs_under_spark_submit(prepared_out, tmp_path):
 
 def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_path(prepared_out, tmp_path):
     """As cron, systemd or a CI step run it: Spark's Python workers must still find the package."""
-    from tests.emulators.http_destination import HttpDestinationEmulator
+    from testing.emulators.http_destination import HttpDestinationEmulator
 
     out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
     venv_bin = Path(sys.executable).parent

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from cli.main import main
-from pipeline.prepare import PrepareRequest, run_prepare
 from orchestration.file_claims import FileClaims
 from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
 from orchestration.local.window_poller import receive_window
 from pipeline.config import DEFAULT_CONFIG, parse_config
+from pipeline.prepare import PrepareRequest, run_prepare
 from tests.integration.ingest_stage import Stage, members
 
 pytestmark = pytest.mark.integration

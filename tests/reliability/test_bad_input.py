@@ -26,7 +26,7 @@ import yaml
 
 from cli.main import main
 from pipeline.config import load_config
-from tests import reference
+from testing import reference
 
 MAX_BATCH = 40
 DESTINATIONS = [

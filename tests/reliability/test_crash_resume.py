@@ -21,7 +21,7 @@ from cli.main import main
 from connectors.failpoints import kill_session
 from connectors.state.dynamodb import DynamoStateStore, create_table
 from connectors.state.lease import LeaseLock
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, start_deliver, unrecorded_keys
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from cli.main import main
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, meta_destination, prepare_run
 
 pytestmark = pytest.mark.integration

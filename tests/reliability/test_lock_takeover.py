@@ -15,9 +15,9 @@ import uuid
 import pytest
 
 from connectors.state.dynamodb import DynamoStateStore, create_table
-from connectors.state.store import BatchState
 from connectors.state.lease import LeaseHeld, LeaseLock
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from connectors.state.store import BatchState
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, meta_destination, prepare_run, start_deliver, unrecorded_keys
 
 pytestmark = pytest.mark.integration

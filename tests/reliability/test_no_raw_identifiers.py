@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -407,8 +407,8 @@ def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_p
 
 
 def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
-    from pipeline.prepare import PrepareRequest, run_prepare
     from pipeline.config import DEFAULT_CONFIG, load_config
+    from pipeline.prepare import PrepareRequest, run_prepare
     from pipeline.quality import QualityError
 
     (tmp_path / "in").mkdir()

@@ -435,7 +435,7 @@ class HttpDestinationEmulator:
 
 
 if __name__ == "__main__":
-    # The Docker Compose `emulator` service: `python -m tests.emulators.http_destination HOST PORT`.
+    # The Docker Compose `emulator` service: `python -m testing.emulators.http_destination HOST PORT`.
     import sys
 
     with HttpDestinationEmulator(host=sys.argv[1], port=int(sys.argv[2])) as served:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.emulators.ports import free_port
+from testing.emulators.ports import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -72,7 +72,7 @@ def start_sftp_server(workdir: Path, host: str = "127.0.0.1", port: int | None =
 
 
 if __name__ == "__main__":
-    # The Docker Compose `sftp` service: `python -m tests.emulators.sftp_server WORKDIR HOST PORT`; the
+    # The Docker Compose `sftp` service: `python -m testing.emulators.sftp_server WORKDIR HOST PORT`; the
     # client key and known_hosts are written to WORKDIR (a volume the other services mount).
     import sys
 
