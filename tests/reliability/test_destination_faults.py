@@ -80,6 +80,6 @@ def test_mixed_faults_lose_nothing_and_never_exceed_the_rate(prepared, profile, 
     assert score.refused["rate_limit"] == 0
     assert score.max_requests_in(60.0) <= RPM
     assert score.max_requests_in(1.0) <= RPM / 60 * 1.2 + WORKERS
-    with capsys.disabled():  # the numbers for the README's table, shown with `-s`
+    with capsys.disabled():  # the numbers for docs/reliability.md's table, shown with `-s`
         print(f"\nfault run: {len(run.batches())} batches, {len(score.request_times)} requests, refused {dict(score.refused)}, "
               f"retries {retries}, duplicates {score.duplicates}, runs {len(summaries)}, dead letters replayed {replayed}")

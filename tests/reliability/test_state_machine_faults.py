@@ -13,7 +13,7 @@ a summary that is not there, a topic or a queue that is gone, a continuation nam
 and checks where the execution went: the Catch's Next state entered, as many attempts as the
 state's Retry allows for that error, the lease released (or left to whoever took it over), one SNS
 alert and one SQS dead letter naming the phase and the error, and the error the execution fails
-with (`<Phase>Failed`, README "Orchestration"). A Retry case makes the state's own call fail with
+with (`<Phase>Failed`, docs/orchestration.md). A Retry case makes the state's own call fail with
 an error its retrier matches MaxAttempts + 1 times (the Catch is taken) and MaxAttempts times (the
 last attempt succeeds), and counts the attempts in the execution history and, for jobs and EMR
 calls, in the fakes. The jobs are `ScriptedJobs` (tests/integration/test_state_machines.py) with
@@ -662,7 +662,7 @@ def test_batches_failing_at_the_deferral_limit_fail_as_DeliveryFailed_not_as_the
 
 
 def test_a_throttled_release_after_a_failure_still_releases_the_lease(world):
-    """README: after any failure the lease is released if still ours; one throttled call must not lock the quota until expiry."""
+    """docs/orchestration.md: after any failure the lease is released if still ours; one throttled call must not lock the quota until expiry."""
     world.use("glue", "release-throttled")
     world.jobs.statuses[GOOGLE.id] = ["FAILED"]
     world.faults.inject("ReleaseAfterFailure", THROTTLED, 1)
