@@ -67,15 +67,22 @@ DEPLOY = [
 ]
 DEV = TEST + LOCAL + BENCH + DEPLOY + CATALOG
 
+# One top-level name installed: the sources stay in the top-level folders users know and the
+# wheel holds them as `audience_relay.<folder>` (audience_relay/ in the checkout links to them).
+LAYERS = ["transforms", "connectors", "orchestration", "pipeline", "jobs", "report", "control", "lambdas", "deploy", "cli", "testing"]
+PACKAGES = ["audience_relay"] + [f"audience_relay.{name}" for name in find_packages(include=[f"{layer}*" for layer in LAYERS])]
+PACKAGE_DIR = {"audience_relay": "audience_relay", **{f"audience_relay.{layer}": layer for layer in LAYERS}}
+
 setup(
     name="audience-relay",
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["transforms*", "connectors*", "orchestration*", "pipeline*", "jobs*", "report*", "control*",
-                                     "lambdas*", "deploy*", "cli*", "testing*"]),
-    package_data={"pipeline": ["defaults/*.yaml", "log4j2-redacting.properties"], "connectors.catalog": ["migrations/*.sql"]},
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={"audience_relay.pipeline": ["defaults/*.yaml", "log4j2-redacting.properties"],
+                  "audience_relay.connectors.catalog": ["migrations/*.sql"]},
     install_requires=RUNTIME,
     extras_require={"spark": SPARK, "test": SPARK + TEST + LOCAL + BENCH + DEPLOY + CATALOG, "local": SPARK + LOCAL, "testing": LOCAL, "bench": BENCH, "catalog": CATALOG, "dev": SPARK + DEV},
-    entry_points={"console_scripts": ["audience-relay=cli.main:main"]},
+    entry_points={"console_scripts": ["audience-relay=audience_relay.cli.main:main"]},
 )

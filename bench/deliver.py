@@ -28,10 +28,10 @@ import psutil
 import yaml
 
 from bench.measure import Measured, run_measured
-from cli.main import record_count
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
-from testing.emulators.moto_server import start_moto_server
-from testing.emulators.sftp_server import SftpServer, start_sftp_server
+from audience_relay.cli.main import record_count
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.testing.emulators.moto_server import start_moto_server
+from audience_relay.testing.emulators.sftp_server import SftpServer, start_sftp_server
 
 ROOT = Path(__file__).resolve().parent
 DATA, WORK, RESULTS = ROOT / ".data", ROOT / ".work", ROOT / "results"
@@ -69,7 +69,7 @@ def ensure_run(ids: int, config_path: Path) -> Path:
 
 
 def deliver(out: Path, config: Path, destination: str, state: Path, workers: int, env: dict[str, str], endpoint: str | None = None) -> tuple[Measured, dict]:
-    argv = ["-m", "cli.main", "deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config), "--state", str(state),
+    argv = ["-m", "audience_relay.cli.main", "deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config), "--state", str(state),
             "--destination", destination, "--workers", str(workers), "--master", f"local[{workers}]",
             *(["--endpoint", f"{destination}={endpoint}"] if endpoint else [])]
     measured = run_measured(argv, env=env)

@@ -24,9 +24,9 @@ import duckdb
 import psutil
 
 from bench.measure import Measured, parquet_files, run_measured
-from cli.main import record_count
-from pipeline import snapshots
-from pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.cli.main import record_count
+from audience_relay.pipeline import snapshots
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
 
 # List prices (us-east-1, on-demand) used by the cost model. Glue: $0.44 per DPU-hour, a DPU is
 # 4 vCPU + 16 GB (G.1X). EMR: m6g.xlarge (4 vCPU, 16 GB) EC2 $0.154/h + EMR uplift $0.0385/h.
@@ -52,7 +52,7 @@ def ensure_data(rows: int, phone_share: float | None = None) -> dict[str, Path]:
     days = {"day1": base / "day1", "day2": base / "day2"}
     if not (days["day2"] / "_generator.json").exists():
         shutil.rmtree(base, ignore_errors=True)
-        cli = [sys.executable, "-m", "cli.main", "generate", "--master", "local[2]"]
+        cli = [sys.executable, "-m", "audience_relay.cli.main", "generate", "--master", "local[2]"]
         if phone_share is not None:
             cli += ["--phone-share", str(phone_share)]
         subprocess.run([*cli, "--records", str(rows), "--out", str(days["day1"])], check=True, stdout=subprocess.DEVNULL)
@@ -77,7 +77,7 @@ def ours(days: dict[str, Path], out: Path, master: str) -> dict[str, tuple[Measu
     config = load_config(DEFAULT_CONFIG)
     for day, path in days.items():
         measured = run_measured(
-            ["-m", "cli.main", "prepare", "--input", str(path / "membership"), "--consent", str(path / "consent"),
+            ["-m", "audience_relay.cli.main", "prepare", "--input", str(path / "membership"), "--consent", str(path / "consent"),
              "--out", str(out), "--run-id", day, "--master", master],
             event_log=out / "events" / day)
         # What a completed delivery does: day 1 becomes the baseline day 2 is compared with.

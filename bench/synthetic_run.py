@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipeline import snapshots, storage
-from pipeline.accounting import MemberStat, SegmentStat
-from pipeline.config import Config
-from pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report
-from pipeline.prepare import destination_rules, write_batches
-from transforms.batching import DEFAULT_SUB_BUCKETS
-from transforms.delta import ADD
-from transforms.schemas import CONSENT_SIGNALS, SNAPSHOT
+from audience_relay.pipeline import snapshots, storage
+from audience_relay.pipeline.accounting import MemberStat, SegmentStat
+from audience_relay.pipeline.config import Config
+from audience_relay.pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report
+from audience_relay.pipeline.prepare import destination_rules, write_batches
+from audience_relay.transforms.batching import DEFAULT_SUB_BUCKETS
+from audience_relay.transforms.delta import ADD
+from audience_relay.transforms.schemas import CONSENT_SIGNALS, SNAPSHOT
 
 
 def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segment: str, ids: int) -> dict:
@@ -63,9 +63,9 @@ def write_run(spark: SparkSession, config: Config, out: str, run_id: str, segmen
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.synthetic_run`: a fresh process, so a caller's own Spark session is left alone."""
-    from cli.main import record_count
-    from pipeline.config import load_config
-    from pipeline.session import build_session
+    from audience_relay.cli.main import record_count
+    from audience_relay.pipeline.config import load_config
+    from audience_relay.pipeline.session import build_session
 
     parser = argparse.ArgumentParser(prog="python -m bench.synthetic_run", description=__doc__)
     parser.add_argument("--config", required=True)

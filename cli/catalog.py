@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from report.catalog import CatalogUsageError, record_run
+from audience_relay.report.catalog import CatalogUsageError, record_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_catalog(args: argparse.Namespace) -> int:
     # psycopg is the `catalog` extra: the jobs' wheel on Glue and EMR runs without it.
-    from connectors.catalog.postgres import CatalogDsnError, CatalogError
+    from audience_relay.connectors.catalog.postgres import CatalogDsnError, CatalogError
 
     if not args.dsn:
         raise CatalogUsageError("no catalog: pass --dsn or set CATALOG_DSN")
@@ -45,7 +45,7 @@ def run_catalog(args: argparse.Namespace) -> int:
 
 
 def _act(args: argparse.Namespace) -> int:
-    from connectors.catalog.postgres import RunCatalog, migrate
+    from audience_relay.connectors.catalog.postgres import RunCatalog, migrate
 
     if args.action == "migrate":
         applied = migrate(args.dsn)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from connectors.state.store import BatchState
-from pipeline import storage
-from pipeline.deliver import DeliverError, open_store
+from audience_relay.connectors.state.store import BatchState
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.deliver import DeliverError, open_store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

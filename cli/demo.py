@@ -17,13 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from cli.run import describe, execute, run_input
-from pipeline.config import DEFAULT_CONFIG, parse_config
-from pipeline.errors import UsageError
-from pipeline.generator import GeneratorSpec, generate, spec_from_previous
-from pipeline.session import build_session
-from report.run_report import load_report, write_html_report
-from testing.emulators import http_destination, sftp_server
+from audience_relay.cli.run import describe, execute, run_input
+from audience_relay.pipeline.config import DEFAULT_CONFIG, parse_config
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from audience_relay.pipeline.session import build_session
+from audience_relay.report.run_report import load_report, write_html_report
+from audience_relay.testing.emulators import http_destination, sftp_server
 
 DEMO_TOKENS = {"META_ACCESS_TOKEN": "demo-meta-token", "GOOGLE_DM_TOKEN": "demo-google-token"}
 

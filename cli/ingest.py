@@ -13,11 +13,11 @@ import os
 
 import boto3
 
-from connectors.catalog.source import CatalogSource
-from orchestration.ingest_window import AwsClients, WindowSettings, gather_window
-from orchestration.local.window_poller import run_window
-from pipeline.config import DEFAULT_CONFIG, load_config
-from pipeline.errors import UsageError
+from audience_relay.connectors.catalog.source import CatalogSource
+from audience_relay.orchestration.ingest_window import AwsClients, WindowSettings, gather_window
+from audience_relay.orchestration.local.window_poller import run_window
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.pipeline.errors import UsageError
 
 DEFAULT_STALE_SECONDS = 900   # the ingest Lambda's longest run (its timeout) with room
 

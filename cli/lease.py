@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from connectors.state.lease import LeaseLock, LeaseLost
-from pipeline.errors import UsageError
-from pipeline.logs import log_event
+from audience_relay.connectors.state.lease import LeaseLock, LeaseLost
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.logs import log_event
 
 
 class LeaseCommandError(UsageError):

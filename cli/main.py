@@ -7,28 +7,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cli import catalog as catalog_command
-from cli import dead_letters
-from cli import ingest as ingest_command
-from cli import lease as lease_command
-from cli import run as run_command
-from cli.demo import run_demo
-from control import server as control_server
-from deploy import stacks as deploy_command
-from jobs import deliver as deliver_job
-from jobs import feedback as feedback_command
-from jobs import generate as generate_job
-from jobs import prepare as prepare_job
-from pipeline import removals as removals_command
-from pipeline.args import record_count
-from pipeline.entry import EXIT_BAD_INPUT, EXIT_OK, run_guarded
-from report import run_report
+from audience_relay.cli import catalog as catalog_command
+from audience_relay.cli import dead_letters
+from audience_relay.cli import ingest as ingest_command
+from audience_relay.cli import lease as lease_command
+from audience_relay.cli import run as run_command
+from audience_relay.cli.demo import run_demo
+from audience_relay.control import server as control_server
+from audience_relay.deploy import stacks as deploy_command
+from audience_relay.jobs import deliver as deliver_job
+from audience_relay.jobs import feedback as feedback_command
+from audience_relay.jobs import generate as generate_job
+from audience_relay.jobs import prepare as prepare_job
+from audience_relay.pipeline import removals as removals_command
+from audience_relay.pipeline.args import record_count
+from audience_relay.pipeline.entry import EXIT_BAD_INPUT, EXIT_OK, run_guarded
+from audience_relay.report import run_report
 
 
 def _definitions(args: argparse.Namespace) -> int:
-    from orchestration.definitions import render
-    from orchestration.machines.specs import Resources, machine_specs
-    from pipeline.config import DEFAULT_CONFIG, load_config
+    from audience_relay.orchestration.definitions import render
+    from audience_relay.orchestration.machines.specs import Resources, machine_specs
+    from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
 
     if not (args.out or args.stack):
         print("audience-relay definitions: give --out DIR, --stack FILE or both", file=sys.stderr)

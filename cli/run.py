@@ -11,14 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.tables import delivered_table, prepared_table
-from jobs import deliver as deliver_job
-from jobs import prepare as prepare_job
-from orchestration.machines.specs import Resources, machine_specs
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
-from pipeline.errors import UsageError
-from pipeline.paths import RUN_ID
-from pipeline.prepare import default_run_id
+from audience_relay.cli.tables import delivered_table, prepared_table
+from audience_relay.jobs import deliver as deliver_job
+from audience_relay.jobs import prepare as prepare_job
+from audience_relay.orchestration.machines.specs import Resources, machine_specs
+from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, load_config
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.paths import RUN_ID
+from audience_relay.pipeline.prepare import default_run_id
 
 # Glue job name -> the script Glue would run (EMR steps name the same scripts by file name).
 SCRIPTS = {Resources.prepare_job: Path(prepare_job.__file__), Resources.deliver_job: Path(deliver_job.__file__)}
@@ -47,7 +47,7 @@ def run_input(run_id: str, membership: str, consent: str) -> dict:
 def execute(config_path: Path, payload: dict, out: Path, destination: str | None = None, retry_scale: float = 0.01):
     """Run the machines; returns orchestration.local.runner.LocalRunReport."""
     try:
-        from orchestration.local.runner import run_locally
+        from audience_relay.orchestration.local.runner import run_locally
     except ImportError as missing:
         raise RunError(f"running the state machines locally needs the `local` extras ({missing.name} is missing): "
                        "pip install 'audience-relay[local]'") from None

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
-from connectors.destination import Batch, Destination
-from connectors.failpoints import crash_point
-from connectors.quota import DailyQuota, QuotaExhausted, quota_window
-from connectors.rate_limit import TokenBucket
-from connectors.retry import AttemptLog, Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
-from connectors.state.store import AlreadyDelivered, BatchState, DeadLetter, Fence, FenceRejected, StateStore, now_iso
+from audience_relay.connectors.destination import Batch, Destination
+from audience_relay.connectors.failpoints import crash_point
+from audience_relay.connectors.quota import DailyQuota, QuotaExhausted, quota_window
+from audience_relay.connectors.rate_limit import TokenBucket
+from audience_relay.connectors.retry import AttemptLog, Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
+from audience_relay.connectors.state.store import AlreadyDelivered, BatchState, DeadLetter, Fence, FenceRejected, StateStore, now_iso
 
 MAX_ERROR_LENGTH = 2000
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from connectors.retry import Failure
-from connectors.state.store import BatchRecord
+from audience_relay.connectors.retry import Failure
+from audience_relay.connectors.state.store import BatchRecord
 
 
 @dataclass(frozen=True)

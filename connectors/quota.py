@@ -11,7 +11,7 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from connectors.state.store import Fence, StateStore
+from audience_relay.connectors.state.store import Fence, StateStore
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 
-from connectors.destination import Batch, Destination, Receipt
-from connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
-from connectors.retry import Failure, FailureKind
+from audience_relay.connectors.destination import Batch, Destination, Receipt
+from audience_relay.connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
+from audience_relay.connectors.retry import Failure, FailureKind
 
 MULTIPART = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
 RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}

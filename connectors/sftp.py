@@ -16,9 +16,9 @@ import socket
 import paramiko
 from paramiko.sftp import CMD_STATUS
 
-from connectors.destination import Batch, Destination, Receipt
-from connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
-from connectors.retry import Failure, FailureKind
+from audience_relay.connectors.destination import Batch, Destination, Receipt
+from audience_relay.connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
+from audience_relay.connectors.retry import Failure, FailureKind
 
 CHUNK = 256 * 1024
 

@@ -23,9 +23,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from control.errors import Invalid, RequestRefused
-from control.registry import DestinationRegistry
-from control.runs import Runs
+from audience_relay.control.errors import Invalid, RequestRefused
+from audience_relay.control.registry import DestinationRegistry
+from audience_relay.control.runs import Runs
 
 MAX_BODY_BYTES = 256 * 1024
 _DESTINATION = re.compile(r"^/destinations/([a-z0-9][a-z0-9_-]{0,31})(/pause|/resume|/runs)?(?:/([^/]+))?(/removals)?$")

@@ -27,10 +27,10 @@ import boto3
 import yaml
 from botocore.exceptions import ClientError
 
-from control.errors import Conflict, Invalid, NotFound, StaleVersion
-from orchestration.cloudformation import names_own_secret, secret_name
-from pipeline import storage
-from pipeline.config import ConfigError, Destination, parse_config
+from audience_relay.control.errors import Conflict, Invalid, NotFound, StaleVersion
+from audience_relay.orchestration.cloudformation import names_own_secret, secret_name
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.config import ConfigError, Destination, parse_config
 
 CONFIG_VERSION = 1
 

@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass
 import boto3
 from botocore.exceptions import ClientError
 
-from connectors.state.dynamodb import DynamoStateStore
-from control.errors import Conflict, Invalid, NotFound
-from control.registry import Registered
-from orchestration.machines.specs import REGISTERED
-from pipeline import removals
-from pipeline.paths import RUN_ID
+from audience_relay.connectors.state.dynamodb import DynamoStateStore
+from audience_relay.control.errors import Conflict, Invalid, NotFound
+from audience_relay.control.registry import Registered
+from audience_relay.orchestration.machines.specs import REGISTERED
+from audience_relay.pipeline import removals
+from audience_relay.pipeline.paths import RUN_ID
 
 S3_FOLDER = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S*$")
 MAX_CONTINUATIONS = 100

@@ -12,8 +12,8 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from control.api import MAX_BODY_BYTES, ControlPlane, Request, Response
-from control.auth import Key, Unauthenticated, authenticate
+from audience_relay.control.api import MAX_BODY_BYTES, ControlPlane, Request, Response
+from audience_relay.control.auth import Key, Unauthenticated, authenticate
 
 LOG = logging.getLogger("audience_relay.control")
 
@@ -105,9 +105,9 @@ def add_arguments(parser) -> None:
 
 def run_server(args) -> int:
     """`audience-relay control-plane`: serve until interrupted."""
-    from control.auth import load_keys
-    from control.registry import DestinationRegistry
-    from control.runs import RunLocations, Runs
+    from audience_relay.control.auth import load_keys
+    from audience_relay.control.registry import DestinationRegistry
+    from audience_relay.control.runs import RunLocations, Runs
 
     stage = (args.machine_arn_prefix, args.work_bucket, args.state_table)
     if any(stage) and not all(stage):

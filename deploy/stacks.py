@@ -34,12 +34,12 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 
-from control.registry import DestinationRegistry
-from orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
-from orchestration.ingest import COMPLETION_MARKER
-from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
-from orchestration.machines.specs import machine_specs
-from pipeline.config import DEFAULT_CONFIG, Config, Ingest, load_config
+from audience_relay.control.registry import DestinationRegistry
+from audience_relay.orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
+from audience_relay.orchestration.ingest import COMPLETION_MARKER
+from audience_relay.orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
+from audience_relay.orchestration.machines.specs import machine_specs
+from audience_relay.pipeline.config import DEFAULT_CONFIG, Config, Ingest, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "infra" / "templates"
@@ -354,9 +354,10 @@ def ingest_package(build: Path, parquet: bool = False, catalog: bool = False) ->
     """The ingest Lambda's code as `ingest-<hash>.zip`: INGEST_MODULES, pyarrow for Lambda's Linux
     when windows take Parquet files, and the catalog's client with psycopg when windows record there."""
     target = build / "ingest"
-    for module in INGEST_MODULES + (CATALOG_CLIENT_MODULES if catalog else ()):
-        (target / module).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ROOT / module, target / module)
+    for module in ("audience_relay/__init__.py",) + INGEST_MODULES + (CATALOG_CLIENT_MODULES if catalog else ()):
+        placed = target / "audience_relay" / module.removeprefix("audience_relay/")   # as installed from the wheel
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / module, placed)
     requirements = [*(PARQUET_REQUIREMENTS if parquet else ()), *(CATALOG_CLIENT_REQUIREMENTS if catalog else ())]
     if requirements:
         _pip_install(target, [*LAMBDA_PLATFORM, *requirements], "the ingest package")

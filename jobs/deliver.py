@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
-from pipeline import storage
-from pipeline.config import load_config
-from pipeline.deliver import DeliverError, DeliverRequest, run_deliver
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.config import load_config
+from audience_relay.pipeline.deliver import DeliverError, DeliverRequest, run_deliver
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> DeliverRequest:
-    from pipeline.config import DEFAULT_CONFIG
+    from audience_relay.pipeline.config import DEFAULT_CONFIG
 
     endpoints = {}
     for item in args.endpoint:
@@ -89,7 +89,7 @@ EXIT_CODE_OPTIONS = {"QUOTA_DEFERRED": "deferred_exit_code", "WAITING": "deferre
 
 def command(args: argparse.Namespace) -> int:
     """Run deliver from parsed arguments, print the summary, exit by its status."""
-    from pipeline.session import build_session
+    from audience_relay.pipeline.session import build_session
 
     request = request_from_args(args)
     summary = run_deliver(build_session("audience-relay-deliver", args.master), request)
@@ -100,7 +100,7 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit and Glue."""
-    from pipeline.entry import run_job
+    from audience_relay.pipeline.entry import run_job
 
     return run_job("deliver", __doc__, add_arguments, command, argv)
 

@@ -9,10 +9,10 @@ import argparse
 import json
 import sys
 
-from pipeline.config import DEFAULT_CONFIG, load_config
-from pipeline.feedback import consolidate
-from pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect, reporting_destinations
-from pipeline.paths import RUN_ID
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.pipeline.feedback import consolidate
+from audience_relay.pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect, reporting_destinations
+from audience_relay.pipeline.paths import RUN_ID
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +42,7 @@ def run_feedback(args: argparse.Namespace) -> int:
             found = collect(config, args.out, args.run, endpoints, refresh=args.ask == "all")
     except FeedbackIncomplete as error:
         missing = str(error)
-    from pipeline.session import build_session
+    from audience_relay.pipeline.session import build_session
 
     # What did answer is consolidated either way; the others show as not reported.
     table = consolidate(build_session("audience-relay-feedback", args.master), config, args.out, args.run)
@@ -55,7 +55,7 @@ def run_feedback(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit and Glue (the feedback machine's Consolidate job)."""
-    from pipeline.entry import run_job
+    from audience_relay.pipeline.entry import run_job
 
     return run_job("feedback", __doc__, add_arguments, run_feedback, argv)
 

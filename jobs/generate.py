@@ -9,8 +9,8 @@ import argparse
 import json
 import sys
 
-from pipeline.args import record_count
-from pipeline.generator import GeneratorError, GeneratorSpec, generate, spec_from_previous
+from audience_relay.pipeline.args import record_count
+from audience_relay.pipeline.generator import GeneratorError, GeneratorSpec, generate, spec_from_previous
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def command(args: argparse.Namespace) -> int:
     """Generate one day from parsed arguments and print what was written as one JSON line."""
-    from pipeline.session import build_session
+    from audience_relay.pipeline.session import build_session
 
     overrides = {"records": args.records, "seed": args.seed, "day": args.day, "data_format": args.format, "compression": args.compression,
                  "phone_share": args.phone_share}
@@ -43,7 +43,7 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit."""
-    from pipeline.entry import run_job
+    from audience_relay.pipeline.entry import run_job
 
     return run_job("generate", __doc__, add_arguments, command, argv)
 

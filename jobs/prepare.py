@@ -10,11 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import storage
-from pipeline.config import load_config
-from pipeline.inputs import InputError
-from pipeline.prepare import PrepareRequest, default_run_id, run_prepare
-from transforms.batching import DEFAULT_SUB_BUCKETS
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.config import load_config
+from audience_relay.pipeline.inputs import InputError
+from audience_relay.pipeline.prepare import PrepareRequest, default_run_id, run_prepare
+from audience_relay.transforms.batching import DEFAULT_SUB_BUCKETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> PrepareRequest:
-    from pipeline.config import DEFAULT_CONFIG
+    from audience_relay.pipeline.config import DEFAULT_CONFIG
 
     config_path = args.config or str(DEFAULT_CONFIG)
     config = load_config(config_path)
@@ -59,7 +59,7 @@ def request_from_args(args: argparse.Namespace) -> PrepareRequest:
 
 def command(args: argparse.Namespace) -> int:
     """Run prepare from parsed arguments and print the summary line (CLI, spark-submit, Glue)."""
-    from pipeline.session import build_session
+    from audience_relay.pipeline.session import build_session
 
     request = request_from_args(args)
     for option, path in (("--input", request.input), ("--consent", request.consent)):
@@ -71,7 +71,7 @@ def command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for spark-submit and Glue."""
-    from pipeline.entry import run_job
+    from audience_relay.pipeline.entry import run_job
 
     return run_job("prepare", __doc__, add_arguments, command, argv)
 

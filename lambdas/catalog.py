@@ -14,16 +14,16 @@ import logging
 import os
 from collections.abc import Mapping
 
-from connectors.catalog.source import CatalogSource, CatalogSourceError
-from pipeline.paths import RUN_ID
-from report.catalog import CatalogUsageError, record_run
+from audience_relay.connectors.catalog.source import CatalogSource, CatalogSourceError
+from audience_relay.pipeline.paths import RUN_ID
+from audience_relay.report.catalog import CatalogUsageError, record_run
 
 LOG = logging.getLogger("audience_relay.catalog")
 LOG.setLevel(logging.INFO)
 
 
 def handle(event: dict, environ: Mapping[str, str], secrets_client) -> dict:
-    from connectors.catalog.postgres import migrate
+    from audience_relay.connectors.catalog.postgres import migrate
 
     source = CatalogSource.from_environment(environ)
     if source is None:

@@ -13,9 +13,9 @@ import json
 import logging
 import os
 
-from control.api import ControlPlane, Request, Response
-from control.registry import DestinationRegistry
-from control.runs import RunLocations, Runs
+from audience_relay.control.api import ControlPlane, Request, Response
+from audience_relay.control.registry import DestinationRegistry
+from audience_relay.control.runs import RunLocations, Runs
 
 LOG = logging.getLogger("audience_relay.control")
 _PLANE: ControlPlane | None = None   # one per Lambda container: clients are reused across requests

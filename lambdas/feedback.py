@@ -13,9 +13,9 @@ import json
 import logging
 import os
 
-from pipeline.config import load_config
-from pipeline.feedback_collect import FeedbackError, ask, reporting_destinations
-from pipeline.paths import RUN_ID
+from audience_relay.pipeline.config import load_config
+from audience_relay.pipeline.feedback_collect import FeedbackError, ask, reporting_destinations
+from audience_relay.pipeline.paths import RUN_ID
 
 LOG = logging.getLogger("audience_relay.feedback")
 LOG.setLevel(logging.INFO)

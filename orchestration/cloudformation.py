@@ -19,12 +19,12 @@ import json
 import re
 from dataclasses import replace
 
-from connectors.state.lease import LEASE_PREFIX
-from orchestration.definitions import machines
-from orchestration.machines.destination import CLUSTER_STAGE_TAG
-from orchestration.machines.feedback import FEEDBACK_LAMBDA_SECONDS
-from orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
-from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec, Resources
+from audience_relay.connectors.state.lease import LEASE_PREFIX
+from audience_relay.orchestration.definitions import machines
+from audience_relay.orchestration.machines.destination import CLUSTER_STAGE_TAG
+from audience_relay.orchestration.machines.feedback import FEEDBACK_LAMBDA_SECONDS
+from audience_relay.orchestration.machines.scheduler import CATALOG_LAMBDA_SECONDS
+from audience_relay.orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec, Resources
 
 PLACEHOLDERS = Resources(
     stage="${Stage}",
@@ -299,7 +299,7 @@ def _catalog_settings() -> tuple[list[dict], dict]:
 
 
 def _ingest_resources(window: dict | None = None, catalog: bool = False) -> dict[str, dict]:
-    """The Lambda behind the ingest queue, its role and log group: `orchestration.ingest.handler`
+    """The Lambda behind the ingest queue, its role and log group: `audience_relay.orchestration.ingest.handler`
     (a completion marker starts a run), or with `window` (the config's `ingest` section in window
     mode) `orchestration.ingest_window.handler`, the event source mapping gathering the windows.
     With the `catalog`, a window records its runs and files there, from inside its VPC."""
@@ -328,7 +328,7 @@ def _ingest_resources(window: dict | None = None, catalog: bool = False) -> dict
         **_lambda_function("Ingest", "ingest", statements, code_key="IngestCodeKey", environment=environment,
                            description=("landed files (via the ingest queue) are checked and each window of them starts one run"
                                         if window else "S3 completion markers (via the ingest queue) start the scheduler, once per marker event"),
-                           handler="orchestration.ingest_window.handler" if window else "orchestration.ingest.handler",
+                           handler="audience_relay.orchestration.ingest_window.handler" if window else "audience_relay.orchestration.ingest.handler",
                            timeout=INGEST_TIMEOUT_SECONDS[mode], memory=1024 if window else 256, in_catalog_vpc=records),
         "IngestEventSource": {
             "Type": "AWS::Lambda::EventSourceMapping",
@@ -355,7 +355,7 @@ def _feedback_resources() -> dict[str, dict]:
         _statement("EncryptedBucketsAndSecrets", ["kms:Decrypt", "kms:GenerateDataKey"], [_imported("DataKeyArn")]),
     ]
     return _lambda_function(
-        "Feedback", "feedback-lambda", statements, code_key="LambdaCodeKey", handler="lambdas.feedback.handler",
+        "Feedback", "feedback-lambda", statements, code_key="LambdaCodeKey", handler="audience_relay.lambdas.feedback.handler",
         description="asks one destination for its audience report (every page) and writes its part of a run's feedback",
         timeout=FEEDBACK_LAMBDA_SECONDS, memory=512,   # inside an Express child's 5 minutes, with a retry
         environment={"CONFIG_URI": {"Fn::Sub": ["s3://${Bucket}/config/destinations.yaml", {"Bucket": _imported("ArtifactsBucket")}]},
@@ -373,7 +373,7 @@ def _catalog_resources() -> dict[str, dict]:
         *statements,
     ]
     return _lambda_function(
-        "Catalog", "catalog", statements, code_key="CatalogCodeKey", handler="lambdas.catalog.handler",
+        "Catalog", "catalog", statements, code_key="CatalogCodeKey", handler="audience_relay.lambdas.catalog.handler",
         description="the run catalog from inside its VPC: applies its migrations (deploy), records each run's accounting (scheduler)",
         timeout=CATALOG_LAMBDA_SECONDS, memory=512, in_catalog_vpc=True,
         environment={**environment, "WORK_BUCKET": _imported("WorkBucket")})

@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestration.machines.destination import destination_machine
-from orchestration.machines.feedback import feedback_machine
-from orchestration.machines.scheduler import scheduler_machine
-from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec, Resources
+from audience_relay.orchestration.machines.destination import destination_machine
+from audience_relay.orchestration.machines.feedback import feedback_machine
+from audience_relay.orchestration.machines.scheduler import scheduler_machine
+from audience_relay.orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec, Resources
 
 
 def render(destinations: list[MachineSpec], resources: Resources, out: str | Path) -> list[Path]:

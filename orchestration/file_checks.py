@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of, missing_columns_error
+from audience_relay.transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of, missing_columns_error
 
 HEAD_BYTES = 64 * 1024   # a header line or first record longer than this is refused
 STREAM_CHUNK = 8 * 1024 * 1024

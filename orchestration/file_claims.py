@@ -27,7 +27,7 @@ from enum import Enum
 import boto3
 from botocore.exceptions import ClientError
 
-from orchestration.file_checks import LandedFile
+from audience_relay.orchestration.file_checks import LandedFile
 
 PURGE_SECONDS = 90 * 86_400
 CONDITION_FAILED = "ConditionalCheckFailedException"

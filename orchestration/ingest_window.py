@@ -38,10 +38,10 @@ from pathlib import PurePosixPath
 import boto3
 from botocore.exceptions import ClientError
 
-from connectors.catalog.source import CatalogSource
-from orchestration.file_checks import Admitted, LandedFile, Rejected, Superseded, check_file
-from orchestration.file_claims import Claim, ClaimLost, FileClaims, Found
-from orchestration.ingest import COMPLETION_MARKER, parse_s3_event
+from audience_relay.connectors.catalog.source import CatalogSource
+from audience_relay.orchestration.file_checks import Admitted, LandedFile, Rejected, Superseded, check_file
+from audience_relay.orchestration.file_claims import Claim, ClaimLost, FileClaims, Found
+from audience_relay.orchestration.ingest import COMPLETION_MARKER, parse_s3_event
 
 LOG = logging.getLogger("audience_relay.ingest")
 PARALLEL_FILES = 16   # S3 calls in flight per window (checks, copies)
@@ -129,7 +129,7 @@ class Window:
         if settings.catalog:
             # Here, before any claim: without psycopg (an install without the `catalog` extra)
             # the window fails whole and nothing is half started.
-            from connectors.catalog import postgres
+            from audience_relay.connectors.catalog import postgres
 
             self.catalog = postgres
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from transforms.delta import ADD, HELD, UNCHANGED
+from audience_relay.transforms.delta import ADD, HELD, UNCHANGED
 
 ID_TYPE_NOT_ACCEPTED = "id_type_not_accepted"
 

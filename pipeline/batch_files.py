@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from transforms.schemas import CONSENT_SIGNALS
+from audience_relay.transforms.schemas import CONSENT_SIGNALS
 
 COLUMNS = ["batch_number", "id_type", "match_key"]
 

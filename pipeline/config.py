@@ -14,12 +14,12 @@ import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from connectors.profiles import PROFILES, IdentifierRule, Profile
-from orchestration.machines.specs import EmrCluster as _EmrDefaults
-from pipeline import storage
-from transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
-from transforms.id_types import ID_TYPES
-from transforms.phone_regions import region_for_country_code
+from audience_relay.connectors.profiles import PROFILES, IdentifierRule, Profile
+from audience_relay.orchestration.machines.specs import EmrCluster as _EmrDefaults
+from audience_relay.pipeline import storage
+from audience_relay.transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
+from audience_relay.transforms.id_types import ID_TYPES
+from audience_relay.transforms.phone_regions import region_for_country_code
 
 SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Destination ids name state machines, executions (80 characters with the run id) and alert subjects.

@@ -21,23 +21,23 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
-from connectors.delivery import BatchOutcome, deliver_batches
-from connectors.destination import Batch
-from connectors.failpoints import crash_point
-from connectors.quota import DailyQuota
-from connectors.rate_limit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.state.lease import Heartbeat, LeaseLock, lease_fence
-from connectors.state.store import BatchRecord, BatchState, Fence, FenceRejected, StateStore
-from pipeline import paths, removals, snapshots, storage
-from pipeline.batch_files import BatchFileReader
-from pipeline.config import Config
-from pipeline.destinations import SUPPORTED_KINDS, build_destination
-from pipeline.errors import UsageError
-from pipeline.logs import PhaseTimer, log_event
-from pipeline.manifest import OPS
-from pipeline.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
-from pipeline.paths import RUN_ID
+from audience_relay.connectors.delivery import BatchOutcome, deliver_batches
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.failpoints import crash_point
+from audience_relay.connectors.quota import DailyQuota
+from audience_relay.connectors.rate_limit import TokenBucket
+from audience_relay.connectors.retry import RetryPolicy
+from audience_relay.connectors.state.lease import Heartbeat, LeaseLock, lease_fence
+from audience_relay.connectors.state.store import BatchRecord, BatchState, Fence, FenceRejected, StateStore
+from audience_relay.pipeline import paths, removals, snapshots, storage
+from audience_relay.pipeline.batch_files import BatchFileReader
+from audience_relay.pipeline.config import Config
+from audience_relay.pipeline.destinations import SUPPORTED_KINDS, build_destination
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.logs import PhaseTimer, log_event
+from audience_relay.pipeline.manifest import OPS
+from audience_relay.pipeline.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
+from audience_relay.pipeline.paths import RUN_ID
 
 OUTCOME = StructType(
     [
@@ -82,10 +82,10 @@ class DeliverRequest:
 
 def open_store(state: str) -> StateStore:
     if state.startswith("dynamodb://"):
-        from connectors.state.dynamodb import DynamoStateStore
+        from audience_relay.connectors.state.dynamodb import DynamoStateStore
 
         return DynamoStateStore(state.removeprefix("dynamodb://"))
-    from connectors.state.sqlite import SqliteStateStore
+    from audience_relay.connectors.state.sqlite import SqliteStateStore
 
     return SqliteStateStore(state)
 

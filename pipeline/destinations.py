@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-from connectors.destination import Destination
-from connectors.http.client import HttpApiDestination
-from connectors.http.google import GoogleDataManager
-from connectors.http.google_oauth import google_access_token
-from connectors.http.meta import MetaCustomAudiences
-from connectors.secrets import resolve_secret
-from pipeline.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
+from audience_relay.connectors.destination import Destination
+from audience_relay.connectors.http.client import HttpApiDestination
+from audience_relay.connectors.http.google import GoogleDataManager
+from audience_relay.connectors.http.google_oauth import google_access_token
+from audience_relay.connectors.http.meta import MetaCustomAudiences
+from audience_relay.connectors.secrets import resolve_secret
+from audience_relay.pipeline.config import ConfigError, HttpDestination, S3Destination as S3DestinationConfig, SftpDestination
 
 SUPPORTED_KINDS = ("http_api", "s3", "sftp")
 
@@ -55,13 +55,13 @@ def build_destination(destination, endpoint: str | None = None) -> Destination:
     # The S3 and SFTP connectors are imported when built: the feedback Lambda asks HTTP
     # destinations only, and its zip has no paramiko.
     if isinstance(destination, S3DestinationConfig):
-        from connectors.s3 import S3Destination
+        from audience_relay.connectors.s3 import S3Destination
 
         if destination.connection is None:
             raise UnsupportedDestination(f"destination {destination.id}: connection.bucket is required")
         return S3Destination(destination.connection.bucket, destination.connection.prefix, destination.connection.kms_key_id)
     if isinstance(destination, SftpDestination):
-        from connectors.sftp import KnownHostsError, SftpDestination as SftpConnector
+        from audience_relay.connectors.sftp import KnownHostsError, SftpDestination as SftpConnector
 
         if destination.connection is None:
             raise UnsupportedDestination(f"destination {destination.id}: connection (host, username, remote_dir, known_hosts) is required")

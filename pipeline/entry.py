@@ -9,17 +9,17 @@ import sys
 import traceback
 from typing import Callable
 
-from connectors.secrets import SecretUnavailable
-from pipeline.args import parse_job_args
-from pipeline.config import ConfigError
-from pipeline.destinations import UnsupportedDestination
-from pipeline.errors import UsageError
-from pipeline.feedback_collect import FeedbackError
-from pipeline.inputs import InputError
-from pipeline.logs import redact_text
-from pipeline.paths import UnsafePath
-from pipeline.quality import QualityError
-from pipeline.removals import RemovalsError
+from audience_relay.connectors.secrets import SecretUnavailable
+from audience_relay.pipeline.args import parse_job_args
+from audience_relay.pipeline.config import ConfigError
+from audience_relay.pipeline.destinations import UnsupportedDestination
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.feedback_collect import FeedbackError
+from audience_relay.pipeline.inputs import InputError
+from audience_relay.pipeline.logs import redact_text
+from audience_relay.pipeline.paths import UnsafePath
+from audience_relay.pipeline.quality import QualityError
+from audience_relay.pipeline.removals import RemovalsError
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_QUOTA_DEFERRED = 0, 1, 2, 3
 BAD_INPUT = (UsageError, ConfigError, InputError, QualityError, UnsupportedDestination, SecretUnavailable, UnsafePath, RemovalsError,

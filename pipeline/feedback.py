@@ -15,10 +15,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
 
-from pipeline import storage
-from pipeline.config import Config
-from pipeline.feedback_collect import FeedbackError, part_path, reporting_destinations
-from transforms.delta import SNAPSHOT_STATUSES   # what an audience holds after the run: added, unchanged, retained
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.config import Config
+from audience_relay.pipeline.feedback_collect import FeedbackError, part_path, reporting_destinations
+from audience_relay.transforms.delta import SNAPSHOT_STATUSES   # what an audience holds after the run: added, unchanged, retained
 
 REPORTED = StructType([
     StructField("destination_id", StringType(), False),

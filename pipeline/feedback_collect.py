@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from connectors.http.google import GOOGLE_ADS_API_VERSION
-from connectors.secrets import resolve_secret
-from pipeline import storage
-from pipeline.config import Config, HttpDestination
-from pipeline.destinations import build_destination
+from audience_relay.connectors.http.google import GOOGLE_ADS_API_VERSION
+from audience_relay.connectors.secrets import resolve_secret
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.config import Config, HttpDestination
+from audience_relay.pipeline.destinations import build_destination
 
 
 class FeedbackError(ValueError):

@@ -24,8 +24,8 @@ import phonenumbers
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.errors import UsageError
-from transforms.schemas import CONSENT, MEMBERSHIP
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.transforms.schemas import CONSENT, MEMBERSHIP
 
 METADATA_FILE = "_generator.json"
 SLOT_WEIGHTS = (0.30, 0.25, 0.20, 0.15, 0.10)  # 1..5 slots per user, mean 2.5

@@ -27,12 +27,12 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
-from pipeline import storage
-from pipeline.config import DESTINATION_ID
-from transforms.consent_signals import carried
-from transforms.contract import column_names, format_of, missing_columns_error
-from transforms.identifiers import strip_whitespace
-from transforms.schemas import CONSENT, MEMBERSHIP
+from audience_relay.pipeline import storage
+from audience_relay.pipeline.config import DESTINATION_ID
+from audience_relay.transforms.consent_signals import carried
+from audience_relay.transforms.contract import column_names, format_of, missing_columns_error
+from audience_relay.transforms.identifiers import strip_whitespace
+from audience_relay.transforms.schemas import CONSENT, MEMBERSHIP
 
 CORRUPT = "_corrupt_record"
 TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][XXX]['Z']"

@@ -4,9 +4,9 @@ from __future__ import annotations
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, destination_accounting
-from transforms.delta import REMOVE, REMOVE_HELD, RETAINED, UNCHANGED
-from transforms.schemas import BATCHED
+from audience_relay.pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, destination_accounting
+from audience_relay.transforms.delta import REMOVE, REMOVE_HELD, RETAINED, UNCHANGED
+from audience_relay.transforms.schemas import BATCHED
 
 CHECKSUM_RULE = "sha256 of the batch's `id_type:match_key` lines, sorted, joined with \\n"
 OPS = ("add", "remove")

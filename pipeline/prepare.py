@@ -16,22 +16,22 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline import paths, removals, snapshots, storage
-from pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
-from pipeline.config import Config
-from pipeline.errors import UsageError
-from pipeline.inputs import Consent, naming_unreadable_files, read_consent, read_membership, require_completion_marker
-from pipeline.logs import PhaseTimer, log_event
-from pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
-from pipeline.metrics import emit_job_metrics, emit_prepare_metrics
-from pipeline.quality import check_opt_out_shares, raise_on_critical, validate_input
-from pipeline.session import task_slices
-from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
-from transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
-from transforms.consent_signals import carried, flag_invalid_consent, with_member_consent
-from transforms.delta import BATCHED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
-from transforms.identifiers import normalize_identifiers
-from transforms.schemas import AUDIENCE_MAPPING, AUDIENCE_SIZES, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
+from audience_relay.pipeline import paths, removals, snapshots, storage
+from audience_relay.pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
+from audience_relay.pipeline.config import Config
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.inputs import Consent, naming_unreadable_files, read_consent, read_membership, require_completion_marker
+from audience_relay.pipeline.logs import PhaseTimer, log_event
+from audience_relay.pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
+from audience_relay.pipeline.metrics import emit_job_metrics, emit_prepare_metrics
+from audience_relay.pipeline.quality import check_opt_out_shares, raise_on_critical, validate_input
+from audience_relay.pipeline.session import task_slices
+from audience_relay.transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
+from audience_relay.transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
+from audience_relay.transforms.consent_signals import carried, flag_invalid_consent, with_member_consent
+from audience_relay.transforms.delta import BATCHED_STATUSES, SNAPSHOT_STATUSES, audience_sizes, classify_marked, mark_membership
+from audience_relay.transforms.identifiers import normalize_identifiers
+from audience_relay.transforms.schemas import AUDIENCE_MAPPING, AUDIENCE_SIZES, BATCHED, CONSENT, DESTINATION_RULES, REJECTED, SNAPSHOT
 
 RUN_ID = paths.RUN_ID  # run ids become paths and execution names; checked with fullmatch
 TARGET_FILE_ROWS = DEFAULT_FILE_ROWS

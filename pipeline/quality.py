@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 
-from pipeline.config import Quality
-from transforms.id_types import ID_TYPES
+from audience_relay.pipeline.config import Quality
+from audience_relay.transforms.id_types import ID_TYPES
 
 CRITICAL, WARNING = "critical", "warning"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from pipeline import storage
+from audience_relay.pipeline import storage
 
 APPROVED, REJECTED = "approved", "rejected"
 
@@ -96,7 +96,7 @@ def run_approve_removals(args) -> int:
     import getpass
     import sys
 
-    from pipeline.logs import log_event
+    from audience_relay.pipeline.logs import log_event
 
     decision = REJECTED if args.reject else APPROVED
     recorded = decide(args.out, args.run, args.destination, decision, args.by or getpass.getuser(), args.audience or None)

@@ -21,10 +21,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from pipeline import paths, removals, storage
-from pipeline.logs import log_event
-from transforms.delta import REMOVE_HELD
-from transforms.schemas import BATCHED, CONSENT_SIGNALS, SNAPSHOT
+from audience_relay.pipeline import paths, removals, storage
+from audience_relay.pipeline.logs import log_event
+from audience_relay.transforms.delta import REMOVE_HELD
+from audience_relay.transforms.schemas import BATCHED, CONSENT_SIGNALS, SNAPSHOT
 
 # The snapshot is written partitioned by destination, so its files lack that column; batch
 # files lack the three they are partitioned by.

@@ -5,8 +5,8 @@ its id's prefix.
 """
 from __future__ import annotations
 
-from pipeline.errors import UsageError
-from report.run_report import load_report
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.report.run_report import load_report
 
 # Run ids as the ways of starting a run name them (orchestration/ingest*.py, the scheduler).
 TRIGGERS = (("w-", "window"), ("s3-", "marker"), ("daily-", "schedule"))
@@ -22,7 +22,7 @@ def trigger_of(run_id: str) -> str:
 
 def record_run(dsn: str, out: str, run_id: str) -> dict:
     """A run and its accounting per destination, from the numbers `report` shows (CLI, the catalog Lambda)."""
-    from connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord
+    from audience_relay.connectors.catalog.postgres import AccountingRecord, RunCatalog, RunRecord
 
     report = load_report(out, run_id)
     if report.input_uri is None:

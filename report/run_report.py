@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import paths, removals, storage
-from pipeline.errors import UsageError
-from pipeline.paths import RUN_ID
+from audience_relay.pipeline import paths, removals, storage
+from audience_relay.pipeline.errors import UsageError
+from audience_relay.pipeline.paths import RUN_ID
 
 OUTCOME_FOLDER_TIME = "%Y%m%dT%H%M%S%fZ"  # deliver names each attempt's outcome folder <time>-<destinations>
 OUTCOME_COLUMNS = ["destination_id", "state", "retries"]  # never `error`: the report shows counts only

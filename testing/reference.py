@@ -10,7 +10,7 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 
-from transforms.phone_regions import library_e164, region_for_country_code
+from audience_relay.transforms.phone_regions import library_e164, region_for_country_code
 
 WS = re.compile(r"[\s\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]+")
 LOCAL_SYMBOLS = set("!#$%&'*+/=?^_`{|}~-")

@@ -52,7 +52,7 @@ def spark(moto_server):
     """Started after the moto server, so Spark's Python workers see its endpoint too."""
     from pyspark.sql import SparkSession
 
-    from pipeline.session import TUNED_CONF
+    from audience_relay.pipeline.session import TUNED_CONF
 
     job_submit_args = os.environ.pop("PYSPARK_SUBMIT_ARGS", None)   # its own settings are below
     builder = SparkSession.builder
@@ -77,7 +77,7 @@ def spark(moto_server):
 @pytest.fixture(scope="session")
 def moto_server():
     """A moto server on loopback, with boto3 pointed at it through AWS_ENDPOINT_URL."""
-    from testing.emulators.moto_server import start_moto_server
+    from audience_relay.testing.emulators.moto_server import start_moto_server
 
     server = start_moto_server()
     saved = {k: os.environ.get(k) for k in server.env}
@@ -94,7 +94,7 @@ def moto_server():
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server on loopback (the run catalog's database in AWS is Aurora PostgreSQL)."""
-    from testing.emulators.postgres_server import start_postgres_server
+    from audience_relay.testing.emulators.postgres_server import start_postgres_server
 
     server = start_postgres_server()
     yield server
@@ -104,7 +104,7 @@ def postgres_server():
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 with generated host and client keys."""
-    from testing.emulators.sftp_server import start_sftp_server
+    from audience_relay.testing.emulators.sftp_server import start_sftp_server
 
     server = start_sftp_server(tmp_path_factory.mktemp("sshd"))
     yield server

@@ -2,9 +2,9 @@
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from transforms.consent_signals import member_consent_aggregates
-from transforms.identifiers import strip_whitespace, with_match_key
-from transforms.schemas import MEMBERS
+from audience_relay.transforms.consent_signals import member_consent_aggregates
+from audience_relay.transforms.identifiers import strip_whitespace, with_match_key
+from audience_relay.transforms.schemas import MEMBERS
 
 ALL_DESTINATIONS = "*"
 

@@ -14,8 +14,8 @@ task (one written file) may hold several of them.
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from transforms.delta import BATCHED_STATUSES
-from transforms.schemas import CONSENT_SIGNALS
+from audience_relay.transforms.delta import BATCHED_STATUSES
+from audience_relay.transforms.schemas import CONSENT_SIGNALS
 
 GROUP = ["destination_id", "audience_id", "op"]
 DEFAULT_SUB_BUCKETS = 512

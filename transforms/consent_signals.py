@@ -15,8 +15,8 @@ from operator import or_
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from transforms.identifiers import strip_whitespace
-from transforms.schemas import CONSENT_SIGNALS
+from audience_relay.transforms.identifiers import strip_whitespace
+from audience_relay.transforms.schemas import CONSENT_SIGNALS
 
 GRANTED, DENIED = "granted", "denied"
 INVALID_CONSENT = "invalid_consent"

@@ -20,7 +20,7 @@ from operator import or_
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from transforms.schemas import CONSENT_SIGNALS, MEMBER_KEY
+from audience_relay.transforms.schemas import CONSENT_SIGNALS, MEMBER_KEY
 
 ADD, REMOVE, UNCHANGED, RETAINED, HELD, REMOVE_HELD = "add", "remove", "unchanged", "retained", "held", "remove_held"
 DELIVERED_STATUSES = (ADD, REMOVE)

@@ -22,8 +22,8 @@ long is a broken record, such as a quoting error that swallowed the rest of a fi
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from transforms.id_types import ID_TYPES
-from transforms.phone_numbers import with_e164
+from audience_relay.transforms.id_types import ID_TYPES
+from audience_relay.transforms.phone_numbers import with_e164
 
 WHITESPACE = r"[\s\p{Z}\x{200B}\x{FEFF}]+"
 _LOCAL_ATOM = r"[\p{L}\p{M}\p{N}!#$%&'*+/=?^_`{|}~-]+"

@@ -31,7 +31,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
-from transforms.phone_regions import library_e164, region_for_country_code
+from audience_relay.transforms.phone_regions import library_e164, region_for_country_code
 
 # The characters a value may hold for the Spark path to settle it; anything else goes to the library.
 SPARK_SETTLED_VALUE = r"^\+?[0-9()./ -]*$"

@@ -12,9 +12,9 @@ import duckdb
 import pyarrow as pa
 from duckdb.typing import VARCHAR
 
-from pipeline.config import Config
-from transforms.identifiers import EMAIL_MAX_LENGTH, EMAIL_PATTERN, UUID_PATTERN, WHITESPACE, ZERO_MAID
-from transforms.phone_regions import library_e164, region_for_country_code
+from audience_relay.pipeline.config import Config
+from audience_relay.transforms.identifiers import EMAIL_MAX_LENGTH, EMAIL_PATTERN, UUID_PATTERN, WHITESPACE, ZERO_MAID
+from audience_relay.transforms.phone_regions import library_e164, region_for_country_code
 
 
 def _q(text: str) -> str:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from pipeline.config import DEFAULT_CONFIG, load_config
+    from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", required=True)

@@ -14,8 +14,8 @@ from pyspark.sql import SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from pipeline.config import DEFAULT_CONFIG, load_config
-from testing import reference
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.testing import reference
 
 NORMALIZED = StructType([StructField("id_type", StringType()), StructField("value", StringType()), StructField("reason", StringType())])
 

@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 
 import requests
 
-from connectors.destination import Batch, Destination, Receipt
-from connectors.retry import Failure, FailureKind
+from audience_relay.connectors.destination import Batch, Destination, Receipt
+from audience_relay.connectors.retry import Failure, FailureKind
 
 
 class InsecureEndpoint(ValueError):

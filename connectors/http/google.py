@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors.destination import Batch, Receipt
-from connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
-from connectors.retry import Failure, FailureKind
+from audience_relay.connectors.destination import Batch, Receipt
+from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
+from audience_relay.connectors.retry import Failure, FailureKind
 
 IDENTIFIER_FIELDS = {"email": "emailAddress", "phone": "phoneNumber"}
 CONSENT_FIELDS = {"ad_user_data": "adUserData", "ad_personalization": "adPersonalization"}

@@ -14,8 +14,8 @@ import requests
 from google.auth.transport.requests import Request
 from google.oauth2 import service_account
 
-from connectors.http.client import FixedToken, TokenRefreshFailed, require_secure
-from connectors.secrets import SecretUnavailable
+from audience_relay.connectors.http.client import FixedToken, TokenRefreshFailed, require_secure
+from audience_relay.connectors.secrets import SecretUnavailable
 
 # The Data Manager API's scope, as its published API description lists it, and the Google Ads
 # API's, which `feedback` reads the user lists' sizes from with the same credentials.

@@ -18,9 +18,9 @@ import json
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from connectors.destination import Batch, Receipt
-from connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
-from connectors.retry import Failure, FailureKind
+from audience_relay.connectors.destination import Batch, Receipt
+from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
+from audience_relay.connectors.retry import Failure, FailureKind
 
 SCHEMA_KEYS = {"email": "EMAIL", "phone": "PHONE", "maid": "MADID", "external_id": "EXTERN_ID"}
 THROTTLING_CODES = {4, 17, 613, 80003, 80004}

@@ -23,8 +23,8 @@ import boto3
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
-from connectors.state.lease import HOLDER_CONDITION, OWNER_NAMES
-from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence, FenceRejected
+from audience_relay.connectors.state.lease import HOLDER_CONDITION, OWNER_NAMES
+from audience_relay.connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence, FenceRejected
 
 DAY_SECONDS = 86_400
 QUOTA_WINDOW_PURGE_SECONDS = 2 * DAY_SECONDS  # after its last use: past the end of any daily window

@@ -26,7 +26,7 @@ from typing import Callable
 import boto3
 from botocore.exceptions import ClientError
 
-from connectors.state.store import Fence
+from audience_relay.connectors.state.store import Fence
 
 
 LEASE_PREFIX = "LEASE#"   # partition keys of leases in the state table (IAM scopes the lease policy to it)

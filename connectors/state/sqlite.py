@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence
+from audience_relay.connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (

@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from orchestration.local.engine import JobFailed
+from audience_relay.orchestration.local.engine import JobFailed
 
 _LOG_TAIL_LINES = 12
 # Run and destination ids name local files here (logs, published control objects).

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from connectors.state.lease import lease_key
-from orchestration.definitions import machines
-from orchestration.local import engine
-from orchestration.local.compute import ScriptCompute
-from orchestration.local.stack import Execution, LocalAws
-from orchestration.machines.specs import MachineSpec, Resources
+from audience_relay.connectors.state.lease import lease_key
+from audience_relay.orchestration.definitions import machines
+from audience_relay.orchestration.local import engine
+from audience_relay.orchestration.local.compute import ScriptCompute
+from audience_relay.orchestration.local.stack import Execution, LocalAws
+from audience_relay.orchestration.machines.specs import MachineSpec, Resources
 
 ALERT_TAP_QUEUE = "audience-relay-alerts-local"   # local only: lets a run show the SNS alerts it sent
 

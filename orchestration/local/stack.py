@@ -20,9 +20,9 @@ import boto3
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
-from connectors.state.dynamodb import create_registry_table, create_table
-from orchestration.local.moto_app import moto_app
-from orchestration.machines.specs import Resources
+from audience_relay.connectors.state.dynamodb import create_registry_table, create_table
+from audience_relay.orchestration.local.moto_app import moto_app
+from audience_relay.orchestration.machines.specs import Resources
 
 REGION = "us-east-1"
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}

@@ -2,9 +2,9 @@
 read the summary, wait out deferrals and continue as new; every phase caught, alerted and dead-lettered."""
 from __future__ import annotations
 
-from connectors.state.lease import asl_acquire, asl_release
-from orchestration.machines.specs import MachineSpec, Resources
-from orchestration.machines.states import catch, failure_tail, glue_task, retry_transient
+from audience_relay.connectors.state.lease import asl_acquire, asl_release
+from audience_relay.orchestration.machines.specs import MachineSpec, Resources
+from audience_relay.orchestration.machines.states import catch, failure_tail, glue_task, retry_transient
 
 
 CLUSTER_STAGE_TAG = "audience-relay:stage"   # the machines' role may drive only clusters tagged with its stage

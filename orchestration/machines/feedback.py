@@ -1,8 +1,8 @@
 """The feedback machine: ask every reporting destination what it holds of a run, then consolidate."""
 from __future__ import annotations
 
-from orchestration.machines.specs import Resources
-from orchestration.machines.states import LAMBDA_TRANSIENT, catch, failure_tail, glue_task
+from audience_relay.orchestration.machines.specs import Resources
+from audience_relay.orchestration.machines.states import LAMBDA_TRANSIENT, catch, failure_tail, glue_task
 
 
 # An Express execution lives at most 5 minutes: the feedback Lambda's timeout (120 s, the

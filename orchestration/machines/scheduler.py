@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from orchestration.machines.specs import REGISTERED, MachineSpec, Resources
-from orchestration.machines.states import LAMBDA_TRANSIENT, alert_and_dead_letter, catch, failure_tail, glue_task, retry_transient
+from audience_relay.orchestration.machines.specs import REGISTERED, MachineSpec, Resources
+from audience_relay.orchestration.machines.states import LAMBDA_TRANSIENT, alert_and_dead_letter, catch, failure_tail, glue_task, retry_transient
 
 
 # The EventBridge schedule starts the scheduler with its `scheduled_time` (RFC 3339, UTC) in place

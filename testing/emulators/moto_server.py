@@ -65,7 +65,7 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
-    from orchestration.local.moto_app import moto_app
+    from audience_relay.orchestration.local.moto_app import moto_app
 
     run_simple(host, port, moto_app(), threaded=True, request_handler=MotoRequestHandler)
 

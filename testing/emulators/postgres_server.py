@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testing.emulators.ports import free_port
+from audience_relay.testing.emulators.ports import free_port
 
 USER = "relay"
 DATABASE = "catalog"

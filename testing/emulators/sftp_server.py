@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from testing.emulators.ports import free_port
+from audience_relay.testing.emulators.ports import free_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 

@@ -6,7 +6,7 @@ tests/integration/test_prepare_two_days.py, without starting prepare again here.
 import pytest
 
 from bench import prepare as bench
-from cli.main import main
+from audience_relay.cli.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.cloudformation.models import cloudformation_backends
 
-from cli.main import main
-from deploy.stacks import Deployment, _stack
-from pipeline.config import DEFAULT_CONFIG
+from audience_relay.cli.main import main
+from audience_relay.deploy.stacks import Deployment, _stack
+from audience_relay.pipeline.config import DEFAULT_CONFIG
 
 BOUNDARY = "arn:aws:iam::123456789012:policy/audience-relay-boundary"
 EXAMPLE_SECRET = "secret:audience-relay/google-dm"
@@ -61,8 +61,8 @@ def test_a_complete_secret_arn_with_its_random_suffix_is_the_stages_secret(capsy
 def test_metas_app_secret_lives_under_the_destinations_own_secret_and_the_stack_creates_it(capsys, tmp_path):
     """Meta's app secret is a second secret of the destination, `<id>/<part>`: its deliver job
     reads it (the role allows `<id>/*`); naming another destination's is refused by key."""
-    from deploy.stacks import orchestration_stack
-    from pipeline.config import load_config
+    from audience_relay.deploy.stacks import orchestration_stack
+    from audience_relay.pipeline.config import load_config
 
     config = Path(stage_config(tmp_path, "dev"))
     own = "arn:aws:secretsmanager:us-east-1:123456789012:secret:audience-relay/dev/meta_ads/app_secret"
@@ -155,7 +155,7 @@ def test_with_a_catalog_vpc_the_catalog_stack_follows_state_and_its_lambda_migra
 
 
 def test_the_api_deployment_is_named_after_the_templates_content():
-    from deploy.stacks import control_template
+    from audience_relay.deploy.stacks import control_template
 
     rendered = control_template()
     (name,) = set(re.findall(r"\bApiDeployment[0-9a-f]{12}\b", rendered))
@@ -171,7 +171,7 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
     import zipfile
 
     import boto3 as runtime_boto3
-    from deploy.stacks import CATALOG_REQUIREMENTS, ingest_package, lambda_package
+    from audience_relay.deploy.stacks import CATALOG_REQUIREMENTS, ingest_package, lambda_package
 
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)], check=True,
                    capture_output=True)
@@ -184,7 +184,7 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
     site = Path(runtime_boto3.__file__).parents[1]
     for package in ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six.py"):
         (runtime / package).symlink_to(site / package)
-    probe = ("import sys, lambdas.control, lambdas.feedback; "
+    probe = ("import sys, audience_relay.lambdas.control, audience_relay.lambdas.feedback; "
              "print(sorted(m for m in ('pyspark', 'pyarrow', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                           env={"PYTHONPATH": f"{tmp_path / 'task'}:{runtime}", "PATH": "/usr/bin:/bin"})
@@ -195,10 +195,10 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
     zipfile.ZipFile(catalog).extractall(tmp_path / "catalog")
     window = ingest_package(tmp_path, catalog=True)
     zipfile.ZipFile(window).extractall(tmp_path / "window")
-    for task, probe in (("catalog", "import lambdas.catalog, psycopg, yoyo, pyarrow.parquet; "
-                                    "from connectors.catalog.postgres import MIGRATIONS; "
+    for task, probe in (("catalog", "import audience_relay.lambdas.catalog, psycopg, yoyo, pyarrow.parquet; "
+                                    "from audience_relay.connectors.catalog.postgres import MIGRATIONS; "
                                     "print(psycopg.pq.__impl__, sorted(p.name for p in MIGRATIONS.glob('*.sql'))[0])"),
-                        ("window", "import orchestration.ingest_window, connectors.catalog.postgres, psycopg; print(psycopg.pq.__impl__)")):
+                        ("window", "import audience_relay.orchestration.ingest_window, audience_relay.connectors.catalog.postgres, psycopg; print(psycopg.pq.__impl__)")):
         done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                               env={"PYTHONPATH": f"{tmp_path / task}:{runtime}", "PATH": "/usr/bin:/bin"})
         assert done.returncode == 0 and done.stdout.split()[0] == "binary", done.stderr[-2000:]
@@ -207,8 +207,8 @@ def test_the_lambda_package_runs_on_the_lambda_runtimes_boto3_alone(tmp_path):
 def test_a_destination_without_credentials_and_a_paused_one_deploy_with_their_machines(capsys, tmp_path):
     import yaml
 
-    from deploy.stacks import orchestration_stack
-    from pipeline.config import load_config
+    from audience_relay.deploy.stacks import orchestration_stack
+    from audience_relay.pipeline.config import load_config
 
     config = yaml.safe_load(Path(stage_config(tmp_path, "dev")).read_text())
     config["destinations"].append({"id": "lake_drop", "kind": "s3", "profile": "s3_objects", "active": False,
@@ -243,7 +243,7 @@ class _CatalogFunction:
 
 
 def test_the_migrations_wait_for_a_paused_catalog_and_any_other_error_stops_the_deploy(monkeypatch, capsys):
-    from deploy import stacks as deploy_module
+    from audience_relay.deploy import stacks as deploy_module
 
     unreachable = _Answer({"errorType": "CatalogError", "errorMessage": "run catalog h:5432/audience_relay: cannot connect"}, True)
     function = _CatalogFunction([unreachable, unreachable, _Answer({"applied": ["0001.runs-files-accounting"]}, False)])
@@ -262,7 +262,7 @@ def test_the_migrations_wait_for_a_paused_catalog_and_any_other_error_stops_the_
 
 
 def test_a_stack_no_update_can_leave_stops_the_deploy_saying_so():
-    from deploy.stacks import DeployError
+    from audience_relay.deploy.stacks import DeployError
 
     class Stuck:
         def describe_stacks(self, StackName):

@@ -13,8 +13,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cli.main import main
-from deploy.stacks import control_template, ingest_package
+from audience_relay.cli.main import main
+from audience_relay.deploy.stacks import control_template, ingest_package
 from tests.infra.policy import load
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "infra" / "templates"
@@ -122,7 +122,7 @@ def test_every_role_is_created_with_the_permissions_boundary(deployed):
 def test_the_ingest_lambda_runs_the_uploaded_handler_on_the_ingest_queue(deployed):
     prefix = f"audience-relay-{deployed['stage']}-"
     function = boto3.client("lambda").get_function_configuration(FunctionName=f"{prefix}ingest")
-    assert function["Handler"] == "orchestration.ingest.handler" and function["Role"].endswith(f":role/{prefix}ingest")
+    assert function["Handler"] == "audience_relay.orchestration.ingest.handler" and function["Role"].endswith(f":role/{prefix}ingest")
     variables = function["Environment"]["Variables"]
     assert variables["SCHEDULER_ARN"] == deployed["outputs"]["orchestration"]["SchedulerArn"]
     assert variables["CONSENT_URI"] == f"s3://{deployed['outputs']['storage']['InputBucket']}/consent/"
@@ -135,5 +135,5 @@ def test_the_control_api_is_created_with_its_lambda_and_stage(deployed):
     (api,) = [a for a in boto3.client("apigateway").get_rest_apis()["items"] if a["name"] == f"{prefix}control"]
     assert deployed["outputs"]["control"]["ControlApiUrl"].startswith(f"https://{api['id']}.execute-api.")
     function = boto3.client("lambda").get_function_configuration(FunctionName=f"{prefix}control")
-    assert function["Handler"] == "lambdas.control.handler"
+    assert function["Handler"] == "audience_relay.lambdas.control.handler"
     assert function["Environment"]["Variables"]["REGISTRY_TABLE"] == deployed["outputs"]["state"]["RegistryTable"]

@@ -27,13 +27,13 @@ import pytest
 import yaml
 from cfnlint.decode import cfn_yaml
 
-from deploy.stacks import INGEST_MODULES, Deployment, deploy, orchestration_stack
-from orchestration import ingest
-from orchestration.local import engine
-from orchestration.local.compute import ScriptCompute
-from orchestration.local.stack import REGION, LocalAws, standard_children
-from pipeline.config import load_config
-from pipeline.generator import GeneratorSpec, generate
+from audience_relay.deploy.stacks import INGEST_MODULES, Deployment, deploy, orchestration_stack
+from audience_relay.orchestration import ingest
+from audience_relay.orchestration.local import engine
+from audience_relay.orchestration.local.compute import ScriptCompute
+from audience_relay.orchestration.local.stack import REGION, LocalAws, standard_children
+from audience_relay.pipeline.config import load_config
+from audience_relay.pipeline.generator import GeneratorSpec, generate
 from tests.infra.iam_simulator import Request, decisions
 
 pytestmark = pytest.mark.integration
@@ -209,12 +209,14 @@ def test_deploy_uploaded_the_wheel_without_spark_the_emr_bootstrap_the_ingest_zi
     assert keys == {"dist/audience_relay-0.1.0-py3-none-any.whl", "emr/bootstrap.sh", "jobs/prepare.py", "jobs/deliver.py",
                     "jobs/feedback.py", "config/deployed.yaml", "config/destinations.yaml", ingest_zip, lambda_zip}
     handler = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key=ingest_zip)["Body"].read()))
-    assert sorted(handler.namelist()) == sorted(INGEST_MODULES)
+    assert sorted(handler.namelist()) == sorted(["audience_relay/__init__.py", *(f"audience_relay/{m}" for m in INGEST_MODULES)])
     wheel = zipfile.ZipFile(io.BytesIO(s3.get_object(Bucket=artifacts, Key="dist/audience_relay-0.1.0-py3-none-any.whl")["Body"].read()))
     metadata = wheel.read("audience_relay-0.1.0.dist-info/METADATA").decode()
     pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]
     assert pyspark and all("; extra ==" in line for line in pyspark)  # only through extras: Glue keeps its own Spark
-    assert "pipeline/log4j2-redacting.properties" in wheel.namelist()
+    assert "audience_relay/pipeline/log4j2-redacting.properties" in wheel.namelist()
+    # One top-level name: a Glue job with our wheel can import any other library's `jobs` or `pipeline`.
+    assert {name.split("/")[0] for name in wheel.namelist()} == {"audience_relay", "audience_relay-0.1.0.dist-info"}
     cloudformation = aws.client("cloudformation")
     for name in ("keys", "messaging", "storage", "state", "compute", "orchestration"):
         assert cloudformation.describe_stacks(StackName=f"{PREFIX}{name}")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -233,10 +235,11 @@ def test_the_job_scripts_run_from_the_uploaded_wheel_outside_the_checkout(stage,
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)], check=True)
     # PYTHONPATH's entries come before the checkout's editable install (a finder appended to sys.meta_path).
     environment = {**os.environ, "PYTHONPATH": str(site)}
-    probe = "import jobs.prepare, transforms.identifiers, pipeline.config as c; print(jobs.prepare.__file__); print(c.DEFAULT_CONFIG.read_text()[:9])"
+    probe = ("import audience_relay.jobs.prepare as p, audience_relay.transforms.identifiers, audience_relay.pipeline.config as c; "
+             "print(p.__file__); print(c.DEFAULT_CONFIG.read_text()[:9])")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=environment, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.splitlines() == [f"{site}/jobs/prepare.py", "# audienc"]   # the package data is in the wheel too
+    assert loaded.stdout.splitlines() == [f"{site}/audience_relay/jobs/prepare.py", "# audienc"]   # the package data is in the wheel too
     helped = subprocess.run([sys.executable, "prepare.py", "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True)
     assert helped.returncode == 0 and "--input" in helped.stdout, helped.stderr
 

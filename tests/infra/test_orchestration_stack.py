@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.main import main
-from pipeline.config import DEFAULT_CONFIG
+from audience_relay.cli.main import main
+from audience_relay.pipeline.config import DEFAULT_CONFIG
 from tests.infra.policy import cfn_lint, load, problems
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
@@ -132,7 +132,7 @@ def test_the_command_needs_somewhere_to_write(capsys):
 def test_the_ingest_lambda_consumes_the_ingest_queue_and_may_start_only_the_scheduler(stack):
     resources = json.loads(stack.read_text())["Resources"]
     function = resources["IngestFunction"]["Properties"]
-    assert function["Handler"] == "orchestration.ingest.handler"
+    assert function["Handler"] == "audience_relay.orchestration.ingest.handler"
     assert set(function["Environment"]["Variables"]) == {"SCHEDULER_ARN", "CONSENT_URI"}
     source = resources["IngestEventSource"]["Properties"]
     assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -144,7 +144,7 @@ def test_the_ingest_lambda_consumes_the_ingest_queue_and_may_start_only_the_sche
 def test_in_window_mode_one_invocation_is_one_window_and_the_role_reaches_only_what_a_window_touches(window_stack):
     resources = json.loads(window_stack.read_text())["Resources"]
     function = resources["IngestFunction"]["Properties"]
-    assert function["Handler"] == "orchestration.ingest_window.handler" and function["Timeout"] == 150
+    assert function["Handler"] == "audience_relay.orchestration.ingest_window.handler" and function["Timeout"] == 150
     variables = function["Environment"]["Variables"]
     assert (variables["QUARANTINE_PREFIX"], variables["MAX_FILE_BYTES"], variables["CLAIM_STALE_SECONDS"]) == ("rejected-files/", str(1024**3), "300")
     source = resources["IngestEventSource"]["Properties"]
@@ -157,7 +157,7 @@ def test_in_window_mode_one_invocation_is_one_window_and_the_role_reaches_only_w
     assert statements["FindStartedRuns"]["Resource"] == [
         {"Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:execution:audience-relay-${Stage}-scheduler:*"}]
     # The queue's visibility timeout (set by deploy) is six times the function's.
-    from orchestration.cloudformation import ingest_visibility_timeout
+    from audience_relay.orchestration.cloudformation import ingest_visibility_timeout
     assert ingest_visibility_timeout("window") == 6 * function["Timeout"]
 
 
@@ -194,7 +194,7 @@ def test_with_the_catalog_its_clients_run_in_its_vpc_and_the_scheduler_records_e
         statements = _statements(resources, role)
         assert statements["ReadCatalogSecret"]["Resource"] == secret   # the catalog's secret only
         assert "ec2:CreateNetworkInterface" in statements["VpcNetworkInterfaces"]["Action"]
-    assert resources["CatalogFunction"]["Properties"]["Handler"] == "lambdas.catalog.handler"
+    assert resources["CatalogFunction"]["Properties"]["Handler"] == "audience_relay.lambdas.catalog.handler"
     assert set(_statements(resources, "CatalogRole")["ReadRuns"]["Action"]) == {"s3:GetObject"}   # reads runs, writes nothing in S3
     invoke = _statements(resources, "MachinesRole")["RecordInCatalog"]
     assert invoke["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:audience-relay-${Stage}-catalog"}]

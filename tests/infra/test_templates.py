@@ -82,8 +82,8 @@ def test_yaml_aliases_are_found(tmp_path):
 def test_quarantined_input_files_expire_like_inputs_and_deploy_names_their_prefix():
     """Quarantined files are inputs that failed their checks: raw identifiers, kept for
     inspection, then expired with the inputs; the prefix is the config's."""
-    from deploy.stacks import Deployment
-    from pipeline.config import DEFAULT_CONFIG
+    from audience_relay.deploy.stacks import Deployment
+    from audience_relay.pipeline.config import DEFAULT_CONFIG
 
     storage = load(next(t for t in TEMPLATES if t.stem == "storage"))
     rules = {rule["Id"]: rule for rule in storage["Resources"]["InputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}

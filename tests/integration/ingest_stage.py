@@ -5,11 +5,11 @@ import uuid
 
 import boto3
 
-from connectors.state.dynamodb import create_table
-from orchestration.file_checks import LandedFile
-from orchestration.file_claims import FileClaims
-from orchestration.ingest_window import AwsClients, WindowSettings, gather_window
-from orchestration.local.window_poller import run_window
+from audience_relay.connectors.state.dynamodb import create_table
+from audience_relay.orchestration.file_checks import LandedFile
+from audience_relay.orchestration.file_claims import FileClaims
+from audience_relay.orchestration.ingest_window import AwsClients, WindowSettings, gather_window
+from audience_relay.orchestration.local.window_poller import run_window
 
 HEADER = "user_id,id_type,id_value,segment_id\n"
 

@@ -8,13 +8,13 @@ import boto3
 import psycopg
 import pytest
 
-from connectors.catalog.postgres import CatalogError, RunCatalog
-from connectors.catalog.source import CatalogSource, CatalogSourceError
-from lambdas import catalog as catalog_lambda
-from orchestration.local.engine import JobFailed
-from orchestration.local.runner import LocalStateMachines
-from orchestration.machines.specs import MachineSpec, Resources
-from report.catalog import CatalogUsageError
+from audience_relay.connectors.catalog.postgres import CatalogError, RunCatalog
+from audience_relay.connectors.catalog.source import CatalogSource, CatalogSourceError
+from audience_relay.lambdas import catalog as catalog_lambda
+from audience_relay.orchestration.local.engine import JobFailed
+from audience_relay.orchestration.local.runner import LocalStateMachines
+from audience_relay.orchestration.machines.specs import MachineSpec, Resources
+from audience_relay.report.catalog import CatalogUsageError
 
 pytestmark = pytest.mark.integration
 

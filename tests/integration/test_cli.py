@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
+from audience_relay.cli.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,12 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from connectors.state.dynamodb import create_registry_table
-from control.api import ControlPlane
-from control.auth import Key
-from control.registry import DestinationRegistry
-from control.server import ControlPlaneServer
-from pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.connectors.state.dynamodb import create_registry_table
+from audience_relay.control.api import ControlPlane
+from audience_relay.control.auth import Key
+from audience_relay.control.registry import DestinationRegistry
+from audience_relay.control.server import ControlPlaneServer
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ def test_unknown_routes_and_methods_are_answered_not_crashed(api):
 
 
 def test_the_routes_refuse_a_request_that_no_layer_authenticated():
-    from control.api import Request
+    from audience_relay.control.api import Request
 
     assert ControlPlane(registry=None).handle(Request("GET", "/destinations")).status == 403
 
@@ -161,7 +161,7 @@ def test_the_control_plane_imports_without_spark_as_its_lambda_must():
     import subprocess
     import sys
 
-    probe = ("import sys, control.api, control.registry, control.auth; "
+    probe = ("import sys, audience_relay.control.api, audience_relay.control.registry, audience_relay.control.auth; "
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyspark', 'pyarrow', 'pandas', 'great_expectations'}))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
@@ -169,7 +169,7 @@ def test_the_control_plane_imports_without_spark_as_its_lambda_must():
 def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_server, monkeypatch, published):
     import base64
 
-    from lambdas import control as lambda_function
+    from audience_relay.lambdas import control as lambda_function
 
     table = f"registry-{uuid.uuid4().hex[:8]}"
     create_registry_table(table, boto3.client("dynamodb"))

@@ -6,15 +6,15 @@ import dataclasses
 import boto3
 import pytest
 
-from connectors.state.dynamodb import DynamoStateStore
-from connectors.state.store import DeadLetter
-from control.api import ControlPlane
-from control.auth import Key
-from control.registry import DestinationRegistry
-from control.runs import RunLocations, Runs
-from control.server import ControlPlaneServer
-from orchestration.local.runner import LocalStateMachines
-from orchestration.local.stack import REGION
+from audience_relay.connectors.state.dynamodb import DynamoStateStore
+from audience_relay.connectors.state.store import DeadLetter
+from audience_relay.control.api import ControlPlane
+from audience_relay.control.auth import Key
+from audience_relay.control.registry import DestinationRegistry
+from audience_relay.control.runs import RunLocations, Runs
+from audience_relay.control.server import ControlPlaneServer
+from audience_relay.orchestration.local.runner import LocalStateMachines
+from audience_relay.orchestration.local.stack import REGION
 from tests.integration.test_control_plane import EXAMPLE, OPERATOR, call
 from tests.integration.test_state_machines import GOOGLE, META, RESOURCES, ScriptedJobs
 

@@ -5,10 +5,10 @@ import boto3
 import pytest
 import yaml
 
-from cli.main import main
-from pipeline.config import DEFAULT_CONFIG
-from pipeline.generator import GeneratorSpec, generate
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.pipeline.config import DEFAULT_CONFIG
+from audience_relay.pipeline.generator import GeneratorSpec, generate
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +122,7 @@ def _deliver_only(out, config, destination, url, capsys):
 def test_deliver_keeps_its_ledger_in_dynamodb(prepared, capsys):
     import shutil
 
-    from connectors.state.dynamodb import DynamoStateStore, create_table
+    from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
 
     root, config, manifest = prepared
     out = root / "dynamo-out"
@@ -163,8 +163,8 @@ def test_a_run_overtaken_by_a_newer_committed_run_sends_nothing_and_never_become
 def _leases(table: str, current_seconds: float):
     """A lease table whose `meta_ads` lease was held by `execution-old` (its token now stale) and
     is held by `execution-new` for `current_seconds`."""
-    from connectors.state.dynamodb import create_table
-    from connectors.state.lease import LeaseLock
+    from audience_relay.connectors.state.dynamodb import create_table
+    from audience_relay.connectors.state.lease import LeaseLock
 
     create_table(table)
     lock = LeaseLock(table)
@@ -228,8 +228,8 @@ def test_workers_stop_sending_when_the_lease_cannot_be_renewed(prepared, capsys)
 
     from botocore.exceptions import ClientError
 
-    from connectors.state.dynamodb import create_table
-    from connectors.state.lease import LeaseLock
+    from audience_relay.connectors.state.dynamodb import create_table
+    from audience_relay.connectors.state.lease import LeaseLock
 
     root, config, manifest = prepared
     out = root / "unrenewed-out"
@@ -269,9 +269,9 @@ def test_the_lease_is_kept_alive_from_the_first_send_to_the_snapshot_commit(prep
     import shutil
     import time
 
-    from connectors.state.dynamodb import create_table
-    from connectors.state.lease import LeaseLock
-    from pipeline import deliver as deliver_job
+    from audience_relay.connectors.state.dynamodb import create_table
+    from audience_relay.connectors.state.lease import LeaseLock
+    from audience_relay.pipeline import deliver as deliver_job
 
     root, config, _ = prepared
     out = root / "slow-commit-out"

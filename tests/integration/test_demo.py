@@ -38,7 +38,8 @@ def test_the_demo_runs_from_a_wheel_installed_outside_the_checkout(tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON", "PYSPARK_"))}  # the demo needs no AWS
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
-    probe = "import cli, jobs, testing.emulators; print(cli.__file__, jobs.__file__, testing.emulators.__file__); import tests"
+    probe = ("import audience_relay.cli as c, audience_relay.jobs as j, audience_relay.testing.emulators as e; "
+             "print(c.__file__, j.__file__, e.__file__); import tests")
     found = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=elsewhere, env=env, capture_output=True, text=True)
     assert found.stdout.split() and all(path.startswith(str(venv)) for path in found.stdout.split()), found.stdout + found.stderr
     assert "No module named 'tests'" in found.stderr   # the checkout is not on the path

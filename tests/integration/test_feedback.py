@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli.main import main
-from jobs import feedback as feedback_job
-from lambdas import feedback as feedback_lambda
-from orchestration.local.engine import JobFailed
-from orchestration.local.runner import LocalStateMachines
-from orchestration.machines.specs import Resources
-from pipeline.config import DEFAULT_CONFIG, parse_config
-from pipeline.feedback import consolidate
-from pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect
-from report.run_report import ReportError, RunReport, html_report, read_feedback, text_report
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.jobs import feedback as feedback_job
+from audience_relay.lambdas import feedback as feedback_lambda
+from audience_relay.orchestration.local.engine import JobFailed
+from audience_relay.orchestration.local.runner import LocalStateMachines
+from audience_relay.orchestration.machines.specs import Resources
+from audience_relay.pipeline.config import DEFAULT_CONFIG, parse_config
+from audience_relay.pipeline.feedback import consolidate
+from audience_relay.pipeline.feedback_collect import FeedbackError, FeedbackIncomplete, collect
+from audience_relay.report.run_report import ReportError, RunReport, html_report, read_feedback, text_report
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cli.main import main
-from pipeline.config import DEFAULT_CONFIG, load_config
-from testing import reference
-from testing.emulators.http_destination import HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.testing import reference
+from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

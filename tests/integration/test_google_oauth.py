@@ -15,16 +15,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from connectors.delivery import deliver_batches
-from connectors.destination import Batch
-from connectors.http.client import HttpApiDestination
-from connectors.http.google import GoogleDataManager
-from connectors.http.google_oauth import google_access_token
-from connectors.rate_limit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.state.sqlite import SqliteStateStore
-from connectors.state.store import BatchRecord, BatchState
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.connectors.delivery import deliver_batches
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.http.client import HttpApiDestination
+from audience_relay.connectors.http.google import GoogleDataManager
+from audience_relay.connectors.http.google_oauth import google_access_token
+from audience_relay.connectors.rate_limit import TokenBucket
+from audience_relay.connectors.retry import RetryPolicy
+from audience_relay.connectors.state.sqlite import SqliteStateStore
+from audience_relay.connectors.state.store import BatchRecord, BatchState
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 POLICY = RetryPolicy(base_seconds=0.05, cap_seconds=0.5, max_attempts=4)

@@ -5,16 +5,16 @@ import threading
 
 import pytest
 
-from connectors.delivery import deliver_batches
-from connectors.destination import Batch
-from connectors.http.client import HttpApiDestination, InsecureEndpoint
-from connectors.http.google import GoogleDataManager
-from connectors.http.meta import MetaCustomAudiences
-from connectors.rate_limit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.state.sqlite import SqliteStateStore
-from connectors.state.store import BatchRecord, BatchState
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.connectors.delivery import deliver_batches
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.http.client import HttpApiDestination, InsecureEndpoint
+from audience_relay.connectors.http.google import GoogleDataManager
+from audience_relay.connectors.http.meta import MetaCustomAudiences
+from audience_relay.connectors.rate_limit import TokenBucket
+from audience_relay.connectors.retry import RetryPolicy
+from audience_relay.connectors.state.sqlite import SqliteStateStore
+from audience_relay.connectors.state.store import BatchRecord, BatchState
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

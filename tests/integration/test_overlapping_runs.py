@@ -8,10 +8,10 @@ import boto3
 import pytest
 import yaml
 
-from cli.main import main
-from pipeline.config import DEFAULT_CONFIG
-from pipeline.generator import GeneratorSpec, generate, spec_from_previous
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.pipeline.config import DEFAULT_CONFIG
+from audience_relay.pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import snapshots
-from pipeline.config import parse_config
-from pipeline.prepare import PrepareError, PrepareRequest, run_prepare
+from audience_relay.pipeline import snapshots
+from audience_relay.pipeline.config import parse_config
+from audience_relay.pipeline.prepare import PrepareError, PrepareRequest, run_prepare
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_a_finished_run_is_refused_again_unless_the_caller_asks_to_skip_it(spark
 
     import pytest
 
-    from pipeline.prepare import PrepareError
+    from audience_relay.pipeline.prepare import PrepareError
 
     prepare(spark, tmp_path, "r1", ROWS)
     request = PrepareRequest(input=str(tmp_path / "r1.csv"), out=str(tmp_path / "out"), config=parse_config(CONFIG, "test.yaml"),
@@ -97,16 +97,16 @@ def test_rows_lost_after_the_consent_step_make_the_accounting_fail_instead_of_pa
     """A mutation: rows vanish between the consent filter and the members (a bad join, a
     filter). Counted as what is left over, they would pass as consent-filtered; counted from
     the data, the sum falls short and the run stops."""
-    import pipeline.prepare
+    from audience_relay.pipeline import prepare as prepare_module
     from pyspark.sql import functions as F
 
     consent = tmp_path / "consent.csv"
     consent.write_text("user_id,scope\nu1,meta_ads\n")
-    to_members = pipeline.prepare.to_members
-    monkeypatch.setattr(pipeline.prepare, "to_members", lambda rows: to_members(rows.filter(F.col("user_id") != "u2")))
+    to_members = prepare_module.to_members
+    monkeypatch.setattr(prepare_module, "to_members", lambda rows: to_members(rows.filter(F.col("user_id") != "u2")))
     with pytest.raises(RuntimeError, match=r"accounting of meta_ads does not reconcile"):
         prepare(spark, tmp_path, "mutated", ROWS, consent=str(consent))
-    monkeypatch.setattr(pipeline.prepare, "to_members", to_members)
+    monkeypatch.setattr(prepare_module, "to_members", to_members)
     meta = prepare(spark, tmp_path, "intact", ROWS, consent=str(consent))["destinations"]["meta_ads"]["accounting"]
     assert meta["rows"]["consent_filtered"] == 1 and meta["reconciles"]
 
@@ -150,7 +150,7 @@ def test_a_folder_is_read_only_once_its_completion_marker_is_there(spark, tmp_pa
     """A writer still adding files: in mirror mode the members of the files not yet written
     would be removed. Every trigger goes through prepare, so prepare refuses the folder until
     its `_SUCCESS` is there; the flag reads it anyway and says so in the manifest."""
-    from cli.main import main
+    from audience_relay.cli.main import main
     import yaml
 
     folder = tmp_path / "landing"

@@ -6,11 +6,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import snapshots
-from pipeline.config import DEFAULT_CONFIG, load_config
-from pipeline.generator import GeneratorSpec, generate, spec_from_previous
-from pipeline.prepare import PrepareRequest, run_prepare
-from testing import reference
+from audience_relay.pipeline import snapshots
+from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
+from audience_relay.pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from audience_relay.pipeline.prepare import PrepareRequest, run_prepare
+from audience_relay.testing import reference
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_the_benchmarks_duckdb_peer_computes_what_prepare_computes(two_days, tmp
 
 
 def test_preparing_a_run_twice_is_refused(spark, two_days):
-    from pipeline.prepare import PrepareError
+    from audience_relay.pipeline.prepare import PrepareError
 
     out, config, day1, _, _ = two_days
     request = PrepareRequest(input=day1["membership"], out=str(out), config=config, config_source="x", run_id="day1")

@@ -6,10 +6,10 @@ import uuid
 import psycopg
 import pytest
 
-from cli.main import main
-from connectors.catalog.postgres import AccountingRecord, CatalogError, RunCatalog, RunRecord, migrate
-from connectors.catalog.source import CatalogSource
-from orchestration.ingest_window import WindowSettings
+from audience_relay.cli.main import main
+from audience_relay.connectors.catalog.postgres import AccountingRecord, CatalogError, RunCatalog, RunRecord, migrate
+from audience_relay.connectors.catalog.source import CatalogSource
+from audience_relay.orchestration.ingest_window import WindowSettings
 from tests.integration.ingest_stage import Stage, members
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,9 @@ import json
 import pytest
 import yaml
 
-from cli.main import main
-from pipeline.generator import GeneratorSpec, generate
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.pipeline.generator import GeneratorSpec, generate
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = pytest.mark.integration
 

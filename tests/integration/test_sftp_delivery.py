@@ -5,11 +5,11 @@ import random
 import paramiko
 import pytest
 
-from connectors.delivery import deliver_batches
-from connectors.rate_limit import TokenBucket
-from connectors.retry import RetryPolicy
-from connectors.sftp import SftpDestination
-from connectors.state.sqlite import SqliteStateStore
+from audience_relay.connectors.delivery import deliver_batches
+from audience_relay.connectors.rate_limit import TokenBucket
+from audience_relay.connectors.retry import RetryPolicy
+from audience_relay.connectors.sftp import SftpDestination
+from audience_relay.connectors.state.sqlite import SqliteStateStore
 from tests.integration.test_http_delivery import make_batches
 
 pytestmark = pytest.mark.integration
@@ -74,8 +74,8 @@ def test_a_server_that_stops_answering_mid_upload_times_out_and_is_retried(sftp_
     import threading
     import time
 
-    from connectors.retry import FailureKind
-    from testing.emulators.stalling_proxy import StallingProxy
+    from audience_relay.connectors.retry import FailureKind
+    from audience_relay.testing.emulators.stalling_proxy import StallingProxy
 
     server = sftp_server
     proxy = StallingProxy(server.port)

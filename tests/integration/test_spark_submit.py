@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.generator import GeneratorSpec, generate
+from audience_relay.pipeline.generator import GeneratorSpec, generate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def test_prepare_runs_under_spark_submit(spark, tmp_path):
 @pytest.fixture(scope="module")
 def prepared_out(spark, tmp_path_factory) -> Path:
     """One prepared run (meta_ads among its destinations); each deliver test sends a copy of it."""
-    from cli.main import main
+    from audience_relay.cli.main import main
 
     root = tmp_path_factory.mktemp("prepared")
     generate(spark, GeneratorSpec(records=2_000, seed=4), root / "day1")
@@ -44,7 +44,7 @@ def prepared_out(spark, tmp_path_factory) -> Path:
 
 
 def test_deliver_runs_under_spark_submit(prepared_out, tmp_path):
-    from testing.emulators.http_destination import HttpDestinationEmulator
+    from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
 
     out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
     spark_submit = Path(sys.executable).parent / "spark-submit"
@@ -63,7 +63,7 @@ def test_deliver_runs_under_spark_submit(prepared_out, tmp_path):
 
 def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_path(prepared_out, tmp_path):
     """As cron, systemd or a CI step run it: Spark's Python workers must still find the package."""
-    from testing.emulators.http_destination import HttpDestinationEmulator
+    from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
 
     out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
     venv_bin = Path(sys.executable).parent
@@ -73,7 +73,7 @@ def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # What makes the test mean something: the PATH's python3 cannot import the package.
-    found = subprocess.run(["python3", "-c", "import jobs.deliver"], env=env, cwd=elsewhere, capture_output=True)
+    found = subprocess.run(["python3", "-c", "import audience_relay.jobs.deliver"], env=env, cwd=elsewhere, capture_output=True)
     assert found.returncode != 0
     with HttpDestinationEmulator() as emulator:
         result = subprocess.run(

@@ -10,10 +10,10 @@ from collections import defaultdict
 
 import pytest
 
-from orchestration.ingest import notification_configuration, start_runs
-from orchestration.local.engine import JobFailed
-from orchestration.local.runner import LocalStateMachines
-from orchestration.machines.specs import MachineSpec, Resources
+from audience_relay.orchestration.ingest import notification_configuration, start_runs
+from audience_relay.orchestration.local.engine import JobFailed
+from audience_relay.orchestration.local.runner import LocalStateMachines
+from audience_relay.orchestration.machines.specs import MachineSpec, Resources
 
 pytestmark = pytest.mark.integration
 

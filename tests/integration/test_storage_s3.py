@@ -4,7 +4,7 @@ import uuid
 import boto3
 import pytest
 
-from pipeline import storage
+from audience_relay.pipeline import storage
 
 pytestmark = pytest.mark.integration
 

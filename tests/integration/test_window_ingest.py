@@ -10,12 +10,12 @@ import boto3
 import pytest
 import yaml
 
-from cli.main import main
-from orchestration.file_claims import FileClaims
-from orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
-from orchestration.local.window_poller import receive_window
-from pipeline.config import DEFAULT_CONFIG, parse_config
-from pipeline.prepare import PrepareRequest, run_prepare
+from audience_relay.cli.main import main
+from audience_relay.orchestration.file_claims import FileClaims
+from audience_relay.orchestration.ingest_window import AwsClients, WindowSettings, gather_window, landed_files
+from audience_relay.orchestration.local.window_poller import receive_window
+from audience_relay.pipeline.config import DEFAULT_CONFIG, parse_config
+from audience_relay.pipeline.prepare import PrepareRequest, run_prepare
 from tests.integration.ingest_stage import Stage, members
 
 pytestmark = pytest.mark.integration
@@ -221,7 +221,7 @@ def test_a_slow_window_whose_claim_was_taken_over_starts_nothing_with_that_file(
     stage = Stage()
     landed = stage.land("incoming/a.csv.gz", members(0, 3))
     [message] = stage.sqs.receive_message(QueueUrl=stage.queue, MaxNumberOfMessages=10, VisibilityTimeout=0)["Messages"]
-    from orchestration import ingest_window
+    from audience_relay.orchestration import ingest_window
 
     real_judge = ingest_window.Window._judge
 

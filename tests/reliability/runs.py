@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from cli.main import main
-from connectors.destination import Batch
-from connectors.failpoints import CRASH_AT
-from connectors.http.meta import session_id
-from connectors.state.store import BatchRecord
+from audience_relay.cli.main import main
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.failpoints import CRASH_AT
+from audience_relay.connectors.http.meta import session_id
+from audience_relay.connectors.state.store import BatchRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = "r1"
@@ -118,7 +118,7 @@ class DeliverProcess:
 
     def kill(self) -> None:
         """SIGKILL every process of the job's session."""
-        from connectors.failpoints import kill_session
+        from audience_relay.connectors.failpoints import kill_session
 
         kill_session(self.process.pid)
 
@@ -130,7 +130,7 @@ class DeliverProcess:
 
 
 def _signal_session(session: int, signum: int) -> None:
-    from connectors.failpoints import session_members
+    from audience_relay.connectors.failpoints import session_members
 
     for pid in session_members(session):
         try:
@@ -143,13 +143,13 @@ def start_deliver(
     run: PreparedRun, endpoints: dict[str, str], logs: Path, *, crash_at: str | None = None,
     extra: tuple[str, ...] = (), workers: int = 2,
 ) -> DeliverProcess:
-    """`python -m jobs.deliver` (what spark-submit and Glue run) as a session leader."""
+    """`python -m audience_relay.jobs.deliver` (what spark-submit and Glue run) as a session leader."""
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "PYTHONPATH": str(ROOT), "META_ACCESS_TOKEN": "test-meta-token"}
     env.pop(CRASH_AT, None)
     if crash_at:
         env[CRASH_AT] = crash_at
-    command = [sys.executable, "-m", "jobs.deliver", "--out", str(run.out), "--run-id", RUN_ID, "--config", str(run.config),
+    command = [sys.executable, "-m", "audience_relay.jobs.deliver", "--out", str(run.out), "--run-id", RUN_ID, "--config", str(run.config),
                "--workers", str(workers), "--master", "local[2]", *extra]
     for destination_id, url in endpoints.items():
         command += ["--endpoint", f"{destination_id}={url}"]

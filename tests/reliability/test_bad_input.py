@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from cli.main import main
-from pipeline.config import load_config
-from testing import reference
+from audience_relay.cli.main import main
+from audience_relay.pipeline.config import load_config
+from audience_relay.testing import reference
 
 MAX_BATCH = 40
 DESTINATIONS = [

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from cli.main import main
-from connectors.failpoints import kill_session
-from connectors.state.dynamodb import DynamoStateStore, create_table
-from connectors.state.lease import LeaseLock
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.connectors.failpoints import kill_session
+from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
+from audience_relay.connectors.state.lease import LeaseLock
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, ledger_states, meta_destination, prepare_run, start_deliver, unrecorded_keys
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from cli.main import main
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.cli.main import main
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, meta_destination, prepare_run
 
 pytestmark = pytest.mark.integration

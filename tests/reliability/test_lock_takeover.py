@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from connectors.state.dynamodb import DynamoStateStore, create_table
-from connectors.state.lease import LeaseHeld, LeaseLock
-from connectors.state.store import BatchState
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
+from audience_relay.connectors.state.lease import LeaseHeld, LeaseLock
+from audience_relay.connectors.state.store import BatchState
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from tests.reliability.runs import RUN_ID, meta_destination, prepare_run, start_deliver, unrecorded_keys
 
 pytestmark = pytest.mark.integration

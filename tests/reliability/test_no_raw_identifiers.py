@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -181,7 +181,7 @@ class ScannedRun:
 def run_job(name: str, args: list[str], env: dict[str, str], logs: Path) -> Job:
     """`python -m cli.main ...` as its own process (Spark's JVM and Python workers included)."""
     logs.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "audience_relay.cli.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     (logs / f"{name}.out").write_text(done.stdout)
     (logs / f"{name}.err").write_text(done.stderr)
     return Job(name, done.returncode, done.stdout, done.stderr)
@@ -352,14 +352,14 @@ def _canary_rows(header: bool) -> str:
 
 
 def _read_all(spark, path: Path, data_format: str | None = None) -> None:
-    from pipeline.inputs import naming_unreadable_files, read_membership
+    from audience_relay.pipeline.inputs import naming_unreadable_files, read_membership
 
     with naming_unreadable_files(str(path)):
         read_membership(spark, str(path), data_format).collect()
 
 
 def test_a_csv_without_header_line_is_refused_without_quoting_its_first_row(spark, tmp_path):
-    from pipeline.inputs import InputError
+    from audience_relay.pipeline.inputs import InputError
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=False))
@@ -369,7 +369,7 @@ def test_a_csv_without_header_line_is_refused_without_quoting_its_first_row(spar
 
 
 def test_a_csv_file_without_the_header_of_the_others_is_named_without_quoting_its_first_row(spark, tmp_path):
-    from pipeline.inputs import InputError
+    from audience_relay.pipeline.inputs import InputError
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))
@@ -396,7 +396,7 @@ def test_spark_s_own_log_lines_about_a_task_failing_on_a_record_are_redacted(tmp
 
 
 def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_path):
-    from pipeline.inputs import InputError
+    from audience_relay.pipeline.inputs import InputError
 
     (tmp_path / "in").mkdir()
     rows = [json.dumps([f"canary_u{i}", c.id_type, c.raw, "seg_canary"]) for i, c in enumerate(CANARIES)]
@@ -407,9 +407,9 @@ def test_a_json_line_that_is_an_array_is_refused_without_quoting_it(spark, tmp_p
 
 
 def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
-    from pipeline.config import DEFAULT_CONFIG, load_config
-    from pipeline.prepare import PrepareRequest, run_prepare
-    from pipeline.quality import QualityError
+    from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
+    from audience_relay.pipeline.prepare import PrepareRequest, run_prepare
+    from audience_relay.pipeline.quality import QualityError
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "part-0.csv").write_text(_canary_rows(header=True))  # half the rows are rejected
@@ -422,7 +422,7 @@ def test_a_failed_quality_gate_reports_shares_not_values(spark, tmp_path):
 
 
 def test_a_secret_pasted_where_a_reference_belongs_is_not_echoed():
-    from pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
+    from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
 
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["destinations"][0]["credentials"] = {"env": "EAAB-canary-secret-token"}
@@ -437,7 +437,7 @@ def test_a_secret_pasted_where_a_reference_belongs_is_not_echoed():
 def test_a_crash_trace_is_printed_without_the_identifiers_it_quotes(capsys):
     """A Spark task failure reaches the driver as an exception quoting the row it failed on;
     the last line of defence prints the trace, redacted."""
-    from pipeline.entry import run_guarded
+    from audience_relay.pipeline.entry import run_guarded
 
     def fail():
         raise RuntimeError("Task failed on row (u1, email, Jane.Doe@Example.com, +1 (415) 555-0134, "
@@ -454,8 +454,8 @@ def test_a_crash_trace_is_printed_without_the_identifiers_it_quotes(capsys):
 def test_alerts_and_dead_letters_do_not_copy_identifiers_from_a_jobs_error_text():
     """Glue's answer for a failed job run carries the job's error message, and a Spark task
     failure quotes the row; the state machine's SNS alert and SQS dead letter copy the failure."""
-    from orchestration.local.engine import JobFailed
-    from orchestration.local.runner import LocalStateMachines
+    from audience_relay.orchestration.local.engine import JobFailed
+    from audience_relay.orchestration.local.runner import LocalStateMachines
     from tests.integration.test_state_machines import GOOGLE, RESOURCES, RUN, ScriptedJobs
 
     class QuotingJobs(ScriptedJobs):

@@ -32,11 +32,11 @@ from botocore.exceptions import ClientError
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import StateTaskServiceAwsSdk
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_dynamodb import StateTaskServiceDynamoDB
 
-from orchestration.definitions import machines
-from orchestration.local.engine import JobFailed, LocalClusters
-from orchestration.local.runner import ALERT_TAP_QUEUE, LocalStateMachines
-from orchestration.local.stack import Execution
-from orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec
+from audience_relay.orchestration.definitions import machines
+from audience_relay.orchestration.local.engine import JobFailed, LocalClusters
+from audience_relay.orchestration.local.runner import ALERT_TAP_QUEUE, LocalStateMachines
+from audience_relay.orchestration.local.stack import Execution
+from audience_relay.orchestration.machines.specs import REGISTERED_MACHINE, MachineSpec
 from tests.integration.test_state_machines import GOOGLE, RESOURCES, RUN, SFTP_ON_EMR, ScriptedJobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]

@@ -1,4 +1,4 @@
-from pipeline.accounting import MemberStat, SegmentStat, destination_accounting
+from audience_relay.pipeline.accounting import MemberStat, SegmentStat, destination_accounting
 
 
 def test_every_row_is_counted_once_in_order_of_precedence():

@@ -11,8 +11,8 @@ import sys
 import pytest
 from awsglue.utils import GlueArgumentError, getResolvedOptions   # the real parser, installed (never skipped)
 
-from jobs import deliver, feedback, prepare
-from pipeline.args import parse_job_args
+from audience_relay.jobs import deliver, feedback, prepare
+from audience_relay.pipeline.args import parse_job_args
 
 # What Glue adds to every run of a job (names from Glue's "Special parameters" page and awsglue's Job).
 GLUE = ["--JOB_ID", "j_0123", "--JOB_RUN_ID", "jr_4567", "--JOB_NAME", "audience-relay-prod-prepare",
@@ -130,7 +130,7 @@ def test_a_missing_required_option_under_glue_is_named():
 def test_the_names_the_definitions_refuse_are_those_awsglue_reserves():
     from awsglue.job import Job
 
-    from orchestration.machines.states import GLUE_RESERVED_ARGUMENTS
+    from audience_relay.orchestration.machines.states import GLUE_RESERVED_ARGUMENTS
 
     reserved = {Job.continuation_options()[0], Job.job_bookmark_options()[0], *Job.job_bookmark_range_options(), *Job.id_params(),
                 Job.encryption_type_options()[0], "--TempDir", "--RedshiftTempDir"}
@@ -143,7 +143,7 @@ def test_the_names_the_definitions_refuse_are_those_awsglue_reserves():
 
 
 def test_a_definition_giving_a_glue_job_a_reserved_argument_is_refused_naming_it():
-    from orchestration.machines import states
+    from audience_relay.orchestration.machines import states
 
     with pytest.raises(states.ReservedGlueArgument, match=r"audience-relay-prepare \(Prepare\): arguments \['--TempDir'\]"):
         states.glue_task("audience-relay-prepare", {"--out": "s3://work", "--TempDir": "s3://mine/"}, "Prepare", "Next", 60)

@@ -2,9 +2,9 @@ import hashlib
 
 from chispa import assert_df_equality
 
-from transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
-from transforms.consent_signals import with_member_consent
-from transforms.schemas import AUDIENCE_MAPPING, CONSENT, MEMBERS
+from audience_relay.transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
+from audience_relay.transforms.consent_signals import with_member_consent
+from audience_relay.transforms.schemas import AUDIENCE_MAPPING, CONSENT, MEMBERS
 
 
 def mapping(spark, rows):

@@ -3,8 +3,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import batch_files
-from pipeline.batch_files import BatchFileReader
+from audience_relay.pipeline import batch_files
+from audience_relay.pipeline.batch_files import BatchFileReader
 
 
 def _file(path, batches: dict[int, list[tuple[str, str]]]) -> str:

@@ -3,8 +3,8 @@ from collections import Counter
 import pytest
 from pyspark.sql import functions as F
 
-from transforms.batching import deliverable_changes, assign_batches, file_plan
-from transforms.schemas import CLASSIFIED, DESTINATION_RULES
+from audience_relay.transforms.batching import deliverable_changes, assign_batches, file_plan
+from audience_relay.transforms.schemas import CLASSIFIED, DESTINATION_RULES
 
 
 def classified(spark, n, audience="a", status="add", destination="d"):
@@ -64,7 +64,7 @@ def test_sub_buckets_must_be_positive(spark):
 def test_small_groups_get_exact_batches_ranked_by_key(spark):
     from chispa import assert_df_equality
 
-    from transforms.schemas import BATCHED
+    from audience_relay.transforms.schemas import BATCHED
 
     consent = {"k1": ("granted", "denied"), "k9": ("denied", None)}   # carried to the batch, as prepared
     frame = spark.createDataFrame(

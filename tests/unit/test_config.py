@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 
@@ -137,8 +137,8 @@ def test_a_config_restricted_to_some_destinations_keeps_only_those_and_refuses_u
 
 
 def test_an_emr_destination_sizes_its_cluster_and_a_bad_size_is_named():
-    from orchestration.machines.destination import destination_machine
-    from orchestration.machines.specs import Resources, machine_specs
+    from audience_relay.orchestration.machines.destination import destination_machine
+    from audience_relay.orchestration.machines.specs import Resources, machine_specs
 
     raw = copy.deepcopy(EXAMPLE)
     raw["destinations"][2]["orchestration"] = {"prepare_engine": "emr", "emr": {

@@ -3,9 +3,9 @@ import hashlib
 
 from chispa import assert_df_equality
 
-from transforms.audiences import to_members
-from transforms.consent_signals import flag_invalid_consent, with_member_consent
-from transforms.schemas import MEMBERS
+from audience_relay.transforms.audiences import to_members
+from audience_relay.transforms.consent_signals import flag_invalid_consent, with_member_consent
+from audience_relay.transforms.schemas import MEMBERS
 
 ROWS = "user_id string, destination_id string, audience_id string, id_type string, id_normalized string, " \
        "hash_sha256 boolean, phone_with_plus boolean, gmail_canonical boolean, eea_data string, eea_ads string"

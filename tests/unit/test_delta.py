@@ -1,7 +1,7 @@
 from chispa import assert_df_equality
 
-from transforms.delta import audience_sizes, classify_marked, classify_members, mark_membership
-from transforms.schemas import CLASSIFIED, DESTINATION_RULES, MEMBERS, SNAPSHOT
+from audience_relay.transforms.delta import audience_sizes, classify_marked, classify_members, mark_membership
+from audience_relay.transforms.schemas import CLASSIFIED, DESTINATION_RULES, MEMBERS, SNAPSHOT
 
 
 def _members(spark, rows):

@@ -12,9 +12,9 @@ from facebook_business.adobjects.customaudience import CustomAudience
 from google.ads.datamanager_util.format import Formatter
 from pyspark.sql import functions as F
 
-from connectors.profiles import PROFILES
-from transforms.identifiers import normalize_identifiers, with_match_key
-from transforms.schemas import MEMBERSHIP
+from audience_relay.connectors.profiles import PROFILES
+from audience_relay.transforms.identifiers import normalize_identifiers, with_match_key
+from audience_relay.transforms.schemas import MEMBERSHIP
 
 ACCEPTED = [
     "  John.Smith@Example.COM ",

@@ -1,7 +1,7 @@
 """The feedback table: every expected audience, the API's match rate where it has one, flags only with a threshold and a report."""
 from chispa import assert_df_equality
 
-from pipeline.feedback import EXPECTED, REPORTED, feedback_table
+from audience_relay.pipeline.feedback import EXPECTED, REPORTED, feedback_table
 
 
 def test_rates_come_from_the_api_or_from_size_over_sent_and_flags_need_a_threshold_and_a_report(spark):

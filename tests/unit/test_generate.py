@@ -3,7 +3,7 @@ from collections import Counter
 import pytest
 from pyspark.sql import functions as F
 
-from pipeline.generator import GeneratorError, GeneratorSpec, consent, generate, membership, spec_from_previous
+from audience_relay.pipeline.generator import GeneratorError, GeneratorSpec, consent, generate, membership, spec_from_previous
 
 
 def rows(spark, **spec):

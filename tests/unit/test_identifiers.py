@@ -8,8 +8,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
-from transforms.identifiers import normalize_identifiers, with_match_key
-from transforms.schemas import MEMBERSHIP
+from audience_relay.transforms.identifiers import normalize_identifiers, with_match_key
+from audience_relay.transforms.schemas import MEMBERSHIP
 
 
 def sha256(text: str) -> str:

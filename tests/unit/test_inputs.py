@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline.inputs import InputError, detect_format, naming_unreadable_files, read_consent, read_membership, unreadable_file_error
+from audience_relay.pipeline.inputs import InputError, detect_format, naming_unreadable_files, read_consent, read_membership, unreadable_file_error
 
 HEADER = "user_id,id_type,id_value,segment_id,updated_at\n"
 
@@ -152,7 +152,7 @@ def test_missing_s3_prefix_is_an_input_error(spark, moto_server):
 def test_s3_bucket_root_and_exact_exists(spark, moto_server):
     import boto3
 
-    from pipeline import storage
+    from audience_relay.pipeline import storage
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="rootbkt")
@@ -271,7 +271,7 @@ def test_empty_files_are_found_by_listing_when_spark_reads_s3_itself(moto_server
     """Glue and EMR read s3:// themselves: the 0-byte check lists the prefix (no request per file)."""
     import boto3
 
-    from pipeline.inputs import Located, _check_files
+    from audience_relay.pipeline.inputs import Located, _check_files
 
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="lake4")
@@ -286,8 +286,8 @@ def test_empty_files_are_found_by_listing_when_spark_reads_s3_itself(moto_server
 
 
 def test_prepare_waits_for_the_marker_the_s3_trigger_waits_for():
-    from pipeline.inputs import COMPLETION_MARKER
-    from orchestration.ingest import COMPLETION_MARKER as TRIGGER_MARKER
+    from audience_relay.pipeline.inputs import COMPLETION_MARKER
+    from audience_relay.orchestration.ingest import COMPLETION_MARKER as TRIGGER_MARKER
 
     assert COMPLETION_MARKER == TRIGGER_MARKER
 

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.manifest import batch_list
-from transforms.schemas import BATCHED
+from audience_relay.pipeline.manifest import batch_list
+from audience_relay.transforms.schemas import BATCHED
 
 
 def _write(spark, rows, path):

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from connectors.delivery import BatchOutcome
-from pipeline.metrics import (
+from audience_relay.connectors.delivery import BatchOutcome
+from audience_relay.pipeline.metrics import (
     NAMESPACE, UNITS, Metric, MetricError, counts, delivery_tally, emf_records, emit_deliver_metrics, emit_job_metrics,
     emit_metrics, emit_prepare_metrics,
 )

@@ -16,15 +16,15 @@ import boto3
 import pytest
 import yaml
 
-from connectors.destination import Batch
-from connectors.files import UnsafeFileName, batch_file_name
-from connectors.http.client import HttpApiDestination, UnsafeAudienceId
-from connectors.http.meta import MetaCustomAudiences
-from connectors.retry import FailureKind
-from connectors.s3 import S3Destination
-from connectors.state.store import BatchRecord
-from pipeline import paths
-from pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.files import UnsafeFileName, batch_file_name
+from audience_relay.connectors.http.client import HttpApiDestination, UnsafeAudienceId
+from audience_relay.connectors.http.meta import MetaCustomAudiences
+from audience_relay.connectors.retry import FailureKind
+from audience_relay.connectors.s3 import S3Destination
+from audience_relay.connectors.state.store import BatchRecord
+from audience_relay.pipeline import paths
+from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 BAD_RUN_IDS = ["../x", "..", ".", "", "/abs", "r1/..", "r1\n", "r1\x00", "r 1", "a" * 41, "-r1", "r1/x"]
 CHECKSUM = hashlib.sha256(b"x").hexdigest()
@@ -39,10 +39,10 @@ EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 @pytest.mark.parametrize("run_id", BAD_RUN_IDS)
 def test_a_run_id_that_is_not_one_safe_segment_is_refused_everywhere(run_id, tmp_path):
-    from cli.run import RunError, command
-    from pipeline.deliver import DeliverError, DeliverRequest, run_deliver
-    from pipeline.prepare import PrepareError, PrepareRequest, _check_request
-    from report.run_report import ReportError, load_report
+    from audience_relay.cli.run import RunError, command
+    from audience_relay.pipeline.deliver import DeliverError, DeliverRequest, run_deliver
+    from audience_relay.pipeline.prepare import PrepareError, PrepareRequest, _check_request
+    from audience_relay.report.run_report import ReportError, load_report
 
     config = load_config(DEFAULT_CONFIG)
     with pytest.raises(PrepareError, match="run id"):
@@ -86,7 +86,7 @@ def _write_manifest(out: Path, batches: list[dict]) -> Path:
 
 @pytest.mark.parametrize("key,value", TAMPERED)
 def test_a_tampered_manifest_batch_is_refused_before_anything_is_read_or_sent(key, value, tmp_path):
-    from pipeline.deliver import DeliverRequest, run_deliver
+    from audience_relay.pipeline.deliver import DeliverRequest, run_deliver
 
     manifest = _write_manifest(tmp_path, [GOOD_BATCH, {**GOOD_BATCH, "batch_number": 1, key: value}])
     request = DeliverRequest(str(tmp_path), "r1", load_config(DEFAULT_CONFIG), str(tmp_path / "state" / "delivery.db"))
@@ -97,13 +97,13 @@ def test_a_tampered_manifest_batch_is_refused_before_anything_is_read_or_sent(ke
 
 
 def test_the_batches_prepare_writes_pass_the_manifest_check():
-    from pipeline.deliver import check_manifest_paths
+    from audience_relay.pipeline.deliver import check_manifest_paths
 
     check_manifest_paths({"batches": [GOOD_BATCH, {**GOOD_BATCH, "audience_id": "aud.v2", "op": "remove", "batch_number": 12}]}, "m")
 
 
 def test_a_tampered_manifest_exits_2_from_the_cli(tmp_path, capsys):
-    from cli.main import main
+    from audience_relay.cli.main import main
 
     _write_manifest(tmp_path, [{**GOOD_BATCH, "file": "../../../../etc/passwd"}])
     assert main(["deliver", "--out", str(tmp_path), "--run-id", "r1"]) == 2
@@ -114,7 +114,7 @@ def test_a_tampered_manifest_exits_2_from_the_cli(tmp_path, capsys):
 
 @pytest.mark.parametrize("destination", ["../../x", "a/b", "..", ".x"])
 def test_a_report_refuses_a_manifest_destination_that_is_not_one_segment(destination, tmp_path):
-    from report.run_report import ReportError, load_report
+    from audience_relay.report.run_report import ReportError, load_report
 
     manifest = _write_manifest(tmp_path, [])
     manifest.write_text(json.dumps({"destinations": {destination: {}}, "batches": [], "input_rows": 0, "rejected": {"by_reason": {}}}))
@@ -127,7 +127,7 @@ def test_a_report_refuses_a_manifest_destination_that_is_not_one_segment(destina
 
 @pytest.mark.parametrize("run_id", ["../../x", "/etc", "r1\n", None])
 def test_a_snapshot_pointer_naming_an_unsafe_run_is_refused(run_id, tmp_path):
-    from pipeline import snapshots
+    from audience_relay.pipeline import snapshots
 
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": run_id, "path": "/etc"}))
@@ -137,7 +137,7 @@ def test_a_snapshot_pointer_naming_an_unsafe_run_is_refused(run_id, tmp_path):
 
 @pytest.mark.parametrize("field", ["run_id", "baseline_run_id"])
 def test_a_head_naming_an_unsafe_run_is_refused(field, tmp_path):
-    from pipeline import snapshots
+    from audience_relay.pipeline import snapshots
 
     (tmp_path / "snapshots").mkdir()
     head = {"run_id": "r1", "baseline_run_id": "r0", field: "../../etc"}
@@ -147,7 +147,7 @@ def test_a_head_naming_an_unsafe_run_is_refused(field, tmp_path):
 
 
 def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_pointers_path(tmp_path):
-    from pipeline import snapshots
+    from audience_relay.pipeline import snapshots
 
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "meta_ads.json").write_text(json.dumps({"run_id": "r0", "path": "/etc"}))
@@ -158,7 +158,7 @@ def test_a_snapshot_is_read_from_its_run_under_the_output_root_not_from_the_poin
 
 @pytest.mark.parametrize("listed", ["/etc/passwd", "snapshots/../../etc/passwd", "s3://other/x", "snapshots/other/r0/members/x"])
 def test_a_committed_snapshots_file_list_cannot_name_a_file_outside_its_copy(tmp_path, listed):
-    from pipeline import paths, snapshots
+    from audience_relay.pipeline import paths, snapshots
 
     (tmp_path / "snapshots").mkdir()
     pointer = {"run_id": "r0", "path": "x", "files": [{"path": listed, "size": 1}]}
@@ -172,7 +172,7 @@ def test_a_committed_snapshots_file_list_cannot_name_a_file_outside_its_copy(tmp
 
 @pytest.mark.parametrize("key", ["lake/in//etc/cron.d/x", "lake/in/../x.csv", "lake/in/./x.csv", "lake/in/a/../../x.csv"])
 def test_an_s3_input_object_whose_key_would_leave_the_local_folder_is_refused(key, moto_server, tmp_path):
-    from pipeline import storage
+    from audience_relay.pipeline import storage
 
     client = boto3.client("s3")
     bucket = "path-safety-" + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -199,7 +199,7 @@ def _batch(**change) -> Batch:
     ("checksum", "../../../../x" + "0" * 52), ("batch_number", -1),
 ])
 def test_a_batch_file_name_never_leaves_the_destination_root(field, value, tmp_path):
-    from connectors.sftp import SftpDestination
+    from audience_relay.connectors.sftp import SftpDestination
 
     with pytest.raises(UnsafeFileName, match=field.replace("_", r"[_ ]")):
         batch_file_name(_batch(**{field: value}))
@@ -289,7 +289,7 @@ def _event(key: str) -> str:
 @pytest.mark.parametrize("key", ["segments/../other/_SUCCESS", "segments/%2E%2E/other/_SUCCESS", "segments/./x/_SUCCESS",
                                  "segments//x/_SUCCESS", "_SUCCESS", "/_SUCCESS", "../_SUCCESS"])
 def test_an_s3_event_whose_folder_would_be_normalized_elsewhere_starts_nothing(key):
-    from orchestration.ingest import new_inputs, start_runs
+    from audience_relay.orchestration.ingest import new_inputs, start_runs
 
     with pytest.raises(ValueError, match="S3 event key"):
         new_inputs(_event(key))
@@ -303,7 +303,7 @@ def test_an_s3_event_whose_folder_would_be_normalized_elsewhere_starts_nothing(k
 
 
 def test_an_ordinary_s3_event_names_its_folder_and_a_safe_run_id():
-    from orchestration.ingest import new_inputs
+    from audience_relay.orchestration.ingest import new_inputs
 
     [found] = new_inputs(_event("segments/2026-11-24/_SUCCESS"))
     assert found.uri == "s3://lake/segments/2026-11-24/" and paths.RUN_ID.fullmatch(found.run_id)
@@ -313,7 +313,7 @@ def test_an_ordinary_s3_event_names_its_folder_and_a_safe_run_id():
 
 @pytest.fixture
 def compute(tmp_path):
-    from orchestration.local.compute import ScriptCompute
+    from audience_relay.orchestration.local.compute import ScriptCompute
 
     return ScriptCompute({"prepare": Path("jobs/prepare.py")}, "audience-relay-work", tmp_path / "work", {}, s3_client=None)
 
@@ -321,7 +321,7 @@ def compute(tmp_path):
 @pytest.mark.parametrize("uri", ["s3://audience-relay-work/../outside", "s3://audience-relay-work/runs/../../outside",
                                  "s3://audience-relay-work/./runs", "s3://audience-relay-work/runs/r1/.."])
 def test_a_work_bucket_key_with_dot_segments_is_not_mapped_outside_the_local_folder(compute, uri):
-    from orchestration.local.engine import JobFailed
+    from audience_relay.orchestration.local.engine import JobFailed
 
     with pytest.raises(JobFailed, match="would leave") as refused:
         compute._local(uri)
@@ -329,7 +329,7 @@ def test_a_work_bucket_key_with_dot_segments_is_not_mapped_outside_the_local_fol
 
 
 def test_work_bucket_keys_map_into_the_local_folder(compute, tmp_path):
-    from orchestration.local.engine import JobFailed
+    from audience_relay.orchestration.local.engine import JobFailed
 
     assert compute._local("s3://audience-relay-work") == str(tmp_path / "work")
     assert compute._local("s3://audience-relay-work/runs/r1/") == f"{tmp_path / 'work'}/runs/r1/"
@@ -341,7 +341,7 @@ def test_objects_of_another_bucket_are_copied_to_disk_without_an_earlier_copys_l
     import boto3
     from moto import mock_aws
 
-    from orchestration.local.compute import ScriptCompute
+    from audience_relay.orchestration.local.compute import ScriptCompute
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)   # moto in this process
     with mock_aws():
@@ -359,7 +359,7 @@ def test_objects_of_another_bucket_are_copied_to_disk_without_an_earlier_copys_l
 
 @pytest.mark.parametrize("argv", [["--run_id", "../../outside"], ["--run_id", "r1", "--destination", "../x"], ["--run_id", "r1/x"]])
 def test_a_job_whose_run_or_destination_would_name_a_file_outside_is_not_started(compute, argv, tmp_path):
-    from orchestration.local.engine import JobFailed
+    from audience_relay.orchestration.local.engine import JobFailed
 
     with pytest.raises(JobFailed, match="cannot name a local file"):
         compute.run_glue_job("prepare", dict(zip(argv[::2], argv[1::2])))

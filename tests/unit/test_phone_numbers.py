@@ -12,8 +12,8 @@ import phonenumbers
 import pytest
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from transforms.phone_numbers import with_e164, with_spark_e164
-from transforms.phone_regions import library_e164, region_for_country_code
+from audience_relay.transforms.phone_numbers import with_e164, with_spark_e164
+from audience_relay.transforms.phone_regions import library_e164, region_for_country_code
 
 AD_MARKETS = (
     "US CN GB JP DE FR CA KR AU BR IN IT ES RU MX ID NL TR SA CH SE PL AR BE TW ZA AE NO DK TH "

@@ -1,8 +1,8 @@
 """The quality gate: a verdict on the data, or a crash that says it is not one."""
 import pytest
 
-from pipeline.config import Quality
-from pipeline.quality import QualityCheckCrashed, _raised, raise_on_critical, validate_input
+from audience_relay.pipeline.config import Quality
+from audience_relay.pipeline.quality import QualityCheckCrashed, _raised, raise_on_critical, validate_input
 
 SCHEMA = "user_id string, id_type string, id_value string, segment_id string, reject_reason string"
 

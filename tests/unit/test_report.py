@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cli.main import main
-from pipeline.deliver import OUTCOME
+from audience_relay.cli.main import main
+from audience_relay.pipeline.deliver import OUTCOME
 
 RAW_EMAIL = "alice.example@gmail.com"  # planted in an outcome's error: it must never reach the report
 ARROW_TYPES = {"StringType()": pa.string(), "LongType()": pa.int64(), "IntegerType()": pa.int32(), "DoubleType()": pa.float64()}

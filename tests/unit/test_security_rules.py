@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.profiles import PROFILES
-from pipeline.config import ConfigError, parse_config
-from transforms.id_types import ID_TYPES
+from audience_relay.connectors.profiles import PROFILES
+from audience_relay.pipeline.config import ConfigError, parse_config
+from audience_relay.transforms.id_types import ID_TYPES
 
 CONNECTIONS = {
     "http_api": {"base_url": "https://api.example.com/v1"},   # Meta's: a version path
@@ -87,7 +87,7 @@ def test_an_id_type_the_profile_does_not_take_cannot_be_configured_in_clear(prof
 
 
 def test_the_audience_mapping_prepare_joins_hashes_every_hashed_pair(spark):
-    from pipeline.prepare import audience_mapping
+    from audience_relay.pipeline.prepare import audience_mapping
 
     destinations = [
         {**config(profile, audiences={f"aud{i}": [f"seg_{i}"]})["destinations"][0], "id": f"d{i}",
@@ -106,7 +106,7 @@ def test_the_audience_mapping_prepare_joins_hashes_every_hashed_pair(spark):
 # --- what a destination's error answer may leave in the ledger, dead letters and outcomes ----------
 
 def test_an_error_answer_is_stored_without_the_ids_it_quotes():
-    from connectors.http.client import REDACTED, redact
+    from audience_relay.connectors.http.client import REDACTED, redact
 
     maid, hashed = "6d92078a-8246-4ba4-ae5b-76104861e7dc", "ab" * 32
     answer = {"error": {
@@ -122,7 +122,7 @@ def test_an_error_answer_is_stored_without_the_ids_it_quotes():
 
 
 def test_an_error_answer_without_ids_is_kept_as_it_is():
-    from connectors.http.client import redact
+    from audience_relay.connectors.http.client import redact
 
     answer = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded",
                         "details": [{"metadata": {"quota_limit": "IngestionMutateRequestsPerDayPerProject"}}]}}

@@ -6,7 +6,7 @@ import uuid
 import boto3
 import pytest
 
-from pipeline import snapshots, storage
+from audience_relay.pipeline import snapshots, storage
 
 
 @pytest.fixture(params=["local", "s3"])

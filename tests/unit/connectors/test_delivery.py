@@ -4,13 +4,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connectors.delivery import deliver_batches
-from connectors.destination import Batch, Destination, Receipt
-from connectors.quota import DailyQuota
-from connectors.rate_limit import TokenBucket
-from connectors.retry import Failure, FailureKind, RetryPolicy
-from connectors.state.sqlite import SqliteStateStore
-from connectors.state.store import BatchRecord, BatchState
+from audience_relay.connectors.delivery import deliver_batches
+from audience_relay.connectors.destination import Batch, Destination, Receipt
+from audience_relay.connectors.quota import DailyQuota
+from audience_relay.connectors.rate_limit import TokenBucket
+from audience_relay.connectors.retry import Failure, FailureKind, RetryPolicy
+from audience_relay.connectors.state.sqlite import SqliteStateStore
+from audience_relay.connectors.state.store import BatchRecord, BatchState
 
 
 class Scripted(Destination):
@@ -165,7 +165,7 @@ def test_a_batch_whose_dead_letter_cannot_be_written_is_not_settled_as_failed(mo
     import boto3
     from botocore.exceptions import ClientError
 
-    from connectors.state.dynamodb import DynamoStateStore, create_table
+    from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
 
     name = f"audience-relay-dlq-{uuid.uuid4().hex[:8]}"
     create_table(name)

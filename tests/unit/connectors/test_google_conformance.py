@@ -25,10 +25,10 @@ import yaml
 from google.auth.credentials import AnonymousCredentials
 from googleapiclient.discovery import build
 
-from connectors.destination import Batch
-from connectors.state.store import BatchRecord
-from pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
-from pipeline.destinations import build_destination
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.state.store import BatchRecord
+from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
+from audience_relay.pipeline.destinations import build_destination
 from tests.unit.connectors.recording import Recording
 
 DESCRIPTION = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache" / "documents" / "datamanager.v1.json").read_text())

@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from connectors.state.dynamodb import create_table
-from connectors.state.lease import Heartbeat, LeaseHeld, LeaseLock, LeaseLost
+from audience_relay.connectors.state.dynamodb import create_table
+from audience_relay.connectors.state.lease import Heartbeat, LeaseHeld, LeaseLock, LeaseLost
 
 
 class Clock:
@@ -86,8 +86,8 @@ def test_heartbeat_reports_a_lost_lease(table):
 
 
 def test_a_stale_holder_cannot_spend_the_shared_quota(table):
-    from connectors.state.dynamodb import DynamoStateStore
-    from connectors.state.store import FenceRejected
+    from audience_relay.connectors.state.dynamodb import DynamoStateStore
+    from audience_relay.connectors.state.store import FenceRejected
 
     clock = Clock()
     lock = LeaseLock(table, clock)
@@ -104,8 +104,8 @@ def test_a_stale_holder_cannot_spend_the_shared_quota(table):
 
 
 def test_a_stale_holder_cannot_write_the_ledger(table):
-    from connectors.state.dynamodb import DynamoStateStore
-    from connectors.state.store import BatchRecord, BatchState, FenceRejected
+    from audience_relay.connectors.state.dynamodb import DynamoStateStore
+    from audience_relay.connectors.state.store import BatchRecord, BatchState, FenceRejected
 
     clock = Clock()
     lock = LeaseLock(table, clock)
@@ -123,10 +123,10 @@ def test_a_stale_holder_cannot_write_the_ledger(table):
 def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table):
     import random as rnd
 
-    from connectors.delivery import deliver_batches
-    from connectors.rate_limit import TokenBucket
-    from connectors.retry import RetryPolicy
-    from connectors.state.dynamodb import DynamoStateStore
+    from audience_relay.connectors.delivery import deliver_batches
+    from audience_relay.connectors.rate_limit import TokenBucket
+    from audience_relay.connectors.retry import RetryPolicy
+    from audience_relay.connectors.state.dynamodb import DynamoStateStore
     from tests.unit.connectors.test_delivery import Scripted, batches
 
     clock = Clock()

@@ -33,11 +33,11 @@ from facebook_business.adobjects.customaudience import CustomAudience
 from facebook_business.api import FacebookAdsApi
 from facebook_business.apiconfig import ads_api_config
 
-from connectors.destination import Batch
-from connectors.http.meta import REPORT_FIELDS, REPORT_PAGE_SIZE, MetaCustomAudiences
-from connectors.state.store import BatchRecord
-from pipeline.config import DEFAULT_CONFIG, parse_config
-from pipeline.destinations import build_destination
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.http.meta import REPORT_FIELDS, REPORT_PAGE_SIZE, MetaCustomAudiences
+from audience_relay.connectors.state.store import BatchRecord
+from audience_relay.pipeline.config import DEFAULT_CONFIG, parse_config
+from audience_relay.pipeline.destinations import build_destination
 from tests.unit.connectors.recording import Recording
 
 EXAMPLE = yaml.safe_load(DEFAULT_CONFIG.read_text())

@@ -2,8 +2,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from connectors.quota import DailyQuota, QuotaExhausted, quota_window
-from connectors.state.sqlite import SqliteStateStore
+from audience_relay.connectors.quota import DailyQuota, QuotaExhausted, quota_window
+from audience_relay.connectors.state.sqlite import SqliteStateStore
 
 
 def test_window_resets_at_local_midnight():

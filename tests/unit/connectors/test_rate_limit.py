@@ -1,6 +1,6 @@
 import pytest
 
-from connectors.rate_limit import TokenBucket
+from audience_relay.connectors.rate_limit import TokenBucket
 
 
 class FakeClock:

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from connectors.retry import Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
+from audience_relay.connectors.retry import Failure, FailureKind, GaveUp, RetryPolicy, call_with_retries
 
 
 class Flaky:
@@ -78,7 +78,7 @@ def test_the_retry_budget_is_bounded():
 
 
 def test_secrets_are_stripped_and_control_characters_refused(monkeypatch):
-    from connectors.secrets import SecretUnavailable, resolve_secret
+    from audience_relay.connectors.secrets import SecretUnavailable, resolve_secret
 
     monkeypatch.setenv("TOKEN_WITH_NEWLINE", "abc123\n")
     assert resolve_secret(env="TOKEN_WITH_NEWLINE") == "abc123"

@@ -5,9 +5,9 @@ import uuid
 import boto3
 import pytest
 
-from connectors.state.dynamodb import DynamoStateStore, create_table
-from connectors.state.sqlite import SqliteStateStore
-from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter
+from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
+from audience_relay.connectors.state.sqlite import SqliteStateStore
+from audience_relay.connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -89,7 +89,7 @@ def test_dead_letters_keep_the_error_and_can_be_removed_for_replay(store):
 
 
 def test_dynamodb_items_carry_their_purge_time_and_leases_never_do(moto_server):
-    from connectors.state.lease import LeaseLock
+    from audience_relay.connectors.state.lease import LeaseLock
 
     name = f"audience-relay-state-{uuid.uuid4().hex[:8]}"
     create_table(name)

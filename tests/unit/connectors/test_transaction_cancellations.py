@@ -11,10 +11,10 @@ import uuid
 import boto3
 import pytest
 
-from connectors.state import dynamodb
-from connectors.state.dynamodb import DynamoStateStore, create_table
-from connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, FenceRejected
-from connectors.state.lease import LeaseLock
+from audience_relay.connectors.state import dynamodb
+from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
+from audience_relay.connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, FenceRejected
+from audience_relay.connectors.state.lease import LeaseLock
 
 
 def _cancelled(codes: list[str]) -> tuple[object, dict]:

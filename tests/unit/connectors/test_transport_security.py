@@ -27,15 +27,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from connectors.destination import Batch
-from connectors.http.client import HttpApiDestination, HttpError, HttpRequest, InsecureEndpoint, require_secure
-from connectors.http.google import GoogleDataManager
-from connectors.http.meta import MetaCustomAudiences
-from connectors.retry import FailureKind
-from connectors.sftp import KnownHostsError, SftpDestination
-from connectors.state.store import BatchRecord
-from pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
-from pipeline.destinations import build_destination
+from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.http.client import HttpApiDestination, HttpError, HttpRequest, InsecureEndpoint, require_secure
+from audience_relay.connectors.http.google import GoogleDataManager
+from audience_relay.connectors.http.meta import MetaCustomAudiences
+from audience_relay.connectors.retry import FailureKind
+from audience_relay.connectors.sftp import KnownHostsError, SftpDestination
+from audience_relay.connectors.state.store import BatchRecord
+from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
+from audience_relay.pipeline.destinations import build_destination
 
 WEAKENING_ENV = {"CURL_CA_BUNDLE": "", "REQUESTS_CA_BUNDLE": "", "PYTHONHTTPSVERIFY": "0"}
 

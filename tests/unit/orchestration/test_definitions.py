@@ -4,11 +4,11 @@ import json
 import pytest
 from cfnlint.api import ManualArgs, lint
 
-from cli.main import main
-from orchestration.machines.destination import destination_machine
-from orchestration.machines.feedback import feedback_machine
-from orchestration.machines.scheduler import scheduler_machine
-from orchestration.machines.specs import MachineSpec, Resources
+from audience_relay.cli.main import main
+from audience_relay.orchestration.machines.destination import destination_machine
+from audience_relay.orchestration.machines.feedback import feedback_machine
+from audience_relay.orchestration.machines.scheduler import scheduler_machine
+from audience_relay.orchestration.machines.specs import MachineSpec, Resources
 
 GOOGLE = MachineSpec("google_dm", "http_api", "google_data_manager", "google_ads_project")
 META = MachineSpec("meta_ads", "http_api", "meta_custom_audiences", "meta_ads")

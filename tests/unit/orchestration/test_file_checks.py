@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
-from orchestration import file_checks
-from orchestration.file_checks import HEAD_BYTES, Admitted, LandedFile, OutOfTime, Rejected, Superseded, check_file
+from audience_relay.orchestration import file_checks
+from audience_relay.orchestration.file_checks import HEAD_BYTES, Admitted, LandedFile, OutOfTime, Rejected, Superseded, check_file
 
 HEADER = b"user_id,id_type,id_value,segment_id,updated_at\n"
 ROW = b"u1,email,someone@example.com,s1,2026-11-30T00:00:00Z\n"

@@ -4,9 +4,9 @@ import uuid
 
 import pytest
 
-from cli.main import main
-from connectors.state.dynamodb import create_table
-from connectors.state.lease import LeaseLock, LeaseLost
+from audience_relay.cli.main import main
+from audience_relay.connectors.state.dynamodb import create_table
+from audience_relay.connectors.state.lease import LeaseLock, LeaseLost
 
 
 @pytest.fixture
