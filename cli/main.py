@@ -49,75 +49,47 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="audience-relay-demo-")), args.records)
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="where to write (default: a new temporary directory)")
+    parser.add_argument("--records", type=record_count, default=200_000, help="rows per day (default 200k)")
+
+
+def _definitions_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="directory for the .asl.json files (local resource names)")
+    parser.add_argument("--stack", help="write the orchestration CloudFormation stack (JSON) here (`audience-relay deploy` renders it itself)")
+    parser.add_argument("--config", help="destinations YAML (default: the embedded example config)")
+    parser.add_argument("--with-catalog", "--with_catalog", action="store_true",
+                        help="the stack of a stage with the run catalog (deploy --catalog-vpc): the catalog Lambda, "
+                             "the window Lambda in its VPC, the scheduler's RecordInCatalog")
+
+
+# name, one line of help, what adds its arguments, its handler (in the order `--help` lists them)
+COMMANDS = (
+    ("demo", "generate two days of data and prepare both, all local", _demo_arguments, _demo),
+    ("generate", "write synthetic segment membership and consent files", generate_job.add_arguments, generate_job.command),
+    ("prepare", "turn membership into per-destination delivery batches", prepare_job.add_arguments, prepare_job.command),
+    ("deliver", "send a prepared run's batches; resumable, idempotent", deliver_job.add_arguments, deliver_job.command),
+    ("run", "run one input through the Step Functions definitions, locally", run_command.add_arguments, run_command.command),
+    ("definitions", "render the Step Functions definitions (ASL JSON) from the config", _definitions_arguments, _definitions),
+    ("dead-letters", "list permanently failed batches; --replay queues them again", dead_letters.add_arguments, dead_letters.run_dead_letters),
+    ("approve-removals", "approve (or --reject) the removals a run's removal guard held", removals_command.add_arguments, removals_command.run_approve_removals),
+    ("lease", "show a quota lease; --release frees a stuck one", lease_command.add_arguments, lease_command.run_lease),
+    ("deploy", "build, upload and deploy a stage's stacks in order (from a checkout)", deploy_command.add_arguments, deploy_command.run_deploy),
+    ("control-plane", "serve the control plane API locally (SigV4-signed requests only)", control_server.add_arguments, control_server.run_server),
+    ("ingest", "gather windows of landed files from the ingest queue and start one run per window", ingest_command.add_arguments, ingest_command.run_ingest),
+    ("catalog", "the run catalog (PostgreSQL): migrate its schema, record a run, show one", catalog_command.add_arguments, catalog_command.run_catalog),
+    ("feedback", "ask each destination what it holds of a run's audiences; write the feedback table", feedback_command.add_arguments, feedback_command.run_feedback),
+    ("report", "a run's row accounting per destination; writes an HTML report with charts", run_report.add_arguments, run_report.run_report),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audience-relay", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="generate two days of data and prepare both, all local")
-    demo.add_argument("--out", help="where to write (default: a new temporary directory)")
-    demo.add_argument("--records", type=record_count, default=200_000, help="rows per day (default 200k)")
-    demo.set_defaults(handler=_demo)
-
-    gen = commands.add_parser("generate", help="write synthetic segment membership and consent files")
-    generate_job.add_arguments(gen)
-    gen.set_defaults(handler=generate_job.command)
-
-    prep = commands.add_parser("prepare", help="turn membership into per-destination delivery batches")
-    prepare_job.add_arguments(prep)
-    prep.set_defaults(handler=prepare_job.command)
-
-    deliver = commands.add_parser("deliver", help="send a prepared run's batches; resumable, idempotent")
-    deliver_job.add_arguments(deliver)
-    deliver.set_defaults(handler=deliver_job.command)
-
-    run = commands.add_parser("run", help="run one input through the Step Functions definitions, locally")
-    run_command.add_arguments(run)
-    run.set_defaults(handler=run_command.command)
-
-    definitions = commands.add_parser("definitions", help="render the Step Functions definitions (ASL JSON) from the config")
-    definitions.add_argument("--out", help="directory for the .asl.json files (local resource names)")
-    definitions.add_argument("--stack", help="write the orchestration CloudFormation stack (JSON) here (`audience-relay deploy` renders it itself)")
-    definitions.add_argument("--config", help="destinations YAML (default: the embedded example config)")
-    definitions.add_argument("--with-catalog", "--with_catalog", action="store_true",
-                             help="the stack of a stage with the run catalog (deploy --catalog-vpc): the catalog Lambda, "
-                                  "the window Lambda in its VPC, the scheduler's RecordInCatalog")
-    definitions.set_defaults(handler=_definitions)
-
-    letters = commands.add_parser("dead-letters", help="list permanently failed batches; --replay queues them again")
-    dead_letters.add_arguments(letters)
-    letters.set_defaults(handler=dead_letters.run_dead_letters)
-
-    approve = commands.add_parser("approve-removals", help="approve (or --reject) the removals a run's removal guard held")
-    removals_command.add_arguments(approve)
-    approve.set_defaults(handler=removals_command.run_approve_removals)
-
-    lease = commands.add_parser("lease", help="show a quota lease; --release frees a stuck one")
-    lease_command.add_arguments(lease)
-    lease.set_defaults(handler=lease_command.run_lease)
-
-    deploy = commands.add_parser("deploy", help="build, upload and deploy a stage's stacks in order (from a checkout)")
-    deploy_command.add_arguments(deploy)
-    deploy.set_defaults(handler=deploy_command.run_deploy)
-
-    control = commands.add_parser("control-plane", help="serve the control plane API locally (SigV4-signed requests only)")
-    control_server.add_arguments(control)
-    control.set_defaults(handler=control_server.run_server)
-
-    ingest = commands.add_parser("ingest", help="gather windows of landed files from the ingest queue and start one run per window")
-    ingest_command.add_arguments(ingest)
-    ingest.set_defaults(handler=ingest_command.run_ingest)
-
-    catalog = commands.add_parser("catalog", help="the run catalog (PostgreSQL): migrate its schema, record a run, show one")
-    catalog_command.add_arguments(catalog)
-    catalog.set_defaults(handler=catalog_command.run_catalog)
-
-    feedback = commands.add_parser("feedback", help="ask each destination what it holds of a run's audiences; write the feedback table")
-    feedback_command.add_arguments(feedback)
-    feedback.set_defaults(handler=feedback_command.run_feedback)
-
-    report = commands.add_parser("report", help="a run's row accounting per destination; writes an HTML report with charts")
-    run_report.add_arguments(report)
-    report.set_defaults(handler=run_report.run_report)
+    for name, summary, add_arguments, handler in COMMANDS:
+        command = commands.add_parser(name, help=summary)
+        add_arguments(command)
+        command.set_defaults(handler=handler)
     return parser
 
 
