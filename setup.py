@@ -16,7 +16,7 @@ RUNTIME = [
     "great-expectations==1.24.1",
     "requests>=2.31",
     "paramiko>=3.4",
-    "google-auth>=2.30,<3",   # Google's OAuth 2.0 service-account tokens (connectors/http/google_oauth.py)
+    "google-auth>=2.30,<3",   # Google's OAuth 2.0 service-account tokens (connectors/destinations/google/oauth.py)
     "phonenumbers>=9.0,<10",  # libphonenumber: phone validity and E.164 (transforms/phone_numbers.py)
 ]
 TEST = [

@@ -14,7 +14,8 @@ import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from audience_relay.connectors.profiles import PROFILES, IdentifierRule, Profile
+from audience_relay.connectors.destinations.registry import PROFILES
+from audience_relay.connectors.profiles import IdentifierRule, Profile
 from audience_relay.orchestration.machines.specs import EmrCluster as _EmrDefaults
 from audience_relay.pipeline import storage
 from audience_relay.transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
@@ -122,7 +123,7 @@ class HttpConnection(_Strict):
     base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
     account_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None   # goes into URL paths
     # Where the audience reports are read (`feedback`), when not at base_url: Google's come from
-    # the Google Ads API with its version (https://googleads.googleapis.com/v26, connectors/http/google.py GOOGLE_ADS_API_VERSION), not the Data
+    # the Google Ads API with its version (https://googleads.googleapis.com/v26, connectors/destinations/google/client.py GOOGLE_ADS_API_VERSION), not the Data
     # Manager API, and need its developer token (and a manager account's id, if through one).
     report_base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     developer_token: Credentials | None = None

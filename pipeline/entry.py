@@ -9,10 +9,10 @@ import sys
 import traceback
 from typing import Callable
 
+from audience_relay.connectors.destinations.shape import UnsupportedDestination
 from audience_relay.connectors.secrets import SecretUnavailable
 from audience_relay.pipeline.args import parse_job_args
 from audience_relay.pipeline.config import ConfigError
-from audience_relay.pipeline.destinations import UnsupportedDestination
 from audience_relay.pipeline.errors import UsageError
 from audience_relay.pipeline.feedback_collect import FeedbackError
 from audience_relay.pipeline.inputs import InputError

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from audience_relay.connectors.http.google import GOOGLE_ADS_API_VERSION
+from audience_relay.connectors.destinations.google.client import GOOGLE_ADS_API_VERSION
 from audience_relay.connectors.secrets import resolve_secret
 from audience_relay.pipeline import storage
 from audience_relay.pipeline.config import Config, HttpDestination

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from audience_relay.connectors.delivery import deliver_batches
 from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.destinations.google.client import GoogleDataManager
+from audience_relay.connectors.destinations.google.oauth import google_access_token
 from audience_relay.connectors.http.client import HttpApiDestination
-from audience_relay.connectors.http.google import GoogleDataManager
-from audience_relay.connectors.http.google_oauth import google_access_token
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
 from audience_relay.connectors.state.sqlite import SqliteStateStore

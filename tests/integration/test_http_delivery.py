@@ -7,9 +7,9 @@ import pytest
 
 from audience_relay.connectors.delivery import deliver_batches
 from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.destinations.google.client import GoogleDataManager
+from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
 from audience_relay.connectors.http.client import HttpApiDestination, InsecureEndpoint
-from audience_relay.connectors.http.google import GoogleDataManager
-from audience_relay.connectors.http.meta import MetaCustomAudiences
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
 from audience_relay.connectors.state.sqlite import SqliteStateStore

@@ -5,9 +5,9 @@ import boto3
 import pytest
 
 from audience_relay.connectors.delivery import deliver_batches
+from audience_relay.connectors.destinations.s3.client import S3Destination
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
-from audience_relay.connectors.s3 import S3Destination
 from audience_relay.connectors.secrets import SecretUnavailable, resolve_secret
 from audience_relay.connectors.state.sqlite import SqliteStateStore
 from tests.integration.test_http_delivery import make_batches

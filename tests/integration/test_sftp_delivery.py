@@ -6,9 +6,9 @@ import paramiko
 import pytest
 
 from audience_relay.connectors.delivery import deliver_batches
+from audience_relay.connectors.destinations.sftp.client import SftpDestination
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
-from audience_relay.connectors.sftp import SftpDestination
 from audience_relay.connectors.state.sqlite import SqliteStateStore
 from tests.integration.test_http_delivery import make_batches
 

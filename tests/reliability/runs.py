@@ -22,8 +22,8 @@ import yaml
 
 from audience_relay.cli.main import main
 from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.destinations.meta.client import session_id
 from audience_relay.connectors.failpoints import CRASH_AT
-from audience_relay.connectors.http.meta import session_id
 from audience_relay.connectors.state.store import BatchRecord
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from facebook_business.adobjects.customaudience import CustomAudience
 from google.ads.datamanager_util.format import Formatter
 from pyspark.sql import functions as F
 
-from audience_relay.connectors.profiles import PROFILES
+from audience_relay.connectors.destinations.registry import PROFILES
 from audience_relay.transforms.identifiers import normalize_identifiers, with_match_key
 from audience_relay.transforms.schemas import MEMBERSHIP
 

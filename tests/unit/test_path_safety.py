@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
+from audience_relay.connectors.destinations.s3.client import S3Destination
 from audience_relay.connectors.files import UnsafeFileName, batch_file_name
 from audience_relay.connectors.http.client import HttpApiDestination, UnsafeAudienceId
-from audience_relay.connectors.http.meta import MetaCustomAudiences
 from audience_relay.connectors.retry import FailureKind
-from audience_relay.connectors.s3 import S3Destination
 from audience_relay.connectors.state.store import BatchRecord
 from audience_relay.pipeline import paths
 from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
@@ -199,7 +199,7 @@ def _batch(**change) -> Batch:
     ("checksum", "../../../../x" + "0" * 52), ("batch_number", -1),
 ])
 def test_a_batch_file_name_never_leaves_the_destination_root(field, value, tmp_path):
-    from audience_relay.connectors.sftp import SftpDestination
+    from audience_relay.connectors.destinations.sftp.client import SftpDestination
 
     with pytest.raises(UnsafeFileName, match=field.replace("_", r"[_ ]")):
         batch_file_name(_batch(**{field: value}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from audience_relay.connectors.profiles import PROFILES
+from audience_relay.connectors.destinations.registry import PROFILES
 from audience_relay.pipeline.config import ConfigError, parse_config
 from audience_relay.transforms.id_types import ID_TYPES
 

@@ -11,7 +11,7 @@ import importlib
 import pytest
 from google.protobuf import json_format
 
-from audience_relay.connectors.http.google import GOOGLE_ADS_API_VERSION, REPORT_QUERY, GoogleDataManager
+from audience_relay.connectors.destinations.google.client import GOOGLE_ADS_API_VERSION, REPORT_QUERY, GoogleDataManager
 
 ADS = f"google.ads.googleads.{GOOGLE_ADS_API_VERSION}"
 

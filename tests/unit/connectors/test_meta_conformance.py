@@ -34,7 +34,7 @@ from facebook_business.api import FacebookAdsApi
 from facebook_business.apiconfig import ads_api_config
 
 from audience_relay.connectors.destination import Batch
-from audience_relay.connectors.http.meta import REPORT_FIELDS, REPORT_PAGE_SIZE, MetaCustomAudiences
+from audience_relay.connectors.destinations.meta.client import REPORT_FIELDS, REPORT_PAGE_SIZE, MetaCustomAudiences
 from audience_relay.connectors.state.store import BatchRecord
 from audience_relay.pipeline.config import DEFAULT_CONFIG, parse_config
 from audience_relay.pipeline.destinations import build_destination

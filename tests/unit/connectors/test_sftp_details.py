@@ -1,7 +1,7 @@
 """SFTP details: remote folders made once by racing workers, pipelined writes all confirmed."""
 import pytest
 
-from audience_relay.connectors.sftp import make_dirs
+from audience_relay.connectors.destinations.sftp.client import make_dirs
 
 
 class FakeSftp:
@@ -70,7 +70,7 @@ class FakeAnswers:
 
 
 def test_every_outstanding_write_is_confirmed_after_the_last_flush():
-    from audience_relay.connectors.sftp import confirm_pipelined_writes
+    from audience_relay.connectors.destinations.sftp.client import confirm_pipelined_writes
 
     handle, answers = FakeHandle([1, 2, 3]), FakeAnswers()
     confirm_pipelined_writes(answers, handle)
@@ -78,7 +78,7 @@ def test_every_outstanding_write_is_confirmed_after_the_last_flush():
 
 
 def test_a_failed_write_late_in_the_file_raises():
-    from audience_relay.connectors.sftp import confirm_pipelined_writes
+    from audience_relay.connectors.destinations.sftp.client import confirm_pipelined_writes
 
     with pytest.raises(IOError):
         confirm_pipelined_writes(FakeAnswers(failing={3}), FakeHandle([1, 2, 3]))

@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from audience_relay.connectors.destination import Batch
+from audience_relay.connectors.destinations.google.client import GoogleDataManager
+from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
+from audience_relay.connectors.destinations.sftp.client import KnownHostsError, SftpDestination
 from audience_relay.connectors.http.client import HttpApiDestination, HttpError, HttpRequest, InsecureEndpoint, require_secure
-from audience_relay.connectors.http.google import GoogleDataManager
-from audience_relay.connectors.http.meta import MetaCustomAudiences
 from audience_relay.connectors.retry import FailureKind
-from audience_relay.connectors.sftp import KnownHostsError, SftpDestination
 from audience_relay.connectors.state.store import BatchRecord
 from audience_relay.pipeline.config import DEFAULT_CONFIG, ConfigError, parse_config
 from audience_relay.pipeline.destinations import build_destination
