@@ -36,7 +36,10 @@ def test_the_demo_runs_from_a_wheel_installed_outside_the_checkout(tmp_path):
     venv = _venv_with_the_wheel(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON", "PYSPARK_"))}  # the demo needs no AWS
+    # The demo needs no AWS; nothing may point Python at the checkout or the test venv (the job starts Spark's
+    # workers with its own interpreter); the suite's Spark settings for job processes stay.
+    unset = ("PYTHONPATH", "PYTHONHOME", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in unset}
     env["PATH"] = f"{venv / 'bin'}:{env['PATH']}"
     probe = ("import audience_relay.cli as c, audience_relay.jobs as j, audience_relay.testing.emulators as e; "
              "print(c.__file__, j.__file__, e.__file__); import tests")
