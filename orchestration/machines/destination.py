@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from audience_relay.connectors.state.lease import asl_acquire, asl_release
 from audience_relay.orchestration.machines.specs import MachineSpec, Resources
-from audience_relay.orchestration.machines.states import catch, failure_tail, glue_task, retry_transient
+from audience_relay.orchestration.machines.states import catch, failure_tail, failure_targets, glue_task, retry_transient
 
 
 CLUSTER_STAGE_TAG = "audience-relay:stage"   # the machines' role may drive only clusters tagged with its stage
@@ -149,8 +149,7 @@ def destination_machine(destination: MachineSpec | None, resources: Resources) -
                 "prepared": "{% $exists($states.input.prepared) ? $states.input.prepared : false %}",
                 "lease_held": False,
                 "deliver_retries": 0,   # Deliver attempts that failed (each retried under a new token)
-                "alert_topic": resources.alert_topic_arn,
-                "dead_letter_queue": resources.dead_letter_queue_url,
+                **failure_targets(resources),
             },
             "Next": "AlreadyPrepared",
         },

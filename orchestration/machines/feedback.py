@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from audience_relay.orchestration.machines.specs import Resources
-from audience_relay.orchestration.machines.states import LAMBDA_TRANSIENT, catch, failure_tail, glue_task
+from audience_relay.orchestration.machines.states import LAMBDA_TRANSIENT, catch, failure_tail, failure_targets, glue_task
 
 
 # An Express execution lives at most 5 minutes: the feedback Lambda's timeout (120 s, the
@@ -38,8 +38,7 @@ def feedback_machine(resources: Resources) -> dict:
         "States": {
             "Init": {"Type": "Pass", "Assign": {
                 "run": "{% $states.input %}",
-                "alert_topic": resources.alert_topic_arn,
-                "dead_letter_queue": resources.dead_letter_queue_url,
+                **failure_targets(resources),
             }, "Next": "WaitForCounts"},
             "WaitForCounts": {"Type": "Wait",
                               "Seconds": "{% $exists($states.input.wait_seconds) ? $states.input.wait_seconds : 0 %}",

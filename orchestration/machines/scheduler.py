@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from audience_relay.orchestration.machines.specs import REGISTERED, MachineSpec, Resources
-from audience_relay.orchestration.machines.states import LAMBDA_TRANSIENT, alert_and_dead_letter, catch, failure_tail, glue_task, retry_transient
+from audience_relay.orchestration.machines.states import LAMBDA_TRANSIENT, alert_and_dead_letter, catch, failure_tail, failure_targets, glue_task, retry_transient
 
 
 # The EventBridge schedule starts the scheduler with its `scheduled_time` (RFC 3339, UTC) in place
@@ -94,8 +94,7 @@ def scheduler_machine(destinations: list[MachineSpec], resources: Resources, max
         "States": {
             "Init": {"Type": "Pass", "Assign": {
                 "run": SCHEDULED_RUN,
-                "alert_topic": resources.alert_topic_arn,
-                "dead_letter_queue": resources.dead_letter_queue_url,
+                **failure_targets(resources),
                 "destinations": [] if listing else rendered,
                 **({"registry_page": None} if listing else {}),
             }, "Next": "ListDestinations" if listing else "Prepare"},

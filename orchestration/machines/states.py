@@ -2,11 +2,20 @@
 and the failure tail (alert, dead letter, fail naming the phase)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audience_relay.orchestration.machines.specs import Resources
+
 TRANSIENT = ["States.Timeout", "Glue.AWSGlueException", "Glue.ConcurrentRunsExceededException", "States.TaskFailed"]
 GLUE_SYNC = "arn:aws:states:::glue:startJobRun.sync"
 LAMBDA_TRANSIENT = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                     "Lambda.TooManyRequestsException"]
 
+
+def failure_targets(resources: Resources) -> dict:
+    """The variables the failure tail sends to (`$alert_topic`, `$dead_letter_queue`), for a machine's Init to assign."""
+    return {"alert_topic": resources.alert_topic_arn, "dead_letter_queue": resources.dead_letter_queue_url}
 
 
 def retry_transient() -> dict:
