@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Union
-from urllib.parse import urlparse
+from typing import Annotated, Literal
 
 import yaml
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
-from audience_relay.connectors.destinations.registry import PROFILES
+from audience_relay.connectors.destinations.connection import Connection, Credentials, HttpConnection, Strict
+from audience_relay.connectors.destinations.registry import PROFILES, REGISTRY
 from audience_relay.connectors.profiles import IdentifierRule, Profile
 from audience_relay.orchestration.machines.specs import EmrCluster as _EmrDefaults
 from audience_relay.pipeline import storage
-from audience_relay.transforms.contract import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, format_of
+from audience_relay.transforms.contract import format_of
 from audience_relay.transforms.id_types import ID_TYPES
 from audience_relay.transforms.phone_regions import region_for_country_code
 
@@ -26,36 +26,19 @@ SAFE_ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Destination ids name state machines, executions (80 characters with the run id) and alert subjects.
 DESTINATION_ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 SAFE_AUDIENCE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,127}$"
-SECRET_ARN = r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+# The engines a destination is delivered by (its profile's kind): an HTTP API, an SFTP drop, S3.
+KINDS = tuple(sorted({destination.profile.kind for destination in REGISTRY.values()}))
 
 
 class ConfigError(ValueError):
     """The destinations config is unreadable or invalid; the message names the file and key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Credentials(_Strict):
-    """Where a secret lives: an environment variable or a Secrets Manager ARN, never inline."""
-
-    env: Annotated[str, Field(pattern=ENV_NAME)] | None = None
-    secret_arn: Annotated[str, Field(pattern=SECRET_ARN)] | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Credentials:
-        if (self.env is None) == (self.secret_arn is None):
-            raise ValueError("give exactly one of `env` or `secret_arn`")
-        return self
-
-
-class RateLimit(_Strict):
+class RateLimit(Strict):
     requests_per_minute: Annotated[int, Field(gt=0)]
 
 
-class DailyQuota(_Strict):
+class DailyQuota(Strict):
     requests: Annotated[int, Field(gt=0)]
     key: Annotated[str, Field(pattern=SAFE_ID)] | None = None
 
@@ -63,7 +46,7 @@ class DailyQuota(_Strict):
 MIRROR_MAX_REMOVE_FRACTION = 0.5   # a day's churn stays far below; a missing segment file is 100 %
 
 
-class Guards(_Strict):
+class Guards(Strict):
     min_audience_size: Annotated[int, Field(ge=0)] = 0
     # The removal guard: a run that would remove more of an audience than this share of its
     # committed members, or more than `max_removes`, holds those removals until someone approves
@@ -76,108 +59,10 @@ class Guards(_Strict):
     min_match_rate: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
-class ConsentColumn(_Strict):
-    """A column of the membership input holding the signal per row: `granted`, `denied` or empty
-    (unspecified); any other value rejects the row (`invalid_consent`)."""
-
-    column: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-
-    @field_validator("column")
-    @classmethod
-    def _not_a_membership_column(cls, column: str) -> str:
-        if column in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
-            raise ValueError(f"{column!r} is a membership column of the data contract, not a consent column")
-        return column
-
-
-class GoogleConsent(_Strict):
-    """The users' consent Google's EU user consent policy asks for: one value for every member
-    (sent with each request) or, per signal, a column of the input (sent with each member)."""
-
-    ad_user_data: Literal["granted", "denied"] | ConsentColumn
-    ad_personalization: Literal["granted", "denied"] | ConsentColumn
-
-    @field_validator("ad_user_data", "ad_personalization", mode="before")
-    @classmethod
-    def _one_of_the_forms(cls, value: object) -> object:
-        """One error naming the key, rather than one per form the value fails to be."""
-        if isinstance(value, dict):
-            try:
-                return ConsentColumn.model_validate(value)
-            except ValidationError as error:
-                detail = error.errors()[0]
-                where = ".".join(str(part) for part in detail["loc"])
-                raise ValueError(f"{where + ': ' if where else ''}{detail['msg'].removeprefix('Value error, ')}") from None
-        if value not in ("granted", "denied"):
-            raise ValueError(f"{value!r}: give granted, denied or {{column: <membership input column>}}")
-        return value
-
-    def columns(self) -> dict[str, str]:
-        """Signal -> input column, for the signals read from the input."""
-        return {signal: value.column for signal, value in (("ad_user_data", self.ad_user_data),
-                                                           ("ad_personalization", self.ad_personalization))
-                if isinstance(value, ConsentColumn)}
-
-
-class HttpConnection(_Strict):
-    base_url: Annotated[str, Field(pattern=r"^https?://\S+$")]
-    account_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None   # goes into URL paths
-    # Where the audience reports are read (`feedback`), when not at base_url: Google's come from
-    # the Google Ads API with its version (https://googleads.googleapis.com/v26, connectors/destinations/google/client.py GOOGLE_ADS_API_VERSION), not the Data
-    # Manager API, and need its developer token (and a manager account's id, if through one).
-    report_base_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
-    developer_token: Credentials | None = None
-    # Meta: the app's secret (`env` or `secret_arn`) when the app requires an appsecret_proof with every call.
-    app_secret: Credentials | None = None
-    # Google: the consent for ad user data and ad personalization sent with every ingest (EEA audiences need it).
-    consent: GoogleConsent | None = None
-    login_customer_id: Annotated[str, Field(pattern=r"^[0-9]{1,20}$")] | None = None
-    # The API's own id of each audience (Meta custom audience id, Google user list id);
-    # audiences not listed are sent under their configured name.
-    # One URL path segment (Meta puts it in the path): never `.` or `..`.
-    audience_ids: dict[str, Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]] = {}
-    # How long one request may take (connect and read); a timed-out batch is retried.
-    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 30.0
-
-
-def _folder(value: str, what: str) -> str:
-    """A folder batch files are written under (the root of what we write): no `.`, `..` or empty segment."""
-    inner = value.strip("/").split("/") if value.strip("/") else []
-    if any(part in ("", ".", "..") for part in inner) or any(ord(c) < 32 for c in value) or "\\" in value:
-        raise ValueError(f"{what} {value!r} may not hold '.', '..' or empty segments, backslashes or control characters")
-    return value
-
-
-class SftpConnection(_Strict):
-    host: str
-    port: Annotated[int, Field(gt=0, lt=65536)] = 22
-    username: str
-    remote_dir: str
-    known_hosts: Annotated[str, Field(min_length=1)]
-
-    @field_validator("remote_dir")
-    @classmethod
-    def _remote_dir(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"remote_dir {value!r} must be absolute (it is the root batch files are written under)")
-        return _folder(value, "remote_dir")
-
-
-class S3Connection(_Strict):
-    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
-    prefix: str = ""
-    kms_key_id: str | None = None
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        return _folder(value, "prefix")
-
-
 EMR_DEFAULTS = _EmrDefaults()
 
 
-class EmrCluster(_Strict):
+class EmrCluster(Strict):
     """The on-demand EMR cluster of `prepare_engine: emr`."""
 
     release: Annotated[str, Field(pattern=r"^emr-7\.\d+\.\d+$")] = EMR_DEFAULTS.release   # EMR 7: Spark 3.5, as Glue 5.1
@@ -187,7 +72,7 @@ class EmrCluster(_Strict):
     subnet_id: Annotated[str, Field(pattern=r"^subnet-[0-9a-f]{8,17}$")] | None = None
 
 
-class Orchestration(_Strict):
+class Orchestration(Strict):
     """How the destination's state machine prepares a run on its own (the scheduler prepares once for all)."""
 
     prepare_engine: Literal["glue", "emr"] = "glue"   # emr: an on-demand cluster created and terminated per run
@@ -195,9 +80,13 @@ class Orchestration(_Strict):
     emr: EmrCluster = EmrCluster()
 
 
-class _DestinationBase(_Strict):
+class Destination(Strict):
+    """One destination: the keys every destination has, and its `connection`, whose model is its
+    profile's (connectors/destinations/<name>/config.py, found through the registry)."""
+
     id: Annotated[str, Field(pattern=DESTINATION_ID)]
     profile: str
+    kind: Literal[KINDS]
     id_types: Annotated[list[Literal["email", "phone", "maid", "external_id"]], Field(min_length=1)] | None = None
     hashing: dict[Literal["email", "phone", "maid", "external_id"], Literal["sha256", "none"]] = {}
     max_batch_size: Annotated[int, Field(gt=0)] | None = None
@@ -208,7 +97,25 @@ class _DestinationBase(_Strict):
     guards: Guards = Guards()
     active: bool = True
     orchestration: Orchestration = Orchestration()
+    connection: SerializeAsAny[Connection] | None = None   # the profile's model: dumped with all its keys
     audiences: dict[Annotated[str, Field(pattern=SAFE_AUDIENCE_ID)], list[str]]
+
+    @field_validator("profile")
+    @classmethod
+    def _registered(cls, profile: str) -> str:
+        if profile not in REGISTRY:
+            raise ValueError(f"unknown profile {profile!r}; known: {sorted(REGISTRY)}")
+        return profile
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _profiles_connection(cls, value: object, info: ValidationInfo) -> object:
+        """Validated with the model of the profile's folder. Without a registered profile (already
+        an error on `profile`) there is no model to judge it by."""
+        destination_type = REGISTRY.get(info.data.get("profile"))
+        if destination_type is None:
+            return None
+        return destination_type.connection.model_validate(value) if isinstance(value, dict) else value
 
     @field_validator("audiences")
     @classmethod
@@ -229,8 +136,8 @@ class _DestinationBase(_Strict):
         return audiences
 
     @model_validator(mode="after")
-    def _known_audience_ids(self) -> _DestinationBase:
-        mapped = getattr(getattr(self, "connection", None), "audience_ids", {}) or {}
+    def _known_audience_ids(self) -> Destination:
+        mapped = self.connection.audience_ids if isinstance(self.connection, HttpConnection) else {}
         unknown = sorted(set(mapped) - set(self.audiences))
         if unknown:
             raise ValueError(f"connection.audience_ids: {unknown} are not audiences of this destination")
@@ -238,18 +145,12 @@ class _DestinationBase(_Strict):
 
     def secret_references(self) -> dict[str, str]:
         """Every Secrets Manager ARN the destination names, by its key."""
-        connection = getattr(self, "connection", None)
-        found = {"credentials.secret_arn": self.credentials.secret_arn if self.credentials else None}
-        for key in ("developer_token", "app_secret"):
-            reference = getattr(connection, key, None)
-            found[f"connection.{key}.secret_arn"] = reference.secret_arn if reference else None
-        return {key: arn for key, arn in found.items() if arn}
+        found = {"credentials.secret_arn": self.credentials.secret_arn} if self.credentials and self.credentials.secret_arn else {}
+        return {**found, **(self.connection.secret_references() if self.connection else {})}
 
     @model_validator(mode="after")
-    def _within_profile(self) -> _DestinationBase:
-        profile = PROFILES.get(self.profile)
-        if profile is None:
-            raise ValueError(f"profile: unknown profile {self.profile!r}; known: {sorted(PROFILES)}")
+    def _within_profile(self) -> Destination:
+        profile = PROFILES[self.profile]
         if profile.kind != self.kind:
             raise ValueError(f"profile: {self.profile!r} is a {profile.kind} profile, not {self.kind}")
         if self.max_batch_size is not None and self.max_batch_size > profile.max_batch_size:
@@ -271,6 +172,9 @@ class _DestinationBase(_Strict):
             raise ValueError(
                 f"daily_quota.requests: {self.daily_quota.requests} is above the {self.profile} limit of {profile.requests_per_day}"
             )
+        check = REGISTRY[self.profile].check
+        if check is not None:
+            check(self)
         return self
 
     # Derived, typed views the jobs use.
@@ -309,64 +213,14 @@ class _DestinationBase(_Strict):
         return rule
 
 
-DIGITS = re.compile(r"[0-9]+")
-
-
-class HttpDestination(_DestinationBase):
-    kind: Literal["http_api"]
-    connection: HttpConnection | None = None
-
-    @model_validator(mode="after")
-    def _google_request_contract(self) -> HttpDestination:
-        """What every Data Manager request needs (Google's reference, "Destination" and
-        "ProductAccount"): the operating account's id and each audience's user list id, and a
-        base URL the profile's `/v1/audienceMembers:...` paths go under."""
-        if self.profile != "google_data_manager":
-            if self.connection is not None and self.connection.consent is not None:
-                raise ValueError(f"connection.consent: {self.profile} takes no consent field; it is Google's")
-            return self
-        connection = self.connection
-        if connection is None:
-            raise ValueError("connection: google_data_manager needs base_url, account_id and audience_ids")
-        if urlparse(connection.base_url).path.strip("/"):
-            raise ValueError(f"connection.base_url: {connection.base_url} has a path; give the API root "
-                             "(https://datamanager.googleapis.com): requests go to <root>/v1/audienceMembers:ingest")
-        if connection.account_id is None:
-            raise ValueError("connection.account_id: required for google_data_manager: the Google Ads customer id "
-                             "(digits) that holds the audiences, sent as operatingAccount.accountId")
-        if not DIGITS.fullmatch(connection.account_id):
-            raise ValueError(f"connection.account_id: {connection.account_id!r}: a Google Ads customer id is digits only, without dashes")
-        missing = sorted(set(self.audiences) - set(connection.audience_ids))
-        if missing:
-            raise ValueError(f"connection.audience_ids: audiences {missing} have no user list id; Google takes each "
-                             "audience's numeric user list id as productDestinationId")
-        for audience, list_id in sorted(connection.audience_ids.items()):
-            if not DIGITS.fullmatch(list_id):
-                raise ValueError(f"connection.audience_ids.{audience}: {list_id!r} is not a user list id (numeric)")
-        return self
-
-
-class SftpDestination(_DestinationBase):
-    kind: Literal["sftp"]
-    connection: SftpConnection | None = None
-
-
-class S3Destination(_DestinationBase):
-    kind: Literal["s3"]
-    connection: S3Connection | None = None
-
-
-Destination = Annotated[Union[HttpDestination, SftpDestination, S3Destination], Field(discriminator="kind")]
-
-
-class RowCountBand(_Strict):
+class RowCountBand(Strict):
     """Today's input row count must lie within [min_ratio, max_ratio] x the previous run's."""
 
     min_ratio: Annotated[float, Field(ge=0)] = 0.5
     max_ratio: Annotated[float, Field(gt=0)] = 2.0
 
 
-class Quality(_Strict):
+class Quality(Strict):
     max_null_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_unknown_id_type_fraction: Annotated[float, Field(ge=0, le=1)] = 0.01
     max_rejected_fraction: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -377,7 +231,7 @@ class Quality(_Strict):
     max_opt_out_increase: Annotated[float, Field(ge=0, le=1)] | None = 0.1
 
 
-class Defaults(_Strict):
+class Defaults(Strict):
     # Phone numbers written without a country code are read in this code's main region (1 → US).
     default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
     # Committed snapshots kept per destination (under snapshots/<id>/<run>/, outside the expiring
@@ -395,7 +249,7 @@ S3_FOLDER = r"^([A-Za-z0-9_=.-]+/)+$"
 MAX_COPY_BYTES = 5 * 1024**3   # one CopyObject call copies at most 5 GiB
 
 
-class Ingest(_Strict):
+class Ingest(Strict):
     """How files landing under the input bucket's prefix start runs (orchestration/ingest*.py).
 
     `marker`: a folder is an input once its `_SUCCESS` marker lands, one run per marker.
@@ -424,7 +278,7 @@ class Ingest(_Strict):
         return self
 
 
-class Config(_Strict):
+class Config(Strict):
     version: Literal[1]
     defaults: Defaults = Defaults()
     quality: Quality = Quality()
@@ -467,16 +321,16 @@ class Config(_Strict):
         return destinations
 
     @property
-    def active_destinations(self) -> list[HttpDestination | SftpDestination | S3Destination]:
+    def active_destinations(self) -> list[Destination]:
         return [d for d in self.destinations if d.active]
 
     def consent_sources(self) -> dict[str, dict[str, str]]:
         """Active destination id -> {consent signal: input column} for signals read from the input."""
         sources = {}
         for destination in self.active_destinations:
-            consent = destination.connection.consent if isinstance(destination, HttpDestination) and destination.connection else None
-            if consent is not None and consent.columns():
-                sources[destination.id] = consent.columns()
+            columns = destination.connection.consent_columns() if destination.connection else {}
+            if columns:
+                sources[destination.id] = columns
         return sources
 
     @property
@@ -515,8 +369,6 @@ def _key_path(raw: dict, loc: tuple) -> str:
             name = node[item].get("id") if isinstance(node, list) and item < len(node) and isinstance(node[item], dict) else None
             parts[-1] += f"[{item}]" + (f" ({name})" if name else "")
             node = node[item] if isinstance(node, list) and item < len(node) else None
-        elif item in ("http_api", "sftp", "s3") and parts and parts[-1].startswith("destinations["):
-            continue  # the discriminator tag pydantic inserts is noise to a reader
         else:
             parts.append(str(item))
             node = node.get(item) if isinstance(node, dict) else None

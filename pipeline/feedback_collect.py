@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from audience_relay.connectors.destinations.google.client import GOOGLE_ADS_API_VERSION
-from audience_relay.connectors.secrets import resolve_secret
+from audience_relay.connectors.destinations.connection import HttpConnection
+from audience_relay.connectors.destinations.registry import REGISTRY
+from audience_relay.connectors.destinations.shape import DestinationConfigError
 from audience_relay.pipeline import storage
-from audience_relay.pipeline.config import Config, HttpDestination
+from audience_relay.pipeline.config import Config, Destination
 from audience_relay.pipeline.destinations import build_destination
 
 
@@ -29,37 +30,22 @@ class FeedbackIncomplete(RuntimeError):
     """Some destinations did not answer; the others' parts are kept and consolidated."""
 
 
-def reporting_destinations(config: Config) -> list[HttpDestination]:
+def reporting_destinations(config: Config) -> list[Destination]:
     """Active HTTP destinations with an account to report on."""
-    return [d for d in config.active_destinations
-            if isinstance(d, HttpDestination) and d.connection is not None and d.connection.account_id]
-
-
-def _report_access(destination: HttpDestination, endpoint: str | None) -> tuple[str | None, dict[str, str]]:
-    """Where the destination's report API is, and the headers it needs beyond the bearer token."""
-    connection = destination.connection
-    if destination.profile != "google_data_manager":
-        return endpoint or connection.report_base_url, {}
-    if not endpoint and not connection.report_base_url:
-        raise FeedbackError(f"destinations.{destination.id}.connection.report_base_url: Google's audience reports come from "
-                            f"the Google Ads API, not the Data Manager API: set it (https://googleads.googleapis.com/{GOOGLE_ADS_API_VERSION})")
-    if connection.developer_token is None:
-        raise FeedbackError(f"destinations.{destination.id}.connection.developer_token: the Google Ads API needs the "
-                            "developer token (env or secret_arn)")
-    headers = {"developer-token": resolve_secret(connection.developer_token.env, connection.developer_token.secret_arn)}
-    if connection.login_customer_id:
-        headers["login-customer-id"] = connection.login_customer_id
-    return endpoint or connection.report_base_url, headers
+    return [d for d in config.active_destinations if isinstance(d.connection, HttpConnection) and d.connection.account_id]
 
 
 def part_path(out: str, run_id: str, destination_id: str) -> str:
     return storage.join(out, "runs", run_id, "feedback", "parts", f"{destination_id}.json")
 
 
-def ask(destination: HttpDestination, out: str, run_id: str, endpoint: str | None = None) -> int:
+def ask(destination: Destination, out: str, run_id: str, endpoint: str | None = None) -> int:
     """Read every page of the destination's audience report and write its part; returns the
     run's audiences found there. Raises what the API answered when it does not answer."""
-    report_base, headers = _report_access(destination, endpoint)
+    try:
+        report_base, headers = REGISTRY[destination.profile].report_access(destination, endpoint)
+    except DestinationConfigError as error:
+        raise FeedbackError(str(error)) from None
     connector = build_destination(destination, endpoint)
     ours = {platform_id: audience for audience, platform_id in destination.connection.audience_ids.items()}
     connector.open()

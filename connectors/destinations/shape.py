@@ -1,5 +1,6 @@
 """The inner shape every destination folder has: a profile (its published limits and identifier
-rules) and `connect`, which builds its connector from the destination's config.
+rules), the model of its `connection` config (and any check across its keys), and `connect`, which
+builds its connector from the destination's config.
 
 `connect(destination, endpoint)` receives the validated config entry (pipeline/config.py) and an
 endpoint that overrides its URL (an emulator); it runs where the batches are sent (a Spark
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from audience_relay.connectors.destination import Destination
+from audience_relay.connectors.destinations.connection import Connection
 from audience_relay.connectors.profiles import Profile
 from audience_relay.connectors.secrets import resolve_secret
 
@@ -23,10 +25,21 @@ class DestinationConfigError(ValueError):
     """A value of the destination's config is unusable once read (a known_hosts file, say)."""
 
 
+def reports_at_base_url(destination, endpoint: str | None) -> tuple[str | None, dict[str, str]]:
+    """An HTTP API's audience reports: at the emulator's endpoint, else `report_base_url`, else
+    (None) its `base_url`; no header beyond the token."""
+    return endpoint or destination.connection.report_base_url, {}
+
+
 @dataclass(frozen=True)
 class DestinationType:
     profile: Profile
     connect: Callable[[object, str | None], Destination]
+    connection: type[Connection]
+    # Rules across the destination's keys its platform's requests need (raises ValueError naming the key).
+    check: Callable[[object], None] | None = None
+    # Where `feedback` reads its audience reports, and the headers that API needs beyond the token.
+    report_access: Callable[[object, str | None], tuple[str | None, dict[str, str]]] = reports_at_base_url
 
 
 def credential(destination) -> str:

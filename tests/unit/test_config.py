@@ -201,3 +201,23 @@ def test_google_consent_is_a_fixed_value_or_an_input_column_and_a_wrong_one_is_n
     config = parse_config(raw, "destinations.yaml")
     assert config.consent_sources() == {"google_dm": {"ad_user_data": "eea_data", "ad_personalization": "eea_ads"}}
     assert config.consent_columns == ("eea_ads", "eea_data")
+
+
+@pytest.mark.parametrize("index, key, value", [
+    (0, "consent", {"ad_user_data": "granted", "ad_personalization": "granted"}),   # Google's, not Meta's
+    (0, "developer_token", {"env": "GOOGLE_ADS_DEVELOPER_TOKEN"}),
+    (1, "app_secret", {"env": "META_APP_SECRET"}),                                   # Meta's, not Google's
+    (2, "base_url", "https://partner.example"),
+])
+def test_a_connection_takes_only_its_own_profiles_keys(index, key, value):
+    """Each profile's folder declares its connection (connectors/destinations/<name>/config.py):
+    another platform's key is refused by name, not carried along unused."""
+    message = broken(lambda raw: raw["destinations"][index]["connection"].update({key: value}))
+    destination_id = EXAMPLE["destinations"][index]["id"]
+    assert f"destinations.yaml: destinations[{index}] ({destination_id}).connection.{key}: unknown key" in message
+
+
+def test_a_kind_that_is_not_the_profiles_is_named_on_the_profile():
+    message = broken(lambda raw: raw["destinations"][0].update(kind="sftp"))
+    assert message == "destinations.yaml: destinations[0] (meta_ads).profile: 'meta_custom_audiences' is a http_api profile, not sftp"
+    assert "kind: Input should be 'http_api', 's3' or 'sftp'" in broken(lambda raw: raw["destinations"][0].update(kind="ftp"))

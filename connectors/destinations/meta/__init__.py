@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from audience_relay.connectors.destination import Destination
+from audience_relay.connectors.destinations.meta.config import MetaConnection
 from audience_relay.connectors.destinations.meta.profile import PROFILE
 from audience_relay.connectors.destinations.shape import DestinationType, http_api_destination
 from audience_relay.connectors.secrets import resolve_secret
@@ -17,4 +18,4 @@ def connect(destination, endpoint: str | None = None) -> Destination:
     return http_api_destination(destination, endpoint, api)
 
 
-DESTINATION = DestinationType(PROFILE, connect)
+DESTINATION = DestinationType(PROFILE, connect, MetaConnection)

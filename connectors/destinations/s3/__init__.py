@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from audience_relay.connectors.destination import Destination
+from audience_relay.connectors.destinations.s3.config import S3Connection
 from audience_relay.connectors.destinations.s3.profile import PROFILE
 from audience_relay.connectors.destinations.shape import DestinationType, UnsupportedDestination
 
@@ -15,4 +16,4 @@ def connect(destination, endpoint: str | None = None) -> Destination:
     return S3Destination(destination.connection.bucket, destination.connection.prefix, destination.connection.kms_key_id)
 
 
-DESTINATION = DestinationType(PROFILE, connect)
+DESTINATION = DestinationType(PROFILE, connect, S3Connection)

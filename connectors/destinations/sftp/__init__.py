@@ -4,6 +4,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from audience_relay.connectors.destination import Destination
+from audience_relay.connectors.destinations.sftp.config import SftpConnection
 from audience_relay.connectors.destinations.sftp.profile import PROFILE
 from audience_relay.connectors.destinations.shape import DestinationConfigError, DestinationType, UnsupportedDestination, credential
 
@@ -26,4 +27,4 @@ def connect(destination, endpoint: str | None = None) -> Destination:
         raise DestinationConfigError(f"destination {destination.id}: connection.known_hosts: {error}") from None
 
 
-DESTINATION = DestinationType(PROFILE, connect)
+DESTINATION = DestinationType(PROFILE, connect, SftpConnection)

@@ -18,8 +18,9 @@ def test_every_destination_folder_is_registered_once_under_its_profiles_name():
     assert folders == registered == ["google", "meta", "s3", "sftp"]
     for name, destination in registry.REGISTRY.items():
         assert isinstance(destination, DestinationType) and destination.profile.name == name
-        assert (FOLDERS / destination.connect.__module__.rsplit(".", 1)[-1] / "profile.py").exists()
-        assert (FOLDERS / destination.connect.__module__.rsplit(".", 1)[-1] / "client.py").exists()
+        folder = FOLDERS / destination.connect.__module__.rsplit(".", 1)[-1]
+        assert all((folder / module).exists() for module in ("profile.py", "config.py", "client.py"))
+        assert destination.connection.__module__ == f"{destination.connect.__module__}.config"
     assert registry.PROFILES == {name: d.profile for name, d in registry.REGISTRY.items()}
     assert SUPPORTED_KINDS == ("http_api", "s3", "sftp")
 
