@@ -11,8 +11,7 @@ import argparse
 import json
 import os
 
-import boto3
-
+from audience_relay.connectors.aws import sqs
 from audience_relay.connectors.catalog.source import CatalogSource
 from audience_relay.orchestration.ingest_window import AwsClients, WindowSettings, gather_window
 from audience_relay.orchestration.local.window_poller import run_window
@@ -58,9 +57,8 @@ def run_ingest(args: argparse.Namespace) -> int:
         catalog=CatalogSource(dsn=args.catalog_dsn) if args.catalog_dsn else None,
     )
     clients = AwsClients.default()
-    sqs = boto3.client("sqs")
     windows = 0
-    while result := run_window(sqs, args.queue_url, ingest.window_files, ingest.window_seconds,
+    while result := run_window(sqs.client(), args.queue_url, ingest.window_files, ingest.window_seconds,
                                lambda records: gather_window(records, settings, clients), args.idle_seconds):
         windows += 1
         print(json.dumps({"window": windows, "messages": result.messages, "retried": result.retried}))

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import os
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+
+from audience_relay.connectors.aws.secretsmanager import secret_value
 
 
 class SecretUnavailable(RuntimeError):
@@ -31,8 +32,7 @@ def _lookup(env: str | None, secret_arn: str | None) -> str:
         return value
     if secret_arn:
         try:
-            response = boto3.client("secretsmanager", region_name=secret_arn.split(":")[3]).get_secret_value(SecretId=secret_arn)
+            return secret_value(secret_arn)
         except (BotoCoreError, ClientError) as error:
             raise SecretUnavailable(f"{secret_arn}: {type(error).__name__}") from None
-        return response.get("SecretString") or response["SecretBinary"].decode()
     raise SecretUnavailable("no credentials reference configured")

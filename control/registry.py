@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-import boto3
 import yaml
 from botocore.exceptions import ClientError
 
+from audience_relay.connectors.aws import dynamodb
 from audience_relay.control.errors import Conflict, Invalid, NotFound, StaleVersion
 from audience_relay.orchestration.cloudformation import names_own_secret, secret_name
 from audience_relay.pipeline import storage
@@ -96,7 +96,7 @@ def _refused_through_the_api(spec: dict, stage: str | None) -> list[str]:
 class DestinationRegistry:
     def __init__(self, table_name: str, client=None, clock=time.time, stage: str | None = None) -> None:
         self.table_name = table_name
-        self._client = client or boto3.client("dynamodb")
+        self._client = client or dynamodb.client()
         self._clock = clock
         self.stage = stage   # known in the stage's Lambda: secrets are bound to `audience-relay/<stage>/<id>`
 

@@ -17,9 +17,10 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
-import boto3
 from botocore.exceptions import ClientError
 
+from audience_relay.connectors.aws import stepfunctions
+from audience_relay.connectors.aws.s3 import client as s3_client
 from audience_relay.connectors.state.dynamodb import DynamoStateStore
 from audience_relay.control.errors import Conflict, Invalid, NotFound
 from audience_relay.control.registry import Registered
@@ -43,8 +44,8 @@ class RunLocations:
 class Runs:
     def __init__(self, locations: RunLocations, sfn=None, s3=None, store: DynamoStateStore | None = None) -> None:
         self.locations = locations
-        self._sfn = sfn or boto3.client("stepfunctions")
-        self._s3 = s3 or boto3.client("s3")
+        self._sfn = sfn or stepfunctions.client()
+        self._s3 = s3 or s3_client()
         self._store = store or DynamoStateStore(locations.state_table)
 
     def start(self, destination: Registered, body: object) -> dict:
@@ -78,7 +79,7 @@ class Runs:
 
     def _start(self, machine_id: str, name: str, payload: dict) -> dict:
         machine = self.locations.destination_machine_arn_prefix + machine_id
-        return self._sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(payload))
+        return stepfunctions.start_execution(self._sfn, machine, name, payload)
 
     def _start_registered(self, destination: Registered, run_id: str, payload: dict) -> dict:
         """A destination without its own machine yet runs on the registered destinations' machine."""
@@ -139,7 +140,7 @@ class Runs:
             raise Conflict(str(error)) from None
         payload = {**json.loads(described["input"]), "prepared": True}
         name = f"{run_id}-removals-{uuid.uuid4().hex[:8]}"
-        started = self._sfn.start_execution(stateMachineArn=described["stateMachineArn"], name=name, input=json.dumps(payload))
+        started = stepfunctions.start_execution(self._sfn, described["stateMachineArn"], name, payload)
         return {"run_id": run_id, "destination": destination.id, "removals": decided, "execution_arn": started["executionArn"],
                 "status": "RUNNING"}
 

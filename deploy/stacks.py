@@ -30,10 +30,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, WaiterError
 
+from audience_relay.connectors.aws import clients
 from audience_relay.control.registry import DestinationRegistry
 from audience_relay.orchestration.cloudformation import ingest_visibility_timeout, names_own_secret, own_secret_path, secret_name, stack_template
 from audience_relay.orchestration.ingest import COMPLETION_MARKER
@@ -48,7 +48,8 @@ BASE_STACKS = ("keys", "messaging", "storage", "state")
 # (their footers are checked), built for Lambda's Linux.
 INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py", "orchestration/ingest_window.py",
                   "orchestration/file_checks.py", "orchestration/file_claims.py", "transforms/__init__.py", "transforms/contract.py",
-                  "connectors/__init__.py", "connectors/catalog/__init__.py", "connectors/catalog/source.py")
+                  "connectors/__init__.py", "connectors/catalog/__init__.py", "connectors/catalog/source.py",
+                  *(f"connectors/aws/{name}.py" for name in ("__init__", "clients", "dynamodb", "s3", "sqs", "stepfunctions", "secretsmanager")))
 PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
 # The library's Lambdas (the control plane, the feedback Lambda) validate the config with
 # pipeline.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
@@ -211,7 +212,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def deploy(plan: Deployment, config: Config) -> None:
-    cloudformation = None if plan.dry_run else boto3.client("cloudformation")
+    cloudformation = None if plan.dry_run else clients.client("cloudformation")
     for name in BASE_STACKS:
         _stack(plan, cloudformation, name, (TEMPLATES / f"{name}.yaml").read_text(), plan.parameters(name))
     catalog = plan.catalog is not None or (cloudformation is not None and _existing(cloudformation, plan.stack_name("catalog")) is not None)
@@ -233,7 +234,7 @@ def deploy(plan: Deployment, config: Config) -> None:
             f"dist/{library.name}": library,
             **({f"dist/{catalog_code.name}": catalog_code} if catalog_code else {}),
         }
-        s3 = None if plan.dry_run else boto3.client("s3")
+        s3 = None if plan.dry_run else clients.client("s3")
         for key, source in uploads.items():
             _say(f"upload {source} to s3://{bucket}/{key}")
             if s3:
@@ -257,7 +258,7 @@ def deploy(plan: Deployment, config: Config) -> None:
 
 def _vpc_cidr(vpc_id: str) -> str:
     try:
-        return boto3.client("ec2").describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
+        return clients.client("ec2").describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"]
     except ClientError as error:
         raise DeployError(f"--catalog-vpc {vpc_id}: {error.response['Error']['Message']}") from None
 
@@ -271,7 +272,7 @@ def _migrate_catalog(plan: Deployment) -> None:
         return
     # A migration runs once per call: the client neither gives up before the function's timeout
     # nor sends the call again on its own; an unreachable database (a paused cluster) is retried here.
-    client = boto3.client("lambda", config=BotoConfig(read_timeout=CATALOG_LAMBDA_SECONDS + 30, retries={"max_attempts": 0}))
+    client = clients.client("lambda", config=BotoConfig(read_timeout=CATALOG_LAMBDA_SECONDS + 30, retries={"max_attempts": 0}))
     for attempt in range(1, MIGRATE_ATTEMPTS + 1):
         answer = client.invoke(FunctionName=function, Payload=json.dumps({"action": "migrate"}).encode())
         result = json.loads(answer["Payload"].read() or b"null")

@@ -43,6 +43,6 @@ def handle(event: dict, environ: Mapping[str, str], secrets_client) -> dict:
 
 
 def handler(event: dict, context: object) -> dict:
-    import boto3
+    from audience_relay.connectors.aws import secretsmanager
 
-    return handle(event, os.environ, boto3.client("secretsmanager"))
+    return handle(event, os.environ, secretsmanager.client())

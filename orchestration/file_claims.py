@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-import boto3
 from botocore.exceptions import ClientError
 
+from audience_relay.connectors.aws import dynamodb
 from audience_relay.orchestration.file_checks import LandedFile
 
 PURGE_SECONDS = 90 * 86_400
@@ -53,7 +53,7 @@ class ClaimLost(Exception):
 
 class FileClaims:
     def __init__(self, table_name: str, window_id: str, stale_seconds: int, resource=None, clock=time.time) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = dynamodb.table(table_name, resource)
         self._window = window_id
         self._stale_seconds = stale_seconds
         self._clock = clock

@@ -20,8 +20,9 @@ import os
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-import boto3
 from botocore.exceptions import ClientError
+
+from audience_relay.connectors.aws import stepfunctions
 
 LOG = logging.getLogger("audience_relay.ingest")
 
@@ -95,14 +96,14 @@ def new_inputs(message_body: str, marker: str = COMPLETION_MARKER) -> list[NewIn
 
 def start_runs(messages: list[dict], state_machine_arn: str, consent_uri: str, sfn=None, marker: str = COMPLETION_MARKER) -> dict:
     """Start the scheduler for every completed input; the Lambda batch response lists messages to retry."""
-    sfn = sfn or boto3.client("stepfunctions")
+    sfn = sfn or stepfunctions.client()
     failures = []
     for message in messages:
         try:
             for found in new_inputs(message["body"], marker):
                 payload = {"run_id": found.run_id, "input": found.uri, "consent": consent_uri}
                 try:
-                    sfn.start_execution(stateMachineArn=state_machine_arn, name=found.run_id, input=json.dumps(payload))
+                    stepfunctions.start_execution(sfn, state_machine_arn, found.run_id, payload)
                     outcome = "started"
                 except ClientError as error:
                     if error.response["Error"]["Code"] != "ExecutionAlreadyExists":

@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import boto3
 from botocore.exceptions import ClientError
 
+from audience_relay.connectors.aws import clients, s3, sqs, stepfunctions
 from audience_relay.connectors.catalog.source import CatalogSource
 from audience_relay.orchestration.file_checks import Admitted, LandedFile, Rejected, Superseded, check_file
 from audience_relay.orchestration.file_claims import Claim, ClaimLost, FileClaims, Found
@@ -79,7 +79,7 @@ class AwsClients:
 
     @classmethod
     def default(cls) -> AwsClients:
-        return cls(boto3.client("s3"), boto3.client("sqs"), boto3.client("stepfunctions"), boto3.resource("dynamodb"))
+        return cls(s3.client(), sqs.client(), stepfunctions.client(), clients.resource("dynamodb"))
 
 
 @dataclass(frozen=True)
@@ -326,18 +326,18 @@ class Window:
         folder = f"runs/{run_id}/input/"
         names = {landed: f"{number:05d}-{PurePosixPath(landed.key).name}"
                  for number, landed in enumerate(sorted(accepted, key=lambda f: f.uri))}
-        s3 = self.clients.s3
+        s3_client = self.clients.s3
         with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-            list(pool.map(lambda landed: s3.copy_object(
+            list(pool.map(lambda landed: s3_client.copy_object(
                 Bucket=self.settings.work_bucket, Key=folder + names[landed],
                 CopySource={"Bucket": landed.bucket, "Key": landed.key}, CopySourceIfMatch=f'"{landed.etag}"'), accepted))
         sources = {name: {"file": landed.uri, "etag": landed.etag, "size": landed.size} for landed, name in names.items()}
-        s3.put_object(Bucket=self.settings.work_bucket, Key=folder + "_sources.json",
-                      Body=json.dumps(dict(sorted(sources.items())), indent=2).encode())
-        s3.put_object(Bucket=self.settings.work_bucket, Key=folder + COMPLETION_MARKER, Body=b"")   # the window's files are all there
+        s3_client.put_object(Bucket=self.settings.work_bucket, Key=folder + "_sources.json",
+                             Body=json.dumps(dict(sorted(sources.items())), indent=2).encode())
+        s3_client.put_object(Bucket=self.settings.work_bucket, Key=folder + COMPLETION_MARKER, Body=b"")   # the window's files are all there
         payload = {"run_id": run_id, "input": self._run_input(run_id), "consent": self.settings.consent_uri}
         try:
-            self.clients.sfn.start_execution(stateMachineArn=self.settings.scheduler_arn, name=run_id, input=json.dumps(payload))
+            stepfunctions.start_execution(self.clients.sfn, self.settings.scheduler_arn, run_id, payload)
             return "started"
         except ClientError as error:
             if error.response["Error"]["Code"] != "ExecutionAlreadyExists":

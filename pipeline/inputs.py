@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -27,6 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampNTZType, TimestampType
 
+from audience_relay.connectors.aws import s3
 from audience_relay.pipeline import storage
 from audience_relay.pipeline.config import DESTINATION_ID
 from audience_relay.transforms.consent_signals import carried
@@ -272,8 +272,7 @@ def _file_sizes(located: Located) -> dict[str, int]:
     if storage.is_s3(located.path):
         parsed = urlparse(located.path)
         prefix = parsed.path.lstrip("/")
-        pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=parsed.netloc, Prefix=prefix)
-        objects = {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
+        objects = {item["Key"]: item["Size"] for item in s3.objects(parsed.netloc, prefix)}
         folder = prefix.rstrip("/") + "/"
         return {
             f"{located.source.rstrip('/')}/{key[len(folder):]}" if key != prefix else located.source: size

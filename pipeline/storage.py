@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
-import boto3
+from audience_relay.connectors.aws import s3
 
 
 def is_s3(uri: str) -> bool:
@@ -33,18 +33,13 @@ def _bucket_key(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def _s3():
-    # AWS_ENDPOINT_URL (honoured by boto3) points tests at a local moto server.
-    return boto3.client("s3")
-
-
 def read_text(uri: str) -> str | None:
     """The object's text, or None when it does not exist."""
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         try:
-            return _s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
-        except _s3().exceptions.NoSuchKey:
+            return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        except s3.client().exceptions.NoSuchKey:
             return None
     path = Path(uri)
     return path.read_text(encoding="utf-8") if path.exists() else None
@@ -53,7 +48,7 @@ def read_text(uri: str) -> str | None:
 def write_text(uri: str, text: str) -> None:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
-        _s3().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
+        s3.client().put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
         return
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +71,8 @@ def read_versioned(uri: str) -> tuple[str | None, str | None]:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         try:
-            answer = _s3().get_object(Bucket=bucket, Key=key)
-        except _s3().exceptions.NoSuchKey:
+            answer = s3.client().get_object(Bucket=bucket, Key=key)
+        except s3.client().exceptions.NoSuchKey:
             return None, None
         return answer["Body"].read().decode("utf-8"), answer["ETag"]
     text = read_text(uri)
@@ -90,7 +85,7 @@ def write_text_if(uri: str, text: str, version: str | None) -> None:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
-        client = _s3()
+        client = s3.client()
         try:
             client.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), **condition)
         except client.exceptions.ClientError as error:
@@ -114,7 +109,7 @@ def is_folder(uri: str) -> bool:
         bucket, key = _bucket_key(uri)
         if not key or key.endswith("/"):
             return True
-        client = _s3()
+        client = s3.client()
         try:
             client.head_object(Bucket=bucket, Key=key)
             return False
@@ -127,7 +122,7 @@ def exists(uri: str) -> bool:
     """An object at exactly this key, or a "folder" with objects under `key/`."""
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
-        client = _s3()
+        client = s3.client()
         try:
             client.head_object(Bucket=bucket, Key=key)
             return True
@@ -155,27 +150,26 @@ def download_prefix(uri: str, target: str | Path) -> str:
     bucket, key = _bucket_key(uri)
     folder = key.rstrip("/") + "/" if key.strip("/") else ""
     target = Path(target)
-    client = _s3()
+    client = s3.client()
     copied = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/")):
-        for item in page.get("Contents", []):
-            if item["Key"].endswith("/"):
-                continue  # a console "folder" marker, not data
-            if item["Key"] == key:  # the URI names one object
-                relative = Path(key).name
-            elif item["Key"].startswith(folder):  # an object inside the URI's "folder", not a sibling prefix
-                relative = item["Key"][len(folder):]
-            else:
-                continue
-            # S3 keys are names, not paths: `a//b`, `./a` and `../a` are ordinary keys that a
-            # local path would resolve elsewhere (`target / "/etc/x"` is `/etc/x`).
-            if any(part in ("", ".", "..") for part in relative.split("/")) or "\\" in relative:
-                raise ValueError(f"s3://{bucket}/{item['Key']}: object key escapes its prefix "
-                                 f"(an empty, '.' or '..' segment after {uri}); it cannot be copied to a local folder")
-            destination = target / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, item["Key"], str(destination))
-            copied += 1
+    for item in s3.objects(bucket, key.rstrip("/"), client):
+        if item["Key"].endswith("/"):
+            continue  # a console "folder" marker, not data
+        if item["Key"] == key:  # the URI names one object
+            relative = Path(key).name
+        elif item["Key"].startswith(folder):  # an object inside the URI's "folder", not a sibling prefix
+            relative = item["Key"][len(folder):]
+        else:
+            continue
+        # S3 keys are names, not paths: `a//b`, `./a` and `../a` are ordinary keys that a
+        # local path would resolve elsewhere (`target / "/etc/x"` is `/etc/x`).
+        if any(part in ("", ".", "..") for part in relative.split("/")) or "\\" in relative:
+            raise ValueError(f"s3://{bucket}/{item['Key']}: object key escapes its prefix "
+                             f"(an empty, '.' or '..' segment after {uri}); it cannot be copied to a local folder")
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, item["Key"], str(destination))
+        copied += 1
     if not copied:
         raise FileNotFoundError(f"{uri}: no objects under this prefix")
     return str(target)
@@ -186,8 +180,8 @@ def read_bytes(uri: str) -> bytes | None:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         try:
-            return _s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except _s3().exceptions.NoSuchKey:
+            return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.client().exceptions.NoSuchKey:
             return None
     path = Path(uri)
     return path.read_bytes() if path.is_file() else None
@@ -204,8 +198,7 @@ def file_sizes(uri: str) -> dict[str, int]:
     if is_s3(uri):
         bucket, key = _bucket_key(uri)
         prefix = key.rstrip("/") + "/"
-        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return {item["Key"][len(prefix):]: item["Size"] for page in pages for item in page.get("Contents", []) if not item["Key"].endswith("/")}
+        return {item["Key"][len(prefix):]: item["Size"] for item in s3.objects(bucket, prefix) if not item["Key"].endswith("/")}
     root = Path(uri)
     return {"/".join(p.relative_to(root).parts): p.stat().st_size for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
 
@@ -220,7 +213,7 @@ def copy_folder(source: str, target: str) -> list[tuple[str, int]]:
     files = list_files(source)
     relative = [uri[len(source.rstrip("/")) + 1:] for uri in files]
     if is_s3(source):
-        client = _s3()
+        client = s3.client()
 
         def copy(name: str) -> int:
             source_bucket, source_key = _bucket_key(join(source, name))
@@ -246,7 +239,7 @@ def delete_folder(uri: str) -> None:
         bucket, _ = _bucket_key(uri)
         keys = [_bucket_key(f)[1] for f in list_files(uri)]
         for start in range(0, len(keys), 1000):   # DeleteObjects takes 1,000 keys per call
-            answer = _s3().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+            answer = s3.client().delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
             refused = answer.get("Errors") or []   # per key, in a 200 answer
             if refused:
                 raise PermissionError(f"s3://{bucket}/{refused[0]['Key']}: {refused[0]['Code']} ({refused[0].get('Message', '')}); "

@@ -47,11 +47,11 @@ class CatalogSource:
         (read with `secrets_client`, else a Secrets Manager client made for it)."""
         if self.dsn:
             return self.dsn
-        import boto3
         from psycopg.conninfo import make_conninfo
 
-        secrets_client = secrets_client or boto3.client("secretsmanager")
-        value = secrets_client.get_secret_value(SecretId=self.secret_arn)["SecretString"]
+        from audience_relay.connectors.aws.secretsmanager import secret_value
+
+        value = secret_value(self.secret_arn, secrets_client)
         try:
             secret = json.loads(value)
             user, password = secret["username"], secret["password"]

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 
-import boto3
-from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 
+from audience_relay.connectors.aws import dynamodb
+from audience_relay.connectors.aws.dynamodb import Key
 from audience_relay.connectors.state.lease import HOLDER_CONDITION, OWNER_NAMES
 from audience_relay.connectors.state.store import AlreadyDelivered, BatchRecord, BatchState, DeadLetter, Fence, FenceRejected
 
@@ -33,7 +33,7 @@ RECORD_FIELDS = ("run_id", "destination_id", "audience_id", "op", "batch_number"
 
 def create_table(name: str, client=None) -> None:
     """Create the table (on-demand billing) for local runs and tests; infra/ owns it in AWS."""
-    client = client or boto3.client("dynamodb")
+    client = client or dynamodb.client()
     client.create_table(
         TableName=name,
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
@@ -46,7 +46,7 @@ def create_table(name: str, client=None) -> None:
 def create_registry_table(name: str, client=None) -> None:
     """The destination registry's table (control/registry.py) for local runs and tests;
     infra/templates/state.yaml makes it in AWS."""
-    client = client or boto3.client("dynamodb")
+    client = client or dynamodb.client()
     client.create_table(TableName=name, KeySchema=[{"AttributeName": "destination_id", "KeyType": "HASH"}],
                         AttributeDefinitions=[{"AttributeName": "destination_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
     client.get_waiter("table_exists").wait(TableName=name)
@@ -83,7 +83,7 @@ class DynamoStateStore:
     retry_base_seconds = 0.05   # first backoff of a cancelled fenced write (doubling, capped at 2 s)
 
     def __init__(self, table_name: str, resource=None, retention_days: int = 90, clock: Callable[[], float] = time.time) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = dynamodb.table(table_name, resource)
         self._retention_seconds, self._clock = retention_days * DAY_SECONDS, clock
 
     def _purge_at(self, after_seconds: int | None = None) -> int:

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import boto3
 from botocore.exceptions import ClientError
 
+from audience_relay.connectors.aws import dynamodb
 from audience_relay.connectors.state.store import Fence
 
 
@@ -112,7 +112,7 @@ def _conditional_failure(error: ClientError) -> bool:
 
 class LeaseLock:
     def __init__(self, table_name: str, clock: Callable[[], float] = time.time, resource=None) -> None:
-        self._table = (resource or boto3.resource("dynamodb")).Table(table_name)
+        self._table = dynamodb.table(table_name, resource)
         self._clock = clock
 
     def acquire(self, name: str, owner: str, lease_seconds: float) -> Lease:

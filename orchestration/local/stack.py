@@ -16,10 +16,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-import boto3
 from moto.moto_server.werkzeug_app import MotoRequestHandler
 from werkzeug.serving import make_server
 
+from audience_relay.connectors.aws import clients
 from audience_relay.connectors.state.dynamodb import create_registry_table, create_table
 from audience_relay.orchestration.local.moto_app import moto_app
 from audience_relay.orchestration.machines.specs import Resources
@@ -94,8 +94,8 @@ class LocalAws:
         return {"AWS_ENDPOINT_URL": self.endpoint, **_CREDENTIALS}
 
     def client(self, service: str):
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return clients.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def create(self, resources: Resources) -> None:
         """The table, buckets, topic and queue the definitions name (infra/ makes them in AWS)."""

@@ -29,9 +29,9 @@ class MotoServer:
 
     def client(self, service: str):
         """A boto3 client of this server, without touching the process environment."""
-        import boto3
+        from audience_relay.connectors.aws import clients
 
-        return boto3.client(
+        return clients.client(
             service, endpoint_url=self.endpoint, region_name=LOCAL_AWS_ENV["AWS_DEFAULT_REGION"],
             aws_access_key_id=LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"], aws_secret_access_key=LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
         )

@@ -247,7 +247,7 @@ def test_the_migrations_wait_for_a_paused_catalog_and_any_other_error_stops_the_
 
     unreachable = _Answer({"errorType": "CatalogError", "errorMessage": "run catalog h:5432/audience_relay: cannot connect"}, True)
     function = _CatalogFunction([unreachable, unreachable, _Answer({"applied": ["0001.runs-files-accounting"]}, False)])
-    monkeypatch.setattr(deploy_module.boto3, "client", lambda service, **kwargs: function)
+    monkeypatch.setattr(deploy_module.clients, "client", lambda service, **kwargs: function)
     monkeypatch.setattr(deploy_module.time, "sleep", lambda seconds: None)
     deploy_module._migrate_catalog(Deployment("dev", BOUNDARY, "c"))
     assert [call["Payload"] for call in function.calls] == [b'{"action": "migrate"}'] * 3

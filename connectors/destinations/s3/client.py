@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import io
 
-import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 
+from audience_relay.connectors.aws import s3
 from audience_relay.connectors.destination import Batch, Destination, Receipt
 from audience_relay.connectors.files import UnsafeFileName, batch_file_bytes, batch_file_name
 from audience_relay.connectors.retry import Failure, FailureKind
 
-MULTIPART = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
 RETRYABLE_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "RequestTimeTooSkewed"}
 
 
@@ -25,7 +23,7 @@ class S3Destination(Destination):
         self._client = client
 
     def open(self) -> None:
-        self._client = self._client or boto3.client("s3")
+        self._client = self._client or s3.client()
 
     def key(self, batch: Batch) -> str:
         return "/".join(p for p in (self.prefix, batch_file_name(batch)) if p)
@@ -35,7 +33,7 @@ class S3Destination(Destination):
         self._client.upload_fileobj(
             io.BytesIO(batch_file_bytes(batch)), self.bucket, self.key(batch),
             ExtraArgs={"ChecksumAlgorithm": "SHA256", "ContentType": "text/csv", "ContentEncoding": "gzip", **encryption},
-            Config=MULTIPART,
+            Config=s3.MULTIPART,
         )
         return Receipt(len(batch.members), f"s3://{self.bucket}/{self.key(batch)}")
 
