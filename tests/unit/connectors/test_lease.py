@@ -23,9 +23,18 @@ def table(moto_server):
     return name
 
 
-def test_only_one_holder_at_a_time_and_release_frees_it(table):
-    clock = Clock()
-    lock = LeaseLock(table, clock)
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def lock(table, clock) -> LeaseLock:
+    """A lock on the table whose time is the test's clock."""
+    return LeaseLock(table, clock)
+
+
+def test_only_one_holder_at_a_time_and_release_frees_it(lock):
     first = lock.acquire("google_ads_project", "job-a", 60)
     with pytest.raises(LeaseHeld, match="held by 'job-a'"):
         lock.acquire("google_ads_project", "job-b", 60)
@@ -34,9 +43,7 @@ def test_only_one_holder_at_a_time_and_release_frees_it(table):
     assert second.token > first.token
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(table):
-    clock = Clock()
-    lock = LeaseLock(table, clock)
+def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out(clock, lock):
     paused = lock.acquire("q", "job-a", 30)
     clock.now += 31  # job-a paused past its lease (GC, network partition)
     taker = lock.acquire("q", "job-b", 30)
@@ -73,9 +80,7 @@ def test_heartbeat_keeps_the_lease_alive_past_its_duration(table):
     assert lock.acquire("q", "job-b", 1.5).owner == "job-b"  # released on exit
 
 
-def test_heartbeat_reports_a_lost_lease(table):
-    clock = Clock()
-    lock = LeaseLock(table, clock)
+def test_heartbeat_reports_a_lost_lease(clock, lock):
     beat = Heartbeat(lock, "q", "job-a", lease_seconds=0.3)
     with beat:
         clock.now += 10
@@ -85,12 +90,10 @@ def test_heartbeat_reports_a_lost_lease(table):
             beat.ensure_held()
 
 
-def test_a_stale_holder_cannot_spend_the_shared_quota(table):
+def test_a_stale_holder_cannot_spend_the_shared_quota(table, clock, lock):
     from audience_relay.connectors.state.dynamodb import DynamoStateStore
     from audience_relay.connectors.state.store import FenceRejected
 
-    clock = Clock()
-    lock = LeaseLock(table, clock)
     store = DynamoStateStore(table)  # leases and quota counters in one table
     stale = lock.acquire("google_ads_project", "job-a", 30)
     assert store.consume_quota("google_ads_project", "2026-11-23", 1, 10, fence=stale.fence(table))
@@ -103,12 +106,10 @@ def test_a_stale_holder_cannot_spend_the_shared_quota(table):
     assert not store.consume_quota("google_ads_project", "2026-11-23", 9, 10, fence=current.fence(table))  # limit still holds
 
 
-def test_a_stale_holder_cannot_write_the_ledger(table):
+def test_a_stale_holder_cannot_write_the_ledger(table, clock, lock):
     from audience_relay.connectors.state.dynamodb import DynamoStateStore
     from audience_relay.connectors.state.store import BatchRecord, BatchState, FenceRejected
 
-    clock = Clock()
-    lock = LeaseLock(table, clock)
     store = DynamoStateStore(table)
     record = BatchRecord("r1", "google_dm", "aud", "add", 0, "ab" * 32, 10)
     stale = lock.acquire("google_ads_project", "job-a", 30)
@@ -120,7 +121,7 @@ def test_a_stale_holder_cannot_write_the_ledger(table):
     assert store.get(record.batch_key).state is BatchState.DEFERRED
 
 
-def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table):
+def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table, clock, lock):
     import random as rnd
 
     from audience_relay.connectors.delivery import deliver_batches
@@ -129,8 +130,6 @@ def test_delivery_with_a_lost_lease_stops_and_leaves_the_rest_untouched(table):
     from audience_relay.connectors.state.dynamodb import DynamoStateStore
     from tests.unit.connectors.test_delivery import Scripted, batches
 
-    clock = Clock()
-    lock = LeaseLock(table, clock)
     store = DynamoStateStore(table)
     stale = lock.acquire("google_ads_project", "job-a", 30)
     clock.now += 31
@@ -164,9 +163,7 @@ def test_clock_skew_only_shortens_a_lease_by_twice_the_skew_and_the_token_covers
         a.check_fence(lease)
 
 
-def test_a_job_keeps_the_state_machines_lease_alive_without_releasing_it(table):
-    clock = Clock()
-    lock = LeaseLock(table, clock)
+def test_a_job_keeps_the_state_machines_lease_alive_without_releasing_it(clock, lock):
     machine = lock.acquire("q", "execution-1", 60)
     clock.now += 50
     with Heartbeat(lock, "q", "execution-1", 600, held_token=machine.token) as beat:
@@ -175,9 +172,7 @@ def test_a_job_keeps_the_state_machines_lease_alive_without_releasing_it(table):
     lock.release(machine)
 
 
-def test_a_job_handed_a_lease_that_was_taken_over_knows_at_once(table):
-    clock = Clock()
-    lock = LeaseLock(table, clock)
+def test_a_job_handed_a_lease_that_was_taken_over_knows_at_once(clock, lock):
     stale = lock.acquire("q", "execution-1", 30)
     clock.now += 31
     lock.acquire("q", "execution-2", 30)
