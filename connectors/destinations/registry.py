@@ -1,7 +1,7 @@
 """Every destination this build delivers to, by profile name: one line per destination folder."""
 from __future__ import annotations
 
-from audience_relay.connectors.destinations import google, meta, s3, sftp
+from audience_relay.connectors.destinations import google, meta, s3, sftp, tiktok
 from audience_relay.connectors.destinations.shape import DestinationType
 from audience_relay.connectors.profiles import Profile
 
@@ -10,5 +10,6 @@ REGISTRY: dict[str, DestinationType] = {
     "google_data_manager": google.DESTINATION,
     "sftp_gzip_csv": sftp.DESTINATION,
     "s3_objects": s3.DESTINATION,
+    "tiktok_audiences": tiktok.DESTINATION,
 }
 PROFILES: dict[str, Profile] = {name: destination.profile for name, destination in REGISTRY.items()}

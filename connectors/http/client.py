@@ -104,6 +104,10 @@ class HttpProfile(Protocol):
 
     def classify(self, error: HttpError) -> Failure: ...
 
+    def refused(self, body: dict) -> bool:
+        """Whether a 2xx answer still refuses the request (TikTok answers errors as HTTP 200 with
+        a non-zero `code`); such an answer is an HttpError like a 4xx."""
+
     def receipt(self, body: dict, batch: Batch) -> Receipt: ...
 
     def report_request(self, account_id: str, page_token: str | None) -> HttpRequest:
@@ -210,7 +214,7 @@ class HttpApiDestination(Destination):
         if response.status_code == 401 and self._token.refresh():   # revoked or expired early: once more, with a new token
             response = self._send_once(batch, audience)
         body = _answer(response)
-        if response.status_code >= 300:
+        if response.status_code >= 300 or self.profile.refused(body):
             raise HttpError(response.status_code, redact(body, [key for _, key in batch.members]), dict(response.headers))
         return self.profile.receipt(body, batch)
 
@@ -256,7 +260,7 @@ class HttpApiDestination(Destination):
                 time.sleep(REPORT_BACKOFF_SECONDS * 2 ** attempt)
                 continue
             body = _answer(response)
-            if response.status_code < 300:
+            if response.status_code < 300 and not self.profile.refused(body):
                 return body
             if response.status_code == 401 and not renewed and self._token.refresh():   # once, with a new token
                 renewed = True

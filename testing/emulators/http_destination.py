@@ -1,4 +1,5 @@
-"""A destination emulator: a real HTTP server on loopback speaking the Meta and Google profiles.
+"""A destination emulator: a real HTTP server on loopback speaking the Meta and Google profiles,
+and the platforms of platforms/ (TikTok, ...) through their dialects.
 
 It enforces what the real APIs enforce (members per request, requests per minute, requests
 per day) with their error shapes, injects faults at configured rates (5xx, 429 bursts,
@@ -20,6 +21,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, parse_qsl, urlparse
+
+from audience_relay.testing.emulators.platforms import DIALECTS
+from audience_relay.testing.emulators.platforms.dialect import Answer, Delivery
 
 
 @dataclass
@@ -233,14 +237,18 @@ class HttpDestinationEmulator:
         return {a: (len(keys), sum(1 for key in keys if int(hashlib.sha256(repr(key).encode()).hexdigest()[:4], 16) < cut))
                 for a, keys in held.items()}
 
-    def _report_page(self, token: str | None, size: int) -> tuple[list[tuple[str, int, int]], str | None]:
-        """One page of (audience, members, matched), and the token of the next page (None: last)."""
+    def _report_rows(self, start: int, size: int) -> tuple[list[tuple[str, int, int]], int]:
+        """One page of (audience, members, matched) from `start`, and how many audiences there are."""
         with self._lock:
             self.score.report_pages += 1
         rows = [(audience, *counts) for audience, counts in self.matched_sizes().items()]
+        return rows[start:start + size], len(rows)
+
+    def _report_page(self, token: str | None, size: int) -> tuple[list[tuple[str, int, int]], str | None]:
+        """One page of (audience, members, matched), and the token of the next page (None: last)."""
         start = int(token) if token else 0
-        end = start + size
-        return rows[start:end], str(end) if end < len(rows) else None
+        rows, total = self._report_rows(start, size)
+        return rows, str(start + size) if start + size < total else None
 
     def _handler(self):
         emulator = self
@@ -269,7 +277,76 @@ class HttpDestinationEmulator:
                 fields = dict(parse_qsl(raw.decode()))
                 return {name: json.loads(value) if name in ("payload", "session") else value for name, value in fields.items()}
 
+            def _dialect(self):
+                """The platform of platforms/ whose request this is, and which (deliver or report)."""
+                for dialect in DIALECTS:
+                    route = dialect.route(self.command, self.path)
+                    if route:
+                        return dialect, route
+                return None, None
+
+            def _send(self, answer: Answer) -> None:
+                self._reply(answer.status, answer.body, answer.headers)
+
+            def _speak(self, dialect, route: str) -> None:
+                """A platform's request: its credential, then a report page or a delivery under the
+                emulator's limits and faults, answered the platform's way."""
+                body = self._body()
+                refusal = dialect.authenticated(self.headers)
+                if refusal:
+                    with emulator._lock:
+                        emulator.score.refused["unauthenticated"] += 1
+                    return self._send(refusal)
+                if route == "report":
+                    if self._report_failing():
+                        return self._send(dialect.unavailable())
+                    report = dialect.report(self.path, body, emulator.config.report_page_size)
+                    return self._send(dialect.report_page(report, *emulator._report_rows(report.start, report.size)))
+                delivery = dialect.delivery(self.command, self.path, body)
+                if isinstance(delivery, Answer):
+                    with emulator._lock:
+                        emulator.score.refused["invalid"] += 1
+                    return self._send(delivery)
+                problem, retry_after = emulator._admit()
+                if self._lost(problem, delivery):
+                    return
+                if problem == "5xx":
+                    return self._send(dialect.unavailable())
+                if problem in ("429", "rate_limit", "daily_quota"):
+                    return self._send(dialect.throttled(problem, retry_after))
+                if emulator.config.refuse_echoing:
+                    return self._refuse("invalid", dialect.echoing(delivery.members))
+                if len(delivery.members) > min(emulator.config.max_batch, dialect.max_batch):
+                    return self._refuse("oversize", dialect.oversize())
+                reason = dialect.malformed(delivery.members)
+                if reason:
+                    return self._refuse("malformed", dialect.invalid(reason))
+                emulator._accept(delivery.key, delivery.audience, delivery.op, delivery.members)
+                return self._send(dialect.accepted(delivery))
+
+            def _refuse(self, reason: str, answer: Answer) -> None:
+                with emulator._lock:
+                    emulator.score.refused[reason] += 1
+                self._send(answer)
+
+            def _lost(self, problem: str | None, delivery: Delivery) -> bool:
+                """An injected drop (the connection dies mid-request) or stall (processed, but the
+                answer comes too late); True when the request was lost one of those ways."""
+                if problem == "drop":
+                    self.connection.shutdown(2)
+                    self.close_connection = True
+                    return True
+                if problem == "stall":
+                    emulator._accept(delivery.key, delivery.audience, delivery.op, delivery.members)
+                    time.sleep(emulator.config.stall_seconds)
+                    self.close_connection = True
+                    return True
+                return False
+
             def do_POST(self) -> None:
+                dialect, route = self._dialect()
+                if dialect:
+                    return self._speak(dialect, route)
                 if self.path.rstrip("/").endswith("/googleAds:search"):
                     return self._google_report()
                 if self.path == "/token" and emulator.config.oauth_public_key:
@@ -310,15 +387,23 @@ class HttpDestinationEmulator:
                 return not live
 
             def do_GET(self) -> None:
+                dialect, route = self._dialect()
+                if dialect:
+                    return self._speak(dialect, route)
                 if "/customaudiences" in self.path:
                     return self._meta_report()
                 self._reply(404, {"error": {"code": 803, "message": f"unknown path {self.path}"}})
 
-            def _report_fails(self, google: bool) -> bool:
+            def _report_failing(self) -> bool:
+                """The first `report_failures` report requests fail (counted as refused "report")."""
                 with emulator._lock:
                     failing = emulator.config.report_failures > emulator.score.refused["report"]
                     if failing:
                         emulator.score.refused["report"] += 1
+                return failing
+
+            def _report_fails(self, google: bool) -> bool:
+                failing = self._report_failing()
                 if failing:
                     error = {"code": 503, "status": "UNAVAILABLE", "message": "backend unavailable"} if google else {
                         "code": 2, "is_transient": True, "message": "Service temporarily unavailable"}
@@ -358,7 +443,16 @@ class HttpDestinationEmulator:
                 return self._reply(200, {"results": results, **({"nextPageToken": token} if token else {})})
 
             def do_DELETE(self) -> None:
+                dialect, route = self._dialect()
+                if dialect:
+                    return self._speak(dialect, route)
                 self._handle("DELETE")
+
+            def do_PATCH(self) -> None:
+                dialect, route = self._dialect()
+                if dialect:
+                    return self._speak(dialect, route)
+                self._reply(404, {"error": f"unknown path {self.path}"})
 
             def _handle(self, method: str) -> None:
                 body = self._body()
@@ -379,14 +473,7 @@ class HttpDestinationEmulator:
                 session = body.get("session", {}).get("session_id")
                 key = f"session:{session}" if session is not None else None
                 problem, retry_after = emulator._admit()
-                if problem == "drop":
-                    self.connection.shutdown(2)  # the client sees the connection die mid-request
-                    self.close_connection = True
-                    return
-                if problem == "stall":
-                    emulator._accept(key, audience, op, members)  # processed, but the answer is too late
-                    time.sleep(emulator.config.stall_seconds)
-                    self.close_connection = True
+                if self._lost(problem, Delivery(audience, op, members, key)):
                     return
                 if problem == "5xx":
                     error = {"code": 503, "status": "UNAVAILABLE", "message": "backend unavailable"} if google else {

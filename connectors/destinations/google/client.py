@@ -90,6 +90,9 @@ class GoogleDataManager:
             return Failure(FailureKind.RETRYABLE, message)
         return Failure(FailureKind.PERMANENT, message)
 
+    def refused(self, body: dict) -> bool:
+        return False   # errors are google.rpc.Status answers with a 4xx or 5xx
+
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(len(batch.members), f"requestId={body.get('requestId', '')}")
 

@@ -89,6 +89,9 @@ class MetaCustomAudiences:
             return Failure(FailureKind.RETRYABLE, message)
         return Failure(FailureKind.PERMANENT, message)
 
+    def refused(self, body: dict) -> bool:
+        return False   # Graph answers every error with a 4xx or 5xx
+
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(int(body.get("num_received", len(batch.members))), f"invalid={body.get('num_invalid_entries', 0)}")
 
