@@ -15,7 +15,7 @@ import json
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
@@ -38,6 +38,7 @@ from audience_relay.pipeline.logs import PhaseTimer, log_event
 from audience_relay.pipeline.manifest import OPS
 from audience_relay.pipeline.metrics import delivery_tally, emit_deliver_metrics, emit_job_metrics
 from audience_relay.pipeline.paths import RUN_ID
+from audience_relay.pipeline.platform_audiences import with_platform_audience_ids
 
 OUTCOME = StructType(
     [
@@ -385,6 +386,10 @@ def run_deliver(spark: SparkSession, request: DeliverRequest) -> dict:
     # Delivered batches are done; failed ones wait in the dead-letter store for `--replay`.
     settled = {r.batch_key for r in store.batches(request.run_id) if r.state in (BatchState.DELIVERED, BatchState.FAILED)}
     todo = [b for b in batches if _record(request.run_id, b).batch_key not in settled and b["destination_id"] not in held_back]
+    # Audiences the platform has no id for in the config: found or created there, before any send.
+    sending = {b["destination_id"] for b in todo}
+    request = replace(request, config=config.model_copy(update={"destinations": [
+        with_platform_audience_ids(d, store, request.endpoints.get(d.id)) if d.id in sending else d for d in config.destinations]}))
 
     # One heartbeat from the first send to the commit: the outcomes, the ledger and the pointer
     # are read in between (seconds on S3), and a lease lapsed there fences the commit out.

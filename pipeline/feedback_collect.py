@@ -54,10 +54,15 @@ def ask(destination: Destination, out: str, run_id: str, endpoint: str | None = 
     finally:
         connector.close()
     fetched_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows = [{"destination_id": destination.id, "audience_id": ours.get(entry.audience, entry.audience),
+
+    def our_audience(entry) -> str:
+        """By the config's id; else by name (deliver names the audiences it creates as ours)."""
+        return ours.get(entry.audience) or (entry.name if entry.name in destination.audiences else entry.audience)
+
+    rows = [{"destination_id": destination.id, "audience_id": our_audience(entry),
              "platform_audience_id": entry.audience, "reported_size": entry.size, "reported_match_rate": entry.match_rate,
              "status": entry.status, "fetched_at": fetched_at}
-            for entry in reported if ours.get(entry.audience, entry.audience) in destination.audiences]
+            for entry in reported if our_audience(entry) in destination.audiences]
     storage.write_text(part_path(out, run_id, destination.id), json.dumps(rows, indent=1) + "\n")
     return len(rows)
 

@@ -40,6 +40,9 @@ class DestinationType:
     check: Callable[[object], None] | None = None
     # Where `feedback` reads its audience reports, and the headers that API needs beyond the token.
     report_access: Callable[[object, str | None], tuple[str | None, dict[str, str]]] = reports_at_base_url
+    # Its API creates audiences (the client is also a CreatesAudiences): an audience without an
+    # id in the config is found by name or created on first delivery, and its id recorded.
+    creates_audiences: bool = False
 
 
 def credential(destination) -> str:

@@ -86,6 +86,7 @@ class ReportedAudience:
     size: int                   # people it matched (Meta: the lower bound of its estimate)
     match_rate: float | None    # matched / uploaded, where the API reports it (Google)
     status: str
+    name: str | None = None     # its name there, where the report gives it (an audience deliver created is named as ours)
 
 
 class HttpError(Exception):
@@ -118,6 +119,22 @@ class HttpProfile(Protocol):
 
     def authorize(self, request: HttpRequest, token: str) -> HttpRequest:
         """The request with the credentials where the platform takes them."""
+
+
+class CreatesAudiences(Protocol):
+    """A platform whose API creates audiences: deliver finds an audience without an id in the
+    config by its name, or creates it (HttpApiDestination.ensure_audience)."""
+
+    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
+        """One page of the account's audiences with their names."""
+
+    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
+        """name -> the platform's id on the page, and the next page's token (None: the last)."""
+
+    def create_request(self, account_id: str, name: str) -> HttpRequest: ...
+
+    def created_id(self, body: dict, headers: dict[str, str]) -> str:
+        """The new audience's id from the create answer."""
 
 
 class AccessToken(Protocol):
@@ -229,6 +246,23 @@ class HttpApiDestination(Destination):
             headers=request.headers, timeout=self.timeout,
             allow_redirects=False,  # a redirect could downgrade to http:// and resend the ids in clear
         )
+
+    def ensure_audience(self, account_id: str, name: str, max_pages: int = 1000) -> tuple[str, bool]:
+        """The platform's id of the audience named `name`, found by name over every page of the
+        account's audiences, else created; and whether it was created. A create is sent once: a
+        create that timed out may have succeeded, so the next run lists again before creating."""
+        token = None
+        for _ in range(max_pages):
+            found, token = self.profile.read_audiences(self._report_page(self.base_url, self.profile.audiences_request(account_id, token)))
+            if name in found:
+                return found[name], False
+            if token is None:
+                break
+        response = self._request(self.base_url, self.profile.create_request(account_id, name))
+        body = _answer(response)
+        if response.status_code >= 300 or self.profile.refused(body):
+            raise HttpError(response.status_code, body, dict(response.headers))
+        return self.profile.created_id(body, dict(response.headers)), True
 
     def audience_reports(self, account_id: str, report_base_url: str | None = None, headers: dict[str, str] | None = None,
                          max_pages: int = 1000) -> list[ReportedAudience]:

@@ -4,6 +4,8 @@ Item layout (partition key `pk`, sort key `sk`):
 - ledger:       pk `RUN#<run_id>`          sk `BATCH#<batch_key>`
 - quota:        pk `QUOTA#<quota_key>`     sk `WINDOW#<window>`   attribute `used`
 - dead letters: pk `DLQ#<run_id>`          sk `BATCH#<batch_key>`
+- audiences:    pk `AUDIENCE#<destination>` sk `<audience>`        attribute `platform_id`
+  (the platform's id of an audience deliver created or found by name; kept, never purged)
 A run's batches are one query; a quota window is one conditional `ADD`; a delivered batch is
 protected by a condition on its state.
 
@@ -243,3 +245,17 @@ class DynamoStateStore:
 
     def remove_dead_letter(self, key: str) -> None:
         self._table.delete_item(Key={"pk": f"DLQ#{key.split('/', 1)[0]}", "sk": f"BATCH#{key}"})
+
+    def audience_ids(self, destination_id: str) -> dict[str, str]:
+        read = lambda **page: self._table.query(KeyConditionExpression=Key("pk").eq(f"AUDIENCE#{destination_id}"),  # noqa: E731
+                                                ConsistentRead=True, **page)
+        return {item["sk"]: item["platform_id"] for item in _all_items(read)}
+
+    def record_audience_id(self, destination_id: str, audience: str, platform_id: str) -> str:
+        try:
+            self._table.put_item(Item={"pk": f"AUDIENCE#{destination_id}", "sk": audience, "platform_id": platform_id},
+                                 ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        return self.audience_ids(destination_id)[audience]

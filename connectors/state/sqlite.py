@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS quota (
     quota_key TEXT NOT NULL, period TEXT NOT NULL, used INTEGER NOT NULL,
     PRIMARY KEY (quota_key, period)
 );
+CREATE TABLE IF NOT EXISTS audiences (
+    destination_id TEXT NOT NULL, audience TEXT NOT NULL, platform_id TEXT NOT NULL,
+    PRIMARY KEY (destination_id, audience)
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     batch_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, destination_id TEXT NOT NULL,
     error TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at TEXT NOT NULL
@@ -119,3 +123,12 @@ class SqliteStateStore:
     def remove_dead_letter(self, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM dead_letters WHERE batch_key = ?", (key,))
+
+    def audience_ids(self, destination_id: str) -> dict[str, str]:
+        rows = self._db.execute("SELECT audience, platform_id FROM audiences WHERE destination_id = ?", (destination_id,))
+        return dict(rows.fetchall())
+
+    def record_audience_id(self, destination_id: str, audience: str, platform_id: str) -> str:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO audiences VALUES (?, ?, ?)", (destination_id, audience, platform_id))
+        return self.audience_ids(destination_id)[audience]

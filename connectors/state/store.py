@@ -119,3 +119,10 @@ class StateStore(Protocol):
     def dead_letters(self, run_id: str | None = None) -> list[DeadLetter]: ...
 
     def remove_dead_letter(self, key: str) -> None: ...
+
+    def audience_ids(self, destination_id: str) -> dict[str, str]:
+        """Audience -> the platform's id of it, for audiences deliver created or found on the platform."""
+
+    def record_audience_id(self, destination_id: str, audience: str, platform_id: str) -> str:
+        """Keep the platform's id of an audience unless one is kept already; returns the id kept
+        (two runs that created the same audience at once converge on the first recorded)."""

@@ -69,6 +69,7 @@ class Scoreboard:
     held: dict[str, set] = field(default_factory=lambda: defaultdict(set))
     refused: Counter = field(default_factory=Counter)  # reason -> count
     report_pages: int = 0  # audience report pages served
+    audiences_created: int = 0  # through the platform's create call
     tokens_issued: int = 0
     # Google: the consent each member was last ingested with, (audience, member) -> (adUserData,
     # adPersonalization), the member's own `consent` or else the request's; None where neither says.
@@ -151,6 +152,7 @@ class HttpDestinationEmulator:
         self._rng = random.Random(self.config.seed)
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}   # OAuth access token -> when it expires (monotonic)
+        self.audiences: dict[str, str] = {}   # the platform's id -> name, of audiences created through its API
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -237,11 +239,21 @@ class HttpDestinationEmulator:
         return {a: (len(keys), sum(1 for key in keys if int(hashlib.sha256(repr(key).encode()).hexdigest()[:4], 16) < cut))
                 for a, keys in held.items()}
 
+    def create_audience(self, name: str) -> str:
+        """A new audience named `name` (names need not be unique, as on TikTok); its numeric id."""
+        with self._lock:
+            self.score.audiences_created += 1
+            platform_id = str(9_000_000 + len(self.audiences) + 1)
+            self.audiences[platform_id] = name
+        return platform_id
+
     def _report_rows(self, start: int, size: int) -> tuple[list[tuple[str, int, int]], int]:
-        """One page of (audience, members, matched) from `start`, and how many audiences there are."""
+        """One page of (audience, members, matched) from `start`, and how many audiences there
+        are: those holding members, and those created empty."""
         with self._lock:
             self.score.report_pages += 1
-        rows = [(audience, *counts) for audience, counts in self.matched_sizes().items()]
+        sizes = {platform_id: (0, 0) for platform_id in self.audiences} | self.matched_sizes()
+        rows = [(audience, *counts) for audience, counts in sorted(sizes.items())]
         return rows[start:start + size], len(rows)
 
     def _report_page(self, token: str | None, size: int) -> tuple[list[tuple[str, int, int]], str | None]:
@@ -301,7 +313,10 @@ class HttpDestinationEmulator:
                     if self._report_failing():
                         return self._send(dialect.unavailable())
                     report = dialect.report(self.path, body, emulator.config.report_page_size)
-                    return self._send(dialect.report_page(report, *emulator._report_rows(report.start, report.size)))
+                    return self._send(dialect.report_page(report, *emulator._report_rows(report.start, report.size), emulator.audiences))
+                if route == "create":
+                    name = dialect.create(body)
+                    return self._send(name if isinstance(name, Answer) else dialect.created(emulator.create_audience(name)))
                 delivery = dialect.delivery(self.command, self.path, body)
                 if isinstance(delivery, Answer):
                     with emulator._lock:

@@ -13,4 +13,4 @@ def connect(destination, endpoint: str | None = None) -> Destination:
     return http_api_destination(destination, endpoint, lambda: TikTokAudiences(advertiser_id=destination.connection.account_id))
 
 
-DESTINATION = DestinationType(PROFILE, connect, TikTokConnection, check_request_contract)
+DESTINATION = DestinationType(PROFILE, connect, TikTokConnection, check_request_contract, creates_audiences=True)

@@ -6,6 +6,8 @@ where the member has no id of that type), each id naming its audience. The token
 `Access-Token` header. TikTok answers errors with HTTP 200 and a non-zero `code`: 40100, 40133
 and 40016 are throttling (no header says how long; a message naming the daily limit (QPD)
 defers the run to midnight UTC), 4xxxx else is the request's fault, 5xxxx and 60001 TikTok's.
+An audience is created by name (`/segment/audience/`, `action: create`); names are not unique
+on TikTok, so deliver looks for the name in the advertiser's list first.
 """
 from __future__ import annotations
 
@@ -73,8 +75,27 @@ class TikTokAudiences:
         """TikTok gives the matched people (`cover_num`), no match rate."""
         data = body.get("data") or {}
         audiences = [ReportedAudience(str(entry["audience_id"]), int(entry.get("cover_num") or 0), None,
-                                      "valid" if entry.get("is_valid") else "not valid")
+                                      "valid" if entry.get("is_valid") else "not valid", entry.get("name"))
                      for entry in data.get("list", [])]
-        page = data.get("page_info") or {}
-        current, pages = int(page.get("page", 1)), int(page.get("total_page", 1))
-        return audiences, str(current + 1) if current < pages else None
+        return audiences, _next_page(data)
+
+    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
+        return self.report_request(account_id, page_token)
+
+    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
+        data = body.get("data") or {}
+        return {entry["name"]: str(entry["audience_id"]) for entry in data.get("list", []) if entry.get("name")}, _next_page(data)
+
+    def create_request(self, account_id: str, name: str) -> HttpRequest:
+        body = {"custom_audience_name": name, "advertiser_id": account_id, "action": "create"}
+        return HttpRequest("POST", f"{API}/segment/audience/", body, {})
+
+    def created_id(self, body: dict, headers: dict[str, str]) -> str:
+        return str((body.get("data") or {})["audience_id"])
+
+
+def _next_page(data: dict) -> str | None:
+    """The next page number of a paged list (`page_info`), None after the last."""
+    page = data.get("page_info") or {}
+    current, pages = int(page.get("page", 1)), int(page.get("total_page", 1))
+    return str(current + 1) if current < pages else None

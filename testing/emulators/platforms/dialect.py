@@ -39,7 +39,7 @@ class Dialect(Protocol):
     max_batch: int    # the platform's members per request
 
     def route(self, method: str, path: str) -> str | None:
-        """"deliver", "report", or None when the request is not this platform's."""
+        """"deliver", "report", "create" (an audience), or None when the request is not this platform's."""
 
     def authenticated(self, headers) -> Answer | None:
         """None when the request carries a credential; else the platform's answer to it."""
@@ -67,5 +67,11 @@ class Dialect(Protocol):
     def report(self, path: str, body: dict, largest_page: int) -> Report:
         """The page the request asks for, at most `largest_page` audiences (the emulator's setting)."""
 
-    def report_page(self, report: Report, rows: list[tuple[str, int, int]], total: int) -> Answer:
-        """The page of (audience, members, matched) rows; `total` audiences in all."""
+    def report_page(self, report: Report, rows: list[tuple[str, int, int]], total: int, names: dict[str, str]) -> Answer:
+        """The page of (audience, members, matched) rows; `total` audiences in all; `names` of
+        the audiences created through the API (others are named by their id)."""
+
+    def create(self, body: dict) -> str | Answer:
+        """The name of the audience the request creates, or the platform's answer to a malformed one."""
+
+    def created(self, platform_id: str) -> Answer: ...

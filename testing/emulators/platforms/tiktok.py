@@ -13,6 +13,7 @@ from audience_relay.testing.emulators.platforms.dialect import SHA256_HEX, Answe
 
 MAPPING = "/open_api/v1.3/segment/mapping/"
 AUDIENCE_LIST = "/open_api/v1.3/dmp/custom_audience/list/"
+AUDIENCE_CREATE = "/open_api/v1.3/segment/audience/"
 ID_TYPES = {"EMAIL_SHA256": "email", "PHONE_SHA256": "phone"}
 
 
@@ -30,6 +31,8 @@ class TikTok:
             return "deliver"
         if method == "GET" and route == AUDIENCE_LIST:
             return "report"
+        if method == "POST" and route == AUDIENCE_CREATE:
+            return "create"
         return None
 
     def authenticated(self, headers) -> Answer | None:
@@ -77,11 +80,21 @@ class TikTok:
         size = min(int(query.get("page_size", ["10"])[0]), 100, largest_page)
         return Report((int(query.get("page", ["1"])[0]) - 1) * size, size)
 
-    def report_page(self, report: Report, rows: list[tuple[str, int, int]], total: int) -> Answer:
-        entries = [{"audience_id": audience, "name": audience, "cover_num": matched, "is_valid": True} for audience, _, matched in rows]
+    def report_page(self, report: Report, rows: list[tuple[str, int, int]], total: int, names: dict[str, str]) -> Answer:
+        entries = [{"audience_id": audience, "name": names.get(audience, audience), "cover_num": matched, "is_valid": True}
+                   for audience, _, matched in rows]
         page_info = {"page": report.start // report.size + 1, "page_size": report.size, "total_number": total,
                      "total_page": max(1, math.ceil(total / report.size))}
         return _answer(0, "OK", {"list": entries, "page_info": page_info})
+
+    def create(self, body: dict) -> str | Answer:
+        name = body.get("custom_audience_name")
+        if body.get("action") != "create" or not body.get("advertiser_id") or not isinstance(name, str) or not 0 < len(name) <= 128:
+            return _answer(40002, "custom_audience_name, advertiser_id and action create are required")
+        return name
+
+    def created(self, platform_id: str) -> Answer:
+        return _answer(0, "OK", {"audience_id": platform_id})
 
     def echoing(self, members: list[tuple[str, str]]) -> Answer:
         """Refuses the request quoting its first entries, as APIs quote invalid ids."""

@@ -88,6 +88,15 @@ def test_dead_letters_keep_the_error_and_can_be_removed_for_replay(store):
     assert store.dead_letters("r1") == []
 
 
+def test_a_platforms_audience_id_is_kept_once_and_the_first_recorded_wins(store):
+    assert store.audience_ids("tiktok") == {}
+    assert store.record_audience_id("tiktok", "high_value", "9000001") == "9000001"
+    assert store.record_audience_id("tiktok", "high_value", "9000002") == "9000001"   # a run that created it too
+    store.record_audience_id("tiktok", "lapsed", "9000003")
+    store.record_audience_id("snap", "high_value", "abc")
+    assert store.audience_ids("tiktok") == {"high_value": "9000001", "lapsed": "9000003"}
+
+
 def test_dynamodb_items_carry_their_purge_time_and_leases_never_do(moto_server):
     from audience_relay.connectors.state.lease import LeaseLock
 

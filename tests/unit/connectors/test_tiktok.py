@@ -75,13 +75,27 @@ def _config(**connection) -> dict:
 @pytest.mark.parametrize("connection, error", [
     ({"audience_ids": {"high_value": "1"}}, r"connection\.account_id: the TikTok advertiser id \(digits\) is required"),
     ({"account_id": "adv-1", "audience_ids": {"high_value": "1"}}, r"connection\.account_id: the TikTok advertiser id"),
-    ({"account_id": "700"}, r"connection\.audience_ids: audiences \['high_value'\] have no TikTok audience id"),
     ({"account_id": "700", "audience_ids": {"high_value": "abc"}}, r"connection\.audience_ids\.high_value: 'abc' is not a TikTok audience id"),
     ({"account_id": "700", "audience_ids": {"high_value": "1"}, "app_secret": {"env": "X"}}, r"connection\.app_secret: unknown key"),
 ])
 def test_a_tiktok_destination_names_the_key_its_requests_lack(connection, error):
     with pytest.raises(ConfigError, match=error):
         parse_config(_config(**connection), "destinations.yaml")
+
+
+def test_an_audience_without_a_tiktok_id_is_left_for_deliver_to_find_or_create():
+    destination = parse_config(_config(account_id="700"), "d.yaml").destinations[0]
+    assert destination.connection.audience_ids == {}
+
+
+def test_an_audience_is_created_as_segment_creates_it_and_found_by_name_page_by_page():
+    profile = TikTokAudiences()
+    created = profile.create_request("123", "personas_test_audience")
+    assert (created.method, created.path) == ("POST", "/open_api/v1.3/segment/audience/")
+    assert created.json == {"custom_audience_name": "personas_test_audience", "advertiser_id": "123", "action": "create"}   # Segment's test body
+    assert profile.created_id({"data": {"audience_id": "1234345"}}, {}) == "1234345"   # Segment's test answer
+    page = {"code": 0, "data": {"list": [{"audience_id": 9, "name": "high_value"}], "page_info": {"page": 1, "total_page": 3}}}
+    assert profile.read_audiences(page) == ({"high_value": "9"}, "2")
 
 
 def test_a_tiktok_destination_takes_emails_and_phones_not_maids():

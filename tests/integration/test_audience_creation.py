@@ -1,0 +1,60 @@
+"""Audiences the config gives no platform id for: found by name on the platform, else created
+there, the id recorded in the state store so the next run asks nothing, for every platform whose
+API creates audiences (against the emulator's dialect of it)."""
+import pytest
+
+from audience_relay.connectors.destinations.registry import REGISTRY
+from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
+from audience_relay.connectors.http.client import HttpApiDestination
+from audience_relay.connectors.state.sqlite import SqliteStateStore
+from audience_relay.pipeline.config import parse_config
+from audience_relay.pipeline.platform_audiences import with_platform_audience_ids
+from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+
+pytestmark = pytest.mark.integration
+
+CREATING = {   # profile -> (its request shape, a destination of it whose audiences have no ids yet)
+    "tiktok_audiences": (lambda: TikTokAudiences(advertiser_id="700"),
+                         {"id": "tiktok", "kind": "http_api", "profile": "tiktok_audiences", "credentials": {"env": "PLATFORM_TOKEN"},
+                          "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "700",
+                                         "audience_ids": {"known": "5550001"}},
+                          "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
+}
+
+
+def test_every_platform_that_creates_audiences_is_here():
+    assert set(CREATING) == {name for name, d in REGISTRY.items() if d.creates_audiences}
+
+
+@pytest.mark.parametrize("platform", CREATING)
+def test_an_audience_is_found_by_name_over_every_page_and_created_only_when_absent(platform):
+    shape, _ = CREATING[platform]
+    with HttpDestinationEmulator(EmulatorConfig(report_page_size=1)) as emulator:
+        for name in ("first", "second", "high_value"):
+            emulator.create_audience(name)
+        connector = HttpApiDestination(emulator.url, shape(), token="token")
+        connector.open()
+        assert connector.ensure_audience("700", "high_value") == ("9000003", False)   # on the third page
+        created, was_created = connector.ensure_audience("700", "lapsed")
+        assert was_created and emulator.audiences[created] == "lapsed" and emulator.score.audiences_created == 4
+        assert connector.ensure_audience("700", "lapsed") == (created, False)
+        connector.close()
+    assert emulator.score.audiences_created == 4
+
+
+@pytest.mark.parametrize("platform", CREATING)
+def test_deliver_records_the_ids_so_the_next_run_asks_nothing_and_a_lost_record_finds_instead_of_creating(platform, tmp_path, monkeypatch):
+    monkeypatch.setenv("PLATFORM_TOKEN", "token")
+    _, raw = CREATING[platform]
+    destination = parse_config({"version": 1, "destinations": [raw]}, "destinations.yaml").destinations[0]
+    store = SqliteStateStore(tmp_path / "state.db")
+    with HttpDestinationEmulator() as emulator:
+        first = with_platform_audience_ids(destination, store, emulator.url)
+        ids = first.connection.audience_ids
+        assert ids["known"] == "5550001" and {emulator.audiences[ids[a]] for a in ("high_value", "lapsed")} == {"high_value", "lapsed"}
+        assert emulator.score.audiences_created == 2 and store.audience_ids("tiktok") == {a: ids[a] for a in ("high_value", "lapsed")}
+        asked = len(emulator.score.request_times), emulator.score.report_pages
+        second = with_platform_audience_ids(destination, store, emulator.url)
+        assert second.connection.audience_ids == ids and (len(emulator.score.request_times), emulator.score.report_pages) == asked
+        fresh = with_platform_audience_ids(destination, SqliteStateStore(tmp_path / "other.db"), emulator.url)
+        assert fresh.connection.audience_ids == ids and emulator.score.audiences_created == 2
