@@ -17,6 +17,7 @@ RUNTIME = [
     "requests>=2.31",
     "paramiko>=3.4",
     "google-auth>=2.30,<3",   # Google's OAuth 2.0 service-account tokens (connectors/destinations/google/oauth.py)
+    "requests-oauthlib>=2.0,<3",   # OAuth 2.0 refresh-token grants (connectors/http/oauth2.py): Snapchat, LinkedIn, Pinterest
     "phonenumbers>=9.0,<10",  # libphonenumber: phone validity and E.164 (transforms/phone_numbers.py)
 ]
 TEST = [

@@ -10,6 +10,9 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 # Spark's Python workers inherit the environment the JVM started with: credentials that
 # delivery tests resolve inside workers must be set before the session exists.
 os.environ.setdefault("META_ACCESS_TOKEN", "test-meta-token")
+# The emulators' OAuth 2.0 token endpoints are plain http on loopback, which oauthlib refuses
+# unless told (our own check still refuses http to anything but loopback).
+os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
 # Jobs that tests start as processes (the demo, crashes, locks, the CLI, spark-submit) each start
 # a JVM that lives for seconds on kilobytes: C1-only JIT and a serial collector cut their CPU by a
 # third (a 4k-row prepare: 60 s -> 39 s). The tests' own session (the `spark` fixture) takes the

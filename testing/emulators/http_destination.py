@@ -56,6 +56,10 @@ class EmulatorConfig:
     # token of the `revoke_token_after`-th accepted batch is revoked (a 401 for the next call).
     oauth_public_key: str | None = None
     token_lifetime_seconds: float = 3600.0
+    # OAuth 2.0 refresh-token grants (Snapchat, LinkedIn, Pinterest): with (client_id,
+    # client_secret, refresh_token), the emulator is also the token endpoint (`POST
+    # /oauth2/token`) and those platforms' calls need a live bearer token it issued.
+    oauth2_client: tuple[str, str, str] | None = None
     revoke_token_after: int | None = None
 
 
@@ -304,7 +308,7 @@ class HttpDestinationEmulator:
                 """A platform's request: its credential, then a report page or a delivery under the
                 emulator's limits and faults, answered the platform's way."""
                 body = self._body()
-                refusal = dialect.authenticated(self.headers)
+                refusal = dialect.authenticated(self.headers) or self._bearer_refused(dialect)
                 if refusal:
                     with emulator._lock:
                         emulator.score.refused["unauthenticated"] += 1
@@ -366,7 +370,38 @@ class HttpDestinationEmulator:
                     return self._google_report()
                 if self.path == "/token" and emulator.config.oauth_public_key:
                     return self._issue_token()
+                if self.path == "/oauth2/token" and emulator.config.oauth2_client:
+                    return self._refresh_grant()
                 self._handle("POST")
+
+            def _refresh_grant(self) -> None:
+                """OAuth 2.0 refresh-token grant (RFC 6749 section 6); the client's credentials in the
+                form body or as HTTP Basic authentication, as the platform's endpoint takes them."""
+                import base64
+
+                fields = dict(parse_qsl(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()))
+                client_id, client_secret, refresh_token = emulator.config.oauth2_client
+                basic = self.headers.get("Authorization", "")
+                if basic.startswith("Basic "):
+                    fields.update(zip(("client_id", "client_secret"), base64.b64decode(basic[6:]).decode().split(":", 1)))
+                if (fields.get("client_id"), fields.get("client_secret")) != (client_id, client_secret):
+                    return self._reply(401, {"error": "invalid_client"})
+                if fields.get("grant_type") != "refresh_token" or fields.get("refresh_token") != refresh_token:
+                    return self._reply(400, {"error": "invalid_grant"})
+                with emulator._lock:
+                    emulator.score.tokens_issued += 1
+                    token = f"emulated-access-{emulator.score.tokens_issued}"
+                    emulator._tokens[token] = time.monotonic() + emulator.config.token_lifetime_seconds
+                return self._reply(200, {"access_token": token, "token_type": "Bearer", "expires_in": emulator.config.token_lifetime_seconds})
+
+            def _bearer_refused(self, dialect) -> Answer | None:
+                """With refresh-token grants on, a platform that takes bearer tokens refuses any it did not issue, or expired."""
+                if not (emulator.config.oauth2_client and getattr(dialect, "bearer_tokens", False)):
+                    return None
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                with emulator._lock:
+                    live = emulator._tokens.get(token, 0) > time.monotonic()
+                return None if live else dialect.unauthorized()
 
             def _issue_token(self) -> None:
                 """OAuth 2.0 JWT-bearer grant (RFC 7523), as Google's token endpoint answers it."""

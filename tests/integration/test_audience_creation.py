@@ -4,12 +4,14 @@ API creates audiences (against the emulator's dialect of it)."""
 import pytest
 
 from audience_relay.connectors.destinations.registry import REGISTRY
+from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
 from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
 from audience_relay.connectors.http.client import HttpApiDestination
 from audience_relay.connectors.state.sqlite import SqliteStateStore
 from audience_relay.pipeline.config import parse_config
 from audience_relay.pipeline.platform_audiences import with_platform_audience_ids
 from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from tests.integration.platforms import emulator_config, secret
 
 pytestmark = pytest.mark.integration
 
@@ -19,6 +21,11 @@ CREATING = {   # profile -> (its request shape, a destination of it whose audien
                           "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "700",
                                          "audience_ids": {"known": "5550001"}},
                           "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
+    "snapchat_audience_match": (lambda: SnapchatAudienceMatch(),
+                                {"id": "snap", "kind": "http_api", "profile": "snapchat_audience_match", "credentials": {"env": "PLATFORM_TOKEN"},
+                                 "connection": {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74",
+                                                "audience_ids": {"known": "5550001"}},
+                                 "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
 }
 
 
@@ -44,15 +51,16 @@ def test_an_audience_is_found_by_name_over_every_page_and_created_only_when_abse
 
 @pytest.mark.parametrize("platform", CREATING)
 def test_deliver_records_the_ids_so_the_next_run_asks_nothing_and_a_lost_record_finds_instead_of_creating(platform, tmp_path, monkeypatch):
-    monkeypatch.setenv("PLATFORM_TOKEN", "token")
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")   # the emulator's token endpoint is plain http on loopback
     _, raw = CREATING[platform]
     destination = parse_config({"version": 1, "destinations": [raw]}, "destinations.yaml").destinations[0]
     store = SqliteStateStore(tmp_path / "state.db")
-    with HttpDestinationEmulator() as emulator:
+    with HttpDestinationEmulator(emulator_config(platform)) as emulator:
+        monkeypatch.setenv("PLATFORM_TOKEN", secret(platform, emulator.url))
         first = with_platform_audience_ids(destination, store, emulator.url)
         ids = first.connection.audience_ids
         assert ids["known"] == "5550001" and {emulator.audiences[ids[a]] for a in ("high_value", "lapsed")} == {"high_value", "lapsed"}
-        assert emulator.score.audiences_created == 2 and store.audience_ids("tiktok") == {a: ids[a] for a in ("high_value", "lapsed")}
+        assert emulator.score.audiences_created == 2 and store.audience_ids(destination.id) == {a: ids[a] for a in ("high_value", "lapsed")}
         asked = len(emulator.score.request_times), emulator.score.report_pages
         second = with_platform_audience_ids(destination, store, emulator.url)
         assert second.connection.audience_ids == ids and (len(emulator.score.request_times), emulator.score.report_pages) == asked

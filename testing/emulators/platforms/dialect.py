@@ -44,6 +44,11 @@ class Dialect(Protocol):
     def authenticated(self, headers) -> Answer | None:
         """None when the request carries a credential; else the platform's answer to it."""
 
+    def unauthorized(self) -> Answer:
+        """The platform's answer to a missing or dead credential (a bearer-token platform's 401:
+        the client renews its token once). `bearer_tokens = True` on the dialect: with the
+        emulator's refresh-token grants on, only tokens it issued and not expired are live."""
+
     def delivery(self, method: str, path: str, body: dict) -> Delivery | Answer:
         """The members the request adds or removes, or the platform's answer to a malformed request."""
 

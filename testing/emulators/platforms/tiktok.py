@@ -36,7 +36,10 @@ class TikTok:
         return None
 
     def authenticated(self, headers) -> Answer | None:
-        return None if headers.get("Access-Token") else _answer(40104, "Access token is null")
+        return None if headers.get("Access-Token") else self.unauthorized()
+
+    def unauthorized(self) -> Answer:
+        return _answer(40104, "Access token is null")
 
     def delivery(self, method: str, path: str, body: dict) -> Delivery | Answer:
         action, schema, rows = body.get("action"), body.get("id_schema") or [], body.get("batch_data") or []

@@ -1,0 +1,90 @@
+"""Day 1 and day 2 of generated data, prepared and delivered to every ad platform added through the
+destination layout (one destination each, in one run), its audiences created on first delivery:
+after each day, each platform's emulator holds exactly the members testing/reference.py computes
+from the same input, independently of the Spark jobs."""
+import json
+from collections import defaultdict
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from audience_relay.cli.main import main
+from audience_relay.connectors.destinations.registry import REGISTRY
+from audience_relay.pipeline.config import load_config
+from audience_relay.pipeline.generator import GeneratorSpec, generate, spec_from_previous
+from audience_relay.testing import reference
+from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
+from tests.integration.platforms import emulator_config, secret
+
+pytestmark = pytest.mark.integration
+
+# One destination per platform; no audience has a platform id, so deliver creates them all.
+PLATFORMS = {
+    "tiktok_audiences": {"id": "tiktok", "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "7000000000000000001"}},
+    "snapchat_audience_match": {"id": "snap", "connection": {"base_url": "https://adsapi.snapchat.com",
+                                                             "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}},
+}
+AUDIENCES = {"high_value": ["seg_0001", "seg_0002", "seg_0003"], "in_market": ["seg_0004", "seg_0005"]}
+RECORDS = 3_000
+
+
+def test_every_platform_beyond_meta_and_google_is_here():
+    established = {"meta_custom_audiences", "google_data_manager"}
+    assert set(PLATFORMS) == {name for name, d in REGISTRY.items() if d.profile.kind == "http_api"} - established
+
+
+@pytest.fixture(scope="module")
+def days(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("platform_days")
+    ids = tuple(entry["id"] for entry in PLATFORMS.values())
+    day1 = generate(spark, GeneratorSpec(records=RECORDS, seed=31, destinations=ids), root / "data" / "day1")
+    day2 = generate(spark, spec_from_previous(root / "data" / "day1"), root / "data" / "day2")
+    return root, {"d1": day1, "d2": day2}
+
+
+def held_by_audience(emulator: HttpDestinationEmulator) -> dict[str, set]:
+    """What the emulator holds, by our audience: the created audiences carry our names."""
+    return {emulator.audiences[platform_id]: members for platform_id, members in emulator.score.held.items() if members}
+
+
+def expected_by_audience(config, destination_id: str, day: dict) -> dict[str, set]:
+    members, _ = reference.members(pq.read_table(day["membership"]).to_pylist(), pq.read_table(day["consent"]).to_pylist(), config)
+    expected = defaultdict(set)
+    for audience, id_type, key in members[destination_id]:
+        expected[audience].add((id_type, key))
+    return dict(expected)
+
+
+def test_each_platform_holds_exactly_the_reference_members_after_day_1_and_day_2(days, moto_server, capsys):
+    root, data = days
+    emulators = {profile: HttpDestinationEmulator(emulator_config(profile)) for profile in PLATFORMS}
+    destinations = []
+    for profile, emulator in emulators.items():
+        emulator.__enter__()
+        entry = PLATFORMS[profile]
+        # Secrets Manager (moto): Spark's workers resolve it where they send, as in AWS.
+        arn = boto3.client("secretsmanager").create_secret(Name=f"audience-relay/{entry['id']}", SecretString=secret(profile, emulator.url))["ARN"]
+        destinations.append({"kind": "http_api", "profile": profile, "credentials": {"secret_arn": arn}, "sync_mode": "mirror",
+                             "audiences": AUDIENCES, **entry})
+    config_path = root / "destinations.yaml"
+    config_path.write_text(yaml.safe_dump({"version": 1, "destinations": destinations}))
+    config = load_config(config_path)
+    endpoints = [argument for profile, emulator in emulators.items() for argument in ("--endpoint", f"{PLATFORMS[profile]['id']}={emulator.url}")]
+    try:
+        for run_id, day in data.items():
+            assert main(["prepare", "--input", day["membership"], "--consent", day["consent"], "--out", str(root / "out"),
+                         "--config", str(config_path), "--run-id", run_id]) == 0
+            capsys.readouterr()
+            code = main(["deliver", "--out", str(root / "out"), "--run-id", run_id, "--config", str(config_path), *endpoints])
+            summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+            assert code == 0 and summary["status"] == "SUCCEEDED", summary
+            for profile, emulator in emulators.items():
+                expected = expected_by_audience(config, PLATFORMS[profile]["id"], day)
+                assert set(expected) == set(AUDIENCES) and all(expected.values())
+                assert held_by_audience(emulator) == expected, (run_id, profile)
+                assert emulator.score.audiences_created == len(AUDIENCES) and emulator.score.duplicates == 0
+    finally:
+        for emulator in emulators.values():
+            emulator.__exit__(None, None, None)
