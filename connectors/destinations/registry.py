@@ -1,7 +1,7 @@
 """Every destination this build delivers to, by profile name: one line per destination folder."""
 from __future__ import annotations
 
-from audience_relay.connectors.destinations import google, meta, s3, sftp, snapchat, tiktok
+from audience_relay.connectors.destinations import google, linkedin, meta, s3, sftp, snapchat, tiktok
 from audience_relay.connectors.destinations.shape import DestinationType
 from audience_relay.connectors.profiles import Profile
 
@@ -12,5 +12,6 @@ REGISTRY: dict[str, DestinationType] = {
     "s3_objects": s3.DESTINATION,
     "tiktok_audiences": tiktok.DESTINATION,
     "snapchat_audience_match": snapchat.DESTINATION,
+    "linkedin_dmp_segments": linkedin.DESTINATION,
 }
 PROFILES: dict[str, Profile] = {name: destination.profile for name, destination in REGISTRY.items()}

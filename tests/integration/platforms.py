@@ -5,7 +5,7 @@ import json
 from audience_relay.testing.emulators.http_destination import EmulatorConfig
 
 OAUTH2_CLIENT = ("client-id", "client-secret", "refresh-token")
-REFRESH_TOKEN_PLATFORMS = {"snapchat_audience_match"}
+REFRESH_TOKEN_PLATFORMS = {"snapchat_audience_match", "linkedin_dmp_segments"}
 
 
 def emulator_config(profile: str, **settings) -> EmulatorConfig:

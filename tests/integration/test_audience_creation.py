@@ -3,6 +3,7 @@ there, the id recorded in the state store so the next run asks nothing, for ever
 API creates audiences (against the emulator's dialect of it)."""
 import pytest
 
+from audience_relay.connectors.destinations.linkedin.client import LinkedInDmpSegments
 from audience_relay.connectors.destinations.registry import REGISTRY
 from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
 from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
@@ -26,6 +27,11 @@ CREATING = {   # profile -> (its request shape, a destination of it whose audien
                                  "connection": {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74",
                                                 "audience_ids": {"known": "5550001"}},
                                  "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
+    "linkedin_dmp_segments": (lambda: LinkedInDmpSegments(source_platform="ACME_CDP"),
+                              {"id": "linkedin", "kind": "http_api", "profile": "linkedin_dmp_segments", "credentials": {"env": "PLATFORM_TOKEN"},
+                               "connection": {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP",
+                                              "audience_ids": {"known": "5550001"}},
+                               "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
 }
 
 

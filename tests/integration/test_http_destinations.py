@@ -12,6 +12,7 @@ from audience_relay.connectors.delivery import deliver_batches
 from audience_relay.connectors.destination import Batch
 from audience_relay.connectors.destinations.google.client import GoogleDataManager
 from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
+from audience_relay.connectors.destinations.linkedin.client import LinkedInDmpSegments
 from audience_relay.connectors.destinations.registry import REGISTRY
 from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
 from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
@@ -31,6 +32,7 @@ PLATFORMS = {
     "google_data_manager": lambda: GoogleDataManager(operating_account_id="1234567890"),
     "tiktok_audiences": lambda: TikTokAudiences(advertiser_id="7000000000000000001"),
     "snapchat_audience_match": lambda: SnapchatAudienceMatch(),
+    "linkedin_dmp_segments": lambda: LinkedInDmpSegments(),
 }
 AUDIENCE_IDS = {"aud_1": "5550001", "aud_2": "5550002", "aud_3": "5550003"}   # numeric: every platform's form
 FAST_RETRIES = RetryPolicy(base_seconds=0.05, cap_seconds=0.5, max_attempts=8)

@@ -25,6 +25,8 @@ PLATFORMS = {
     "tiktok_audiences": {"id": "tiktok", "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "7000000000000000001"}},
     "snapchat_audience_match": {"id": "snap", "connection": {"base_url": "https://adsapi.snapchat.com",
                                                              "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}},
+    "linkedin_dmp_segments": {"id": "linkedin", "connection": {"base_url": "https://api.linkedin.com", "account_id": "456",
+                                                               "source_platform": "ACME_CDP"}},
 }
 AUDIENCES = {"high_value": ["seg_0001", "seg_0002", "seg_0003"], "in_market": ["seg_0004", "seg_0005"]}
 RECORDS = 3_000

@@ -28,6 +28,7 @@ SENT = {
     "google_data_manager": {"email": GMAIL_CANONICAL, "phone": PHONE_E164, "maid": MAID_CLEAR},
     "tiktok_audiences": {"email": EMAIL, "phone": PHONE_E164},
     "snapchat_audience_match": {"email": EMAIL, "phone": PHONE_DIGITS, "maid": MAID_HASHED},
+    "linkedin_dmp_segments": {"email": EMAIL, "maid": MAID_CLEAR},
     "sftp_gzip_csv": {"email": EMAIL, "phone": PHONE_E164, "maid": MAID_HASHED, "external_id": EXTERNAL},
     "s3_objects": {"email": EMAIL, "phone": PHONE_E164, "maid": MAID_CLEAR, "external_id": EXTERNAL},
 }
