@@ -1,7 +1,7 @@
 """Every destination this build delivers to, by profile name: one line per destination folder."""
 from __future__ import annotations
 
-from audience_relay.connectors.destinations import google, linkedin, meta, s3, sftp, snapchat, tiktok
+from audience_relay.connectors.destinations import google, linkedin, meta, s3, sftp, snapchat, tiktok, x
 from audience_relay.connectors.destinations.shape import DestinationType
 from audience_relay.connectors.profiles import Profile
 
@@ -13,5 +13,6 @@ REGISTRY: dict[str, DestinationType] = {
     "tiktok_audiences": tiktok.DESTINATION,
     "snapchat_audience_match": snapchat.DESTINATION,
     "linkedin_dmp_segments": linkedin.DESTINATION,
+    "x_custom_audiences": x.DESTINATION,
 }
 PROFILES: dict[str, Profile] = {name: destination.profile for name, destination in REGISTRY.items()}

@@ -60,6 +60,9 @@ class EmulatorConfig:
     # client_secret, refresh_token), the emulator is also the token endpoint (`POST
     # /oauth2/token`) and those platforms' calls need a live bearer token it issued.
     oauth2_client: tuple[str, str, str] | None = None
+    # OAuth 1.0a (X): with (consumer_key, consumer_secret, access_token, access_token_secret),
+    # every X request's signature is verified (by oauthlib); without, only its presence.
+    oauth1_keys: tuple[str, str, str, str] | None = None
     revoke_token_after: int | None = None
 
 
@@ -308,7 +311,7 @@ class HttpDestinationEmulator:
                 """A platform's request: its credential, then a report page or a delivery under the
                 emulator's limits and faults, answered the platform's way."""
                 body = self._body()
-                refusal = dialect.authenticated(self.headers) or self._bearer_refused(dialect)
+                refusal = dialect.authenticated(self.headers, self.command, f"{emulator.url}{self.path}", emulator.config) or self._bearer_refused(dialect)
                 if refusal:
                     with emulator._lock:
                         emulator.score.refused["unauthenticated"] += 1
@@ -319,7 +322,7 @@ class HttpDestinationEmulator:
                     report = dialect.report(self.path, body, emulator.config.report_page_size)
                     return self._send(dialect.report_page(report, *emulator._report_rows(report.start, report.size), emulator.audiences))
                 if route == "create":
-                    name = dialect.create(body)
+                    name = dialect.create(body, self.path)
                     return self._send(name if isinstance(name, Answer) else dialect.created(emulator.create_audience(name)))
                 delivery = dialect.delivery(self.command, self.path, body)
                 if isinstance(delivery, Answer):

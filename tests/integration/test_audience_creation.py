@@ -3,35 +3,31 @@ there, the id recorded in the state store so the next run asks nothing, for ever
 API creates audiences (against the emulator's dialect of it)."""
 import pytest
 
-from audience_relay.connectors.destinations.linkedin.client import LinkedInDmpSegments
 from audience_relay.connectors.destinations.registry import REGISTRY
-from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
-from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
-from audience_relay.connectors.http.client import HttpApiDestination
 from audience_relay.connectors.state.sqlite import SqliteStateStore
 from audience_relay.pipeline.config import parse_config
 from audience_relay.pipeline.platform_audiences import with_platform_audience_ids
-from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
 from tests.integration.platforms import emulator_config, secret
 
 pytestmark = pytest.mark.integration
 
-CREATING = {   # profile -> (its request shape, a destination of it whose audiences have no ids yet)
-    "tiktok_audiences": (lambda: TikTokAudiences(advertiser_id="700"),
-                         {"id": "tiktok", "kind": "http_api", "profile": "tiktok_audiences", "credentials": {"env": "PLATFORM_TOKEN"},
+CREATING = {   # profile -> a destination of it whose audiences have no ids yet
+    "tiktok_audiences": {"id": "tiktok", "kind": "http_api", "profile": "tiktok_audiences", "credentials": {"env": "PLATFORM_TOKEN"},
                           "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "700",
                                          "audience_ids": {"known": "5550001"}},
-                          "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
-    "snapchat_audience_match": (lambda: SnapchatAudienceMatch(),
-                                {"id": "snap", "kind": "http_api", "profile": "snapchat_audience_match", "credentials": {"env": "PLATFORM_TOKEN"},
+                          "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
+    "snapchat_audience_match": {"id": "snap", "kind": "http_api", "profile": "snapchat_audience_match", "credentials": {"env": "PLATFORM_TOKEN"},
                                  "connection": {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74",
                                                 "audience_ids": {"known": "5550001"}},
-                                 "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
-    "linkedin_dmp_segments": (lambda: LinkedInDmpSegments(source_platform="ACME_CDP"),
-                              {"id": "linkedin", "kind": "http_api", "profile": "linkedin_dmp_segments", "credentials": {"env": "PLATFORM_TOKEN"},
+                                 "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
+    "linkedin_dmp_segments": {"id": "linkedin", "kind": "http_api", "profile": "linkedin_dmp_segments", "credentials": {"env": "PLATFORM_TOKEN"},
                                "connection": {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP",
                                               "audience_ids": {"known": "5550001"}},
-                               "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}),
+                               "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
+    "x_custom_audiences": {"id": "x", "kind": "http_api", "profile": "x_custom_audiences", "credentials": {"env": "PLATFORM_TOKEN"},
+                            "connection": {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t", "audience_ids": {"known": "5550001"}},
+                            "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
 }
 
 
@@ -40,12 +36,13 @@ def test_every_platform_that_creates_audiences_is_here():
 
 
 @pytest.mark.parametrize("platform", CREATING)
-def test_an_audience_is_found_by_name_over_every_page_and_created_only_when_absent(platform):
-    shape, _ = CREATING[platform]
-    with HttpDestinationEmulator(EmulatorConfig(report_page_size=1)) as emulator:
+def test_an_audience_is_found_by_name_over_every_page_and_created_only_when_absent(platform, monkeypatch):
+    destination = parse_config({"version": 1, "destinations": [CREATING[platform]]}, "destinations.yaml").destinations[0]
+    with HttpDestinationEmulator(emulator_config(platform, report_page_size=1)) as emulator:
+        monkeypatch.setenv("PLATFORM_TOKEN", secret(platform, emulator.url))
         for name in ("first", "second", "high_value"):
             emulator.create_audience(name)
-        connector = HttpApiDestination(emulator.url, shape(), token="token")
+        connector = REGISTRY[platform].connect(destination, emulator.url)
         connector.open()
         assert connector.ensure_audience("700", "high_value") == ("9000003", False)   # on the third page
         created, was_created = connector.ensure_audience("700", "lapsed")
@@ -58,7 +55,7 @@ def test_an_audience_is_found_by_name_over_every_page_and_created_only_when_abse
 @pytest.mark.parametrize("platform", CREATING)
 def test_deliver_records_the_ids_so_the_next_run_asks_nothing_and_a_lost_record_finds_instead_of_creating(platform, tmp_path, monkeypatch):
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")   # the emulator's token endpoint is plain http on loopback
-    _, raw = CREATING[platform]
+    raw = CREATING[platform]
     destination = parse_config({"version": 1, "destinations": [raw]}, "destinations.yaml").destinations[0]
     store = SqliteStateStore(tmp_path / "state.db")
     with HttpDestinationEmulator(emulator_config(platform)) as emulator:

@@ -3,6 +3,7 @@ delivery within the rate limit, faults retried with nothing lost, the daily quot
 run, refusals dead-lettered without raw identifiers, the platform's batch cap and id format, and
 its audience report read over every page. The emulator answers each platform its own way."""
 import hashlib
+import json
 import random
 import threading
 
@@ -11,11 +12,12 @@ import pytest
 from audience_relay.connectors.delivery import deliver_batches
 from audience_relay.connectors.destination import Batch
 from audience_relay.connectors.destinations.google.client import GoogleDataManager
-from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
 from audience_relay.connectors.destinations.linkedin.client import LinkedInDmpSegments
+from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
 from audience_relay.connectors.destinations.registry import REGISTRY
 from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
 from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
+from audience_relay.connectors.destinations.x.client import SECRET_FIELDS, XCustomAudiences
 from audience_relay.connectors.http.client import HttpApiDestination, InsecureEndpoint
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
@@ -23,19 +25,27 @@ from audience_relay.connectors.state.sqlite import SqliteStateStore
 from audience_relay.connectors.state.store import BatchRecord, BatchState
 from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from audience_relay.testing.emulators.platforms import DIALECTS
+from tests.integration.platforms import OAUTH1_KEYS
 
 pytestmark = pytest.mark.integration
 
-# Each HTTP profile's request shape, as deliver builds it for an account of the emulator.
+# Each HTTP profile's request shape, as deliver builds it for an account of the emulator at `url`.
 PLATFORMS = {
-    "meta_custom_audiences": lambda: MetaCustomAudiences(),
-    "google_data_manager": lambda: GoogleDataManager(operating_account_id="1234567890"),
-    "tiktok_audiences": lambda: TikTokAudiences(advertiser_id="7000000000000000001"),
-    "snapchat_audience_match": lambda: SnapchatAudienceMatch(),
-    "linkedin_dmp_segments": lambda: LinkedInDmpSegments(),
+    "meta_custom_audiences": lambda url: MetaCustomAudiences(),
+    "google_data_manager": lambda url: GoogleDataManager(operating_account_id="1234567890"),
+    "tiktok_audiences": lambda url: TikTokAudiences(advertiser_id="7000000000000000001"),
+    "snapchat_audience_match": lambda url: SnapchatAudienceMatch(),
+    "linkedin_dmp_segments": lambda url: LinkedInDmpSegments(),
+    "x_custom_audiences": lambda url: XCustomAudiences(base_url=url, account_id="18ce54d4x5t"),
 }
+TOKENS = {"x_custom_audiences": json.dumps(dict(zip(SECRET_FIELDS, OAUTH1_KEYS)))}   # OAuth 1.0a: four values, the emulator verifies
 AUDIENCE_IDS = {"aud_1": "5550001", "aud_2": "5550002", "aud_3": "5550003"}   # numeric: every platform's form
 FAST_RETRIES = RetryPolicy(base_seconds=0.05, cap_seconds=0.5, max_attempts=8)
+
+
+def emulating(**settings) -> EmulatorConfig:
+    """The emulator's settings; X's requests have their OAuth 1.0a signatures verified."""
+    return EmulatorConfig(oauth1_keys=OAUTH1_KEYS, **settings)
 
 
 def test_every_registered_http_profile_is_in_the_suite():
@@ -53,7 +63,8 @@ def make_batches(count, size=50, audiences=("aud_1",), run="r1"):
 
 
 def connector(url, platform, timeout_seconds=0.5):
-    return HttpApiDestination(url, PLATFORMS[platform](), token="test-token", timeout_seconds=timeout_seconds, audience_ids=AUDIENCE_IDS)
+    return HttpApiDestination(url, PLATFORMS[platform](url), token=TOKENS.get(platform, "test-token"), timeout_seconds=timeout_seconds,
+                              audience_ids=AUDIENCE_IDS)
 
 
 def deliver(url, platform, work, store, partitions=1, rpm=6000, policy=FAST_RETRIES):
@@ -78,7 +89,7 @@ def deliver(url, platform, work, store, partitions=1, rpm=6000, policy=FAST_RETR
 def test_batches_arrive_once_within_the_rate_limit_and_the_audience_holds_the_adds_less_the_removes(platform, tmp_path):
     store = SqliteStateStore(tmp_path / "s.db")
     work = make_batches(30)
-    with HttpDestinationEmulator(EmulatorConfig(requests_per_minute=600)) as emulator:
+    with HttpDestinationEmulator(emulating(requests_per_minute=600)) as emulator:
         outcomes = deliver(emulator.url, platform, work, store, partitions=3, rpm=600)
     assert sorted(o.state for o in outcomes) == ["delivered"] * 30
     assert len(emulator.score.accepted) == 30 and emulator.score.duplicates == 0
@@ -97,7 +108,7 @@ def test_faults_are_retried_and_nothing_is_lost(platform, tmp_path):
     work = make_batches(80, size=20)
     store.register([b.record for b in work])
     faults = {"5xx": 0.10, "429": 0.05, "stall": 0.05, "drop": 0.05}
-    with HttpDestinationEmulator(EmulatorConfig(fault_rates=faults, stall_seconds=1.0, fault_retry_after=0.1, seed=3)) as emulator:
+    with HttpDestinationEmulator(emulating(fault_rates=faults, stall_seconds=1.0, fault_retry_after=0.1, seed=3)) as emulator:
         outcomes = deliver(emulator.url, platform, work, store, partitions=2)
     assert sorted({o.state for o in outcomes}) == ["delivered"]
     assert {b.state for b in store.batches("r1")} == {BatchState.DELIVERED}
@@ -112,7 +123,7 @@ def test_the_daily_quota_defers_the_rest_and_a_resume_after_the_reset_completes(
     store = SqliteStateStore(tmp_path / "s.db")
     work = make_batches(8)
     store.register([b.record for b in work])
-    with HttpDestinationEmulator(EmulatorConfig(requests_per_day=5)) as emulator:
+    with HttpDestinationEmulator(emulating(requests_per_day=5)) as emulator:
         first = deliver(emulator.url, platform, work, store)
         assert [o.state for o in first] == ["delivered"] * 5 + ["deferred"] * 3
         emulator.next_day()
@@ -126,7 +137,7 @@ def test_a_refusal_is_dead_lettered_with_the_platforms_reason_and_no_identifier(
     store = SqliteStateStore(tmp_path / "s.db")
     work = make_batches(2, size=5)
     store.register([b.record for b in work])
-    with HttpDestinationEmulator(EmulatorConfig(refuse_echoing=True)) as emulator:
+    with HttpDestinationEmulator(emulating(refuse_echoing=True)) as emulator:
         outcomes = deliver(emulator.url, platform, work, store)
     assert [o.state for o in outcomes] == ["failed", "failed"] and all(o.attempts == 1 for o in outcomes)
     letters = store.dead_letters("r1")
@@ -139,7 +150,7 @@ def test_a_refusal_is_dead_lettered_with_the_platforms_reason_and_no_identifier(
 def test_a_batch_above_the_platforms_cap_is_refused_and_dead_lettered(platform, tmp_path):
     store = SqliteStateStore(tmp_path / "s.db")
     cap = REGISTRY[platform].profile.max_batch_size
-    with HttpDestinationEmulator(EmulatorConfig(max_batch=min(cap, 10))) as emulator:
+    with HttpDestinationEmulator(emulating(max_batch=min(cap, 10))) as emulator:
         outcomes = deliver(emulator.url, platform, make_batches(1, size=11), store)
     assert [o.state for o in outcomes] == ["failed"] and emulator.score.refused["oversize"] == 1
 
@@ -149,7 +160,7 @@ def test_ids_not_in_the_platforms_format_are_refused(platform, tmp_path):
     store = SqliteStateStore(tmp_path / "s.db")
     batch = make_batches(1, size=3)[0]
     clear = Batch(batch.record, [("email", f"person{i}@example.com") for i in range(3)])
-    with HttpDestinationEmulator() as emulator:
+    with HttpDestinationEmulator(emulating()) as emulator:
         outcomes = deliver(emulator.url, platform, [clear], store)
     assert [o.state for o in outcomes] == ["failed"] and emulator.score.refused["malformed"] == 1
     assert "person0@example.com" not in outcomes[0].error
@@ -158,7 +169,7 @@ def test_ids_not_in_the_platforms_format_are_refused(platform, tmp_path):
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_the_audience_report_is_read_over_every_page(platform):
     work = make_batches(12, size=10, audiences=("aud_1", "aud_2", "aud_3"))
-    with HttpDestinationEmulator(EmulatorConfig(report_page_size=1)) as emulator:
+    with HttpDestinationEmulator(emulating(report_page_size=1)) as emulator:
         destination = connector(emulator.url, platform)
         destination.open()
         for batch in work:

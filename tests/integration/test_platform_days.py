@@ -27,6 +27,7 @@ PLATFORMS = {
                                                              "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}},
     "linkedin_dmp_segments": {"id": "linkedin", "connection": {"base_url": "https://api.linkedin.com", "account_id": "456",
                                                                "source_platform": "ACME_CDP"}},
+    "x_custom_audiences": {"id": "x", "connection": {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"}},
 }
 AUDIENCES = {"high_value": ["seg_0001", "seg_0002", "seg_0003"], "in_market": ["seg_0004", "seg_0005"]}
 RECORDS = 3_000

@@ -41,8 +41,9 @@ class Dialect(Protocol):
     def route(self, method: str, path: str) -> str | None:
         """"deliver", "report", "create" (an audience), or None when the request is not this platform's."""
 
-    def authenticated(self, headers) -> Answer | None:
-        """None when the request carries a credential; else the platform's answer to it."""
+    def authenticated(self, headers, method: str, url: str, config) -> Answer | None:
+        """None when the request carries a credential (`url`: the whole URL, as a signature covers
+        it; `config`: the emulator's settings); else the platform's answer to it."""
 
     def unauthorized(self) -> Answer:
         """The platform's answer to a missing or dead credential (a bearer-token platform's 401:
@@ -76,7 +77,7 @@ class Dialect(Protocol):
         """The page of (audience, members, matched) rows; `total` audiences in all; `names` of
         the audiences created through the API (others are named by their id)."""
 
-    def create(self, body: dict) -> str | Answer:
+    def create(self, body: dict, path: str) -> str | Answer:
         """The name of the audience the request creates, or the platform's answer to a malformed one."""
 
     def created(self, platform_id: str) -> Answer: ...

@@ -33,7 +33,7 @@ class LinkedIn:
             return {"GET": "report", "POST": "create"}.get(method)
         return None
 
-    def authenticated(self, headers) -> Answer | None:
+    def authenticated(self, headers, method: str, url: str, config) -> Answer | None:
         if not headers.get("Authorization", "").startswith("Bearer "):
             return self.unauthorized()
         if not headers.get("LinkedIn-Version") or headers.get("X-Restli-Protocol-Version") != "2.0.0":
@@ -88,7 +88,7 @@ class LinkedIn:
                     for audience, members, matched in rows]
         return Answer(200, {"elements": elements, "paging": {"start": report.start, "count": report.size, "total": total}})
 
-    def create(self, body: dict) -> str | Answer:
+    def create(self, body: dict, path: str) -> str | Answer:
         if not body.get("name") or not body.get("sourcePlatform") or not str(body.get("account", "")).startswith("urn:li:sponsoredAccount:") \
                 or body.get("type") != "USER" or body.get("destinations") != [{"destination": "LINKEDIN"}]:
             return _error(422, "name, sourcePlatform, account, type USER and destinations LINKEDIN are required", 100)

@@ -34,7 +34,7 @@ class Snapchat:
             return {"GET": "report", "POST": "create"}.get(method)
         return None
 
-    def authenticated(self, headers) -> Answer | None:
+    def authenticated(self, headers, method: str, url: str, config) -> Answer | None:
         return None if headers.get("Authorization", "").startswith("Bearer ") else self.unauthorized()
 
     def unauthorized(self) -> Answer:
@@ -89,7 +89,7 @@ class Snapchat:
         paging = {"next_link": f"https://adsapi.snapchat.com/v1/adaccounts/a/segments?cursor={following}&limit={report.size}"} if following < total else {}
         return Answer(200, {"request_status": "SUCCESS", "segments": segments, "paging": paging})
 
-    def create(self, body: dict) -> str | Answer:
+    def create(self, body: dict, path: str) -> str | Answer:
         segments = body.get("segments") or [{}]
         segment = segments[0]
         if len(segments) != 1 or not segment.get("name") or segment.get("source_type") != "FIRST_PARTY" or not segment.get("ad_account_id"):

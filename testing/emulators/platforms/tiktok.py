@@ -35,7 +35,7 @@ class TikTok:
             return "create"
         return None
 
-    def authenticated(self, headers) -> Answer | None:
+    def authenticated(self, headers, method: str, url: str, config) -> Answer | None:
         return None if headers.get("Access-Token") else self.unauthorized()
 
     def unauthorized(self) -> Answer:
@@ -90,7 +90,7 @@ class TikTok:
                      "total_page": max(1, math.ceil(total / report.size))}
         return _answer(0, "OK", {"list": entries, "page_info": page_info})
 
-    def create(self, body: dict) -> str | Answer:
+    def create(self, body: dict, path: str) -> str | Answer:
         name = body.get("custom_audience_name")
         if body.get("action") != "create" or not body.get("advertiser_id") or not isinstance(name, str) or not 0 < len(name) <= 128:
             return _answer(40002, "custom_audience_name, advertiser_id and action create are required")
