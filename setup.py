@@ -38,6 +38,9 @@ TEST = [
     # Google's own Data Manager formatting utility: the reference for Google's email rule
     # (tests/unit/test_email_rules.py).
     "google-ads-datamanager-util>=0.4",
+    # Pinterest's SDK (its client generated from Pinterest's OpenAPI description): the reference our
+    # Pinterest requests are checked against (tests/unit/connectors/test_pinterest.py).
+    "pinterest-api-sdk==0.2.7",
     # Google's Google Ads API client: the reference for feedback's report request and the versions
     # Google still serves (tests/unit/connectors/test_google_ads_report_conformance.py).
     "google-ads>=34",

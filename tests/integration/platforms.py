@@ -6,7 +6,7 @@ from audience_relay.testing.emulators.http_destination import EmulatorConfig
 
 OAUTH2_CLIENT = ("client-id", "client-secret", "refresh-token")
 OAUTH1_KEYS = ("consumer-key", "consumer-secret", "access-token", "access-token-secret")   # X
-REFRESH_TOKEN_PLATFORMS = {"snapchat_audience_match", "linkedin_dmp_segments"}
+REFRESH_TOKEN_PLATFORMS = {"snapchat_audience_match", "linkedin_dmp_segments", "pinterest_customer_lists"}
 
 
 def emulator_config(profile: str, **settings) -> EmulatorConfig:

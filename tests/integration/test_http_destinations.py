@@ -14,6 +14,7 @@ from audience_relay.connectors.destination import Batch
 from audience_relay.connectors.destinations.google.client import GoogleDataManager
 from audience_relay.connectors.destinations.linkedin.client import LinkedInDmpSegments
 from audience_relay.connectors.destinations.meta.client import MetaCustomAudiences
+from audience_relay.connectors.destinations.pinterest.client import PinterestCustomerLists
 from audience_relay.connectors.destinations.registry import REGISTRY
 from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
 from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
@@ -37,6 +38,7 @@ PLATFORMS = {
     "snapchat_audience_match": lambda url: SnapchatAudienceMatch(),
     "linkedin_dmp_segments": lambda url: LinkedInDmpSegments(),
     "x_custom_audiences": lambda url: XCustomAudiences(base_url=url, account_id="18ce54d4x5t"),
+    "pinterest_customer_lists": lambda url: PinterestCustomerLists(ad_account_id="549755885175"),
 }
 TOKENS = {"x_custom_audiences": json.dumps(dict(zip(SECRET_FIELDS, OAUTH1_KEYS)))}   # OAuth 1.0a: four values, the emulator verifies
 AUDIENCE_IDS = {"aud_1": "5550001", "aud_2": "5550002", "aud_3": "5550003"}   # numeric: every platform's form
@@ -159,11 +161,11 @@ def test_a_batch_above_the_platforms_cap_is_refused_and_dead_lettered(platform, 
 def test_ids_not_in_the_platforms_format_are_refused(platform, tmp_path):
     store = SqliteStateStore(tmp_path / "s.db")
     batch = make_batches(1, size=3)[0]
-    clear = Batch(batch.record, [("email", f"person{i}@example.com") for i in range(3)])
+    clear = Batch(batch.record, [("email", f"Person{i}@Example.com") for i in range(3)])   # in clear, and not even lower-cased
     with HttpDestinationEmulator(emulating()) as emulator:
         outcomes = deliver(emulator.url, platform, [clear], store)
     assert [o.state for o in outcomes] == ["failed"] and emulator.score.refused["malformed"] == 1
-    assert "person0@example.com" not in outcomes[0].error
+    assert "person0@example.com" not in outcomes[0].error.lower()
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)

@@ -29,6 +29,7 @@ SENT = {
     "tiktok_audiences": {"email": EMAIL, "phone": PHONE_E164},
     "snapchat_audience_match": {"email": EMAIL, "phone": PHONE_DIGITS, "maid": MAID_HASHED},
     "linkedin_dmp_segments": {"email": EMAIL, "maid": MAID_CLEAR},
+    "pinterest_customer_lists": {"email": EMAIL, "maid": MAID_HASHED},
     "x_custom_audiences": {"email": EMAIL, "phone": PHONE_E164, "maid": MAID_HASHED, "external_id": NORMALIZED["external_id"]},
     "sftp_gzip_csv": {"email": EMAIL, "phone": PHONE_E164, "maid": MAID_HASHED, "external_id": EXTERNAL},
     "s3_objects": {"email": EMAIL, "phone": PHONE_E164, "maid": MAID_CLEAR, "external_id": EXTERNAL},

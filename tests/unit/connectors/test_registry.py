@@ -15,7 +15,7 @@ FOLDERS = Path(registry.__file__).parent
 def test_every_destination_folder_is_registered_once_under_its_profiles_name():
     folders = sorted(p.name for p in FOLDERS.iterdir() if (p / "__init__.py").exists())
     registered = sorted(d.connect.__module__.rsplit(".", 1)[-1] for d in registry.REGISTRY.values())
-    assert folders == registered == ["google", "linkedin", "meta", "s3", "sftp", "snapchat", "tiktok", "x"]
+    assert folders == registered == ["google", "linkedin", "meta", "pinterest", "s3", "sftp", "snapchat", "tiktok", "x"]
     for name, destination in registry.REGISTRY.items():
         assert isinstance(destination, DestinationType) and destination.profile.name == name
         folder = FOLDERS / destination.connect.__module__.rsplit(".", 1)[-1]
@@ -31,7 +31,7 @@ def _config(profile: str, kind: str) -> dict:
 
 
 def test_the_config_knows_exactly_the_registered_profiles():
-    known = r"\['google_data_manager', 'linkedin_dmp_segments', 'meta_custom_audiences', 's3_objects', 'sftp_gzip_csv', 'snapchat_audience_match', 'tiktok_audiences', 'x_custom_audiences'\]"
+    known = r"\['google_data_manager', 'linkedin_dmp_segments', 'meta_custom_audiences', 'pinterest_customer_lists', 's3_objects', 'sftp_gzip_csv', 'snapchat_audience_match', 'tiktok_audiences', 'x_custom_audiences'\]"
     with pytest.raises(ValueError, match=rf"unknown profile 'orkut_circles'; known: {known}"):
         parse_config(_config("orkut_circles", "http_api"), "destinations.yaml")
 
