@@ -89,9 +89,10 @@ def test_one_machine_per_destination_the_scheduler_and_feedback_each_logged_trac
     template = json.loads(stack.read_text())
     found = machines(template)
     names = {r["Properties"]["StateMachineName"]["Fn::Sub"] for r in found.values()}
+    paused = ("tiktok_ads", "snap_ads", "linkedin_ads", "x_ads", "pinterest_ads")   # the example's paused ad platforms have theirs too
     assert names == {f"audience-relay-${{Stage}}-{n}" for n in
                      ("scheduler", "feedback", "destination-meta_ads", "destination-google_dm", "destination-partner_sftp",
-                      "destination-_registered")}
+                      "destination-_registered", *(f"destination-{d}" for d in paused))}
     assert "RegisteredDestinationsMachine" in found   # not `DestinationRegisteredMachine`: a destination `registered` has that
     alarmed = {a["Properties"]["Dimensions"][0]["Value"]["Ref"] for a in template["Resources"].values() if a["Type"] == "AWS::CloudWatch::Alarm"}
     for logical_id, machine in found.items():
@@ -173,10 +174,12 @@ def test_the_schedule_exists_only_with_an_expression_and_hands_the_scheduler_its
 
 def test_each_destination_with_a_secret_arn_gets_its_encrypted_secret_kept_on_delete(stack):
     secrets = {k: r for k, r in json.loads(stack.read_text())["Resources"].items() if r["Type"] == "AWS::SecretsManager::Secret"}
-    # the embedded config: google_dm reads Secrets Manager, meta_ads and partner_sftp environment variables
-    assert {r["Properties"]["Name"]["Fn::Sub"] for r in secrets.values()} == {"audience-relay/${Stage}/google_dm"}
-    (secret,) = secrets.values()
-    assert secret["DeletionPolicy"] == "RetainExceptOnCreate" and secret["Properties"]["KmsKeyId"]
+    # the embedded config: google_dm and the paused snap_ads, linkedin_ads, x_ads and pinterest_ads read Secrets
+    # Manager; meta_ads, partner_sftp and the paused tiktok_ads environment variables
+    assert {r["Properties"]["Name"]["Fn::Sub"] for r in secrets.values()} == {
+        f"audience-relay/${{Stage}}/{d}" for d in ("google_dm", "snap_ads", "linkedin_ads", "x_ads", "pinterest_ads")}
+    for secret in secrets.values():
+        assert secret["DeletionPolicy"] == "RetainExceptOnCreate" and secret["Properties"]["KmsKeyId"]
 
 
 def _statements(resources: dict, role: str) -> dict[str, dict]:

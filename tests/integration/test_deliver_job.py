@@ -18,7 +18,7 @@ def prepared(spark, moto_server, sftp_server, tmp_path_factory):
     sftp = sftp_server
     root = tmp_path_factory.mktemp("deliver")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    meta, google, partner_sftp = raw["destinations"]
+    meta, google, partner_sftp = raw["destinations"][:3]   # the active three; the paused ad platforms are left out
     key = boto3.client("secretsmanager").create_secret(Name="audience-relay/partner-sftp-key", SecretString=sftp.private_key)
     partner_sftp.update(
         credentials={"secret_arn": key["ARN"]}, max_batch_size=1500,

@@ -18,7 +18,7 @@ def broken(change):
 
 def test_example_config_has_the_three_modelled_destinations():
     config = load_config(DEFAULT_CONFIG)
-    meta, google, sftp = config.destinations
+    meta, google, sftp = config.active_destinations
     assert (meta.profile, meta.batch_size, meta.identifier_rule("maid").hash_sha256) == ("meta_custom_audiences", 10_000, False)
     assert meta.identifier_rule("phone").phone_with_plus is False
     assert (google.batch_size, google.rate_limit.requests_per_minute, google.daily_quota.requests) == (10_000, 300, 100_000)
@@ -103,7 +103,7 @@ def test_config_is_read_from_s3(moto_server):
 
     boto3.client("s3").create_bucket(Bucket="artifacts")
     boto3.client("s3").put_object(Bucket="artifacts", Key="config/destinations.yaml", Body=DEFAULT_CONFIG.read_bytes())
-    assert [d.id for d in load_config("s3://artifacts/config/destinations.yaml").destinations] == ["meta_ads", "google_dm", "partner_sftp"]
+    assert [d.id for d in load_config("s3://artifacts/config/destinations.yaml").active_destinations] == ["meta_ads", "google_dm", "partner_sftp"]
 
 
 def test_missing_config_names_the_path(tmp_path):

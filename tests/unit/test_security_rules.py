@@ -23,12 +23,30 @@ CLEAR = [(p.name, t) for p in PROFILES.values() for t, rule in p.identifiers.ite
 NOT_TAKEN = [(p.name, t) for p in PROFILES.values() for t in ID_TYPES if t not in p.identifiers]
 
 
+# What each ad platform's requests need beyond the kind's connection (its folder's check).
+PLATFORM_CONNECTIONS = {
+    "google_data_manager": {"base_url": "https://datamanager.googleapis.com", "account_id": "1234567890"},
+    "tiktok_audiences": {"base_url": "https://business-api.tiktok.com", "account_id": "700"},
+    "snapchat_audience_match": {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"},
+    "linkedin_dmp_segments": {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP"},
+    "x_custom_audiences": {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"},
+    "pinterest_customer_lists": {"base_url": "https://api.pinterest.com", "account_id": "549755885175"},
+}
+NAMED_AUDIENCES = {"google_data_manager", "pinterest_customer_lists"}   # every audience's platform id required
+ONE_ID_TYPE = {"pinterest_customer_lists"}                               # a destination names exactly one id type
+
+
 def _connection(profile: str, audiences: dict) -> dict:
-    """The kind's connection; Google's names its customer and a user list id per audience."""
-    if profile == "google_data_manager":
-        return {"base_url": "https://datamanager.googleapis.com", "account_id": "1234567890",
-                "audience_ids": {name: str(5550001 + i) for i, name in enumerate(sorted(audiences))}}
-    return CONNECTIONS[PROFILES[profile].kind]
+    """The kind's connection, or the platform's with a numeric platform id per audience where it needs them."""
+    if profile not in PLATFORM_CONNECTIONS:
+        return CONNECTIONS[PROFILES[profile].kind]
+    ids = {"audience_ids": {name: str(5550001 + i) for i, name in enumerate(sorted(audiences))}} if profile in NAMED_AUDIENCES else {}
+    return {**PLATFORM_CONNECTIONS[profile], **ids}
+
+
+def id_type_choices(profile: str, id_type: str) -> tuple:
+    """`id_types` to try: left out (every type the profile takes), and just this one."""
+    return ([id_type],) if profile in ONE_ID_TYPE else (None, [id_type])
 
 
 def config(profile: str, **destination) -> dict:
@@ -56,7 +74,7 @@ def test_emails_and_phones_leave_hashed_for_every_profile():
 
 @pytest.mark.parametrize("profile,id_type", HASHED)
 def test_an_id_type_the_profile_takes_hashed_cannot_be_configured_in_clear(profile, id_type):
-    for id_types in (None, [id_type]):
+    for id_types in id_type_choices(profile, id_type):
         with pytest.raises(ConfigError) as refused:
             parse_config(config(profile, hashing={id_type: "none"}, **({"id_types": id_types} if id_types else {})), "destinations.yaml")
         assert f"dest).hashing.{id_type}" in str(refused.value) and "cannot be sent in clear" in str(refused.value)
@@ -65,7 +83,7 @@ def test_an_id_type_the_profile_takes_hashed_cannot_be_configured_in_clear(profi
 @pytest.mark.parametrize("profile,id_type", HASHED)
 def test_an_id_type_the_profile_takes_hashed_is_hashed_whatever_the_config_says(profile, id_type):
     for hashing in ({}, {id_type: "sha256"}):
-        for id_types in (None, [id_type]):
+        for id_types in id_type_choices(profile, id_type):
             destination = parsed(profile, hashing=hashing, **({"id_types": id_types} if id_types else {}))
             assert id_type in destination.accepted_id_types
             assert destination.identifier_rule(id_type).hash_sha256
@@ -91,8 +109,9 @@ def test_the_audience_mapping_prepare_joins_hashes_every_hashed_pair(spark):
 
     destinations = [
         {**config(profile, audiences={f"aud{i}": [f"seg_{i}"]})["destinations"][0], "id": f"d{i}",
-         "hashing": {t: "sha256" for t, rule in PROFILES[profile].identifiers.items() if not rule.hash_sha256 and i % 2}}
-        for i, profile in enumerate(sorted(PROFILES) * 2)
+         "hashing": {t: "sha256" for t, rule in PROFILES[profile].identifiers.items() if not rule.hash_sha256 and i % 2},
+         **({"id_types": [sorted(PROFILES[profile].identifiers)[i // len(PROFILES)]]} if profile in ONE_ID_TYPE else {})}
+        for i, profile in enumerate(sorted(PROFILES) * 2)   # a one-type profile: its first copy the first type, its second the second
     ]
     parsed_config = parse_config({"version": 1, "destinations": destinations}, "destinations.yaml")
     profiles = {d.id: d.profile for d in parsed_config.destinations}
