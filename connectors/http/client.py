@@ -123,13 +123,8 @@ class HttpProfile(Protocol):
 
 class CreatesAudiences(Protocol):
     """A platform whose API creates audiences: deliver finds an audience without an id in the
-    config by its name, or creates it (HttpApiDestination.ensure_audience)."""
-
-    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
-        """One page of the account's audiences with their names."""
-
-    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
-        """name -> the platform's id on the page, and the next page's token (None: the last)."""
+    config by its name in the audience report (`ReportedAudience.name`), or creates it
+    (HttpApiDestination.ensure_audience)."""
 
     def create_request(self, account_id: str, name: str) -> HttpRequest: ...
 
@@ -166,6 +161,17 @@ class TokenRefreshFailed(Exception):
     def __init__(self, message: str, retryable: bool) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+def failure_by_status(error: HttpError, message: str, status: int | None = None) -> Failure:
+    """The usual reading of an HTTP status: 429 waits (its Retry-After, else the backoff), 5xx is
+    retried, anything else is the request's fault. `status` where the answer's own (an element's) counts."""
+    status = error.status if status is None else status
+    if status == 429:
+        return Failure(FailureKind.RATE_LIMITED, message, retry_after_seconds(error.headers))
+    if status >= 500:
+        return Failure(FailureKind.RETRYABLE, message)
+    return Failure(FailureKind.PERMANENT, message)
 
 
 def bearer(request: HttpRequest, token: str) -> HttpRequest:
@@ -249,13 +255,14 @@ class HttpApiDestination(Destination):
 
     def ensure_audience(self, account_id: str, name: str, max_pages: int = 1000) -> tuple[str, bool]:
         """The platform's id of the audience named `name`, found by name over every page of the
-        account's audiences, else created; and whether it was created. A create is sent once: a
-        create that timed out may have succeeded, so the next run lists again before creating."""
+        account's audience report, else created; and whether it was created. A create is sent
+        once: a create that timed out may have succeeded, so the next run lists again before creating."""
         token = None
         for _ in range(max_pages):
-            found, token = self.profile.read_audiences(self._report_page(self.base_url, self.profile.audiences_request(account_id, token)))
-            if name in found:
-                return found[name], False
+            found, token = self.profile.read_report(self._report_page(self.base_url, self.profile.report_request(account_id, token)))
+            named = [entry.audience for entry in found if entry.name == name]
+            if named:
+                return named[0], False
             if token is None:
                 break
         response = self._request(self.base_url, self.profile.create_request(account_id, name))

@@ -8,7 +8,6 @@ client's credentials in the form body or as HTTP Basic authentication (Pinterest
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
@@ -18,7 +17,7 @@ from requests.auth import HTTPBasicAuth
 from requests_oauthlib import OAuth2Session
 
 from audience_relay.connectors.http.client import TokenRefreshFailed, require_secure
-from audience_relay.connectors.secrets import SecretUnavailable
+from audience_relay.connectors.secrets import json_fields
 
 RENEW_MARGIN_SECONDS = 60   # a token this close to its expiry is renewed before a request
 TOKEN_FIELDS = ("client_id", "client_secret", "refresh_token")
@@ -66,10 +65,5 @@ class RefreshTokenGrant:
 
 def refresh_token_grant(secret: str, token_url: str, basic_auth: bool = False) -> RefreshTokenGrant:
     """The secret (JSON: client_id, client_secret, refresh_token[, token_url]) as a token source."""
-    try:
-        fields = json.loads(secret)
-    except ValueError:
-        fields = None
-    if not isinstance(fields, dict) or any(not isinstance(fields.get(name), str) for name in TOKEN_FIELDS):
-        raise SecretUnavailable(f"the secret must be JSON with {', '.join(TOKEN_FIELDS)} (and optionally token_url)")
+    fields = json_fields(secret, TOKEN_FIELDS, ("token_url",))
     return RefreshTokenGrant(fields.get("token_url") or token_url, *(fields[name] for name in TOKEN_FIELDS), basic_auth=basic_auth)

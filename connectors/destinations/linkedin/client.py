@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from urllib.parse import quote, urlencode
 
 from audience_relay.connectors.destination import Batch, Receipt
-from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
-from audience_relay.connectors.retry import Failure, FailureKind
+from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, failure_by_status
+from audience_relay.connectors.retry import Failure
 
 LINKEDIN_VERSION = "202604"
 ID_TYPES = {"email": "SHA256_EMAIL", "maid": "GOOGLE_AID"}
@@ -49,12 +49,7 @@ class LinkedInDmpSegments:
         body = error.body if isinstance(error.body, dict) else {}
         statuses = [int(e.get("status", 0)) for e in body.get("elements") or [] if isinstance(e, dict) and "status" in e]
         status = max(statuses, default=error.status) if error.status < 300 else error.status
-        message = f"HTTP {error.status} {body.get('serviceErrorCode', '')}: {body.get('message', '')}"[:500]
-        if status == 429:
-            return Failure(FailureKind.RATE_LIMITED, message, retry_after_seconds(error.headers))
-        if status >= 500:
-            return Failure(FailureKind.RETRYABLE, message)
-        return Failure(FailureKind.PERMANENT, message)
+        return failure_by_status(error, f"HTTP {error.status} {body.get('serviceErrorCode', '')}: {body.get('message', '')}"[:500], status)
 
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(len(batch.members), f"elements={len(body.get('elements') or [])}")
@@ -74,13 +69,6 @@ class LinkedInDmpSegments:
         paging = body.get("paging") or {}
         following = int(paging.get("start", 0)) + int(paging.get("count", len(audiences)) or len(audiences))
         return audiences, str(following) if audiences and following < int(paging.get("total", 0)) else None
-
-    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
-        return self.report_request(account_id, page_token)
-
-    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
-        audiences, following = self.read_report(body)
-        return {a.name: a.audience for a in audiences if a.name}, following
 
     def create_request(self, account_id: str, name: str) -> HttpRequest:
         segment = {"name": name, "sourcePlatform": self.source_platform, "sourceSegmentId": name, "account": _account(account_id),

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from audience_relay.connectors.destination import Batch, Receipt
-from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
-from audience_relay.connectors.retry import Failure, FailureKind
+from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, failure_by_status
+from audience_relay.connectors.retry import Failure
 
 PAGE_SIZE = 250
 
@@ -38,12 +38,7 @@ class PinterestCustomerLists:
 
     def classify(self, error: HttpError) -> Failure:
         body = error.body if isinstance(error.body, dict) else {}
-        message = f"HTTP {error.status} code {body.get('code', '')}: {body.get('message', '')}"[:500]
-        if error.status == 429:
-            return Failure(FailureKind.RATE_LIMITED, message, retry_after_seconds(error.headers))
-        if error.status >= 500:
-            return Failure(FailureKind.RETRYABLE, message)
-        return Failure(FailureKind.PERMANENT, message)
+        return failure_by_status(error, f"HTTP {error.status} code {body.get('code', '')}: {body.get('message', '')}"[:500])
 
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         return Receipt(len(batch.members), f"batches={body.get('num_batches')} status={body.get('status')}")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from audience_relay.connectors.destination import Batch, Receipt
-from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, retry_after_seconds
-from audience_relay.connectors.retry import Failure, FailureKind
+from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience, bearer, failure_by_status
+from audience_relay.connectors.retry import Failure
 
 SCHEMAS = {"email": "EMAIL_SHA256", "phone": "PHONE_SHA256", "maid": "MOBILE_AD_ID_SHA256"}
 PAGE_SIZE = 1000
@@ -48,12 +48,8 @@ class SnapchatAudienceMatch:
 
     def classify(self, error: HttpError) -> Failure:
         body = error.body if isinstance(error.body, dict) else {}
-        message = f"HTTP {error.status} {body.get('error_code', '')}: {body.get('debug_message') or body.get('request_status', '')}"[:500]
-        if error.status == 429:
-            return Failure(FailureKind.RATE_LIMITED, message, retry_after_seconds(error.headers))
-        if error.status >= 500:
-            return Failure(FailureKind.RETRYABLE, message)
-        return Failure(FailureKind.PERMANENT, message)
+        return failure_by_status(error, f"HTTP {error.status} {body.get('error_code', '')}: "
+                                        f"{body.get('debug_message') or body.get('request_status', '')}"[:500])
 
     def receipt(self, body: dict, batch: Batch) -> Receipt:
         uploaded = sum(int((entry.get("user") or {}).get("number_uploaded_users") or 0) for entry in body.get("users") or [])
@@ -71,13 +67,6 @@ class SnapchatAudienceMatch:
                                       str(s.get("targetable_status") or s.get("status") or ""), s.get("name"))
                      for s in segments]
         return audiences, _next_cursor(body)
-
-    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
-        return self.report_request(account_id, page_token)
-
-    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
-        audiences, following = self.read_report(body)
-        return {a.name: a.audience for a in audiences if a.name}, following
 
     def create_request(self, account_id: str, name: str) -> HttpRequest:
         segment = {"name": name, "description": "audience-relay", "source_type": "FIRST_PARTY",

@@ -79,13 +79,6 @@ class TikTokAudiences:
                      for entry in data.get("list", [])]
         return audiences, _next_page(data)
 
-    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
-        return self.report_request(account_id, page_token)
-
-    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
-        data = body.get("data") or {}
-        return {entry["name"]: str(entry["audience_id"]) for entry in data.get("list", []) if entry.get("name")}, _next_page(data)
-
     def create_request(self, account_id: str, name: str) -> HttpRequest:
         body = {"custom_audience_name": name, "advertiser_id": account_id, "action": "create"}
         return HttpRequest("POST", f"{API}/segment/audience/", body, {})

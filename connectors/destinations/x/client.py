@@ -20,7 +20,7 @@ from oauthlib.oauth1 import Client as OAuth1Client
 from audience_relay.connectors.destination import Batch, Receipt
 from audience_relay.connectors.http.client import HttpError, HttpRequest, ReportedAudience
 from audience_relay.connectors.retry import Failure, FailureKind
-from audience_relay.connectors.secrets import SecretUnavailable
+from audience_relay.connectors.secrets import json_fields
 
 API = "/12"
 USER_KEYS = {"email": "email", "phone": "phone_number", "maid": "device_id", "external_id": "partner_user_id"}
@@ -42,13 +42,7 @@ def _reset_wait(headers: dict[str, str], now: float) -> float | None:
 
 def oauth1_credentials(secret: str) -> dict[str, str]:
     """The secret's four OAuth 1.0a values (JSON)."""
-    try:
-        fields = json.loads(secret)
-    except ValueError:
-        fields = None
-    if not isinstance(fields, dict) or any(not isinstance(fields.get(name), str) for name in SECRET_FIELDS):
-        raise SecretUnavailable(f"the secret must be JSON with {', '.join(SECRET_FIELDS)}")
-    return {name: fields[name] for name in SECRET_FIELDS}
+    return json_fields(secret, SECRET_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -107,13 +101,6 @@ class XCustomAudiences:
                                       entry.get("name"))
                      for entry in body.get("data") or []]
         return audiences, body.get("next_cursor") or None
-
-    def audiences_request(self, account_id: str, page_token: str | None) -> HttpRequest:
-        return self.report_request(account_id, page_token)
-
-    def read_audiences(self, body: dict) -> tuple[dict[str, str], str | None]:
-        audiences, following = self.read_report(body)
-        return {a.name: a.audience for a in audiences if a.name}, following
 
     def create_request(self, account_id: str, name: str) -> HttpRequest:
         return HttpRequest("POST", f"{API}/accounts/{account_id}/custom_audiences?{urlencode({'name': name})}", None, {})

@@ -57,7 +57,7 @@ def test_a_segment_is_created_as_segment_creates_it_and_found_page_by_page():
     assert profile.report_request("456", None).path == "/rest/dmpSegments?q=account&account=urn%3Ali%3AsponsoredAccount%3A456&start=0&count=100"
     page = {"elements": [{"id": 7, "name": "high_value", "destinations": [{"destination": "LINKEDIN", "audienceSize": 300, "status": "READY"}]}],
             "paging": {"start": 0, "count": 1, "total": 2}}
-    assert profile.read_audiences(page) == ({"high_value": "7"}, "1")
+    assert [(a.name, a.audience) for a in profile.read_report(page)[0]] == [("high_value", "7")] and profile.read_report(page)[1] == "1"
     reported, following = profile.read_report({**page, "paging": {"start": 1, "count": 1, "total": 2}})
     assert [(a.audience, a.size, a.status) for a in reported] == [("7", 300, "READY")] and following is None
 

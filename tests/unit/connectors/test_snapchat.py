@@ -80,7 +80,8 @@ def test_segments_are_created_named_and_listed_page_by_page():
     assert profile.created_id({"segments": [{"segment": {"id": "5677923948298240"}}]}, {}) == "5677923948298240"
     page = {"segments": [{"segment": {"id": "1", "name": "high_value", "approximate_number_users": 1200}}],
             "paging": {"next_link": f"https://adsapi.snapchat.com/v1/adaccounts/{ACCOUNT}/segments?cursor=abc&limit=1000"}}
-    assert profile.read_audiences(page) == ({"high_value": "1"}, "abc")
+    reported, following = profile.read_report(page)
+    assert [(a.name, a.audience, a.size) for a in reported] == [("high_value", "1", 1200)] and following == "abc"
     assert profile.report_request(ACCOUNT, "abc").path == f"/v1/adaccounts/{ACCOUNT}/segments?limit=1000&cursor=abc"
     assert profile.read_report({"segments": [], "paging": {}}) == ([], None)
 

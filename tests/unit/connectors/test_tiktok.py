@@ -95,7 +95,8 @@ def test_an_audience_is_created_as_segment_creates_it_and_found_by_name_page_by_
     assert created.json == {"custom_audience_name": "personas_test_audience", "advertiser_id": "123", "action": "create"}   # Segment's test body
     assert profile.created_id({"data": {"audience_id": "1234345"}}, {}) == "1234345"   # Segment's test answer
     page = {"code": 0, "data": {"list": [{"audience_id": 9, "name": "high_value"}], "page_info": {"page": 1, "total_page": 3}}}
-    assert profile.read_audiences(page) == ({"high_value": "9"}, "2")
+    reported, following = profile.read_report(page)
+    assert [(a.name, a.audience) for a in reported] == [("high_value", "9")] and following == "2"
 
 
 def test_a_tiktok_destination_takes_emails_and_phones_not_maids():

@@ -71,7 +71,7 @@ def test_audiences_are_created_by_name_and_listed_by_cursor():
     assert profile.created_id({"data": {"id": "1nmth"}}, {}) == "1nmth"
     page = {"data": [{"id": "1nmth", "name": "high value", "audience_size": None, "targetable": False, "reasons_not_targetable": ["PROCESSING"]}],
             "next_cursor": "c2"}
-    assert profile.read_audiences(page) == ({"high value": "1nmth"}, "c2")
+    assert [(a.name, a.audience) for a in profile.read_report(page)[0]] == [("high value", "1nmth")] and profile.read_report(page)[1] == "c2"
     reported, following = profile.read_report({**page, "next_cursor": None})
     assert [(a.size, a.status) for a in reported] == [(0, "PROCESSING")] and following is None
 
