@@ -187,10 +187,14 @@ def test_the_lambda_answers_api_gateways_event_as_the_callers_iam_arn(moto_serve
     assert lambda_function.handler(unsigned, None)["statusCode"] == 403   # API Gateway let it through: still refused
 
 
+PAUSED = ("tiktok_ads", "snap_ads", "linkedin_ads", "x_ads", "pinterest_ads")   # the example config's paused ad platforms
+
+
 def test_seeding_from_the_deployed_config_registers_and_updates_but_keeps_a_pause(moto_server, published):
     registry = DestinationRegistry(f"registry-{uuid.uuid4().hex[:8]}")
     create_registry_table(registry.table_name, boto3.client("dynamodb"))
-    assert registry.seed(str(published), "deploy") == ["meta_ads", "google_dm", "partner_sftp"]
+    assert registry.seed(str(published), "deploy") == ["meta_ads", "google_dm", "partner_sftp", *PAUSED]
+    assert not any(registry.get(destination_id).active for destination_id in PAUSED)   # registered as the config has them: paused
     assert registry.seed(str(published), "deploy") == []   # nothing changed
     registry.set_active("google_dm", False, "operator")
     published.write_text(published.read_text().replace("max_batch_size: 500000", "max_batch_size: 400000"))
@@ -207,7 +211,8 @@ def test_every_item_carries_its_quota_key_and_a_deploy_fills_in_older_ones(moto_
     def quota_keys() -> dict:
         return {i["destination_id"]["S"]: i.get("quota_key", {}).get("S") for i in client.scan(TableName=registry.table_name)["Items"]}
 
-    assert quota_keys() == {"meta_ads": "meta_ads", "google_dm": "google_ads_project", "partner_sftp": "partner_sftp"}
+    assert quota_keys() == {"meta_ads": "meta_ads", "google_dm": "google_ads_project", "partner_sftp": "partner_sftp",
+                            **{destination_id: destination_id for destination_id in PAUSED}}
     client.update_item(TableName=registry.table_name, Key={"destination_id": {"S": "google_dm"}}, UpdateExpression="REMOVE quota_key")
     assert registry.seed(str(published), "deploy") == [] and quota_keys()["google_dm"] == "google_ads_project"
 

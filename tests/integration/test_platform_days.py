@@ -1,7 +1,8 @@
 """Day 1 and day 2 of generated data, prepared and delivered to every ad platform added through the
 destination layout (one destination each, in one run), its audiences created on first delivery:
 after each day, each platform's emulator holds exactly the members testing/reference.py computes
-from the same input, independently of the Spark jobs."""
+from the same input, independently of the Spark jobs; then `feedback` reads each platform's
+report and finds every audience (the created ones by name)."""
 import json
 from collections import defaultdict
 
@@ -13,6 +14,7 @@ import yaml
 from audience_relay.cli.main import main
 from audience_relay.connectors.destinations.registry import REGISTRY
 from audience_relay.pipeline.config import load_config
+from audience_relay.pipeline.feedback_collect import collect
 from audience_relay.pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from audience_relay.testing import reference
 from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
@@ -94,6 +96,11 @@ def test_each_platform_holds_exactly_the_reference_members_after_day_1_and_day_2
                 configured = PLATFORMS[profile]["connection"].get("audience_ids", {})
                 assert held_by_audience(emulator, configured) == expected, (run_id, profile)
                 assert emulator.score.audiences_created == len(set(AUDIENCES) - set(configured)) and emulator.score.duplicates == 0
+        by_id = {PLATFORMS[profile]["id"]: emulator.url for profile, emulator in emulators.items()}
+        assert collect(config, str(root / "out"), "d2", by_id) == {destination_id: len(AUDIENCES) for destination_id in by_id}
+        for destination_id in by_id:
+            part = json.loads((root / "out" / "runs" / "d2" / "feedback" / "parts" / f"{destination_id}.json").read_text())
+            assert {row["audience_id"] for row in part} == set(AUDIENCES) and all(row["reported_size"] > 0 for row in part)
     finally:
         for emulator in emulators.values():
             emulator.__exit__(None, None, None)

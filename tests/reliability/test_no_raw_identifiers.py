@@ -4,7 +4,9 @@ Distinctive emails, phones, MAIDs and external ids (valid ones, invalid ones tha
 overlong ones, one inside a malformed record) go through `prepare`, `deliver` (Meta and Google
 emulators, one of each refusing every batch with an error that quotes the request the way the
 real APIs do, the real OpenSSH SFTP server, S3 on moto), `dead-letters` and `report`, each as
-its own process with its stdout and stderr captured. Then every file under the output root
+its own process with its stdout and stderr captured. The ad platforms added since (TikTok,
+Snapchat, LinkedIn, X, Pinterest) are in the same run, one accepting and one refusing destination
+each, against their emulator dialects. Then every file under the output root
 (Parquet and gzip decoded, the SQLite state store read column by column) and every captured
 stream is searched, case-insensitively, for each canary in its raw and normalized forms (and
 phones as digits, with and without country code).
@@ -40,7 +42,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from audience_relay.connectors.destinations.registry import PROFILES
 from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
+from tests.integration.platforms import emulator_config, secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -131,6 +135,31 @@ def write_input(folder: Path) -> Path:
     return path
 
 
+# The platforms added through the destination layout: their connection, the id types they take
+# (Pinterest: one per list), and their audiences' ids where creation is not theirs to do.
+PLATFORMS = {
+    "tiktok": ("tiktok_audiences", {"base_url": "https://business-api.tiktok.com", "account_id": "700"}),
+    "snap": ("snapchat_audience_match", {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}),
+    "linkedin": ("linkedin_dmp_segments", {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP"}),
+    "x": ("x_custom_audiences", {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"}),
+    "pinterest": ("pinterest_customer_lists", {"base_url": "https://api.pinterest.com", "account_id": "549755885175",
+                                               "audience_ids": {"aud_all": "1001", "aud_canary": "1002"}}),
+}
+
+
+def platform_destinations() -> list[dict]:
+    """An accepting (`<name>_ok`) and a refusing (`<name>_refusing`) destination per platform."""
+    destinations = []
+    for name, (profile, connection) in PLATFORMS.items():
+        id_types = ["email"] if profile == "pinterest_customer_lists" else sorted(PROFILES[profile].identifiers)
+        for role, audiences in (("ok", {"aud_all": ["seg_canary", "seg_filler"]}), ("refusing", {"aud_canary": ["seg_canary"]})):
+            destinations.append({"id": f"{name}_{role}", "kind": "http_api", "profile": profile, "id_types": id_types, "max_batch_size": 40,
+                                 "credentials": {"env": f"{name.upper()}_{role.upper()}_SECRET"}, "audiences": audiences,
+                                 "connection": connection | ({"audience_ids": {a: connection["audience_ids"][a] for a in audiences}}
+                                                             if "audience_ids" in connection else {})})
+    return destinations
+
+
 def write_config(path: Path, sftp) -> None:
     def http(destination_id: str, profile: str, id_types: list[str], audiences: dict, env: str, **connection) -> dict:
         base = "https://graph.facebook.com/v26.0" if profile.startswith("meta") else "https://datamanager.googleapis.com"
@@ -157,6 +186,7 @@ def write_config(path: Path, sftp) -> None:
             {"id": "partner_s3", "kind": "s3", "profile": "s3_objects", "id_types": everything, "max_batch_size": 100,
              "sync_mode": "upsert", "connection": {"bucket": BUCKET, "prefix": "incoming"},
              "audiences": {"partner_all": ["seg_canary", "seg_filler"]}},
+            *platform_destinations(),
         ],
     }
     path.write_text(yaml.safe_dump(config))
@@ -203,12 +233,21 @@ def scanned(moto_server, sftp_server, tmp_path_factory) -> ScannedRun:
                                           "--run-id", RUN_ID, "--master", "local[2]"], env, logs)
     assert jobs["prepare"].code == 0, jobs["prepare"].stderr[-3000:]
     refusing = EmulatorConfig(refuse_echoing=True)
+    platforms = {f"{name}_{role}": (profile, HttpDestinationEmulator(emulator_config(profile, refuse_echoing=role == "refusing")))
+                 for name, (profile, _) in PLATFORMS.items() for role in ("ok", "refusing")}
     with HttpDestinationEmulator() as meta, HttpDestinationEmulator() as google, \
             HttpDestinationEmulator(refusing) as meta_refusing, HttpDestinationEmulator(refusing) as google_refusing:
         emulators = {"meta_ok": meta, "google_ok": google, "meta_refusing": meta_refusing, "google_refusing": google_refusing}
+        for destination_id, (profile, emulator) in platforms.items():
+            emulators[destination_id] = emulator.__enter__()
+            env[f"{destination_id.upper()}_SECRET"] = secret(profile, emulator.url)
         endpoints = [arg for name, emulator in emulators.items() for arg in ("--endpoint", f"{name}={emulator.url}")]
-        jobs["deliver"] = run_job("deliver", ["deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config),
-                                              "--workers", "1", "--master", "local[2]", *endpoints], env, logs)
+        try:
+            jobs["deliver"] = run_job("deliver", ["deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config),
+                                                  "--workers", "1", "--master", "local[2]", *endpoints], env, logs)
+        finally:
+            for _, emulator in platforms.values():
+                emulator.__exit__(None, None, None)
     assert jobs["deliver"].code == 1, jobs["deliver"].stderr[-3000:]  # FAILED: the refusing destinations dead-lettered
     jobs["dead-letters"] = run_job("dead-letters", ["dead-letters", "--out", str(out), "--run-id", RUN_ID], env, logs)
     jobs["report"] = run_job("report", ["report", "--out", str(out), "--run", RUN_ID], env, logs)
@@ -282,7 +321,7 @@ def test_no_job_output_holds_a_raw_identifier(scanned):
 def test_refused_batches_keep_the_destination_error_with_what_it_quoted_redacted(scanned):
     letters = [json.loads(line) for line in scanned.jobs["dead-letters"].stdout.splitlines()]
     refused = {letter["destination_id"] for letter in letters}
-    assert refused == {"meta_refusing", "google_refusing"}
+    assert refused == {"meta_refusing", "google_refusing", *(f"{name}_refusing" for name in PLATFORMS)}
     assert all(scanned.emulators[d].score.refused["invalid"] > 0 for d in refused)
     # The answer said why (Meta's code, Google's status) and quoted entries, which are gone.
     assert any("code 100" in letter["error"] and "[redacted]" in letter["error"] for letter in letters)
@@ -304,8 +343,13 @@ def test_excluded_paths_hold_what_they_must_and_the_search_finds_it(scanned):
             continue
         destination = (re.search(r"destination_id=([^/]+)", relative) or re.match(r"snapshots/([^/]+)/", relative)).group(1)
         for row in pq.read_table(path, columns=["id_type", "match_key"]).to_pylist():
-            clear = row["id_type"] == "maid" and destination not in ("partner_sftp",)
-            assert (UUID if clear else HEX64).fullmatch(row["match_key"]), (relative, row["id_type"])
+            profile = next((p for n, (p, _) in PLATFORMS.items() if destination.startswith(f"{n}_")), None)
+            if profile is not None:   # a new platform: what its rule sends in clear (X: partner_user_id), hashed otherwise
+                clear = not PROFILES[profile].identifiers[row["id_type"]].hash_sha256
+                form = (UUID if row["id_type"] == "maid" else re.compile(r"\S+")) if clear else HEX64
+            else:
+                form = UUID if row["id_type"] == "maid" and destination not in ("partner_sftp",) else HEX64
+            assert form.fullmatch(row["match_key"]), (relative, row["id_type"])
 
 
 # --- what left: hashed whenever the destination takes hashes --------------------------------------
@@ -326,6 +370,24 @@ def test_http_payloads_carry_emails_and_phones_hashed_from_their_normalized_form
     assert {sha256("canary.person+tag@example.com"), sha256("canarygmaildots@googlemail.com"),
             sha256("+14155550134"), sha256("+442079460958"), "6d92078a-8246-4ba4-ae5b-76104861e7dc"} <= google_keys
     assert not [n for n in ALL_NEEDLES if any(n in key.lower() for key in meta_keys | google_keys) and not UUID.fullmatch(n)]
+
+
+def test_every_new_platform_receives_hashes_of_the_normalized_forms_its_rules_ask(scanned):
+    for name, (profile, _) in PLATFORMS.items():
+        score = scanned.emulators[f"{name}_ok"].score
+        members = {member for (_, op), keys in score.members.items() if op == "add" for member in keys}
+        assert members, f"nothing was delivered to {name}"
+        rules = PROFILES[profile].identifiers
+        for id_type, key in members:
+            assert rules[id_type].hash_sha256 or id_type != "email" and id_type != "phone", (name, id_type)   # never in clear
+            assert (HEX64 if rules[id_type].hash_sha256 else UUID if id_type == "maid" else re.compile(r"\S+")).fullmatch(key), (name, id_type, key)
+        keys = {key for _, key in members}
+        assert sha256("canary.person+tag@example.com") in keys, name
+        if "phone" in rules:   # Snapchat: digits with the country code; TikTok and X: E.164 with `+`
+            assert sha256("14155550134" if not rules["phone"].phone_with_plus else "+14155550134") in keys, name
+        sent_in_clear = {c.id_type for c in CANARIES} & {t for t, rule in rules.items() if not rule.hash_sha256}
+        needles = [n for c in CANARIES if c.id_type not in sent_in_clear for n in c.needles]
+        assert not [n for n in needles if any(n.lower() in key.lower() for key in keys)], name
 
 
 def test_file_destinations_receive_hashes_and_only_the_clear_maids_the_profile_sends(scanned):
