@@ -10,7 +10,7 @@ from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
 from audience_relay.connectors.secrets import SecretUnavailable, resolve_secret
 from audience_relay.connectors.state.sqlite import SqliteStateStore
-from tests.integration.test_http_delivery import make_batches
+from tests.integration.test_http_destinations import make_batches
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def test_batches_become_encrypted_objects_once_each(moto_server, tmp_path):
     for _ in range(2):  # the second run finds everything delivered
         deliver_batches(destination, work, store, TokenBucket(100), None, RetryPolicy(), random.Random(0))
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="s3-connector-test")["Contents"])
-    assert len(keys) == 4 and all(k.startswith("audiences/in/r1/google_dm/aud_1/") and k.endswith(".csv.gz") for k in keys)
+    assert len(keys) == 4 and all(k.startswith("audiences/in/r1/dest/aud_1/") and k.endswith(".csv.gz") for k in keys)
     head = s3.head_object(Bucket="s3-connector-test", Key=keys[0], ChecksumMode="ENABLED")
     assert head["ServerSideEncryption"] == "AES256" and head.get("ChecksumSHA256")
     lines = gzip.decompress(s3.get_object(Bucket="s3-connector-test", Key=keys[0])["Body"].read()).decode().splitlines()

@@ -10,7 +10,7 @@ from audience_relay.connectors.destinations.sftp.client import SftpDestination
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
 from audience_relay.connectors.state.sqlite import SqliteStateStore
-from tests.integration.test_http_delivery import make_batches
+from tests.integration.test_http_destinations import make_batches
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_dropped_connection_mid_file_resumes_without_a_visible_partial_file(sftp
     server = sftp_server
     target = destination(server)
     [batch] = make_batches(1, size=60_000, run="big")  # ~2 MB of gzip: several chunks
-    final = server.root / "incoming" / "big" / "google_dm" / "aud_1" / "remove"
+    final = server.root / "incoming" / "big" / "dest" / "aud_1" / "remove"
     original_write = paramiko.SFTPFile.write
     state = {"chunks": 0, "seen_partial_only": None}
 
