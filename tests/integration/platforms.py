@@ -4,6 +4,15 @@ import json
 
 from audience_relay.testing.emulators.http_destination import EmulatorConfig
 
+# The five ad platforms added through the destination layout, by a short name: profile and the
+# connection their requests need (an account on each; audience ids left to each test).
+PLATFORMS = {
+    "tiktok": ("tiktok_audiences", {"base_url": "https://business-api.tiktok.com", "account_id": "700"}),
+    "snap": ("snapchat_audience_match", {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}),
+    "linkedin": ("linkedin_dmp_segments", {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP"}),
+    "x": ("x_custom_audiences", {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"}),
+    "pinterest": ("pinterest_customer_lists", {"base_url": "https://api.pinterest.com", "account_id": "549755885175"}),
+}
 OAUTH2_CLIENT = ("client-id", "client-secret", "refresh-token")
 OAUTH1_KEYS = ("consumer-key", "consumer-secret", "access-token", "access-token-secret")   # X
 REFRESH_TOKEN_PLATFORMS = {"snapchat_audience_match", "linkedin_dmp_segments", "pinterest_customer_lists"}

@@ -5,6 +5,7 @@ from the same input, independently of the Spark jobs; then `feedback` reads each
 report and finds every audience (the created ones by name)."""
 import json
 from collections import defaultdict
+from contextlib import ExitStack
 
 import boto3
 import pyarrow.parquet as pq
@@ -70,19 +71,20 @@ def expected_by_audience(config, destination_id: str, day: dict) -> dict[str, se
 def test_each_platform_holds_exactly_the_reference_members_after_day_1_and_day_2(days, moto_server, capsys):
     root, data = days
     emulators = {profile: HttpDestinationEmulator(emulator_config(profile)) for profile in PLATFORMS}
-    destinations = []
-    for profile, emulator in emulators.items():
-        emulator.__enter__()
-        entry = PLATFORMS[profile]
-        # Secrets Manager (moto): Spark's workers resolve it where they send, as in AWS.
-        arn = boto3.client("secretsmanager").create_secret(Name=f"audience-relay/{entry['id']}", SecretString=secret(profile, emulator.url))["ARN"]
-        destinations.append({"kind": "http_api", "profile": profile, "credentials": {"secret_arn": arn}, "sync_mode": "mirror",
-                             "audiences": AUDIENCES, **entry})
-    config_path = root / "destinations.yaml"
-    config_path.write_text(yaml.safe_dump({"version": 1, "destinations": destinations}))
-    config = load_config(config_path)
-    endpoints = [argument for profile, emulator in emulators.items() for argument in ("--endpoint", f"{PLATFORMS[profile]['id']}={emulator.url}")]
+    running = ExitStack()   # an emulator is shut down only once it serves: one never started would block it
     try:
+        destinations = []
+        for profile, emulator in emulators.items():
+            running.enter_context(emulator)
+            entry = PLATFORMS[profile]
+            # Secrets Manager (moto): Spark's workers resolve it where they send, as in AWS.
+            arn = boto3.client("secretsmanager").create_secret(Name=f"audience-relay/{entry['id']}", SecretString=secret(profile, emulator.url))["ARN"]
+            destinations.append({"kind": "http_api", "profile": profile, "credentials": {"secret_arn": arn}, "sync_mode": "mirror",
+                                 "audiences": AUDIENCES, **entry})
+        config_path = root / "destinations.yaml"
+        config_path.write_text(yaml.safe_dump({"version": 1, "destinations": destinations}))
+        config = load_config(config_path)
+        endpoints = [argument for profile, emulator in emulators.items() for argument in ("--endpoint", f"{PLATFORMS[profile]['id']}={emulator.url}")]
         for run_id, day in data.items():
             assert main(["prepare", "--input", day["membership"], "--consent", day["consent"], "--out", str(root / "out"),
                          "--config", str(config_path), "--run-id", run_id]) == 0
@@ -102,5 +104,4 @@ def test_each_platform_holds_exactly_the_reference_members_after_day_1_and_day_2
             part = json.loads((root / "out" / "runs" / "d2" / "feedback" / "parts" / f"{destination_id}.json").read_text())
             assert {row["audience_id"] for row in part} == set(AUDIENCES) and all(row["reported_size"] > 0 for row in part)
     finally:
-        for emulator in emulators.values():
-            emulator.__exit__(None, None, None)
+        running.close()

@@ -34,6 +34,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import yaml
 
 from audience_relay.connectors.destinations.registry import PROFILES
 from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
-from tests.integration.platforms import emulator_config, secret
+from tests.integration.platforms import PLATFORMS, emulator_config, secret
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -135,28 +136,20 @@ def write_input(folder: Path) -> Path:
     return path
 
 
-# The platforms added through the destination layout: their connection, the id types they take
-# (Pinterest: one per list), and their audiences' ids where creation is not theirs to do.
-PLATFORMS = {
-    "tiktok": ("tiktok_audiences", {"base_url": "https://business-api.tiktok.com", "account_id": "700"}),
-    "snap": ("snapchat_audience_match", {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}),
-    "linkedin": ("linkedin_dmp_segments", {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP"}),
-    "x": ("x_custom_audiences", {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"}),
-    "pinterest": ("pinterest_customer_lists", {"base_url": "https://api.pinterest.com", "account_id": "549755885175",
-                                               "audience_ids": {"aud_all": "1001", "aud_canary": "1002"}}),
-}
+PINTEREST_LISTS = {"aud_all": "1001", "aud_canary": "1002"}   # Pinterest does not create its lists
 
 
 def platform_destinations() -> list[dict]:
-    """An accepting (`<name>_ok`) and a refusing (`<name>_refusing`) destination per platform."""
+    """An accepting (`<name>_ok`) and a refusing (`<name>_refusing`) destination per new platform,
+    taking every id type it takes (Pinterest: one per list)."""
     destinations = []
     for name, (profile, connection) in PLATFORMS.items():
-        id_types = ["email"] if profile == "pinterest_customer_lists" else sorted(PROFILES[profile].identifiers)
+        pinterest = profile == "pinterest_customer_lists"
+        id_types = ["email"] if pinterest else sorted(PROFILES[profile].identifiers)
         for role, audiences in (("ok", {"aud_all": ["seg_canary", "seg_filler"]}), ("refusing", {"aud_canary": ["seg_canary"]})):
             destinations.append({"id": f"{name}_{role}", "kind": "http_api", "profile": profile, "id_types": id_types, "max_batch_size": 40,
                                  "credentials": {"env": f"{name.upper()}_{role.upper()}_SECRET"}, "audiences": audiences,
-                                 "connection": connection | ({"audience_ids": {a: connection["audience_ids"][a] for a in audiences}}
-                                                             if "audience_ids" in connection else {})})
+                                 "connection": connection | ({"audience_ids": {a: PINTEREST_LISTS[a] for a in audiences}} if pinterest else {})})
     return destinations
 
 
@@ -238,16 +231,13 @@ def scanned(moto_server, sftp_server, tmp_path_factory) -> ScannedRun:
     with HttpDestinationEmulator() as meta, HttpDestinationEmulator() as google, \
             HttpDestinationEmulator(refusing) as meta_refusing, HttpDestinationEmulator(refusing) as google_refusing:
         emulators = {"meta_ok": meta, "google_ok": google, "meta_refusing": meta_refusing, "google_refusing": google_refusing}
-        for destination_id, (profile, emulator) in platforms.items():
-            emulators[destination_id] = emulator.__enter__()
-            env[f"{destination_id.upper()}_SECRET"] = secret(profile, emulator.url)
-        endpoints = [arg for name, emulator in emulators.items() for arg in ("--endpoint", f"{name}={emulator.url}")]
-        try:
+        with ExitStack() as running:
+            for destination_id, (profile, emulator) in platforms.items():
+                emulators[destination_id] = running.enter_context(emulator)
+                env[f"{destination_id.upper()}_SECRET"] = secret(profile, emulator.url)
+            endpoints = [arg for name, emulator in emulators.items() for arg in ("--endpoint", f"{name}={emulator.url}")]
             jobs["deliver"] = run_job("deliver", ["deliver", "--out", str(out), "--run-id", RUN_ID, "--config", str(config),
                                                   "--workers", "1", "--master", "local[2]", *endpoints], env, logs)
-        finally:
-            for _, emulator in platforms.values():
-                emulator.__exit__(None, None, None)
     assert jobs["deliver"].code == 1, jobs["deliver"].stderr[-3000:]  # FAILED: the refusing destinations dead-lettered
     jobs["dead-letters"] = run_job("dead-letters", ["dead-letters", "--out", str(out), "--run-id", RUN_ID], env, logs)
     jobs["report"] = run_job("report", ["report", "--out", str(out), "--run", RUN_ID], env, logs)
