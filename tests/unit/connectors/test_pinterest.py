@@ -2,7 +2,6 @@
 client, built from Pinterest's OpenAPI description), offline: the SDK's customer list update and
 audience list calls are run with its HTTP transport intercepted, and our connector's requests
 must have the same method, URL and body. Also the config's rules and the answers."""
-import json
 
 import pytest
 from openapi_generated.pinterest_client import rest
