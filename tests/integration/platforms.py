@@ -2,6 +2,7 @@
 (a fixed token, or an OAuth 2.0 refresh-token grant whose token endpoint is the emulator)."""
 import json
 
+from audience_relay.connectors.destinations.x.client import SECRET_FIELDS as X_SECRET_FIELDS
 from audience_relay.testing.emulators.http_destination import EmulatorConfig
 
 # The five ad platforms added through the destination layout, by a short name: profile and the
@@ -30,5 +31,5 @@ def secret(profile: str, emulator_url: str) -> str:
         return json.dumps({"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh_token,
                            "token_url": f"{emulator_url}/oauth2/token"})
     if profile == "x_custom_audiences":
-        return json.dumps(dict(zip(("consumer_key", "consumer_secret", "access_token", "access_token_secret"), OAUTH1_KEYS)))
+        return json.dumps(dict(zip(X_SECRET_FIELDS, OAUTH1_KEYS)))
     return "platform-token"

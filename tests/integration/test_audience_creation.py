@@ -8,31 +8,21 @@ from audience_relay.connectors.state.sqlite import SqliteStateStore
 from audience_relay.pipeline.config import parse_config
 from audience_relay.pipeline.platform_audiences import with_platform_audience_ids
 from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
-from tests.integration.platforms import emulator_config, secret
+from tests.integration.platforms import PLATFORMS, emulator_config, secret
 
 pytestmark = pytest.mark.integration
 
-CREATING = {   # profile -> a destination of it whose audiences have no ids yet
-    "tiktok_audiences": {"id": "tiktok", "kind": "http_api", "profile": "tiktok_audiences", "credentials": {"env": "PLATFORM_TOKEN"},
-                          "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "700",
-                                         "audience_ids": {"known": "5550001"}},
-                          "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
-    "snapchat_audience_match": {"id": "snap", "kind": "http_api", "profile": "snapchat_audience_match", "credentials": {"env": "PLATFORM_TOKEN"},
-                                 "connection": {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74",
-                                                "audience_ids": {"known": "5550001"}},
-                                 "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
-    "linkedin_dmp_segments": {"id": "linkedin", "kind": "http_api", "profile": "linkedin_dmp_segments", "credentials": {"env": "PLATFORM_TOKEN"},
-                               "connection": {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP",
-                                              "audience_ids": {"known": "5550001"}},
-                               "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
-    "x_custom_audiences": {"id": "x", "kind": "http_api", "profile": "x_custom_audiences", "credentials": {"env": "PLATFORM_TOKEN"},
-                            "connection": {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t", "audience_ids": {"known": "5550001"}},
-                            "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}},
+CREATING = {   # profile -> a destination of it with one audience known by id and two to find or create
+    profile: {"id": name, "kind": "http_api", "profile": profile, "credentials": {"env": "PLATFORM_TOKEN"},
+              "connection": {**connection, "audience_ids": {"known": "5550001"}},
+              "audiences": {"known": ["seg_1"], "high_value": ["seg_2"], "lapsed": ["seg_3"]}}
+    for name, (profile, connection) in PLATFORMS.items() if REGISTRY[profile].creates_audiences
 }
 
 
 def test_every_platform_that_creates_audiences_is_here():
-    assert set(CREATING) == {name for name, d in REGISTRY.items() if d.creates_audiences}
+    assert set(CREATING) == {name for name, d in REGISTRY.items() if d.creates_audiences} == {
+        "tiktok_audiences", "snapchat_audience_match", "linkedin_dmp_segments", "x_custom_audiences"}
 
 
 @pytest.mark.parametrize("platform", CREATING)

@@ -3,7 +3,6 @@ delivery within the rate limit, faults retried with nothing lost, the daily quot
 run, refusals dead-lettered without raw identifiers, the platform's batch cap and id format, and
 its audience report read over every page. The emulator answers each platform its own way."""
 import hashlib
-import json
 import random
 import threading
 
@@ -18,7 +17,7 @@ from audience_relay.connectors.destinations.pinterest.client import PinterestCus
 from audience_relay.connectors.destinations.registry import REGISTRY
 from audience_relay.connectors.destinations.snapchat.client import SnapchatAudienceMatch
 from audience_relay.connectors.destinations.tiktok.client import TikTokAudiences
-from audience_relay.connectors.destinations.x.client import SECRET_FIELDS, XCustomAudiences
+from audience_relay.connectors.destinations.x.client import XCustomAudiences
 from audience_relay.connectors.http.client import HttpApiDestination, InsecureEndpoint
 from audience_relay.connectors.rate_limit import TokenBucket
 from audience_relay.connectors.retry import RetryPolicy
@@ -26,7 +25,7 @@ from audience_relay.connectors.state.sqlite import SqliteStateStore
 from audience_relay.connectors.state.store import BatchRecord, BatchState
 from audience_relay.testing.emulators.http_destination import EmulatorConfig, HttpDestinationEmulator
 from audience_relay.testing.emulators.platforms import DIALECTS
-from tests.integration.platforms import OAUTH1_KEYS
+from tests.integration.platforms import OAUTH1_KEYS, secret
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,7 @@ PLATFORMS = {
     "x_custom_audiences": lambda url: XCustomAudiences(base_url=url, account_id="18ce54d4x5t"),
     "pinterest_customer_lists": lambda url: PinterestCustomerLists(ad_account_id="549755885175"),
 }
-TOKENS = {"x_custom_audiences": json.dumps(dict(zip(SECRET_FIELDS, OAUTH1_KEYS)))}   # OAuth 1.0a: four values, the emulator verifies
+TOKENS = {"x_custom_audiences": secret("x_custom_audiences", "")}   # OAuth 1.0a: four values, the emulator verifies
 AUDIENCE_IDS = {"aud_1": "5550001", "aud_2": "5550002", "aud_3": "5550003"}   # numeric: every platform's form
 FAST_RETRIES = RetryPolicy(base_seconds=0.05, cap_seconds=0.5, max_attempts=8)
 

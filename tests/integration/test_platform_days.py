@@ -19,23 +19,16 @@ from audience_relay.pipeline.feedback_collect import collect
 from audience_relay.pipeline.generator import GeneratorSpec, generate, spec_from_previous
 from audience_relay.testing import reference
 from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
+from tests.integration.platforms import PLATFORMS as ALL_PLATFORMS
 from tests.integration.platforms import emulator_config, secret
 
 pytestmark = pytest.mark.integration
 
 # One destination per platform. Where the API creates audiences, none has a platform id: deliver
 # creates them all; Pinterest's lists are named by their ids (it creates a list only with records).
-PLATFORMS = {
-    "tiktok_audiences": {"id": "tiktok", "connection": {"base_url": "https://business-api.tiktok.com", "account_id": "7000000000000000001"}},
-    "snapchat_audience_match": {"id": "snap", "connection": {"base_url": "https://adsapi.snapchat.com",
-                                                             "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"}},
-    "linkedin_dmp_segments": {"id": "linkedin", "connection": {"base_url": "https://api.linkedin.com", "account_id": "456",
-                                                               "source_platform": "ACME_CDP"}},
-    "x_custom_audiences": {"id": "x", "connection": {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"}},
-    "pinterest_customer_lists": {"id": "pinterest", "id_types": ["email"],
-                                 "connection": {"base_url": "https://api.pinterest.com", "account_id": "549755885175",
-                                                "audience_ids": {"high_value": "1001", "in_market": "1002"}}},
-}
+PLATFORMS = {profile: {"id": name, "connection": connection} for name, (profile, connection) in ALL_PLATFORMS.items()}
+PLATFORMS["pinterest_customer_lists"] |= {"id_types": ["email"], "connection": PLATFORMS["pinterest_customer_lists"]["connection"] | {
+    "audience_ids": {"high_value": "1001", "in_market": "1002"}}}
 AUDIENCES = {"high_value": ["seg_0001", "seg_0002", "seg_0003"], "in_market": ["seg_0004", "seg_0005"]}
 RECORDS = 3_000
 

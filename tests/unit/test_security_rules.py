@@ -12,6 +12,7 @@ import pytest
 from audience_relay.connectors.destinations.registry import PROFILES
 from audience_relay.pipeline.config import ConfigError, parse_config
 from audience_relay.transforms.id_types import ID_TYPES
+from tests.integration.platforms import PLATFORMS
 
 CONNECTIONS = {
     "http_api": {"base_url": "https://api.example.com/v1"},   # Meta's: a version path
@@ -26,11 +27,7 @@ NOT_TAKEN = [(p.name, t) for p in PROFILES.values() for t in ID_TYPES if t not i
 # What each ad platform's requests need beyond the kind's connection (its folder's check).
 PLATFORM_CONNECTIONS = {
     "google_data_manager": {"base_url": "https://datamanager.googleapis.com", "account_id": "1234567890"},
-    "tiktok_audiences": {"base_url": "https://business-api.tiktok.com", "account_id": "700"},
-    "snapchat_audience_match": {"base_url": "https://adsapi.snapchat.com", "account_id": "8adc3db7-8148-4fbf-999c-8d2266369d74"},
-    "linkedin_dmp_segments": {"base_url": "https://api.linkedin.com", "account_id": "456", "source_platform": "ACME_CDP"},
-    "x_custom_audiences": {"base_url": "https://ads-api.x.com", "account_id": "18ce54d4x5t"},
-    "pinterest_customer_lists": {"base_url": "https://api.pinterest.com", "account_id": "549755885175"},
+    **{profile: connection for profile, connection in PLATFORMS.values()},
 }
 NAMED_AUDIENCES = {"google_data_manager", "pinterest_customer_lists"}   # every audience's platform id required
 ONE_ID_TYPE = {"pinterest_customer_lists"}                               # a destination names exactly one id type
