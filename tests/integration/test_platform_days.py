@@ -2,7 +2,8 @@
 destination layout (one destination each, in one run), its audiences created on first delivery:
 after each day, each platform's emulator holds exactly the members testing/reference.py computes
 from the same input, independently of the Spark jobs; then `feedback` reads each platform's
-report and finds every audience (the created ones by name)."""
+report and finds every audience (the created ones by name). A day whose every batch each platform
+refuses is dead-lettered, replayed through the CLI and delivered in full on the next run."""
 import json
 from collections import defaultdict
 from contextlib import ExitStack
@@ -61,40 +62,87 @@ def expected_by_audience(config, destination_id: str, day: dict) -> dict[str, se
     return dict(expected)
 
 
-def test_each_platform_holds_exactly_the_reference_members_after_day_1_and_day_2(days, moto_server, capsys):
+@pytest.fixture
+def emulators():
+    """One running emulator per platform; each is shut down only once it serves (one never started would block it)."""
+    running = {profile: HttpDestinationEmulator(emulator_config(profile)) for profile in PLATFORMS}
+    with ExitStack() as stack:
+        for emulator in running.values():
+            stack.enter_context(emulator)
+        yield running
+
+
+def write_config(path, emulators: dict[str, HttpDestinationEmulator], secret_prefix: str):
+    """A config of one mirror destination per platform, its secret in Secrets Manager (moto): Spark's
+    workers resolve it where they send, as in AWS. Returns the loaded config and deliver's endpoints."""
+    destinations = []
+    for profile, emulator in emulators.items():
+        entry = PLATFORMS[profile]
+        arn = boto3.client("secretsmanager").create_secret(Name=f"{secret_prefix}/{entry['id']}", SecretString=secret(profile, emulator.url))["ARN"]
+        destinations.append({"kind": "http_api", "profile": profile, "credentials": {"secret_arn": arn}, "sync_mode": "mirror",
+                             "audiences": AUDIENCES, **entry})
+    path.write_text(yaml.safe_dump({"version": 1, "destinations": destinations}))
+    endpoints = [argument for profile, emulator in emulators.items() for argument in ("--endpoint", f"{PLATFORMS[profile]['id']}={emulator.url}")]
+    return load_config(path), endpoints
+
+
+def prepare_and_deliver(day: dict, out, config_path, run_id: str, endpoints: list[str], capsys) -> tuple[int, dict]:
+    assert main(["prepare", "--input", day["membership"], "--consent", day["consent"], "--out", str(out),
+                 "--config", str(config_path), "--run-id", run_id]) == 0
+    return deliver(out, config_path, run_id, endpoints, capsys)
+
+
+def deliver(out, config_path, run_id: str, endpoints: list[str], capsys) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["deliver", "--out", str(out), "--run-id", run_id, "--config", str(config_path), *endpoints])
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def assert_each_platform_holds_the_reference(emulators, config, day: dict, run_id: str):
+    for profile, emulator in emulators.items():
+        expected = expected_by_audience(config, PLATFORMS[profile]["id"], day)
+        assert set(expected) == set(AUDIENCES) and all(expected.values())
+        configured = PLATFORMS[profile]["connection"].get("audience_ids", {})
+        assert held_by_audience(emulator, configured) == expected, (run_id, profile)
+        assert emulator.score.audiences_created == len(set(AUDIENCES) - set(configured)) and emulator.score.duplicates == 0
+
+
+def test_each_platform_holds_exactly_the_reference_members_after_day_1_and_day_2(days, emulators, moto_server, capsys):
     root, data = days
-    emulators = {profile: HttpDestinationEmulator(emulator_config(profile)) for profile in PLATFORMS}
-    running = ExitStack()   # an emulator is shut down only once it serves: one never started would block it
-    try:
-        destinations = []
-        for profile, emulator in emulators.items():
-            running.enter_context(emulator)
-            entry = PLATFORMS[profile]
-            # Secrets Manager (moto): Spark's workers resolve it where they send, as in AWS.
-            arn = boto3.client("secretsmanager").create_secret(Name=f"audience-relay/{entry['id']}", SecretString=secret(profile, emulator.url))["ARN"]
-            destinations.append({"kind": "http_api", "profile": profile, "credentials": {"secret_arn": arn}, "sync_mode": "mirror",
-                                 "audiences": AUDIENCES, **entry})
-        config_path = root / "destinations.yaml"
-        config_path.write_text(yaml.safe_dump({"version": 1, "destinations": destinations}))
-        config = load_config(config_path)
-        endpoints = [argument for profile, emulator in emulators.items() for argument in ("--endpoint", f"{PLATFORMS[profile]['id']}={emulator.url}")]
-        for run_id, day in data.items():
-            assert main(["prepare", "--input", day["membership"], "--consent", day["consent"], "--out", str(root / "out"),
-                         "--config", str(config_path), "--run-id", run_id]) == 0
-            capsys.readouterr()
-            code = main(["deliver", "--out", str(root / "out"), "--run-id", run_id, "--config", str(config_path), *endpoints])
-            summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-            assert code == 0 and summary["status"] == "SUCCEEDED", summary
-            for profile, emulator in emulators.items():
-                expected = expected_by_audience(config, PLATFORMS[profile]["id"], day)
-                assert set(expected) == set(AUDIENCES) and all(expected.values())
-                configured = PLATFORMS[profile]["connection"].get("audience_ids", {})
-                assert held_by_audience(emulator, configured) == expected, (run_id, profile)
-                assert emulator.score.audiences_created == len(set(AUDIENCES) - set(configured)) and emulator.score.duplicates == 0
-        by_id = {PLATFORMS[profile]["id"]: emulator.url for profile, emulator in emulators.items()}
-        assert collect(config, str(root / "out"), "d2", by_id) == {destination_id: len(AUDIENCES) for destination_id in by_id}
-        for destination_id in by_id:
-            part = json.loads((root / "out" / "runs" / "d2" / "feedback" / "parts" / f"{destination_id}.json").read_text())
-            assert {row["audience_id"] for row in part} == set(AUDIENCES) and all(row["reported_size"] > 0 for row in part)
-    finally:
-        running.close()
+    config_path = root / "destinations.yaml"
+    config, endpoints = write_config(config_path, emulators, "audience-relay")
+    for run_id, day in data.items():
+        code, summary = prepare_and_deliver(day, root / "out", config_path, run_id, endpoints, capsys)
+        assert code == 0 and summary["status"] == "SUCCEEDED", summary
+        assert_each_platform_holds_the_reference(emulators, config, day, run_id)
+    by_id = {PLATFORMS[profile]["id"]: emulator.url for profile, emulator in emulators.items()}
+    assert collect(config, str(root / "out"), "d2", by_id) == {destination_id: len(AUDIENCES) for destination_id in by_id}
+    for destination_id in by_id:
+        part = json.loads((root / "out" / "runs" / "d2" / "feedback" / "parts" / f"{destination_id}.json").read_text())
+        assert {row["audience_id"] for row in part} == set(AUDIENCES) and all(row["reported_size"] > 0 for row in part)
+
+
+def test_a_day_every_platform_refuses_is_dead_lettered_and_replayed_through_the_cli_in_full(days, emulators, moto_server, capsys):
+    root, data = days
+    out, config_path = root / "replay-out", root / "replay.yaml"
+    config, endpoints = write_config(config_path, emulators, "audience-relay-replay")
+    for emulator in emulators.values():
+        emulator.config.refuse_echoing = True   # every delivery a 400 quoting its entries, as the platforms do
+    code, summary = prepare_and_deliver(data["d1"], out, config_path, "d1", endpoints, capsys)
+    assert code == 1 and summary["status"] == "FAILED" and summary["dead_letters"] > 0, summary
+    assert all(not report["snapshot_committed"] for report in summary["destinations"].values())
+    assert all(not emulator.score.accepted and emulator.score.refused["invalid"] for emulator in emulators.values())
+
+    capsys.readouterr()
+    assert main(["dead-letters", "--out", str(out), "--run-id", "d1", "--replay"]) == 0
+    replayed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(replayed) == summary["dead_letters"] and all(letter["replayed"] for letter in replayed)
+    assert {letter["destination_id"] for letter in replayed} == {entry["id"] for entry in PLATFORMS.values()}
+
+    for emulator in emulators.values():
+        emulator.config.refuse_echoing = False
+    code, summary = deliver(out, config_path, "d1", endpoints, capsys)
+    assert code == 0 and summary["status"] == "SUCCEEDED" and summary["dead_letters"] == 0, summary
+    assert all(report["snapshot_committed"] for report in summary["destinations"].values())
+    # Every member once, and the audiences created on the refused run were used, not created again.
+    assert_each_platform_holds_the_reference(emulators, config, data["d1"], "d1")
