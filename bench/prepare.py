@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 
     expected = {day: fingerprint(batches) for day, (_, batches) in contenders["ours local[2]"][1].items()}
     table = []
-    for name, (cores, results) in contenders.items():
+    for contender, (cores, results) in contenders.items():
         for day, (measured, batches) in results.items():
             files, mean_mb = parquet_files(batches)
             equal = fingerprint(batches) == expected[day]
             table.append({
-                "contender": name, "day": day, "rows": rows[day], "cores": cores, "seconds": measured.seconds,
+                "contender": contender, "day": day, "rows": rows[day], "cores": cores, "seconds": measured.seconds,
                 "rows_per_s_per_core": round(rows[day] / measured.seconds / cores) if equal else None,
                 "cpu_seconds": measured.cpu_seconds, "peak_rss_mb": measured.peak_rss_mb, "shuffle_mb": measured.shuffle_mb, "files": files, "mean_file_mb": mean_mb,
                 "equal_to_ours": equal, "phases": measured.phases,
