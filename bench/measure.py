@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,6 +15,17 @@ import psutil
 
 
 @dataclass
+class SparkWork:
+    """What Spark ran, from its event log: jobs and stages run, shuffle bytes written, and the
+    rows every file scan produced, by the folder it read (a folder read twice counts twice)."""
+
+    jobs: int = 0
+    stages: int = 0
+    shuffle_mb: float = 0.0
+    rows_scanned: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Measured:
     seconds: float
     peak_rss_mb: float
@@ -21,6 +33,7 @@ class Measured:
     shuffle_mb: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
     stdout: str = ""
+    spark: SparkWork | None = None
 
 
 def _sample_tree(process: psutil.Process, cpu: dict[int, float]) -> int:
@@ -70,20 +83,50 @@ def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, 
         if line.startswith("{") and '"phase"' in line:
             record = json.loads(line)
             phases[record["phase"]] = record["seconds"]
-    return Measured(round(seconds, 2), round(peak / 2**20), round(sum(cpu.values()), 1), _shuffle_mb(event_log) if event_log else None, phases, stdout)
+    work = spark_work(event_log) if event_log else None
+    return Measured(round(seconds, 2), round(peak / 2**20), round(sum(cpu.values()), 1), work.shuffle_mb if work else None, phases, stdout,
+                    work)
 
 
-def _shuffle_mb(event_log: Path) -> float:
-    """Shuffle bytes written, summed over every task of every application in the event log folder."""
+SCANNED_FOLDERS = re.compile(r"\[(.*)\]$")   # a scan's Location: InMemoryFileIndex(1 paths)[file:/a, file:/b]
+
+
+def _scans(plan: dict, found: dict[int, str]) -> None:
+    """Each file scan in a SQL plan: its output-rows accumulator id -> the folders it reads."""
+    location = SCANNED_FOLDERS.search(plan.get("metadata", {}).get("Location", ""))
+    if plan["nodeName"].startswith("Scan ") and location:
+        for metric in plan["metrics"]:
+            if metric["name"] == "number of output rows":
+                found[metric["accumulatorId"]] = location.group(1)
+    for child in plan["children"]:
+        _scans(child, found)
+
+
+def spark_work(event_log: Path) -> SparkWork:
+    """Jobs, stages, shuffle bytes and rows scanned per folder, over every application in the event log folder."""
+    work, scans, rows = SparkWork(), {}, {}
     written = 0
     for log in event_log.iterdir():
         with log.open() as lines:
             for line in lines:
-                if '"SparkListenerTaskEnd"' not in line:
-                    continue
-                metrics = json.loads(line).get("Task Metrics") or {}
-                written += (metrics.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
-    return round(written / 2**20, 1)
+                event = json.loads(line)
+                kind = event["Event"]
+                if kind == "SparkListenerJobStart":
+                    work.jobs += 1
+                elif kind == "SparkListenerStageSubmitted":
+                    work.stages += 1
+                elif kind.endswith(("SQLExecutionStart", "SQLAdaptiveExecutionUpdate")):
+                    _scans(event["sparkPlanInfo"], scans)
+                elif kind == "SparkListenerTaskEnd":
+                    metrics = event.get("Task Metrics") or {}
+                    written += (metrics.get("Shuffle Write Metrics") or {}).get("Shuffle Bytes Written", 0)
+                    for accumulable in event["Task Info"].get("Accumulables", []):
+                        if accumulable["ID"] in scans:   # a scan's rows: its plan was logged before its tasks ran
+                            rows[accumulable["ID"]] = rows.get(accumulable["ID"], 0) + int(accumulable["Update"])
+    for accumulator, folders in scans.items():
+        work.rows_scanned[folders] = work.rows_scanned.get(folders, 0) + rows.get(accumulator, 0)
+    work.shuffle_mb = round(written / 2**20, 1)
+    return work
 
 
 def parquet_files(root: Path) -> tuple[int, float]:

@@ -53,7 +53,7 @@ INGEST_MODULES = ("orchestration/__init__.py", "orchestration/ingest.py", "orche
 PARQUET_REQUIREMENTS = ("pyarrow>=16,<22",)
 # The library's Lambdas (the control plane, the feedback Lambda) validate the config with
 # pipeline.config and call the destinations' APIs: beyond the runtime's boto3 they need these, built
-# for Lambda's Linux; not the Spark side (pyarrow, pandas, great-expectations).
+# for Lambda's Linux; not the Spark side (pyarrow, pandas).
 LAMBDA_REQUIREMENTS = ("pydantic>=2.6,<3", "pyyaml>=6", "requests>=2.31,<3", "google-auth>=2.30,<3", "requests-oauthlib>=2.0,<3",
                        "phonenumbers>=9.0,<10")
 # The catalog Lambda reads a run's report (pyarrow for its outcome files, the Parquet windows' pin)

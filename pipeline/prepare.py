@@ -17,14 +17,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from audience_relay.pipeline import paths, removals, snapshots, storage
-from audience_relay.pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, SegmentStat, mapped_rows
+from audience_relay.pipeline.accounting import ID_TYPE_NOT_ACCEPTED, MemberStat, mapped_rows
 from audience_relay.pipeline.config import Config
 from audience_relay.pipeline.errors import UsageError
 from audience_relay.pipeline.inputs import Consent, naming_unreadable_files, read_consent, read_membership, require_completion_marker
 from audience_relay.pipeline.logs import PhaseTimer, log_event
 from audience_relay.pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from audience_relay.pipeline.metrics import emit_job_metrics, emit_prepare_metrics
-from audience_relay.pipeline.quality import check_opt_out_shares, raise_on_critical, validate_input
+from audience_relay.pipeline.input_statistics import input_statistics
+from audience_relay.pipeline.quality import check_input, check_opt_out_shares, raise_on_critical
 from audience_relay.pipeline.session import task_slices
 from audience_relay.transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from audience_relay.transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
@@ -164,8 +165,9 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     # Every trigger (schedule, API, S3, CLI) comes through here: a half-written folder is never read.
     marker = require_completion_marker(request.input) if request.require_completion_marker else "not required"
     last_prepared = _last_prepared(out)
-    # The normalized input feeds the quality gate, the statistics, the rejected rows and the
-    # members: kept once rather than read and normalized four times.
+    # The normalized input feeds its counts (statistics, per-file counts, the quality gate's
+    # figures: one aggregate), the rejected rows and the members: kept once rather than read and
+    # normalized three times.
     normalized = (
         read_membership(spark, request.input, request.input_format, config.consent_columns)
         .transform(normalize_identifiers, config.defaults.default_country_code)
@@ -173,20 +175,13 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     with timer.phase("read_normalize_quality"):
-        with naming_unreadable_files(request.input):  # reads every input file, into the cache the checks use
-            normalized.count()
-        quality = validate_input(normalized, config.quality, last_prepared.get("input_rows"))
+        with naming_unreadable_files(request.input):  # reads every input file, into the cache
+            statistics = input_statistics(normalized)
+        quality = check_input(statistics.profile, config.quality, last_prepared.get("input_rows"))
     raise_on_critical(quality, request.input)
+    segment_stats, input_files = statistics.segments, statistics.files
 
-    with timer.phase("input_statistics"):
-        segment_stats = [
-            SegmentStat(r.id_type, r.segment_id, r.reject_reason, r["count"])
-            for r in normalized.groupBy("id_type", "segment_id", "reject_reason").count().collect()
-        ]
-        input_files = {
-            r.source_file: r["count"] for r in normalized.groupBy("source_file").count().orderBy("source_file").collect()
-        }
-    input_rows = sum(s.rows for s in segment_stats)
+    input_rows = statistics.rows
     # Rows of an id type that no destination takes are unusable everywhere: rejected too.
     accepted_anywhere = sorted({t for d in destinations for t in d.accepted_id_types})
     rejected_reasons = rejected_by_reason(segment_stats, accepted_anywhere)

@@ -1,16 +1,17 @@
-"""Data-quality gate on the input, with great-expectations, before anything deliverable is written.
+"""Data-quality gate on the input, before anything deliverable is written.
 
-The whole suite is validated in one call (each expectation costs Spark jobs). Critical
-expectations stop the run; warnings are recorded in the manifest only. An expectation of
-either kind that could not be computed is a crash, not a verdict.
+The gate judges the counts prepare takes of the normalized input anyway (transforms/input_counts.py,
+one aggregate), so it adds no pass over the data. Its expectations and their verdicts are
+great-expectations' (the same names, `mostly` arithmetic and observed values; the unit tests hold
+them to great-expectations run on the same rows), evaluated here because great-expectations
+computes each metric with its own Spark jobs over the data. Critical expectations stop the run;
+warnings are recorded in the manifest only.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
-
+from audience_relay.pipeline.accounting import SegmentStat
 from audience_relay.pipeline.config import Quality
 from audience_relay.transforms.id_types import ID_TYPES
 
@@ -21,20 +22,26 @@ class QualityError(RuntimeError):
     """A critical expectation failed; the message lists which and what was observed."""
 
 
-class QualityCheckCrashed(RuntimeError):
-    """An expectation could not be computed (Spark failed under it): no verdict on the data."""
+@dataclass(frozen=True)
+class InputProfile:
+    """What the gate judges: the normalized input's rows and their nulls per column."""
 
+    rows: int
+    nulls: dict[str, int]          # user_id, segment_id, id_type, id_value
+    unknown_id_types: int          # non-null id types outside ID_TYPES
+    rejected: int                  # rows with a reject reason
 
-def _raised(exception_info: dict | None) -> str | None:
-    """The error message of an expectation that raised, if it did.
-
-    great-expectations reports it either directly or per metric, keyed by metric id.
-    """
-    info = exception_info or {}
-    for item in [info] if "raised_exception" in info else info.values():
-        if isinstance(item, dict) and item.get("raised_exception"):
-            return str(item.get("exception_message") or "no message")
-    return None
+    @classmethod
+    def of(cls, segment_stats: list[SegmentStat], null_user_ids: int, null_id_values: int) -> InputProfile:
+        """From the per-segment statistics (id type and segment are their keys) and the two nulls they do not key."""
+        rows = sum(s.rows for s in segment_stats)
+        return cls(
+            rows=rows,
+            nulls={"user_id": null_user_ids, "segment_id": sum(s.rows for s in segment_stats if s.segment_id is None),
+                   "id_type": sum(s.rows for s in segment_stats if s.id_type is None), "id_value": null_id_values},
+            unknown_id_types=sum(s.rows for s in segment_stats if s.id_type is not None and s.id_type not in ID_TYPES),
+            rejected=sum(s.rows for s in segment_stats if s.reject_reason is not None),
+        )
 
 
 @dataclass(frozen=True)
@@ -46,73 +53,43 @@ class QualityResult:
         return [e for e in self.expectations if not e["success"] and e["severity"] == severity]
 
 
-def _suite(quality: Quality, previous_rows: int | None) -> list:
-    import great_expectations.expectations as gxe
-    from great_expectations.expectations.metadata_types import FailureSeverity
+def _row_count(rows: int, min_value: int, max_value: int | None = None) -> dict:
+    success = rows >= min_value and (max_value is None or rows <= max_value)
+    kwargs = {"min_value": min_value, **({"max_value": max_value} if max_value is not None else {})}
+    return _verdict("expect_table_row_count_to_be_between", None, CRITICAL, success, rows, None, kwargs)
 
-    critical, warning = FailureSeverity.CRITICAL, FailureSeverity.WARNING
+
+def _share(expectation: str, column: str, considered: int, unexpected: int, mostly: float, severity: str, **extra) -> dict:
+    """A column-map expectation: at least `mostly` of the `considered` rows are as expected (vacuously
+    true over none); the observed value is the unexpected percentage of them."""
+    success = considered == 0 or (considered - unexpected) / considered >= mostly
+    percent = unexpected / considered * 100 if considered else None
+    return _verdict(expectation, column, severity, success, percent, percent, {"mostly": mostly, **extra})
+
+
+def _verdict(expectation: str, column: str | None, severity: str, success: bool, observed, unexpected_percent, kwargs: dict) -> dict:
+    return {"expectation": expectation, "column": column, "severity": severity, "success": success, "observed": observed,
+            "unexpected_percent": unexpected_percent, "kwargs": kwargs}
+
+
+def check_input(profile: InputProfile, quality: Quality, previous_rows: int | None) -> QualityResult:
+    """The gate's expectations on the input's counts, in the manifest's form."""
+    rows, nulls = profile.rows, profile.nulls
     required_share = 1.0 - quality.max_null_fraction
-    suite = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=1, severity=critical, description="input is not empty"),
-        gxe.ExpectColumnValuesToNotBeNull(column="user_id", mostly=required_share, severity=critical),
-        gxe.ExpectColumnValuesToNotBeNull(column="segment_id", mostly=required_share, severity=critical),
-        gxe.ExpectColumnValuesToNotBeNull(column="id_type", mostly=required_share, severity=critical),
-        gxe.ExpectColumnValuesToNotBeNull(column="id_value", mostly=required_share, severity=warning),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="id_type", value_set=list(ID_TYPES), mostly=1.0 - quality.max_unknown_id_type_fraction, severity=critical
-        ),
-        gxe.ExpectColumnValuesToBeNull(
-            column="reject_reason", mostly=1.0 - quality.max_rejected_fraction, severity=critical,
-            description="share of rejected rows within the configured limit",
-        ),
+    expectations = [
+        _row_count(rows, 1),   # the input is not empty
+        *[_share("expect_column_values_to_not_be_null", column, rows, nulls[column], required_share, severity)
+          for column, severity in (("user_id", CRITICAL), ("segment_id", CRITICAL), ("id_type", CRITICAL), ("id_value", WARNING))],
+        # Over the rows that have an id type: a null one is the null check's to judge.
+        _share("expect_column_values_to_be_in_set", "id_type", rows - nulls["id_type"], profile.unknown_id_types,
+               1.0 - quality.max_unknown_id_type_fraction, CRITICAL, value_set=list(ID_TYPES)),
+        # The share of rejected rows within the configured limit.
+        _share("expect_column_values_to_be_null", "reject_reason", rows, profile.rejected, 1.0 - quality.max_rejected_fraction, CRITICAL),
     ]
     band = quality.row_count_band
     if previous_rows and band:
-        suite.append(
-            gxe.ExpectTableRowCountToBeBetween(
-                min_value=int(previous_rows * band.min_ratio), max_value=int(previous_rows * band.max_ratio),
-                severity=critical, description=f"row count within {band.min_ratio}-{band.max_ratio}x the previous run ({previous_rows})",
-            )
-        )
-    return suite
-
-
-def validate_input(normalized: DataFrame, quality: Quality, previous_rows: int | None) -> QualityResult:
-    """Validate the normalized membership frame (lower-cased id types, reject reasons)."""
-    import great_expectations as gx
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # tqdm bars would flood job logs
-    batch = (
-        context.data_sources.add_spark(name="membership")
-        .add_dataframe_asset(name="input")
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": normalized})
-    )
-    suite = context.suites.add(gx.ExpectationSuite(name="membership_input", expectations=_suite(quality, previous_rows)))
-    outcome = batch.validate(suite, result_format="BASIC")
-    expectations = []
-    for result in outcome.results:
-        config = result.expectation_config
-        error = _raised(result.exception_info)
-        if error is not None:
-            # Left as a failed expectation, it would read as bad input (observed None).
-            raise QualityCheckCrashed(f"data-quality check {config.type} could not run: {error[:500]}")
-        observed = result.result.get("observed_value", result.result.get("unexpected_percent"))
-        expectations.append(
-            {
-                "expectation": config.type,
-                "column": config.kwargs.get("column"),
-                "severity": config.severity.value,
-                "success": bool(result.success),
-                "observed": observed,
-                "unexpected_percent": result.result.get("unexpected_percent"),
-                "kwargs": {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "column")},
-            }
-        )
+        # Within min_ratio-max_ratio times the previous run's rows.
+        expectations.append(_row_count(rows, int(previous_rows * band.min_ratio), int(previous_rows * band.max_ratio)))
     return QualityResult(success=all(e["success"] for e in expectations if e["severity"] == CRITICAL), expectations=expectations)
 
 

@@ -105,6 +105,20 @@ SNAPSHOT = StructType(
     + _SIGNAL_FIELDS
 )
 
+# transforms/input_counts.py: the input counted at two grains (segment or file) in one aggregate.
+INPUT_COUNTS = StructType(
+    [
+        StructField("grain", StringType(), False),
+        StructField("id_type", StringType(), True),
+        StructField("segment_id", StringType(), True),
+        StructField("reject_reason", StringType(), True),
+        StructField("source_file", StringType(), True),
+        StructField("rows", LongType(), False),
+        StructField("null_user_ids", LongType(), False),
+        StructField("null_id_values", LongType(), False),
+    ]
+)
+
 MEMBERS = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False)])
 
 AUDIENCE_SIZES = StructType(
