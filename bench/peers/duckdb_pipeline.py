@@ -2,19 +2,18 @@
 
 A peer, not a product: it implements what transforms/ does for valid rows (rejected rows are
 only counted), so that its adds and removes can be checked equal to ours before its time
-counts. Regular expressions are the ones in transforms/identifiers.py (RE2 accepts them).
+counts. Regular expressions are the ones in transforms/identifiers.py (RE2 accepts them); phone
+numbers are read by the same steps as ours (bench/peers/duckdb_phones.py).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-from duckdb.typing import VARCHAR
 
 from audience_relay.pipeline.config import Config
 from audience_relay.transforms.identifiers import EMAIL_MAX_LENGTH, EMAIL_PATTERN, UUID_PATTERN, WHITESPACE, ZERO_MAID
-from audience_relay.transforms.phone_regions import library_e164, region_for_country_code
+from bench.peers.duckdb_phones import phone_ctes, register_library
 
 
 def _q(text: str) -> str:
@@ -25,18 +24,9 @@ def _strip(column: str) -> str:
     return f"regexp_replace({column}, {_q(f'^{WHITESPACE}|{WHITESPACE}$')}, '', 'g')"
 
 
-def _register_phone_e164(con: duckdb.DuckDBPyConnection, country: str) -> None:
-    """`phone_e164(value)`: libphonenumber's E.164, or null when the number is not valid."""
-    region = region_for_country_code(country)
-
-    def phone_e164(values: pa.Array) -> pa.Array:
-        return pa.array([library_e164(value, region) for value in values.to_pylist()], pa.string())
-
-    con.create_function("phone_e164", phone_e164, [VARCHAR], VARCHAR, type="arrow", null_handling="special")
-
-
-def _normalized_sql(source: str) -> str:
+def _normalized_sql(source: str, default_country_code: str) -> str:
     """Valid rows with their canonical identifier (the `id_normalized` of transforms/)."""
+    phone_steps, phoned = phone_ctes("typed", "phone", default_country_code)
     return f"""
     WITH cleaned AS (
         SELECT {_strip('user_id')} AS user_id, {_strip('segment_id')} AS segment_id,
@@ -46,16 +36,16 @@ def _normalized_sql(source: str) -> str:
     ), typed AS (
         SELECT *,
             CASE WHEN id_type = 'email' THEN lower({_strip('id_value')}) END AS email,
-            CASE WHEN id_type = 'phone' THEN phone_e164({_strip('id_value')}) END AS e164,
+            CASE WHEN id_type = 'phone' THEN {_strip('id_value')} END AS phone,
             CASE WHEN id_type = 'maid' THEN CASE WHEN regexp_full_match(lower(compact), '[0-9a-f]{{32}}')
                  THEN concat_ws('-', substr(lower(compact), 1, 8), substr(lower(compact), 9, 4), substr(lower(compact), 13, 4),
                                 substr(lower(compact), 17, 4), substr(lower(compact), 21, 12))
                  ELSE lower(compact) END END AS maid,
             CASE WHEN id_type = 'external_id' THEN {_strip('id_value')} END AS external_id
         FROM cleaned
-    )
+    ), {", ".join(phone_steps)}
     SELECT user_id, segment_id, id_type, coalesce(email, e164, maid, external_id) AS id_normalized
-    FROM typed
+    FROM {phoned}
     WHERE coalesce(user_id, '') <> '' AND coalesce(segment_id, '') <> '' AND coalesce(compact, '') <> ''
       AND CASE id_type
           WHEN 'email' THEN length(email) <= {EMAIL_MAX_LENGTH} AND NOT regexp_matches(email, {_q(WHITESPACE)})
@@ -133,8 +123,8 @@ def run(config: Config, membership: str, consent: str, previous: str | None, out
     con.execute(f"CREATE TEMP TABLE consent AS SELECT {_strip('user_id')} AS user_id, {_strip('scope')} AS scope "
                 f"FROM read_parquet({_q(membership_glob(consent))})")
     source = f"read_parquet({_q(membership_glob(membership))})"
-    _register_phone_e164(con, config.defaults.default_country_code)
-    con.execute(f"CREATE TEMP TABLE normalized AS {_normalized_sql(source)}")
+    register_library(con, config.defaults.default_country_code)
+    con.execute(f"CREATE TEMP TABLE normalized AS {_normalized_sql(source, config.defaults.default_country_code)}")
     con.execute(f"CREATE TEMP TABLE members AS {MEMBERS_SQL}")
     if previous:
         con.execute(f"CREATE TEMP TABLE previous AS SELECT * FROM read_parquet({_q(previous)})")
