@@ -203,16 +203,6 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         opt_outs = consent_opt_outs(consent.rows, destination_ids).persist(StorageLevel.MEMORY_AND_DISK)
         opt_out_count = opt_outs.count()
     flagged = _flagged_rows(spark, normalized.filter(F.col("reject_reason").isNull()), opt_outs, opt_out_count <= BROADCAST_OPT_OUTS_MAX, config)
-    with timer.phase("consent_filtered"):
-        # Counted from the data (over the cached input), not as what is left of the mapped rows:
-        # a row lost between here and the members then fails the accounting.
-        consent_filtered = dict.fromkeys(destination_ids, 0) | {
-            r.destination_id: r["count"] for r in flagged.filter("opted_out").groupBy("destination_id").count().collect()}
-    opt_out_shares = {d.id: consent_filtered[d.id] / mapped for d in destinations
-                      if (mapped := mapped_rows(d.accepted_id_types, d.mapped_segments, segment_stats))}
-    consent_gate = check_opt_out_shares(opt_out_shares, last_prepared.get("opt_out_shares", {}), config.quality.max_opt_out_increase,
-                                        request.consent or request.input, last_prepared.get("run_id"))
-    members = flagged.filter(~F.col("opted_out")).drop("opted_out").transform(to_members)
     try:
         previous = snapshots.read_previous(spark, out, {d: b.run_id for d, b in baselines.items()})
     except snapshots.SnapshotIncomplete as error:
@@ -223,10 +213,12 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
     # merging them). Merging without a shuffle also runs the join in that many tasks; with
     # dynamic allocation, set spark.default.parallelism to the cores the job will have.
     slices = max(task_slices(spark), math.ceil(input_rows / TARGET_FILE_ROWS))
-    withdrawn = flagged.filter("opted_out").drop("opted_out").transform(to_members)   # removed in every sync mode
-    marked = mark_membership(members, previous, withdrawn).coalesce(slices).persist(StorageLevel.MEMORY_AND_DISK)
+    # One aggregate of the flagged rows: the members, and the rows consent removed (withdrawn
+    # members are removed in every sync mode; their rows are the consent gate's count).
+    marked = mark_membership(flagged.transform(to_members), previous).coalesce(slices).persist(StorageLevel.MEMORY_AND_DISK)
     with timer.phase("members_and_delta"):
-        sizes = spark.createDataFrame(audience_sizes(marked).collect(), AUDIENCE_SIZES)  # one row per audience
+        audiences = audience_sizes(marked).collect()  # one row per audience
+        sizes = spark.createDataFrame(audiences, AUDIENCE_SIZES)
         classified = classify_marked(marked, sizes, rules)
         member_stats = [
             MemberStat(r.destination_id, r.audience_id, r.status, r.members, r.rows)
@@ -234,6 +226,15 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
             .agg(F.count(F.lit(1)).alias("members"), F.sum("source_rows").alias("rows"))
             .collect()
         ]
+    # Counted from the data (the flagged rows' aggregate), not as what is left of the mapped
+    # rows: a row lost between here and the members then fails the accounting.
+    consent_filtered = dict.fromkeys(destination_ids, 0)
+    for audience in audiences:
+        consent_filtered[audience.destination_id] += audience.withdrawn_rows
+    opt_out_shares = {d.id: consent_filtered[d.id] / mapped for d in destinations
+                      if (mapped := mapped_rows(d.accepted_id_types, d.mapped_segments, segment_stats))}
+    consent_gate = check_opt_out_shares(opt_out_shares, last_prepared.get("opt_out_shares", {}), config.quality.max_opt_out_increase,
+                                        request.consent or request.input, last_prepared.get("run_id"))
     normalized.unpersist()
     opt_outs.unpersist()
 

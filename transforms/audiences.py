@@ -49,12 +49,16 @@ def mark_opted_out(mapped: DataFrame, opt_outs: DataFrame, broadcast: bool = Tru
     )
 
 
-def to_members(mapped: DataFrame) -> DataFrame:
-    """Collapse rows into distinct audience members (`MEMBERS`), keeping how many input rows each
-    stands for and the consent its rows give together (rows carry `with_member_consent`'s signals)."""
+def to_members(flagged: DataFrame) -> DataFrame:
+    """Collapse rows into distinct audience members (`MEMBERS`): how many input rows each stands
+    for, how many of its rows consent removed (`opted_out`, see mark_opted_out) and the consent
+    the others give together (rows carry `with_member_consent`'s signals). One aggregate for both
+    kinds of rows, so a run groups its rows once."""
+    consenting = ~F.col("opted_out")
     return (
-        mapped.transform(with_match_key)
+        flagged.transform(with_match_key)
         .groupBy("destination_id", "audience_id", "id_type", "match_key")
-        .agg(F.count(F.lit(1)).alias("source_rows"), *member_consent_aggregates())
+        .agg(F.count_if(consenting).alias("source_rows"), F.count_if(F.col("opted_out")).alias("withdrawn_rows"),
+             *member_consent_aggregates(consenting))
         .select(MEMBERS.fieldNames())
     )

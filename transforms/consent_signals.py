@@ -65,10 +65,11 @@ def _rank(signal: str) -> Column:
     return F.when(F.col(signal) == DENIED, _RANK[DENIED]).when(F.col(signal) == GRANTED, _RANK[GRANTED]).otherwise(_RANK[None])
 
 
-def member_consent_aggregates() -> list[Column]:
-    """Aggregates (for a `groupBy` of member keys) giving each member's signals from its rows'."""
+def member_consent_aggregates(counted: Column) -> list[Column]:
+    """Aggregates (for a `groupBy` of member keys) giving each member's signals from its rows
+    where `counted` holds (the rows consent keeps)."""
     aggregates = []
     for signal in CONSENT_SIGNALS:
-        lowest = F.min(_rank(signal))
+        lowest = F.min(F.when(counted, _rank(signal)))
         aggregates.append(F.when(lowest == _RANK[DENIED], DENIED).when(lowest == _RANK[GRANTED], GRANTED).alias(signal))
     return aggregates

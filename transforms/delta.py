@@ -28,40 +28,40 @@ BATCHED_STATUSES = (ADD, REMOVE, REMOVE_HELD)   # held removals are batched too,
 SNAPSHOT_STATUSES = (ADD, UNCHANGED, RETAINED)
 
 
-def mark_membership(current: DataFrame, previous: DataFrame, withdrawn: DataFrame | None = None) -> DataFrame:
-    """Full outer join of current members and the previous snapshot: where each member is.
+def mark_membership(current: DataFrame, previous: DataFrame) -> DataFrame:
+    """Full outer join of this run's members (`MEMBERS`) and the previous snapshot: where each member is.
 
-    `withdrawn`: member keys of this run's rows that consent removed (`withdrawn` is true for
-    them); a key that another, consenting row still supports stays current. A member's consent
+    A member is current when some input row supports it; `withdrawn` when consent removed some of
+    its rows (a key another, consenting row still supports stays current). A member's consent
     signals are the current ones, or the snapshot's for a member no longer current;
     `consent_changed` says a member in both differs in them.
     """
     earlier = previous.select(*MEMBER_KEY, *[F.col(s).alias(f"previous_{s}") for s in CONSENT_SIGNALS])
-    marked = current.withColumn("in_current", F.lit(True)).join(
-        earlier.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full"
-    )
-    if withdrawn is not None:
-        marked = marked.join(withdrawn.select(*MEMBER_KEY).distinct().withColumn("withdrawn", F.lit(True)), on=list(MEMBER_KEY), how="left")
-    in_current, in_previous = F.col("in_current").isNotNull(), F.col("in_previous").isNotNull()
+    marked = current.join(earlier.withColumn("in_previous", F.lit(True)), on=list(MEMBER_KEY), how="full")
+    in_current, in_previous = F.coalesce(F.col("source_rows") > 0, F.lit(False)), F.col("in_previous").isNotNull()
+    withdrawn_rows = F.coalesce(F.col("withdrawn_rows"), F.lit(0).cast("long"))
     differs = [~F.col(s).eqNullSafe(F.col(f"previous_{s}")) for s in CONSENT_SIGNALS]
     return marked.select(
         *MEMBER_KEY,
         *[F.when(in_current, F.col(s)).otherwise(F.col(f"previous_{s}")).alias(s) for s in CONSENT_SIGNALS],
         F.coalesce(F.col("source_rows"), F.lit(0).cast("long")).alias("source_rows"),
+        withdrawn_rows.alias("withdrawn_rows"),
         in_current.alias("in_current"),
         in_previous.alias("in_previous"),
-        (F.col("withdrawn").isNotNull() if withdrawn is not None else F.lit(False)).alias("withdrawn"),
+        (withdrawn_rows > 0).alias("withdrawn"),
         (in_current & in_previous & reduce(or_, differs)).alias("consent_changed"),
     )
 
 
 def audience_sizes(marked: DataFrame) -> DataFrame:
-    """Per audience: its current size (the minimum-size guard's), its committed size and how many
-    committed members left the input (the removal guard's), in one aggregate."""
+    """Per audience: its current size (the minimum-size guard's), its committed size, how many
+    committed members left the input (the removal guard's) and how many input rows consent
+    removed, in one aggregate."""
     return marked.groupBy("destination_id", "audience_id").agg(
         F.count_if("in_current").alias("audience_size"),
         F.count_if("in_previous").alias("committed_size"),
         F.count_if(F.col("in_previous") & ~F.col("in_current") & ~F.col("withdrawn")).alias("leaving"),
+        F.sum("withdrawn_rows").alias("withdrawn_rows"),
     )
 
 
@@ -82,7 +82,7 @@ def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> Da
     """
     joined = marked.join(
         F.broadcast(rules.select("destination_id", "sync_mode", "min_audience_size")), on="destination_id", how="left"
-    ).join(F.broadcast(removals_held(sizes, rules)), on=["destination_id", "audience_id"], how="left")
+    ).join(F.broadcast(removals_held(sizes, rules).drop("withdrawn_rows")), on=["destination_id", "audience_id"], how="left")
     in_current, in_previous = F.col("in_current"), F.col("in_previous")
     is_guarded = F.coalesce(F.col("audience_size"), F.lit(0)) < F.col("min_audience_size")
     status = (
@@ -95,7 +95,9 @@ def classify_marked(marked: DataFrame, sizes: DataFrame, rules: DataFrame) -> Da
         .when(F.coalesce(F.col("removals_held"), F.lit(False)), REMOVE_HELD)
         .otherwise(REMOVE)
     )
-    return joined.select(*MEMBER_KEY, *CONSENT_SIGNALS, "source_rows", status.alias("status"))
+    # A key only consent-removed rows name, which the destination never held, is no member at all
+    # (its rows are counted by audience_sizes).
+    return joined.filter(in_current | in_previous).select(*MEMBER_KEY, *CONSENT_SIGNALS, "source_rows", status.alias("status"))
 
 
 def classify_members(current: DataFrame, previous: DataFrame, rules: DataFrame) -> DataFrame:

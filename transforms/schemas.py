@@ -119,7 +119,9 @@ INPUT_COUNTS = StructType(
     ]
 )
 
-MEMBERS = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False)])
+# A member of this run: the input rows that support it, and the rows of it that consent removed
+# (a member with no supporting row and some withdrawn ones is no member, but is removed).
+MEMBERS = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False), StructField("withdrawn_rows", LongType(), False)])
 
 AUDIENCE_SIZES = StructType(
     [
@@ -128,10 +130,11 @@ AUDIENCE_SIZES = StructType(
         StructField("audience_size", LongType(), False),
         StructField("committed_size", LongType(), False),   # members of the baseline snapshot
         StructField("leaving", LongType(), False),          # baseline members gone from the input, consent aside
+        StructField("withdrawn_rows", LongType(), False),   # input rows consent removed
     ]
 )
 
-CLASSIFIED = StructType(MEMBERS.fields + [StructField("status", StringType(), False)])
+CLASSIFIED = StructType(SNAPSHOT.fields + [StructField("source_rows", LongType(), False), StructField("status", StringType(), False)])
 
 BATCHED = StructType(
     [

@@ -140,7 +140,7 @@ def phone_ctes(source: str, value: str, default_country_code: str) -> tuple[list
     ctes, previous = [], source
     for number, step in enumerate(steps):
         name = f"phone_step_{number}"
-        ctes.append(f"{name} AS ({step} FROM {previous})")
+        ctes.append(f"{name} AS MATERIALIZED ({step} FROM {previous})")
         previous = name
     return ctes, previous
 

@@ -26,7 +26,9 @@ def _strip(column: str) -> str:
 
 def _normalized_sql(source: str, default_country_code: str) -> str:
     """Valid rows with their canonical identifier (the `id_normalized` of transforms/)."""
-    phone_steps, phoned = phone_ctes("typed", "phone", default_country_code)
+    # Phone numbers are read once per distinct value, each step materialized: inlined, the steps'
+    # expressions would be copied into each other's (the validity test names the number hundreds of times).
+    phone_steps, phoned = phone_ctes("phone_values", "phone", default_country_code)
     return f"""
     WITH cleaned AS (
         SELECT {_strip('user_id')} AS user_id, {_strip('segment_id')} AS segment_id,
@@ -43,9 +45,11 @@ def _normalized_sql(source: str, default_country_code: str) -> str:
                  ELSE lower(compact) END END AS maid,
             CASE WHEN id_type = 'external_id' THEN {_strip('id_value')} END AS external_id
         FROM cleaned
+    ), phone_values AS (
+        SELECT DISTINCT {_strip('id_value')} AS phone FROM {source} WHERE lower({_strip('id_type')}) = 'phone'
     ), {", ".join(phone_steps)}
     SELECT user_id, segment_id, id_type, coalesce(email, e164, maid, external_id) AS id_normalized
-    FROM {phoned}
+    FROM typed LEFT JOIN {phoned} USING (phone)
     WHERE coalesce(user_id, '') <> '' AND coalesce(segment_id, '') <> '' AND coalesce(compact, '') <> ''
       AND CASE id_type
           WHEN 'email' THEN length(email) <= {EMAIL_MAX_LENGTH} AND NOT regexp_matches(email, {_q(WHITESPACE)})

@@ -1,6 +1,7 @@
 import hashlib
 
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
 from audience_relay.transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from audience_relay.transforms.consent_signals import with_member_consent
@@ -65,9 +66,9 @@ def test_duplicate_rows_collapse_into_one_member_counting_their_rows(spark):
     audiences = mapping(
         spark, [("s1", "email", "meta", "aud", True, False, False), ("s2", "email", "meta", "aud", True, False, False)]
     )
-    members = map_to_audiences(rows, audiences).transform(with_member_consent, {}).transform(to_members)
+    members = map_to_audiences(rows, audiences).transform(with_member_consent, {}).withColumn("opted_out", F.lit(False)).transform(to_members)
     digest = lambda s: hashlib.sha256(s.encode()).hexdigest()  # noqa: E731
     expected = spark.createDataFrame(
-        [("meta", "aud", "email", digest("a@x.com"), None, None, 2), ("meta", "aud", "email", digest("b@x.com"), None, None, 1)], MEMBERS
+        [("meta", "aud", "email", digest("a@x.com"), None, None, 2, 0), ("meta", "aud", "email", digest("b@x.com"), None, None, 1, 0)], MEMBERS
     )
     assert_df_equality(members, expected, ignore_row_order=True, ignore_nullable=True)

@@ -2,6 +2,7 @@
 import hashlib
 
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
 from audience_relay.transforms.audiences import to_members
 from audience_relay.transforms.consent_signals import flag_invalid_consent, with_member_consent
@@ -36,16 +37,17 @@ def test_a_member_denies_if_any_row_denies_and_grants_only_if_every_row_grants(s
     rows = spark.createDataFrame([
         row("u1", "google", "a@x.com", "granted", "granted"), row("u2", "google", "a@x.com", "GRANTED", "denied"),   # same key
         row("u3", "google", "b@x.com", "granted", "granted"), row("u4", "google", "b@x.com", None, "granted"),
-        row("u5", "google", "c@x.com", "granted", " granted "),
+        row("u5", "google", "c@x.com", "granted", " granted "), row("u9", "google", "c@x.com", "denied", "denied"),
         row("u1", "meta", "a@x.com", "denied", "denied"),
     ], ROWS)
-    got = rows.transform(with_member_consent, {"google": {"ad_user_data": "eea_data", "ad_personalization": "eea_ads"}}).transform(to_members)
+    got = (rows.transform(with_member_consent, {"google": {"ad_user_data": "eea_data", "ad_personalization": "eea_ads"}})
+           .withColumn("opted_out", F.col("user_id") == "u9").transform(to_members))
     key = lambda email: hashlib.sha256(email.encode()).hexdigest()  # noqa: E731
     expected = spark.createDataFrame([
-        ("google", "aud", "email", key("a@x.com"), "granted", "denied", 2),
-        ("google", "aud", "email", key("b@x.com"), None, "granted", 2),     # one row left ad user data unspecified
-        ("google", "aud", "email", key("c@x.com"), "granted", "granted", 1),
-        ("meta", "aud", "email", key("a@x.com"), None, None, 1),
+        ("google", "aud", "email", key("a@x.com"), "granted", "denied", 2, 0),
+        ("google", "aud", "email", key("b@x.com"), None, "granted", 2, 0),     # one row left ad user data unspecified
+        ("google", "aud", "email", key("c@x.com"), "granted", "granted", 1, 1),  # u9 denies, but consent removed u9's row
+        ("meta", "aud", "email", key("a@x.com"), None, None, 1, 0),
     ], MEMBERS)
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 

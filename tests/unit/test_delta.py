@@ -4,9 +4,9 @@ from audience_relay.transforms.delta import audience_sizes, classify_marked, cla
 from audience_relay.transforms.schemas import CLASSIFIED, DESTINATION_RULES, MEMBERS, SNAPSHOT
 
 
-def _members(spark, rows):
+def _members(spark, rows, withdrawn_rows=0):
     """MEMBERS rows of (destination, audience, id type, key, source rows[, ad_user_data, ad_personalization])."""
-    return spark.createDataFrame([(*r[:4], *(r[5:] or (None, None)), r[4]) for r in rows], MEMBERS)
+    return spark.createDataFrame([(*r[:4], *(r[5:] or (None, None)), r[4], withdrawn_rows) for r in rows], MEMBERS)
 
 
 def _snapshot(spark, rows):
@@ -68,10 +68,11 @@ def test_same_key_in_two_destinations_is_two_members(spark):
 
 
 def _audience(spark, previous_keys, current_keys, withdrawn_keys=()):
-    current = _members(spark, [("d", "a", "email", k, 1) for k in current_keys])
+    """Members of one audience: current keys have a row each, withdrawn keys a row consent removed."""
+    current = spark.createDataFrame([("d", "a", "email", k, None, None, int(k in current_keys), int(k in withdrawn_keys))
+                                     for k in sorted(set(current_keys) | set(withdrawn_keys))], MEMBERS)
     previous = _snapshot(spark, [("d", "a", "email", k) for k in previous_keys])
-    withdrawn = _members(spark, [("d", "a", "email", k, 1) for k in withdrawn_keys])
-    return mark_membership(current, previous, withdrawn)
+    return mark_membership(current, previous)
 
 
 def _statuses(marked, destination_rules):
@@ -99,6 +100,12 @@ def test_consent_withdrawals_are_never_held_nor_counted_against_the_guard(spark)
     assert _statuses(marked, rules(spark, [("d", "mirror", 10, 0, 0.4, None)])) == [("k1", "remove"), ("k2", "remove"), ("k3", "remove")]
     # Over the guard (k3 alone is more than 0.2 of 3): k3 is held, the withdrawals still go.
     assert _statuses(marked, rules(spark, [("d", "mirror", 10, 0, 0.2, None)])) == [("k1", "remove"), ("k2", "remove"), ("k3", "remove_held")]
+
+
+def test_a_member_only_withdrawn_rows_name_is_neither_sent_nor_kept_but_its_rows_are_counted(spark):
+    marked = _audience(spark, ["k1"], ["k2"], withdrawn_keys=["k1", "k3"])   # k3: never held, never current
+    assert _statuses(marked, rules(spark, [("d", "mirror", 10, 0)])) == [("k1", "remove"), ("k2", "add")]
+    assert [(r.audience_size, r.committed_size, r.leaving, r.withdrawn_rows) for r in audience_sizes(marked).collect()] == [(1, 1, 0, 2)]
 
 
 def test_a_held_member_whose_consent_changed_is_sent_again_with_the_new_consent(spark):
