@@ -26,6 +26,11 @@ from audience_relay.transforms.id_types import ID_TYPES
 from audience_relay.transforms.phone_numbers import with_e164
 
 WHITESPACE = r"[\s\p{Z}\x{200B}\x{FEFF}]+"
+# The characters WHITESPACE matches: Java's \s (ASCII only), Unicode's separators (\p{Z}), the
+# zero-width space and the byte-order mark. Trimming and removing them as a character set runs
+# without the regex engine (tests/unit/test_identifiers.py checks the set against the regex over
+# every code point).
+WHITESPACE_CHARACTERS = "\t\n\x0b\x0c\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200C))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
 _LOCAL_ATOM = r"[\p{L}\p{M}\p{N}!#$%&'*+/=?^_`{|}~-]+"
 _DOMAIN_LABEL = r"[\p{L}\p{M}\p{N}]([\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?"
 _TOP_LEVEL_DOMAIN = r"(\p{L}[\p{L}\p{M}]{1,62}|xn--[a-z0-9-]{1,59})"
@@ -42,7 +47,12 @@ REPLACEMENT_CHARACTER = "\ufffd"
 
 def strip_whitespace(column: str | Column) -> Column:
     """Trim Unicode whitespace at both ends (Spark's `trim` only removes ASCII spaces)."""
-    return F.regexp_replace(column, f"^{WHITESPACE}|{WHITESPACE}$", "")
+    return F.btrim(F.col(column) if isinstance(column, str) else column, F.lit(WHITESPACE_CHARACTERS))
+
+
+def remove_whitespace(column: str) -> Column:
+    """Remove Unicode whitespace wherever it is."""
+    return F.translate(column, WHITESPACE_CHARACTERS, "")
 
 
 def _per_type(id_type: str, value: Column) -> Column:
@@ -77,7 +87,7 @@ def normalize_identifiers(df: DataFrame, default_country_code: str) -> DataFrame
         strip_whitespace("user_id").alias("user_id"),
         strip_whitespace("segment_id").alias("segment_id"),
         F.lower(strip_whitespace("id_type")).alias("clean_id_type"),
-        F.regexp_replace("id_value", WHITESPACE, "").alias("compact"),
+        remove_whitespace("id_value").alias("compact"),
     )
     lowered = F.lower("compact")
     typed = cleaned.select(

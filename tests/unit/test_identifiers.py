@@ -206,3 +206,23 @@ def test_normalize_keeps_raw_value_and_states_its_schema(spark):
         "source_file string, id_normalized string, reject_reason string",
     )
     assert_df_equality(frame, expected, ignore_nullable=True)
+
+
+def test_whitespace_is_the_regexes_set_over_every_code_point(spark):
+    """Trimming and removing whitespace as a character set gives what the regular expression gave,
+    for each of the 1,112,064 code points on both sides of a letter."""
+    from audience_relay.transforms.identifiers import WHITESPACE, remove_whitespace, strip_whitespace
+
+    code_points = spark.range(0, 0x110000).filter(~F.col("id").between(0xD800, 0xDFFF))
+    # UTF-32 bytes of "x", the character, "a", the character, decoded; then "x" cut off (the decoder
+    # would take a leading U+FEFF for a byte-order mark).
+    utf32 = F.lpad(F.hex("id"), 8, "0")
+    decoded = F.decode(F.unhex(F.concat(F.lit("00000078"), utf32, F.lit("00000061"), utf32)), "UTF-32BE")
+    framed = code_points.select("id", F.substring(decoded, 2, 3).alias("value"))
+    differing = framed.filter(
+        (strip_whitespace("value") != F.regexp_replace("value", f"^{WHITESPACE}|{WHITESPACE}$", ""))
+        | (remove_whitespace("value") != F.regexp_replace("value", WHITESPACE, ""))
+    )
+    assert framed.filter(F.length("value") != 3).count() == 0   # every code point became one character
+    assert differing.select("id").limit(10).collect() == []
+    assert framed.filter(strip_whitespace("value") == "a").count() == 26
