@@ -190,9 +190,10 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         is_unusable = F.col("reject_reason").isNotNull() | ~F.col("id_type").isin(*accepted_anywhere)
         normalized.filter(is_unusable).withColumn(
             "reject_reason", F.coalesce("reject_reason", F.lit(ID_TYPE_NOT_ACCEPTED))
-        ).select(*REJECTED.fieldNames(), *[F.col(carried(c)).alias(c) for c in config.consent_columns]).coalesce(max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))).write.mode(
-            "overwrite"
-        ).parquet(storage.join(run_dir, "rejected"))
+        ).select(*REJECTED.fieldNames(), *[F.col(carried(c)).alias(c) for c in config.consent_columns]).repartition(
+            # Shuffled into few files, not merged: merging would read the whole cached input in as many tasks.
+            max(1, math.ceil(rejected_rows / TARGET_FILE_ROWS))
+        ).write.mode("overwrite").parquet(storage.join(run_dir, "rejected"))
 
     with timer.phase("read_consent"):
         consent = (read_consent(spark, request.consent, {d.id for d in config.destinations}, request.consent_format) if request.consent
