@@ -63,17 +63,19 @@ def make_batches(count, size=50, audiences=("aud_1",), run="r1"):
     return work
 
 
-def connector(url, platform, timeout_seconds=0.5):
+def connector(url, platform, timeout_seconds=5.0):
     return HttpApiDestination(url, PLATFORMS[platform](url), token=TOKENS.get(platform, "test-token"), timeout_seconds=timeout_seconds,
                               audience_ids=AUDIENCE_IDS)
 
 
-def deliver(url, platform, work, store, partitions=1, rpm=6000, policy=FAST_RETRIES):
-    """Deliver `work` split round-robin over `partitions` threads, each with its rate share."""
+def deliver(url, platform, work, store, partitions=1, rpm=6000, policy=FAST_RETRIES, timeout_seconds=5.0):
+    """Deliver `work` split round-robin over `partitions` threads, each with its rate share. The
+    timeout is generous but where a test stalls answers: a loaded machine can take longer than
+    a short one to answer, and a timed-out refusal is sent again (CI showed it at 6ab3768)."""
     outcomes, lock = [], threading.Lock()
 
     def worker(share):
-        result = deliver_batches(connector(url, platform), share, store, TokenBucket.partition_share(rpm, partitions), None, policy,
+        result = deliver_batches(connector(url, platform, timeout_seconds), share, store, TokenBucket.partition_share(rpm, partitions), None, policy,
                                  random.Random(7))
         with lock:
             outcomes.extend(result)
@@ -110,7 +112,7 @@ def test_faults_are_retried_and_nothing_is_lost(platform, tmp_path):
     store.register([b.record for b in work])
     faults = {"5xx": 0.10, "429": 0.05, "stall": 0.05, "drop": 0.05}
     with HttpDestinationEmulator(emulating(fault_rates=faults, stall_seconds=1.0, fault_retry_after=0.1, seed=3)) as emulator:
-        outcomes = deliver(emulator.url, platform, work, store, partitions=2)
+        outcomes = deliver(emulator.url, platform, work, store, partitions=2, timeout_seconds=0.5)   # shorter than a 1 s stall
     assert sorted({o.state for o in outcomes}) == ["delivered"]
     assert {b.state for b in store.batches("r1")} == {BatchState.DELIVERED}
     assert sum(o.retries for o in outcomes) == sum(emulator.score.refused.values())
