@@ -25,7 +25,7 @@ from audience_relay.pipeline.logs import PhaseTimer, log_event
 from audience_relay.pipeline.manifest import CHECKSUM_RULE, batch_list, destination_report, rejected_by_reason
 from audience_relay.pipeline.metrics import emit_job_metrics, emit_prepare_metrics
 from audience_relay.pipeline.input_statistics import input_statistics
-from audience_relay.pipeline.quality import check_input, check_opt_out_shares, raise_on_critical
+from audience_relay.pipeline.quality import QualityError, check_input, check_opt_out_shares, raise_on_critical
 from audience_relay.pipeline.session import task_slices
 from audience_relay.transforms.audiences import consent_opt_outs, map_to_audiences, mark_opted_out, to_members
 from audience_relay.transforms.batching import DEFAULT_FILE_ROWS, DEFAULT_SUB_BUCKETS, assign_batches
@@ -234,10 +234,14 @@ def run_prepare(spark: SparkSession, request: PrepareRequest) -> dict:
         consent_filtered[audience.destination_id] += audience.withdrawn_rows
     opt_out_shares = {d.id: consent_filtered[d.id] / mapped for d in destinations
                       if (mapped := mapped_rows(d.accepted_id_types, d.mapped_segments, segment_stats))}
-    consent_gate = check_opt_out_shares(opt_out_shares, last_prepared.get("opt_out_shares", {}), config.quality.max_opt_out_increase,
-                                        request.consent or request.input, last_prepared.get("run_id"))
     normalized.unpersist()
     opt_outs.unpersist()
+    try:
+        consent_gate = check_opt_out_shares(opt_out_shares, last_prepared.get("opt_out_shares", {}),
+                                            config.quality.max_opt_out_increase, request.consent or request.input, last_prepared.get("run_id"))
+    except QualityError:
+        marked.unpersist()   # a session that lives on (a notebook, the tests) keeps no cache of a refused run
+        raise
 
     snapshot_members = sum(s.members for s in member_stats if s.status in SNAPSHOT_STATUSES)
     with timer.phase("write_snapshot"):
