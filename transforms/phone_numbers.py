@@ -155,14 +155,20 @@ class _NationalPrefix:
             parts += [p for p in (literal, int(group) if group else None) if p not in ("", None)]
         return parts
 
-    def unsettled(self, value: Column) -> Column:
-        """Rows whose strip the Spark path cannot decide exactly (none for the regions seen so far)."""
+    @property
+    def unsettled_pattern(self) -> str | None:
+        """What a value starts with when its strip cannot be decided by expressions (a transform
+        rule whose last group may match empty); None when every strip can (the regions seen so far)."""
         if not self.pattern or not self.metadata.national_prefix_transform_rule:
-            return F.lit(False)
+            return None
         last_group = re.compile(self.pattern).groups
         if last_group and not _group_can_be_empty(self.pattern, last_group):
-            return F.lit(False)
-        return value.rlike(f"^(?:{self.pattern})")
+            return None
+        return f"^(?:{self.pattern})"
+
+    def unsettled(self, value: Column) -> Column:
+        """Rows whose strip the Spark path cannot decide exactly."""
+        return value.rlike(self.unsettled_pattern) if self.unsettled_pattern else F.lit(False)
 
     def strip(self, value: Column) -> Column:
         if not self.pattern:

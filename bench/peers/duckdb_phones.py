@@ -20,7 +20,7 @@ from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
 from audience_relay.transforms.phone_numbers import (
     INVALID_LENGTH, MAX_INPUT_LENGTH, MAX_NSN_LENGTH, MIN_DIGITS_SETTLED, MIN_NSN_LENGTH, NUMBER_TYPES, POSSIBLE, POSSIBLE_LOCAL_ONLY,
-    SPARK_SETTLED_VALUE, TOO_LONG, TOO_SHORT, _group_can_be_empty, _NationalPrefix)
+    SPARK_SETTLED_VALUE, TOO_LONG, TOO_SHORT, _NationalPrefix)
 from audience_relay.transforms.phone_regions import library_e164, region_for_country_code
 
 
@@ -84,12 +84,8 @@ def _length_result(value: str, metadata: PhoneMetadata) -> str:
 
 
 def _unsettled(value: str, prefix: _NationalPrefix) -> str:
-    if not prefix.pattern or not prefix.metadata.national_prefix_transform_rule:
-        return "false"
-    last_group = re.compile(prefix.pattern).groups
-    if last_group and not _group_can_be_empty(prefix.pattern, last_group):
-        return "false"
-    return f"regexp_matches({value}, {_q(f'^(?:{prefix.pattern})')})"
+    pattern = prefix.unsettled_pattern
+    return f"regexp_matches({value}, {_q(pattern)})" if pattern else "false"
 
 
 def _strip(value: str, prefix: _NationalPrefix) -> str:
