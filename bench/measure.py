@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -34,6 +35,8 @@ class Measured:
     phases: dict[str, float] = field(default_factory=dict)
     stdout: str = ""
     spark: SparkWork | None = None
+    # On a cluster: each executor's peak RSS (its JVM and Python workers), by `app-id/executor-id`.
+    executor_peak_rss_mb: dict[str, float] = field(default_factory=dict)
 
 
 def _sample_tree(process: psutil.Process, cpu: dict[int, float]) -> int:
@@ -49,17 +52,29 @@ def _sample_tree(process: psutil.Process, cpu: dict[int, float]) -> int:
     return total
 
 
-def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, str] | None = None) -> Measured:
-    """Run `argv` (a Python module or script of ours), sampling the RSS of its whole process tree."""
+def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, str] | None = None, submit: list[str] | None = None,
+                 executors: Callable[[], dict[str, psutil.Process]] | None = None) -> Measured:
+    """Run `argv` (a Python module or script of ours), sampling the RSS of its whole process tree.
+
+    `submit`: a spark-submit command and its options, to run `argv` (a job script and its
+    arguments) through instead of this interpreter; `executors`: finds the executor processes of
+    a cluster, which are not the job's children: their trees are sampled each on its own, and
+    their CPU counted with the job's.
+    """
     environment = {**os.environ, **(env or {}), "PYSPARK_PYTHON": sys.executable}
+    launcher = [sys.executable]
+    if submit is not None:
+        launcher = [*submit, *(["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={event_log.resolve().as_uri()}"]
+                                if event_log is not None else [])]
     if event_log is not None:
         event_log.mkdir(parents=True, exist_ok=True)
-        inherited = environment.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")  # ends with the pyspark-shell resource
-        environment["PYSPARK_SUBMIT_ARGS"] = (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={event_log.resolve().as_uri()} "
-                                              f"{inherited}")
+        if submit is None:
+            inherited = environment.get("PYSPARK_SUBMIT_ARGS", "pyspark-shell")  # ends with the pyspark-shell resource
+            environment["PYSPARK_SUBMIT_ARGS"] = (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={event_log.resolve().as_uri()} "
+                                                  f"{inherited}")
     started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
-    peak, cpu, done = 0, {}, threading.Event()
+    child = subprocess.Popen([*launcher, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    peak, cpu, executor_peaks, done = 0, {}, {}, threading.Event()
 
     def sample() -> None:
         nonlocal peak
@@ -69,6 +84,11 @@ def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, 
                 peak = max(peak, _sample_tree(process, cpu))
             except psutil.Error:
                 return
+            for key, executor in (executors() if executors else {}).items():
+                try:
+                    executor_peaks[key] = max(executor_peaks.get(key, 0), _sample_tree(executor, cpu))
+                except psutil.Error:
+                    continue
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -79,13 +99,13 @@ def run_measured(argv: list[str], event_log: Path | None = None, env: dict[str, 
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} exited {child.returncode}:\n{stderr[-3000:]}")
     phases = {}
-    for line in stderr.splitlines():
+    for line in (stderr + stdout).splitlines():   # spark-submit merges the Python driver's stderr into its stdout
         if line.startswith("{") and '"phase"' in line:
             record = json.loads(line)
             phases[record["phase"]] = record["seconds"]
     work = spark_work(event_log) if event_log else None
     return Measured(round(seconds, 2), round(peak / 2**20), round(sum(cpu.values()), 1), work.shuffle_mb if work else None, phases, stdout,
-                    work)
+                    work, {key: round(rss / 2**20) for key, rss in sorted(executor_peaks.items())})
 
 
 SCANNED_FOLDERS = re.compile(r"\[(.*)\]$")   # a scan's Location: InMemoryFileIndex(1 paths)[file:/a, file:/b]

@@ -1,4 +1,6 @@
-"""Job processes as platforms and users start them: spark-submit (as on EMR) and the installed console script."""
+"""Job processes as platforms and users start them: spark-submit against a standalone cluster whose
+executors are JVMs of their own (as on EMR and Glue, where nothing the driver holds is in the
+tasks' memory), and the installed console script."""
 import json
 import os
 import shutil
@@ -9,17 +11,24 @@ from pathlib import Path
 import pytest
 
 from audience_relay.pipeline.generator import GeneratorSpec, generate
+from audience_relay.testing.emulators.spark_cluster import standalone_cluster, submit_command
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_prepare_runs_under_spark_submit(spark, tmp_path):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A master and two one-core workers; yields the master's URL."""
+    with standalone_cluster(tmp_path_factory.mktemp("cluster"), worker_memory="1g") as master_url:
+        yield master_url
+
+
+def test_prepare_runs_under_spark_submit_on_a_cluster(spark, cluster, tmp_path):
     generate(spark, GeneratorSpec(records=2_000, seed=9, data_format="jsonl", compression="gzip"), tmp_path / "day1")
-    spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     result = subprocess.run(
-        [str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(ROOT / "jobs" / "prepare.py"),
+        [*submit_command(cluster), str(ROOT / "jobs" / "prepare.py"),
          "--input", str(tmp_path / "day1" / "membership"), "--consent", str(tmp_path / "day1" / "consent"),
          "--consent-format", "jsonl", "--out", str(tmp_path / "out"), "--run-id", "emr-step-1",
          "--config", str(ROOT / "examples" / "destinations.yaml")],
@@ -43,22 +52,30 @@ def prepared_out(spark, tmp_path_factory) -> Path:
     return root / "out"
 
 
-def test_deliver_runs_under_spark_submit(prepared_out, tmp_path):
+def test_deliver_runs_under_spark_submit_on_a_cluster(prepared_out, cluster, tmp_path, moto_server):
+    """The executors send: they get the token and the ledger's AWS endpoint only as the job passes
+    them (their workers started without either), and a cluster's ledger is DynamoDB."""
+    from audience_relay.connectors.state.dynamodb import DynamoStateStore, create_table
     from audience_relay.testing.emulators.http_destination import HttpDestinationEmulator
+    from audience_relay.testing.emulators.moto_server import LOCAL_AWS_ENV
 
     out = Path(shutil.copytree(prepared_out, tmp_path / "out"))
-    spark_submit = Path(sys.executable).parent / "spark-submit"
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, "META_ACCESS_TOKEN": "t"}
+    create_table("cluster-delivery")
+    executor_env = {"META_ACCESS_TOKEN": "t", "AWS_ENDPOINT_URL": moto_server, **LOCAL_AWS_ENV}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable, **executor_env}
     with HttpDestinationEmulator() as emulator:
         result = subprocess.run(
-            [str(spark_submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false", str(ROOT / "jobs" / "deliver.py"),
-             "--out", str(out), "--run-id", "r1", "--destination", "meta_ads", "--endpoint", f"meta_ads={emulator.url}"],
+            [*submit_command(cluster, executor_env=executor_env), str(ROOT / "jobs" / "deliver.py"),
+             "--out", str(out), "--run-id", "r1", "--destination", "meta_ads", "--endpoint", f"meta_ads={emulator.url}",
+             "--state", "dynamodb://cluster-delivery"],
             capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
         )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["status"] == "SUCCEEDED" and summary["destinations"]["meta_ads"]["snapshot_committed"]
-    assert len(emulator.score.accepted) == summary["destinations"]["meta_ads"]["batches"]["delivered"] > 0
+    ledger = DynamoStateStore("cluster-delivery").batches("r1", "meta_ads")
+    assert {r.state.value for r in ledger} == {"delivered"}
+    assert len(emulator.score.accepted) == len(ledger) == summary["destinations"]["meta_ads"]["batches"]["delivered"] > 0
 
 
 def test_installed_console_script_delivers_from_any_folder_without_the_venv_on_path(prepared_out, tmp_path):
