@@ -33,6 +33,10 @@ def normalized(spark, id_type, value, country="1"):
         ("  John.Smith@Example.COM ", "john.smith@example.com"),
         ("user.name+NYC@Example.com", "user.name+nyc@example.com"),
         ("\tUPPER@SUB.EXAMPLE.CO.UK\n", "upper@sub.example.co.uk"),
+        # Whitespace as Python's str.strip() (the destinations' SDKs) sees it: the next-line character
+        # U+0085 too, which Java's `$` also let through at the end as a line terminator, kept in the key.
+        ("a@b.com\u0085", "a@b.com"),
+        ("\u001ca@b.com\u001f", "a@b.com"),
     ],
 )
 def test_email_is_trimmed_and_lowercased(spark, raw, expected):
@@ -93,6 +97,7 @@ def test_phones_are_valid_and_e164_exactly_as_libphonenumber_reads_them(spark):
     [
         ("AECE52E7-03EE-455A-B3C4-E57283966239", "aece52e7-03ee-455a-b3c4-e57283966239"),
         (" aece52e703ee455ab3c4e57283966239 ", "aece52e7-03ee-455a-b3c4-e57283966239"),
+        ("aece52e7-03ee-455a-b3c4-e57283966239\u0085", "aece52e7-03ee-455a-b3c4-e57283966239"),
     ],
 )
 def test_maid_is_lowercase_uuid_with_dashes(spark, raw, expected):
