@@ -25,12 +25,14 @@ from pyspark.sql import functions as F
 from audience_relay.transforms.id_types import ID_TYPES
 from audience_relay.transforms.phone_numbers import with_e164
 
-WHITESPACE = r"[\s\p{Z}\x{200B}\x{FEFF}]+"
-# The characters WHITESPACE matches: Java's \s (ASCII only), Unicode's separators (\p{Z}), the
-# zero-width space and the byte-order mark. Trimming and removing them as a character set runs
-# without the regex engine (tests/unit/test_identifiers.py checks the set against the regex over
-# every code point).
-WHITESPACE_CHARACTERS = "\t\n\x0b\x0c\r \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200C))) + "\u2028\u2029\u202f\u205f\u3000\ufeff"
+WHITESPACE = r"[\s\x{0B}\x{1C}-\x{1F}\x{85}\p{Z}\x{200B}\x{FEFF}]+"
+# The characters WHITESPACE matches: what Python's str.strip() removes (the destinations' SDKs trim
+# with it; Java's \s is ASCII only, so the information separators U+001C-U+001F and the next-line
+# character U+0085 are named), Unicode's separators (\p{Z}), the zero-width space and the byte-order
+# mark. Trimming and removing them as a character set runs without the regex engine
+# (tests/unit/test_identifiers.py checks the set against the regex over every code point).
+WHITESPACE_CHARACTERS = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200C)))
+                         + "\u2028\u2029\u202f\u205f\u3000\ufeff")
 _LOCAL_ATOM = r"[\p{L}\p{M}\p{N}!#$%&'*+/=?^_`{|}~-]+"
 _DOMAIN_LABEL = r"[\p{L}\p{M}\p{N}]([\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?"
 _TOP_LEVEL_DOMAIN = r"(\p{L}[\p{L}\p{M}]{1,62}|xn--[a-z0-9-]{1,59})"

@@ -230,4 +230,11 @@ def test_whitespace_is_the_regexes_set_over_every_code_point(spark):
     )
     assert framed.filter(F.length("value") != 3).count() == 0   # every code point became one character
     assert differing.select("id").limit(10).collect() == []
-    assert framed.filter(strip_whitespace("value") == "a").count() == 26
+    assert framed.filter(strip_whitespace("value") == "a").count() == 31   # Python's 29 str.isspace() characters, U+200B and U+FEFF
+
+
+def test_whitespace_is_what_pythons_strip_removes_and_the_zero_width_characters():
+    """The destinations' SDKs trim with Python's str.strip(); U+200B and U+FEFF are invisible too."""
+    from audience_relay.transforms.identifiers import WHITESPACE_CHARACTERS
+
+    assert set(WHITESPACE_CHARACTERS) == {chr(c) for c in range(0x110000) if chr(c).isspace()} | {"\u200b", "\ufeff"}
