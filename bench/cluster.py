@@ -9,7 +9,6 @@ mode, day 1 then day 2 (day 1 committed first, as a delivery would). Measured pe
 rows/s/core, the peak RSS of each executor's process tree (its JVM and its Python workers),
 shuffle bytes, Spark jobs and stages. The adds and removes must equal the DuckDB peer's (an
 independent implementation) or the run counts for nothing.
-
 """
 from __future__ import annotations
 

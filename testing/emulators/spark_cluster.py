@@ -101,8 +101,9 @@ def running_executors() -> dict[str, psutil.Process]:
 
 def submit_command(master_url: str, executor_memory: str = "1g", driver_memory: str = "1g", executor_env: dict[str, str] | None = None) -> list[str]:
     """spark-submit in client mode with one-core executors and `executor_env` in the executors'
-    environment (the job script and its arguments follow)."""
+    environment, the driver on loopback like the daemons (the job script and its arguments follow)."""
     environment = [f"--conf=spark.executorEnv.{name}={value}" for name, value in {"PYSPARK_PYTHON": sys.executable, **(executor_env or {})}.items()]
     return [str(SPARK_HOME / "bin" / "spark-submit"), "--master", master_url, "--deploy-mode", "client",
             "--driver-memory", driver_memory, "--executor-memory", executor_memory, "--executor-cores", "1",
-            "--conf", "spark.ui.enabled=false", *environment]
+            "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.driver.bindAddress=127.0.0.1",
+            *environment]
