@@ -22,11 +22,9 @@ from pathlib import Path
 import psutil
 
 from audience_relay.cli.main import record_count
-from audience_relay.pipeline import snapshots
-from audience_relay.pipeline.config import DEFAULT_CONFIG, load_config
 from audience_relay.testing.emulators.spark_cluster import running_executors, standalone_cluster, submit_command
 from bench.measure import Measured, run_measured
-from bench.prepare import RESULTS, WORK, duckdb_peer, ensure_data, fingerprint, input_name, input_rows
+from bench.prepare import RESULTS, WORK, commit_as_delivered, duckdb_peer, ensure_data, fingerprint, input_name, input_rows
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 
@@ -34,14 +32,12 @@ JOBS = Path(__file__).resolve().parent.parent / "jobs"
 def prepare_on_cluster(days: dict[str, Path], out: Path, master_url: str, executor_memory: str, driver_memory: str) -> dict[str, tuple[Measured, Path]]:
     """jobs/prepare.py through spark-submit for each day; each day is committed before the next, as a delivery would."""
     results = {}
-    config = load_config(DEFAULT_CONFIG)
     submit = submit_command(master_url, executor_memory, driver_memory)
     for day, path in days.items():
         measured = run_measured(
             [str(JOBS / "prepare.py"), "--input", str(path / "membership"), "--consent", str(path / "consent"), "--out", str(out),
              "--run-id", day], event_log=out / "events" / day, submit=submit, executors=running_executors)
-        for destination in config.active_destinations:
-            snapshots.commit(str(out), day, destination.id, snapshots.baseline_for(str(out), destination.id, day).run_id)
+        commit_as_delivered(out, day)
         results[day] = (measured, out / "runs" / day / "batches")
     return results
 

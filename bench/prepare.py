@@ -72,17 +72,20 @@ def input_rows(path: Path) -> int:
     return duckdb.sql(f"SELECT count(*) FROM read_parquet('{path / 'membership' / '**' / '*.parquet'}')").fetchone()[0]
 
 
+def commit_as_delivered(out: Path, run_id: str) -> None:
+    """What a completed delivery does: the run becomes every destination's baseline (day 2 is compared with day 1)."""
+    for destination in load_config(DEFAULT_CONFIG).active_destinations:
+        snapshots.commit(str(out), run_id, destination.id, snapshots.baseline_for(str(out), destination.id, run_id).run_id)
+
+
 def ours(days: dict[str, Path], out: Path, master: str) -> dict[str, tuple[Measured, Path]]:
     results = {}
-    config = load_config(DEFAULT_CONFIG)
     for day, path in days.items():
         measured = run_measured(
             ["-m", "audience_relay.cli.main", "prepare", "--input", str(path / "membership"), "--consent", str(path / "consent"),
              "--out", str(out), "--run-id", day, "--master", master],
             event_log=out / "events" / day)
-        # What a completed delivery does: day 1 becomes the baseline day 2 is compared with.
-        for destination in config.active_destinations:
-            snapshots.commit(str(out), day, destination.id, snapshots.baseline_for(str(out), destination.id, day).run_id)
+        commit_as_delivered(out, day)
         results[day] = (measured, out / "runs" / day / "batches")
     return results
 

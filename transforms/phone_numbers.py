@@ -168,7 +168,8 @@ class _NationalPrefix:
 
     def unsettled(self, value: Column) -> Column:
         """Rows whose strip the Spark path cannot decide exactly."""
-        return value.rlike(self.unsettled_pattern) if self.unsettled_pattern else F.lit(False)
+        pattern = self.unsettled_pattern
+        return value.rlike(pattern) if pattern else F.lit(False)
 
     def strip(self, value: Column) -> Column:
         if not self.pattern:
